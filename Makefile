@@ -1,0 +1,48 @@
+# ctloop task vocabulary: the same targets for people, hooks and CI.
+SHELL := /bin/bash
+UV ?= uv
+RUN := $(UV) run --frozen
+VIEW ?= credit_score
+DAYS ?= 60
+ROWS ?= 2000
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint format test test-fast init-db generate status bench-store clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: ## Install system packages, uv and the locked Python environment
+	@bash scripts/bootstrap.sh
+
+lint: install ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install ## Apply ruff formatting and safe fixes
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+test: install ## Lint, then the whole test suite (needs MariaDB on 127.0.0.1:3306)
+	@bash scripts/ensure-mariadb.sh
+	$(MAKE) --no-print-directory lint
+	$(RUN) pytest
+
+test-fast: ## The test suite without install and lint
+	$(RUN) pytest -x -q
+
+init-db: install ## Create the feature store tables (FEATURE_STORE_URL or embedded SQLite)
+	$(RUN) ctloop init-db
+
+generate: init-db ## Generate DAYS days of ROWS rows of synthetic data
+	$(RUN) ctloop generate $(VIEW) --days $(DAYS) --rows-per-day $(ROWS)
+
+status: ## Row counts per day and label coverage
+	$(RUN) ctloop status $(VIEW)
+
+bench-store: install ## Store write/extract throughput on MariaDB vs the mariadb client
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/store_throughput.py
+
+clean: ## Remove the embedded data folder and caches
+	rm -rf data .pytest_cache .ruff_cache

@@ -1,0 +1,257 @@
+"""`ctloop`: every pipeline step by hand, calling the same library functions as the DAGs.
+
+User errors (`CtloopError`) print one clear message and exit with status 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ctloop.errors import CtloopError
+from ctloop.featureview import FeatureView, list_views, load_view
+
+log = logging.getLogger("ctloop")
+
+
+def _view(name: str | None) -> FeatureView:
+    """The named view, or the settings' default view (CTLOOP_DEFAULT_VIEW)."""
+    if name is None:
+        from ctloop.settings import get_settings
+
+        name = get_settings().default_view
+    return load_view(name)
+
+
+def _store():
+    from ctloop.store import FeatureStore
+
+    return FeatureStore.from_settings()
+
+
+def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param=param) from exc
+
+
+def _datetime(_ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"'{value}' is not a date or time (ISO 8601)", param=param
+        ) from exc
+
+
+view_argument = click.argument("view", required=False, metavar="[VIEW]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="ctloop")
+def cli(verbose: bool) -> None:
+    """ctloop: continuous training of CatBoost models over a feature store.
+
+    VIEW is a feature view name from the features folder (default: $CTLOOP_DEFAULT_VIEW,
+    credit_score).
+    Configuration comes from the environment and .env (see .env.example).
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.command("init-db")
+@click.argument("views", nargs=-1, metavar="[VIEW]...")
+def init_db(views: tuple[str, ...]) -> None:
+    """Create the feature store tables (all views when none is named); safe to repeat."""
+    names = list(views) or list_views()
+    loaded = [_view(n) for n in names]
+    store = _store()
+    store.init(loaded)
+    click.echo(f"feature store {store.safe_url}: tables ready for {', '.join(names)}")
+
+
+@cli.command("show-view")
+@view_argument
+def show_view(view: str | None) -> None:
+    """Validate a feature view file and print its contract."""
+    fv = _view(view)
+    click.echo(f"{fv.name}: entity {fv.entity}, event date {fv.event_date}")
+    click.echo(f"label {fv.label.name}: {', '.join(fv.label.classes)}")
+    for f in fv.features:
+        if f.is_numeric:
+            spec = f"numeric [{f.min}, {f.max}]" + (" integer" if f.integer else "")
+        else:
+            spec = f"categorical {len(f.categories or [])} categories" + (
+                " (+unseen)" if f.allow_unseen else ""
+            )
+        click.echo(f"  {f.name:28} {spec}{' nullable' if f.nullable else ''}")
+    click.echo(f"training: {fv.training.model_dump()}")
+    click.echo(f"data gate: {fv.gates.data.model_dump()}")
+    click.echo(f"model gate: {fv.gates.model.model_dump()}")
+    click.echo(f"drift: {fv.drift.model_dump()}")
+
+
+@cli.command()
+@view_argument
+@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--start", callback=_date, help="First day (YYYY-MM-DD). Default: --days before today."
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--scenario",
+    type=click.Choice(["none", "covariate_shift", "concept_drift"]),
+    default="none",
+    show_default=True,
+    help="Drift scenario that starts on --drift-start.",
+)
+@click.option("--drift-start", callback=_date, help="Day the scenario starts (YYYY-MM-DD).")
+@click.option(
+    "--label-delay-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Days until labels land. Default: the view's training.label_delay_days.",
+)
+@click.option(
+    "--labels-until",
+    callback=_datetime,
+    help="Write only labels that arrived before this time. Default: now.",
+)
+@click.option("--no-labels", is_flag=True, help="Write features only.")
+def generate(
+    view: str | None,
+    days: int,
+    rows_per_day: int,
+    start: dt.date | None,
+    seed: int,
+    scenario: str,
+    drift_start: dt.date | None,
+    label_delay_days: int | None,
+    labels_until: dt.datetime | None,
+    no_labels: bool,
+) -> None:
+    """Write a seeded synthetic credit-score stream into the feature store.
+
+    Re-running the same command writes the same rows again (idempotent upserts), so the
+    row counts do not change.
+    """
+    from ctloop.synth import Scenario, StreamConfig, stream
+
+    fv = _view(view)
+    if scenario != "none" and drift_start is None:
+        raise click.BadParameter("a drift scenario needs --drift-start", param_hint="--scenario")
+    start = start or (dt.date.today() - dt.timedelta(days=days))
+    until = labels_until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    config = StreamConfig(
+        seed=seed,
+        rows_per_day=rows_per_day,
+        scenario=Scenario(scenario),
+        drift_start=drift_start,
+        label_delay_days=(
+            fv.training.label_delay_days if label_delay_days is None else label_delay_days
+        ),
+    )
+    store = _store()
+    store.require_tables(fv)
+    began = time.perf_counter()
+    total_f = total_l = 0
+    for i, (day, features, labels) in enumerate(stream(fv, start, days, config), 1):
+        arrived = labels[labels["arrived_at"] < until]
+        n_f, n_l = store.ingest(fv, features, None if no_labels else arrived)
+        total_f += n_f
+        total_l += n_l
+        click.echo(f"[{i}/{days}] {day}: {n_f} feature rows, {n_l} labels", err=True)
+    took = time.perf_counter() - began
+    click.echo(
+        f"generated {total_f} feature rows and {total_l} labels for {fv.name} "
+        f"({start} .. {start + dt.timedelta(days=days - 1)}) in {took:.1f}s "
+        f"({total_f / max(took, 1e-9):,.0f} rows/s)"
+    )
+
+
+@cli.command("import")
+@click.argument("view")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--skip-bad-rows", is_flag=True, help="Import the good rows, report the bad ones.")
+def import_(view: str, file: Path, skip_bad_rows: bool) -> None:
+    """Validate a CSV against VIEW and load it into the feature and label tables.
+
+    Columns: the entity key, the event date, every feature; optionally the label and
+    `arrived_at` (when the label became known; default: now). Nothing of a failing file
+    is written unless --skip-bad-rows is given.
+    """
+    from ctloop.importer import import_csv
+
+    fv = _view(view)
+    result = import_csv(_store(), fv, file, skip_bad_rows=skip_bad_rows)
+    for problem in result.problems[:50]:
+        click.echo(f"skipped {problem}", err=True)
+    click.echo(
+        f"{file}: {result.rows_read} rows read, {result.features_written} feature rows and "
+        f"{result.labels_written} labels written, {result.skipped_rows} rows skipped"
+    )
+
+
+@cli.command()
+@view_argument
+@click.option("--days", "last_days", type=int, default=14, show_default=True,
+              help="How many of the newest days to list (0: all).")  # fmt: skip
+def status(view: str | None, last_days: int) -> None:
+    """Tables, row counts per day and label coverage."""
+    fv = _view(view)
+    store = _store()
+    click.echo(f"feature store: {store.safe_url}")
+    for table, count in store.table_counts().items():
+        click.echo(f"  {table:32} {count:>10,} rows")
+    st = store.status(fv)
+    if not st.exists:
+        click.echo(f"view {fv.name}: no tables yet (run `ctloop init-db`)")
+        return
+    click.echo(
+        f"view {fv.name}: {len(st.days)} days, {st.feature_rows:,} feature rows, "
+        f"{st.label_rows:,} labels"
+    )
+    shown = st.days[-last_days:] if last_days > 0 else st.days
+    if len(shown) < len(st.days):
+        click.echo(f"  ({len(st.days) - len(shown)} older days not shown)")
+    click.echo(f"  {'event date':12} {'features':>10} {'labels':>10} {'coverage':>9}")
+    for d in shown:
+        click.echo(
+            f"  {d.event_date!s:12} {d.features:>10,} {d.labels:>10,} {d.label_coverage:>8.0%}"
+        )
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CtloopError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

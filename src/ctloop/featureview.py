@@ -1,0 +1,262 @@
+"""Feature views: the one place where features are named.
+
+A feature view (`features/<name>.yaml`) is the contract of one model: entity key, event
+date, label, each feature's type and allowed values, the training window and every gate
+threshold. The store, the gates, training, serving and drift monitoring all read it; none
+of them names a feature. Loading is strict: an unknown key, a wrong type or an impossible
+range fails with the file, the key and the problem, before anything touches data.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ctloop.errors import FeatureViewError
+
+IDENTIFIER = r"^[a-z][a-z0-9_]{0,47}$"
+_ident = Annotated[str, Field(pattern=IDENTIFIER)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureType(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+class Feature(_Strict):
+    """One model input: its type, nullability and allowed values."""
+
+    name: _ident
+    type: FeatureType
+    description: str = ""
+    nullable: bool = False
+    # numeric only
+    min: float | None = None
+    max: float | None = None
+    integer: bool = False
+    # categorical only
+    categories: list[str] | None = None
+    allow_unseen: bool = False
+    # data gate: the largest share of missing values training data may have
+    max_missing_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.type is FeatureType.NUMERIC:
+            if self.categories is not None or self.allow_unseen:
+                raise ValueError("numeric features take min/max, not categories/allow_unseen")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        else:
+            if self.min is not None or self.max is not None or self.integer:
+                raise ValueError("categorical features take categories, not min/max/integer")
+            if not self.categories:
+                raise ValueError("categorical features need a non-empty 'categories' list")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError("'categories' has duplicates")
+            if any(len(c) > 64 for c in self.categories):
+                raise ValueError("a category is longer than 64 characters")
+        if not self.nullable and self.max_missing_rate not in (None, 0):
+            raise ValueError("max_missing_rate needs nullable: true")
+        return self
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type is FeatureType.NUMERIC
+
+
+class Label(_Strict):
+    """The target: its column and the classes the model predicts, in a fixed order."""
+
+    name: _ident
+    classes: list[str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Label:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("'classes' has duplicates")
+        return self
+
+
+class Training(_Strict):
+    """What a training run reads and how it splits it."""
+
+    window_days: int = Field(default=60, gt=0)
+    validation_days: int = Field(default=7, gt=0)
+    label_delay_days: int = Field(default=7, ge=0)
+    iterations: int = Field(default=500, gt=0)
+    learning_rate: float | None = Field(default=None, gt=0)
+    depth: int = Field(default=6, ge=1, le=16)
+    early_stopping_rounds: int = Field(default=50, gt=0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> Training:
+        if self.validation_days >= self.window_days:
+            raise ValueError("validation_days must be smaller than window_days")
+        return self
+
+
+class DataGate(_Strict):
+    """Gate 1 (TFX ExampleValidator style): stop before training on bad data."""
+
+    min_rows: int = Field(default=1000, gt=0)
+    min_validation_rows: int = Field(default=200, gt=0)
+    max_missing_rate: float = Field(default=0.2, ge=0, le=1)
+    max_out_of_range_rate: float = Field(default=0.0, ge=0, le=1)
+    max_unseen_category_rate: float = Field(default=0.05, ge=0, le=1)
+    min_class_share: float = Field(default=0.02, ge=0, lt=1)
+    max_skew_distance: float = Field(default=0.2, gt=0, le=1)
+
+
+class ModelGate(_Strict):
+    """Gate 2 (TFX Evaluator style): never promote a worse model."""
+
+    primary_metric: Literal["macro_f1", "accuracy", "roc_auc", "log_loss"] = "macro_f1"
+    min_value: float = Field(gt=0)
+    max_degradation: float = Field(default=0.01, ge=0)
+
+
+class DriftPolicy(_Strict):
+    """When the monitor calls drift and triggers retraining."""
+
+    numeric_threshold: float = Field(default=0.1, gt=0)
+    categorical_threshold: float = Field(default=0.1, gt=0)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    prediction_threshold: float = Field(default=0.1, gt=0)
+    min_rows: int = Field(default=500, gt=0)
+    max_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
+    min_labelled_rows: int = Field(default=200, gt=0)
+    cooldown_hours: float = Field(default=24, ge=0)
+
+
+class Gates(_Strict):
+    data: DataGate = DataGate()
+    model: ModelGate
+
+
+class FeatureView(_Strict):
+    """A model's whole data contract, loaded from `features/<name>.yaml`."""
+
+    name: _ident
+    description: str = ""
+    entity: _ident
+    event_date: _ident = "event_date"
+    label: Label
+    features: list[Feature] = Field(min_length=1)
+    training: Training = Training()
+    gates: Gates
+    drift: DriftPolicy = DriftPolicy()
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> FeatureView:
+        seen: dict[str, str] = {}
+        reserved = {self.entity: "entity", self.event_date: "event_date"}
+        for i, feature in enumerate(self.features):
+            if feature.name in reserved:
+                raise ValueError(
+                    f"features[{i}]: '{feature.name}' is already the {reserved[feature.name]}"
+                )
+            if feature.name in seen:
+                raise ValueError(f"features[{i}]: duplicate feature name '{feature.name}'")
+            seen[feature.name] = feature.name
+        if self.label.name in seen or self.label.name in reserved:
+            raise ValueError(f"label.name '{self.label.name}' clashes with another column")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric_features(self) -> list[Feature]:
+        return [f for f in self.features if f.is_numeric]
+
+    @property
+    def categorical_features(self) -> list[Feature]:
+        return [f for f in self.features if not f.is_numeric]
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+    @property
+    def features_table(self) -> str:
+        return f"{self.name}_features"
+
+    @property
+    def labels_table(self) -> str:
+        return f"{self.name}_labels"
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_view_file(path: str | Path) -> FeatureView:
+    """Parse and validate one feature view file; errors name the file, the key and the problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FeatureViewError(f"{path}: feature view file not found") from exc
+    except yaml.YAMLError as exc:
+        raise FeatureViewError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise FeatureViewError(f"{path}: expected a mapping at the top level")
+    try:
+        view = FeatureView.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _format_loc(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {where}: {msg}")
+        raise FeatureViewError("invalid feature view\n  " + "\n  ".join(problems)) from exc
+    if view.name != path.stem:
+        raise FeatureViewError(
+            f"{path}: name: '{view.name}' must match the file name '{path.stem}'"
+        )
+    return view
+
+
+def view_path(name: str, features_dir: Path | None = None) -> Path:
+    """Where the named view lives; a path to a .yaml file is taken as is."""
+    if name.endswith((".yaml", ".yml")):
+        return Path(name)
+    if not re.match(IDENTIFIER, name):
+        raise FeatureViewError(f"'{name}' is not a valid feature view name")
+    if features_dir is None:
+        from ctloop.settings import get_settings
+
+        features_dir = get_settings().features_dir
+    return Path(features_dir) / f"{name}.yaml"
+
+
+def load_view(name: str, features_dir: Path | None = None) -> FeatureView:
+    """Load a feature view by name (from the features folder) or by file path."""
+    return load_view_file(view_path(name, features_dir))
+
+
+def list_views(features_dir: Path | None = None) -> list[str]:
+    """Names of the feature views in the features folder."""
+    if features_dir is None:
+        from ctloop.settings import get_settings
+
+        features_dir = get_settings().features_dir
+    return sorted(p.stem for p in Path(features_dir).glob("*.yaml"))

@@ -1,0 +1,73 @@
+"""CSV import into a view's feature and label tables.
+
+The file is read and checked in full before anything is written, and written in one
+transaction: a failing file leaves the store exactly as it was, unless the user asks to
+skip the bad rows, in which case only the rows without problems land.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ctloop.errors import CtloopError, DataValidationError
+from ctloop.featureview import FeatureView
+from ctloop.store import FeatureStore
+from ctloop.validation import MAX_REPORTED, Problem, good_rows, validate_frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportResult:
+    """What an import did: rows read, written, and the problems it found."""
+
+    rows_read: int
+    features_written: int
+    labels_written: int
+    problems: list[Problem] = field(default_factory=list)
+    skipped_rows: int = 0
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read every cell as text so that validation, not pandas, decides what a value means."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError as exc:
+        raise CtloopError(f"{path}: file not found") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CtloopError(f"{path}: not a readable CSV file: {exc}") from exc
+
+
+def import_csv(
+    store: FeatureStore, view: FeatureView, path: str | Path, *, skip_bad_rows: bool = False
+) -> ImportResult:
+    """Validate a CSV against the view and upsert it; all or nothing unless skipping bad rows."""
+    path = Path(path)
+    raw = read_csv(path)
+    store.require_tables(view)
+    checked = validate_frame(view, raw)
+    file_level = [p for p in checked.problems if p.row is None]
+    if file_level or (checked.problems and not skip_bad_rows):
+        shown = "\n  ".join(str(p) for p in checked.problems[:MAX_REPORTED])
+        more = len(checked.problems) - MAX_REPORTED
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        hint = "" if file_level else "\n(nothing was written; --skip-bad-rows imports the rest)"
+        raise DataValidationError(
+            f"{path}: {len(checked.problems)} problem(s) in {len(checked.bad_rows) or 'the'} "
+            f"row(s)/file:\n  {shown}{tail}{hint}",
+            checked.problems,
+        )
+    features, labels = good_rows(checked)
+    n_features, n_labels = store.ingest(view, features, labels)
+    log.info("%s: wrote %d feature rows and %d labels", path, n_features, n_labels)
+    return ImportResult(
+        rows_read=checked.total_rows,
+        features_written=n_features,
+        labels_written=n_labels,
+        problems=checked.problems,
+        skipped_rows=len(checked.bad_rows),
+    )

@@ -1,0 +1,102 @@
+"""One typed settings object, read from the environment and `.env`.
+
+Settings are validated once at the boundary (CLI, DAG task, service start) and then passed
+around frozen, so a typo in a URL fails loudly at start instead of deep inside a task.
+With nothing configured everything lives in embedded SQLite files under the data folder,
+which is what lets `make demo` run on a bare machine.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ctloop.errors import CtloopError
+
+
+def project_root() -> Path | None:
+    """The source checkout this package runs from, if any (editable install / src layout)."""
+    candidate = Path(__file__).resolve().parents[2]
+    return candidate if (candidate / "pyproject.toml").is_file() else None
+
+
+def _default_data_dir() -> Path:
+    root = project_root()
+    return (root / "data") if root else Path.home() / ".ctloop"
+
+
+def _default_features_dir() -> Path:
+    cwd_features = Path.cwd() / "features"
+    if cwd_features.is_dir():
+        return cwd_features
+    root = project_root()
+    return (root / "features") if root else cwd_features
+
+
+class Settings(BaseSettings):
+    """Everything ctloop can be told from outside; `.env.example` documents each variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_prefix="CTLOOP_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    features_dir: Path = Field(default_factory=_default_features_dir)
+    feature_store_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FEATURE_STORE_URL", "CTLOOP_FEATURE_STORE_URL"),
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CTLOOP_MLFLOW_TRACKING_URI"),
+    )
+    default_view: str = "credit_score"
+    extract_chunk_rows: int = Field(default=50_000, gt=0)
+    write_batch_rows: int = Field(default=5_000, gt=0)
+
+    @field_validator("feature_store_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a SQLAlchemy URL: {exc}") from exc
+        return value
+
+    @property
+    def store_url(self) -> str:
+        """The feature store URL, falling back to the embedded SQLite file."""
+        return self.feature_store_url or f"sqlite:///{self.data_dir / 'feature_store.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI, falling back to an embedded SQLite store."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings for this process, validated once; errors name the variable at fault."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise CtloopError("invalid settings:\n  " + "\n  ".join(lines)) from exc

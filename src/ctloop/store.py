@@ -1,0 +1,538 @@
+"""The feature store: typed tables per feature view on MariaDB (or embedded SQLite).
+
+All access goes through SQLAlchemy Core with bound parameters. Writes are idempotent
+upserts keyed on (entity, event date), so re-running a day never duplicates rows.
+Training sets are point-in-time: for an as-of date D only feature rows with event date
+before D, joined to labels that had arrived before the start of D, are returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
+
+from ctloop import tables
+from ctloop.errors import CtloopError, DataValidationError, StoreUnavailableError
+from ctloop.featureview import FeatureView
+
+log = logging.getLogger(__name__)
+
+MYSQL_DIALECTS = ("mysql", "mariadb")
+_UNKNOWN_DATABASE = 1049
+
+
+def as_of_instant(as_of: dt.date) -> dt.datetime:
+    """The moment a run "as of" date D stands at: the very start of D (naive UTC)."""
+    return dt.datetime.combine(as_of, dt.time.min)
+
+
+def to_date(value: dt.date | str) -> dt.date:
+    """Accept a date or an ISO string, and say which when neither parses."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise CtloopError(f"'{value}' is not a date (expected YYYY-MM-DD)") from exc
+
+
+@dataclass(frozen=True)
+class DayStatus:
+    """Row counts of one event date."""
+
+    event_date: dt.date
+    features: int
+    labels: int
+
+    @property
+    def label_coverage(self) -> float:
+        return self.labels / self.features if self.features else 0.0
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    """What the store holds for one view."""
+
+    view: str
+    exists: bool
+    days: list[DayStatus]
+
+    @property
+    def feature_rows(self) -> int:
+        return sum(d.features for d in self.days)
+
+    @property
+    def label_rows(self) -> int:
+        return sum(d.labels for d in self.days)
+
+
+class FeatureStore:
+    """Access to one feature store database; cheap to create, holds a pooled engine."""
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        chunk_rows: int = 50_000,
+        batch_rows: int = 5_000,
+    ) -> None:
+        self.url = make_url(url)
+        self.chunk_rows = chunk_rows
+        self.batch_rows = batch_rows
+        self.engine = self._make_engine(self.url)
+        self.metadata = sa.MetaData()
+        self._view_tables: dict[str, tuple[sa.Table, sa.Table]] = {}
+        self.prediction_log, self.drift_report = tables.shared_tables(self.metadata)
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> FeatureStore:
+        """The store the settings point at (embedded SQLite when nothing is set)."""
+        if settings is None:
+            from ctloop.settings import get_settings
+
+            settings = get_settings()
+        return cls(
+            settings.store_url,
+            chunk_rows=settings.extract_chunk_rows,
+            batch_rows=settings.write_batch_rows,
+        )
+
+    @staticmethod
+    def _make_engine(url: URL) -> Engine:
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+            return engine
+        connect_args: dict[str, Any] = {}
+        if backend in MYSQL_DIALECTS and url.get_driver_name() == "pymysql":
+            connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ connections
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn "cannot connect" driver errors into one clear, user-facing error."""
+        try:
+            yield
+        except OperationalError as exc:
+            reason = str(exc.orig) if exc.orig is not None else str(exc)
+            raise StoreUnavailableError(
+                f"feature store {self.safe_url} is unreachable or refused the operation: {reason}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection inside one transaction: committed on success, rolled back on error."""
+        with self._translate(), self.engine.begin() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        """Fail fast with a clear message when the database cannot be reached."""
+        with self._translate(), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ schema
+
+    def view_tables(self, view: FeatureView) -> tuple[sa.Table, sa.Table]:
+        """The (features, labels) tables of a view, defined once per store."""
+        if view.name not in self._view_tables:
+            self._view_tables[view.name] = (
+                tables.features_table(view, self.metadata),
+                tables.labels_table(view, self.metadata),
+            )
+        return self._view_tables[view.name]
+
+    def create_database_if_missing(self) -> bool:
+        """On MariaDB/MySQL, create the URL's database when the server lacks it."""
+        if self.dialect not in MYSQL_DIALECTS or not self.url.database:
+            return False
+        try:
+            self.ping()
+            return False
+        except StoreUnavailableError as exc:
+            orig = getattr(exc.__cause__, "orig", None)
+            if not (orig is not None and orig.args and orig.args[0] == _UNKNOWN_DATABASE):
+                raise
+        name = self.url.database
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+            raise CtloopError(f"database name '{name}' must be letters, digits and underscores")
+        server_url = URL.create(
+            self.url.drivername,
+            username=self.url.username,
+            password=self.url.password,
+            host=self.url.host,
+            port=self.url.port,
+            query=self.url.query,
+        )  # URL.set(database=None) would keep the database
+        server = sa.create_engine(server_url, poolclass=sa.pool.NullPool)
+        quoted = server.dialect.identifier_preparer.quote_identifier(name)
+        try:
+            with self._translate(), server.begin() as conn:
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {quoted}"))
+        finally:
+            server.dispose()
+        log.info("created database %s", name)
+        return True
+
+    def init(self, views: Sequence[FeatureView]) -> None:
+        """Create the tables of these views and the shared tables; existing ones are kept."""
+        self.create_database_if_missing()
+        for view in views:
+            self.view_tables(view)
+        with self.begin() as conn:
+            self.metadata.create_all(conn, checkfirst=True)
+
+    def has_view_tables(self, view: FeatureView) -> bool:
+        with self._translate(), self.engine.connect() as conn:
+            insp = sa.inspect(conn)
+            return insp.has_table(view.features_table) and insp.has_table(view.labels_table)
+
+    def require_tables(self, view: FeatureView) -> None:
+        if not self.has_view_tables(view):
+            raise CtloopError(
+                f"feature store {self.safe_url} has no tables for view '{view.name}': "
+                f"run `ctloop init-db` first"
+            )
+
+    # ------------------------------------------------------------------ writes
+
+    def _upsert_statement(self, table: sa.Table) -> sa.Insert:
+        keys = [c.name for c in table.primary_key.columns]
+        rest = [c.name for c in table.columns if c.name not in keys]
+        if self.dialect in MYSQL_DIALECTS:
+            stmt = mysql.insert(table)
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in rest})
+        if self.dialect == "sqlite":
+            stmt = sqlite.insert(table)
+            return stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: stmt.excluded[c] for c in rest}
+            )
+        if self.dialect == "postgresql":
+            stmt = postgresql.insert(table)
+            return stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: stmt.excluded[c] for c in rest}
+            )
+        raise CtloopError(f"feature store dialect '{self.dialect}' is not supported")
+
+    @staticmethod
+    def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows as plain Python values (None for missing), which every driver can bind."""
+        lists = []
+        for col in columns:
+            series = frame[col]
+            values = series.astype(object).where(series.notna(), None).tolist()
+            lists.append(values)
+        return [dict(zip(columns, row, strict=True)) for row in zip(*lists, strict=True)]
+
+    def _check_columns(self, frame: pd.DataFrame, required: Sequence[str], what: str) -> None:
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise DataValidationError(f"{what}: missing column(s): {', '.join(missing)}")
+        for key in required[:2]:
+            if frame[key].isna().any():
+                raise DataValidationError(f"{what}: column '{key}' has empty values")
+
+    def _prepare_features(self, view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
+        required = [view.entity, view.event_date, *view.feature_names]
+        self._check_columns(frame, required, view.features_table)
+        out = frame[required].copy()
+        out[view.entity] = out[view.entity].astype(str)
+        out[view.event_date] = pd.to_datetime(out[view.event_date]).dt.date
+        if "ingested_at" in frame.columns:
+            out["ingested_at"] = pd.to_datetime(frame["ingested_at"]).dt.to_pydatetime()
+        else:
+            out["ingested_at"] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return out
+
+    def _prepare_labels(self, view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
+        required = [view.entity, view.event_date, view.label.name, "arrived_at"]
+        self._check_columns(frame, required, view.labels_table)
+        out = frame[required].copy()
+        out[view.entity] = out[view.entity].astype(str)
+        out[view.event_date] = pd.to_datetime(out[view.event_date]).dt.date
+        out["arrived_at"] = list(pd.to_datetime(out["arrived_at"]).dt.to_pydatetime())
+        unknown = sorted(set(out[view.label.name].dropna()) - set(view.label.classes))
+        if unknown or out[view.label.name].isna().any():
+            raise DataValidationError(
+                f"{view.labels_table}: column '{view.label.name}' must be one of "
+                f"{view.label.classes}; found {unknown or 'empty values'}"
+            )
+        return out
+
+    def _write(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        stmt = self._upsert_statement(table)
+        columns = list(frame.columns)
+        for start in range(0, len(frame), self.batch_rows):
+            part = frame.iloc[start : start + self.batch_rows]
+            conn.execute(stmt, self._records(part, columns))
+        return len(frame)
+
+    def ingest(
+        self,
+        view: FeatureView,
+        features: pd.DataFrame | None = None,
+        labels: pd.DataFrame | None = None,
+    ) -> tuple[int, int]:
+        """Upsert feature and label rows in one transaction: all of them land, or none."""
+        ftable, ltable = self.view_tables(view)
+        fprep = self._prepare_features(view, features) if features is not None else None
+        lprep = self._prepare_labels(view, labels) if labels is not None else None
+        with self.begin() as conn:
+            n_features = self._write(conn, ftable, fprep) if fprep is not None else 0
+            n_labels = self._write(conn, ltable, lprep) if lprep is not None else 0
+        return n_features, n_labels
+
+    def upsert_features(self, view: FeatureView, frame: pd.DataFrame) -> int:
+        return self.ingest(view, features=frame)[0]
+
+    def upsert_labels(self, view: FeatureView, frame: pd.DataFrame) -> int:
+        return self.ingest(view, labels=frame)[1]
+
+    # ------------------------------------------------------------------ point-in-time reads
+
+    def _training_query(
+        self, view: FeatureView, start: dt.date, as_of: dt.date, count: bool = False
+    ) -> sa.Select:
+        ftable, ltable = self.view_tables(view)
+        entity, day = view.entity, view.event_date
+        join = ftable.join(
+            ltable, sa.and_(ftable.c[entity] == ltable.c[entity], ftable.c[day] == ltable.c[day])
+        )
+        where = sa.and_(
+            ftable.c[day] >= start,
+            ftable.c[day] < as_of,
+            ltable.c.arrived_at < as_of_instant(as_of),
+        )
+        if count:
+            return sa.select(sa.func.count()).select_from(join).where(where)
+        cols = [
+            ftable.c[entity],
+            ftable.c[day],
+            *(ftable.c[name] for name in view.feature_names),
+            ltable.c[view.label.name],
+            ltable.c.arrived_at,
+        ]
+        query = sa.select(*cols).select_from(join).where(where)
+        return query.order_by(ftable.c[day], ftable.c[entity])
+
+    def window(self, view: FeatureView, as_of: dt.date | str, window_days: int | None = None):
+        """The [start, as_of) date range a run as of `as_of` reads."""
+        as_of = to_date(as_of)
+        days = window_days or view.training.window_days
+        return as_of - dt.timedelta(days=days), as_of
+
+    def iter_training_chunks(
+        self, view: FeatureView, as_of: dt.date | str, window_days: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """The point-in-time training set as a stream of DataFrames of `chunk_rows` rows."""
+        start, end = self.window(view, as_of, window_days)
+        query = self._training_query(view, start, end)
+        columns = [c.name for c in query.selected_columns]
+        with self._translate(), self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True).execute(query)
+            while rows := result.fetchmany(self.chunk_rows):
+                yield pd.DataFrame.from_records(rows, columns=columns)
+
+    def training_set(
+        self, view: FeatureView, as_of: dt.date | str, window_days: int | None = None
+    ) -> pd.DataFrame:
+        """The point-in-time training set, built in place: one copy plus one chunk in memory.
+
+        The row count is read first, inside the same transaction as the rows (a consistent
+        snapshot on InnoDB and SQLite), so each column is allocated once at its final size
+        and filled chunk by chunk instead of concatenating copies.
+        """
+        self.require_tables(view)
+        start, end = self.window(view, as_of, window_days)
+        query = self._training_query(view, start, end)
+        names = [c.name for c in query.selected_columns]
+        numeric = {f.name for f in view.numeric_features}
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            n = conn.execute(self._training_query(view, start, end, count=True)).scalar_one()
+            arrays = {
+                name: np.empty(n, dtype=np.float64 if name in numeric else object) for name in names
+            }
+            filled = 0
+            result = conn.execution_options(stream_results=True).execute(query)
+            while rows := result.fetchmany(self.chunk_rows):
+                k = len(rows)
+                if filled + k > n:  # rows appeared despite the snapshot: grow, stay correct
+                    for name in names:
+                        arrays[name] = np.concatenate(
+                            [arrays[name], np.empty(filled + k - n, dtype=arrays[name].dtype)]
+                        )
+                    n = filled + k
+                for name, values in zip(names, zip(*rows, strict=True), strict=True):
+                    arrays[name][filled : filled + k] = values
+                filled += k
+        frame = pd.DataFrame({name: arr[:filled] for name, arr in arrays.items()}, copy=False)
+        frame[view.event_date] = pd.to_datetime(frame[view.event_date])
+        frame["arrived_at"] = pd.to_datetime(frame["arrived_at"])
+        log.info(
+            "training set for %s as of %s: %d rows from %s to %s",
+            view.name,
+            end,
+            filled,
+            start,
+            end - dt.timedelta(days=1),
+        )
+        return frame
+
+    def features_between(
+        self, view: FeatureView, start: dt.date | str, end: dt.date | str
+    ) -> pd.DataFrame:
+        """Feature rows with start <= event date < end (no labels), e.g. to replay traffic."""
+        ftable, _ = self.view_tables(view)
+        query = (
+            sa.select(ftable)
+            .where(ftable.c[view.event_date] >= to_date(start))
+            .where(ftable.c[view.event_date] < to_date(end))
+            .order_by(ftable.c[view.event_date], ftable.c[view.entity])
+        )
+        with self._translate(), self.engine.connect() as conn:
+            return pd.read_sql(query, conn)
+
+    def labels_arrived(
+        self, view: FeatureView, since: dt.datetime | None, until: dt.datetime
+    ) -> pd.DataFrame:
+        """Labels that had arrived by `until` (and after `since`, when given)."""
+        _, ltable = self.view_tables(view)
+        query = sa.select(ltable).where(ltable.c.arrived_at < until)
+        if since is not None:
+            query = query.where(ltable.c.arrived_at >= since)
+        with self._translate(), self.engine.connect() as conn:
+            return pd.read_sql(query, conn)
+
+    # ------------------------------------------------------------------ prediction logs
+
+    def write_prediction_logs(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert prediction log rows; a row whose request id is already stored is skipped.
+
+        Skipping duplicates is what makes replaying a spilled batch after an outage safe.
+        Returns the number of rows newly written.
+        """
+        if not rows:
+            return 0
+        table = self.prediction_log
+        if self.dialect in MYSQL_DIALECTS:
+            stmt = mysql.insert(table).prefix_with("IGNORE")
+        elif self.dialect == "sqlite":
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+        else:
+            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+        with self.begin() as conn:
+            result = conn.execute(stmt, list(rows))
+        return max(result.rowcount, 0)
+
+    def read_prediction_logs(
+        self,
+        view_name: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        model_version: str | None = None,
+        expand_features: bool = True,
+    ) -> pd.DataFrame:
+        """Prediction logs of a view with start <= created_at < end, oldest first.
+
+        With `expand_features`, the JSON features become one column each and the class
+        probabilities one `proba_<class>` column each, ready for drift statistics.
+        """
+        table = self.prediction_log
+        query = (
+            sa.select(table)
+            .where(table.c.feature_view == view_name)
+            .where(table.c.created_at >= start)
+            .where(table.c.created_at < end)
+            .order_by(table.c.created_at, table.c.id)
+        )
+        if model_version is not None:
+            query = query.where(table.c.model_version == str(model_version))
+        with self._translate(), self.engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
+        if not expand_features or frame.empty:
+            return frame
+        feats = pd.DataFrame.from_records([json.loads(s) for s in frame["features"]])
+        probs = pd.DataFrame.from_records([json.loads(s) for s in frame["probabilities"]])
+        probs.columns = [f"proba_{c}" for c in probs.columns]
+        base = frame.drop(columns=["features", "probabilities"])
+        return pd.concat([base, feats, probs], axis=1)
+
+    def count_prediction_logs(self, view_name: str | None = None) -> int:
+        table = self.prediction_log
+        query = sa.select(sa.func.count()).select_from(table)
+        if view_name is not None:
+            query = query.where(table.c.feature_view == view_name)
+        with self._translate(), self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, view: FeatureView) -> ViewStatus:
+        """Row counts per event date and how many of them have labels yet."""
+        if not self.has_view_tables(view):
+            return ViewStatus(view.name, False, [])
+        ftable, ltable = self.view_tables(view)
+        day = view.event_date
+        fq = sa.select(ftable.c[day], sa.func.count()).group_by(ftable.c[day])
+        lq = sa.select(ltable.c[day], sa.func.count()).group_by(ltable.c[day])
+        with self._translate(), self.engine.connect() as conn:
+            fcounts = {to_date(d): n for d, n in conn.execute(fq)}
+            lcounts = {to_date(d): n for d, n in conn.execute(lq)}
+        days = [
+            DayStatus(d, fcounts.get(d, 0), lcounts.get(d, 0))
+            for d in sorted(set(fcounts) | set(lcounts))
+        ]
+        return ViewStatus(view.name, True, days)
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of every table in the store."""
+        with self._translate(), self.engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            out = {}
+            for name in sorted(names):
+                query = sa.select(sa.func.count()).select_from(sa.table(name))
+                out[name] = conn.execute(query).scalar_one()
+        return out

@@ -1,0 +1,115 @@
+"""Table definitions derived from a feature view.
+
+The same SQLAlchemy Core metadata creates the tables on MariaDB and on SQLite, so the
+embedded default and the production path cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from ctloop.featureview import FeatureView
+
+ENTITY_LEN = 64
+CATEGORY_LEN = 64
+
+# DATETIME with microseconds on MariaDB (its default keeps whole seconds only).
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+Double = sa.Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+MYSQL_OPTS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+PREDICTION_LOG = "prediction_log"
+DRIFT_REPORT = "drift_report"
+
+
+def features_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
+    """`<fv>_features`: one row per entity and event date, one typed column per feature."""
+    columns: list[sa.Column] = [
+        sa.Column(view.entity, sa.String(ENTITY_LEN), primary_key=True),
+        sa.Column(view.event_date, sa.Date, primary_key=True),
+    ]
+    for feature in view.features:
+        col_type = Double if feature.is_numeric else sa.String(CATEGORY_LEN)
+        columns.append(sa.Column(feature.name, col_type, nullable=True))
+    columns.append(sa.Column("ingested_at", Timestamp, nullable=False))
+    return sa.Table(
+        view.features_table,
+        metadata,
+        *columns,
+        sa.Index(f"ix_{view.name}_features_date", view.event_date),
+        **MYSQL_OPTS,
+    )
+
+
+def labels_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
+    """`<fv>_labels`: the label of an entity-day and when it arrived (labels land late)."""
+    return sa.Table(
+        view.labels_table,
+        metadata,
+        sa.Column(view.entity, sa.String(ENTITY_LEN), primary_key=True),
+        sa.Column(view.event_date, sa.Date, primary_key=True),
+        sa.Column(view.label.name, sa.String(CATEGORY_LEN), nullable=False),
+        sa.Column("arrived_at", Timestamp, nullable=False),
+        sa.Index(f"ix_{view.name}_labels_date", view.event_date),
+        sa.Index(f"ix_{view.name}_labels_arrived", "arrived_at"),
+        **MYSQL_OPTS,
+    )
+
+
+def prediction_log_table(metadata: sa.MetaData) -> sa.Table:
+    """`prediction_log`: one row per answered prediction, shared by all views.
+
+    `request_id` is unique so that a replayed batch (after a database outage) can never
+    write a row twice.
+    """
+    return sa.Table(
+        PREDICTION_LOG,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("feature_view", sa.String(64), nullable=False),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("entity_id", sa.String(ENTITY_LEN), nullable=True),
+        sa.Column("features", LongText, nullable=False),
+        sa.Column("prediction", sa.String(CATEGORY_LEN), nullable=False),
+        sa.Column("probabilities", sa.Text, nullable=False),
+        sa.Column("latency_ms", Double, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Index("ix_prediction_log_view_time", "feature_view", "created_at"),
+        sa.Index("ix_prediction_log_entity", "feature_view", "entity_id"),
+        **MYSQL_OPTS,
+    )
+
+
+def drift_report_table(metadata: sa.MetaData) -> sa.Table:
+    """`drift_report`: one row per feature (or prediction / accuracy check) per monitor run."""
+    return sa.Table(
+        DRIFT_REPORT,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("check_id", sa.String(64), nullable=False),
+        sa.Column("feature_view", sa.String(64), nullable=False),
+        sa.Column("model_version", sa.String(32), nullable=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("feature", sa.String(64), nullable=False),
+        sa.Column("statistic", sa.String(64), nullable=False),
+        sa.Column("value", Double, nullable=True),
+        sa.Column("threshold", Double, nullable=True),
+        sa.Column("drifted", sa.Boolean, nullable=False),
+        sa.Column("window_start", Timestamp, nullable=False),
+        sa.Column("window_end", Timestamp, nullable=False),
+        sa.Column("n_reference", sa.Integer, nullable=False),
+        sa.Column("n_current", sa.Integer, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Index("ix_drift_report_view_time", "feature_view", "created_at"),
+        sa.Index("ix_drift_report_check", "check_id"),
+        **MYSQL_OPTS,
+    )
+
+
+def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The tables every view shares: the prediction log and the drift report."""
+    return prediction_log_table(metadata), drift_report_table(metadata)

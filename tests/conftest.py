@@ -1,0 +1,63 @@
+"""Shared fixtures: real databases, created per test and dropped after.
+
+MariaDB is the production path, so store tests run on it and on embedded SQLite from the
+same test code. A test that needs MariaDB and cannot reach it fails: it does not skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ctloop.featureview import FeatureView, load_view_file
+from ctloop.store import FeatureStore
+
+ROOT = Path(__file__).resolve().parents[1]
+MARIADB_SERVER = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+@pytest.fixture(scope="session")
+def view() -> FeatureView:
+    return load_view_file(ROOT / "features" / "credit_score.yaml")
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh, uniquely named MariaDB database, dropped after the test."""
+    name = f"ctloop_test_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(MARIADB_SERVER, poolclass=sa.pool.NullPool)
+    try:
+        with server.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"MariaDB is required at {MARIADB_SERVER} and is not answering: {exc}")
+    try:
+        yield f"{MARIADB_SERVER}/{name}"
+    finally:
+        with server.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The same test on the embedded default and on MariaDB."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def store(store_url: str, view: FeatureView) -> Iterator[FeatureStore]:
+    fs = FeatureStore(store_url, chunk_rows=1000, batch_rows=500)
+    fs.init([view])
+    yield fs
+    fs.dispose()

@@ -1,0 +1,106 @@
+"""The `ctloop` command as a user runs it: a real process, real databases, exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], env_url: str, tmp_path: Path, ok: bool = True):
+    env = {
+        **os.environ,
+        "FEATURE_STORE_URL": env_url,
+        "CTLOOP_DATA_DIR": str(tmp_path / "data"),
+        "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "ctloop.cli", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def _counts(output: str) -> dict[str, int]:
+    return {
+        m.group(1): int(m.group(2).replace(",", ""))
+        for m in re.finditer(r"^\s+(\w+)\s+([\d,]+) rows$", output, re.MULTILINE)
+    }
+
+
+def test_init_generate_twice_status(store_url: str, tmp_path: Path) -> None:
+    run(["init-db"], store_url, tmp_path)
+    run(["init-db"], store_url, tmp_path)  # safe to repeat
+    args = ["generate", "--days", "4", "--rows-per-day", "150", "--start", "2026-02-01",
+            "--labels-until", "2026-02-10"]  # fmt: skip
+    first = run(args, store_url, tmp_path)
+    assert "[4/4] 2026-02-04: 150 feature rows" in first.stderr
+    counts_1 = _counts(run(["status"], store_url, tmp_path).stdout)
+    run(args, store_url, tmp_path)
+    status = run(["status", "--days", "0"], store_url, tmp_path).stdout
+    assert _counts(status) == counts_1
+    assert counts_1["credit_score_features"] == 600
+    # labels arrive 7 days later: only those of 2026-02-01 and -02 had by 2026-02-10
+    assert counts_1["credit_score_labels"] == 300
+    assert re.search(r"2026-02-01\s+150\s+150\s+100%", status)
+    assert re.search(r"2026-02-04\s+150\s+0\s+0%", status)
+
+
+def test_import_error_exits_2_with_row_and_column(store_url: str, tmp_path: Path) -> None:
+    run(["init-db"], store_url, tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,event_date,age\nC1,2026-01-01,abc\n")
+    result = run(["import", "credit_score", str(bad)], store_url, tmp_path, ok=False)
+    assert result.returncode == 2
+    assert "column 'interest_rate': column is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    url = "mysql+pymysql://root@127.0.0.1:9/ctloop"
+    result = run(["init-db"], url, tmp_path, ok=False)
+    assert result.returncode == 2
+    assert "127.0.0.1:9" in result.stderr
+    assert "unreachable" in result.stderr
+
+
+def test_malformed_view_is_named(tmp_path: Path) -> None:
+    features = tmp_path / "views"
+    features.mkdir()
+    (features / "credit_score.yaml").write_text("name: credit_score\nentity: 3\n")
+    env_url = f"sqlite:///{tmp_path / 's.db'}"
+    env = {**os.environ, "CTLOOP_FEATURES_DIR": str(features), "FEATURE_STORE_URL": env_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "ctloop.cli", "show-view"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "credit_score.yaml: entity: Input should be a valid string" in result.stderr
+    assert "credit_score.yaml: label: Field required" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["init-db", "generate", "import", "status", "show-view"])
+def test_help(command: str, tmp_path: Path) -> None:
+    result = run([command, "--help"], f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    assert "Usage:" in result.stdout
+    assert len(result.stdout.splitlines()) > 3
+
+
+def test_drift_scenario_needs_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = run(["generate", "--scenario", "concept_drift"], url, tmp_path, ok=False)
+    assert result.returncode == 2
+    assert "--drift-start" in result.stderr

@@ -1,0 +1,224 @@
+"""Feature store behaviour on MariaDB and SQLite from the same test code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pandas as pd
+import pytest
+
+from ctloop.errors import DataValidationError, StoreUnavailableError
+from ctloop.featureview import FeatureView
+from ctloop.store import FeatureStore
+from ctloop.synth import StreamConfig, generate_day
+
+DAY = dt.date(2026, 3, 1)
+
+
+def _day(day: dt.date, rows: int = 50, delay: int = 3, seed: int = 1):
+    return generate_day(day, StreamConfig(seed=seed, rows_per_day=rows, label_delay_days=delay))
+
+
+def _counts(store: FeatureStore) -> dict[str, int]:
+    return store.table_counts()
+
+
+def test_init_is_idempotent_and_creates_all_tables(store: FeatureStore, view: FeatureView) -> None:
+    store.init([view])
+    counts = _counts(store)
+    for table in ("credit_score_features", "credit_score_labels", "prediction_log", "drift_report"):
+        assert counts[table] == 0
+
+
+def test_upsert_twice_leaves_same_rows(store: FeatureStore, view: FeatureView) -> None:
+    features, labels = _day(DAY)
+    assert store.ingest(view, features, labels) == (50, 50)
+    store.ingest(view, features, labels)
+    counts = _counts(store)
+    assert counts["credit_score_features"] == 50
+    assert counts["credit_score_labels"] == 50
+
+
+def test_upsert_updates_values_in_place(store: FeatureStore, view: FeatureView) -> None:
+    features, _ = _day(DAY, rows=5)
+    store.upsert_features(view, features)
+    changed = features.copy()
+    changed["age"] = 99.0
+    store.upsert_features(view, changed)
+    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1))
+    assert len(back) == 5
+    assert (back["age"] == 99.0).all()
+
+
+def test_missing_values_round_trip_as_missing(store: FeatureStore, view: FeatureView) -> None:
+    features, _ = _day(DAY, rows=400)
+    store.upsert_features(view, features)
+    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1))
+    assert (
+        back["monthly_inhand_salary"].isna().sum() == features["monthly_inhand_salary"].isna().sum()
+    )
+    assert back["occupation"].isna().sum() == features["occupation"].isna().sum()
+    assert back["monthly_inhand_salary"].isna().sum() > 0
+
+
+def _tiny(view: FeatureView, entity: str, day: dt.date) -> dict:
+    row = {view.entity: entity, view.event_date: day}
+    for f in view.features:
+        row[f.name] = (f.min or 0) + 1 if f.is_numeric else f.categories[0]
+    return row
+
+
+def test_point_in_time_excludes_late_labels_and_rows_on_or_after_as_of(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    as_of = dt.date(2026, 3, 10)
+    rows = [
+        _tiny(view, "early", dt.date(2026, 3, 1)),  # label arrived in time: included
+        _tiny(view, "late_label", dt.date(2026, 3, 2)),  # label arrives after as-of: excluded
+        _tiny(view, "on_as_of", as_of),  # feature row on the as-of date: excluded
+        _tiny(view, "after", dt.date(2026, 3, 11)),  # in the future: excluded
+        _tiny(view, "edge", dt.date(2026, 3, 9)),  # label exactly at the as-of instant: excluded
+        _tiny(view, "too_old", dt.date(2025, 12, 1)),  # before the window: excluded
+    ]
+    arrived = {
+        "early": dt.datetime(2026, 3, 5, 12),
+        "late_label": dt.datetime(2026, 3, 10, 0, 0, 1),
+        "on_as_of": dt.datetime(2026, 3, 9, 23),  # label "earlier" than its features
+        "after": dt.datetime(2026, 3, 9),
+        "edge": dt.datetime(2026, 3, 10, 0, 0, 0),
+        "too_old": dt.datetime(2025, 12, 5),
+    }
+    features = pd.DataFrame(rows)
+    labels = pd.DataFrame(
+        {
+            view.entity: list(arrived),
+            view.event_date: [r[view.event_date] for r in rows],
+            view.label.name: "Good",
+            "arrived_at": list(arrived.values()),
+        }
+    )
+    store.ingest(view, features, labels)
+    train = store.training_set(view, as_of, window_days=60)
+    assert list(train[view.entity]) == ["early"]
+    assert (train[view.event_date] < pd.Timestamp(as_of)).all()
+    assert (train["arrived_at"] < pd.Timestamp(as_of)).all()
+    # a day later the late label has arrived and the as-of row is in the past
+    later = store.training_set(view, as_of + dt.timedelta(days=1), window_days=60)
+    assert sorted(later[view.entity]) == ["early", "edge", "late_label", "on_as_of"]
+
+
+def test_training_set_types_order_and_chunking(store: FeatureStore, view: FeatureView) -> None:
+    for offset in range(6):
+        store.ingest(view, *_day(DAY + dt.timedelta(days=offset), rows=400, delay=1))
+    as_of = DAY + dt.timedelta(days=10)
+    store.chunk_rows = 333  # several chunks, and a partial last one
+    frame = store.training_set(view, as_of, window_days=30)
+    assert len(frame) == 2400
+    assert list(frame.columns) == [
+        view.entity, view.event_date, *view.feature_names, view.label.name, "arrived_at"
+    ]  # fmt: skip
+    for f in view.numeric_features:
+        assert frame[f.name].dtype == "float64"
+    assert frame[view.event_date].is_monotonic_increasing
+    assert set(frame[view.label.name]) <= set(view.label.classes)
+    streamed = pd.concat(list(store.iter_training_chunks(view, as_of, window_days=30)))
+    assert len(streamed) == len(frame)
+    assert list(streamed[view.entity]) == list(frame[view.entity])
+    pd.testing.assert_series_equal(
+        streamed["annual_income"].astype(float).reset_index(drop=True),
+        frame["annual_income"].reset_index(drop=True),
+    )
+
+
+def test_labels_with_unknown_class_are_refused_and_nothing_written(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    features, labels = _day(DAY, rows=10)
+    labels.loc[3, view.label.name] = "Excellent"
+    with pytest.raises(DataValidationError, match="Excellent"):
+        store.ingest(view, features, labels)
+    assert _counts(store)["credit_score_features"] == 0
+
+
+def test_missing_column_is_refused(store: FeatureStore, view: FeatureView) -> None:
+    features, _ = _day(DAY, rows=10)
+    with pytest.raises(DataValidationError, match=r"missing column.*interest_rate"):
+        store.upsert_features(view, features.drop(columns=["interest_rate"]))
+
+
+def test_ingest_is_atomic(store: FeatureStore, view: FeatureView, monkeypatch) -> None:
+    """A failure after the features are written rolls them back with the labels."""
+    features, labels = _day(DAY, rows=10)
+    real_write = store._write
+
+    def write_then_fail(conn, table, frame):
+        written = real_write(conn, table, frame)
+        if table.name == view.labels_table:
+            raise RuntimeError("database went away mid-transaction")
+        return written
+
+    monkeypatch.setattr(store, "_write", write_then_fail)
+    with pytest.raises(RuntimeError, match="went away"):
+        store.ingest(view, features, labels)
+    assert _counts(store)["credit_score_features"] == 0
+    assert _counts(store)["credit_score_labels"] == 0
+
+
+def _log_row(view_name: str, when: dt.datetime, version: str = "1") -> dict:
+    return {
+        "request_id": uuid.uuid4().hex,
+        "feature_view": view_name,
+        "model_version": version,
+        "entity_id": "CUS_1",
+        "features": json.dumps({"age": 30, "occupation": "Doctor"}),
+        "prediction": "Good",
+        "probabilities": json.dumps({"Good": 0.7, "Standard": 0.2, "Poor": 0.1}),
+        "latency_ms": 1.5,
+        "created_at": when,
+    }
+
+
+def test_prediction_log_window_read_and_replay_dedup(store: FeatureStore) -> None:
+    t0 = dt.datetime(2026, 3, 1, 12)
+    rows = [_log_row("credit_score", t0 + dt.timedelta(minutes=i)) for i in range(10)]
+    rows.append(_log_row("other_view", t0))
+    assert store.write_prediction_logs(rows) == 11
+    assert store.write_prediction_logs(rows[:5]) == 0  # replay writes nothing twice
+    assert store.count_prediction_logs() == 11
+    window = store.read_prediction_logs(
+        "credit_score", t0 + dt.timedelta(minutes=2), t0 + dt.timedelta(minutes=5)
+    )
+    assert len(window) == 3
+    assert list(window["age"]) == [30, 30, 30]
+    assert list(window["proba_Good"]) == [0.7, 0.7, 0.7]
+    assert window["created_at"].is_monotonic_increasing
+
+
+def test_status_reports_days_and_coverage(store: FeatureStore, view: FeatureView) -> None:
+    features, labels = _day(DAY, rows=20)
+    store.ingest(view, features, labels.iloc[:5])
+    store.ingest(view, _day(DAY + dt.timedelta(days=1), rows=10)[0])
+    st = store.status(view)
+    assert st.exists
+    assert [(d.event_date, d.features, d.labels) for d in st.days] == [
+        (DAY, 20, 5),
+        (DAY + dt.timedelta(days=1), 10, 0),
+    ]
+    assert st.days[0].label_coverage == 0.25
+
+
+def test_unreachable_database_gives_clear_error(view: FeatureView) -> None:
+    store = FeatureStore("mysql+pymysql://root:secret@127.0.0.1:1/nowhere")
+    with pytest.raises(StoreUnavailableError) as info:
+        store.init([view])
+    message = str(info.value)
+    assert "127.0.0.1:1" in message
+    assert "secret" not in message
+
+
+def test_missing_tables_named(sqlite_url: str, view: FeatureView) -> None:
+    store = FeatureStore(sqlite_url)
+    with pytest.raises(Exception, match="init-db"):
+        store.training_set(view, DAY)
