@@ -255,15 +255,21 @@ class FeatureStore:
             )
         raise CtloopError(f"feature store dialect '{self.dialect}' is not supported")
 
-    @staticmethod
-    def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
-        """Rows as plain Python values (None for missing), which every driver can bind."""
+    def _rows(self, frame: pd.DataFrame, table: sa.Table) -> list[tuple]:
+        """Rows as tuples of plain Python values (None for missing) that any driver binds.
+
+        Each column goes through its SQLAlchemy type's bind processor where the dialect has
+        one (SQLite stores dates and times as text), so values are stored exactly as
+        SQLAlchemy itself would store them and compare correctly in later queries.
+        """
         lists = []
-        for col in columns:
-            series = frame[col]
-            values = series.astype(object).where(series.notna(), None).tolist()
+        for col in frame.columns:
+            values = frame[col].astype(object).where(frame[col].notna(), None).tolist()
+            process = table.c[col].type._cached_bind_processor(self.engine.dialect)
+            if process is not None:
+                values = [process(v) for v in values]
             lists.append(values)
-        return [dict(zip(columns, row, strict=True)) for row in zip(*lists, strict=True)]
+        return list(zip(*lists, strict=True))
 
     def _check_columns(self, frame: pd.DataFrame, required: Sequence[str], what: str) -> None:
         missing = [c for c in required if c not in frame.columns]
@@ -301,13 +307,32 @@ class FeatureStore:
         return out
 
     def _write(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+        """Bulk upsert through the DBAPI cursor's executemany.
+
+        The statement is compiled by SQLAlchemy (bound parameters, dialect quoting) and its
+        positional parameters are fed as plain tuples: this skips per-row dict building and
+        parameter processing, which cost more than the database itself on large writes.
+        """
         if frame.empty:
             return 0
         stmt = self._upsert_statement(table)
         columns = list(frame.columns)
-        for start in range(0, len(frame), self.batch_rows):
-            part = frame.iloc[start : start + self.batch_rows]
-            conn.execute(stmt, self._records(part, columns))
+        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=columns)
+        order = compiled.positiontup
+        if order is None:  # a named paramstyle: fall back to SQLAlchemy's own executemany
+            for start in range(0, len(frame), self.batch_rows):
+                part = frame.iloc[start : start + self.batch_rows]
+                rows = [dict(zip(columns, r, strict=True)) for r in self._rows(part, table)]
+                conn.execute(stmt, rows)
+            return len(frame)
+        ordered = frame[[compiled.binds[name].key for name in order]]
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            for start in range(0, len(ordered), self.batch_rows):
+                part = ordered.iloc[start : start + self.batch_rows]
+                cursor.executemany(str(compiled), self._rows(part, table))
+        finally:
+            cursor.close()
         return len(frame)
 
     def ingest(
@@ -358,6 +383,32 @@ class FeatureStore:
         query = sa.select(*cols).select_from(join).where(where)
         return query.order_by(ftable.c[day], ftable.c[entity])
 
+    @contextlib.contextmanager
+    def _raw_cursor(self, conn: Connection, query: sa.Select) -> Iterator[Any]:
+        """Run a SELECT on a DBAPI cursor of our own: server-side on MariaDB, plain tuples.
+
+        SQLAlchemy compiles the statement and its bound values (with each type's bind
+        processing); skipping its Row objects halves the cost of reading a million rows.
+        """
+        dialect = self.engine.dialect
+        compiled = query.compile(dialect=dialect)
+        values = {}
+        for name, bind in compiled.binds.items():
+            process = bind.type._cached_bind_processor(dialect)
+            values[name] = process(bind.value) if process else bind.value
+        positional = compiled.positiontup
+        params = tuple(values[n] for n in positional) if positional is not None else values
+        dbapi_conn = conn.connection.dbapi_connection
+        if self.dialect in MYSQL_DIALECTS:
+            cursor = dbapi_conn.cursor(dialect.loaded_dbapi.cursors.SSCursor)
+        else:
+            cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(str(compiled), params)
+            yield cursor
+        finally:
+            cursor.close()
+
     def window(self, view: FeatureView, as_of: dt.date | str, window_days: int | None = None):
         """The [start, as_of) date range a run as of `as_of` reads."""
         as_of = to_date(as_of)
@@ -396,18 +447,17 @@ class FeatureStore:
                 name: np.empty(n, dtype=np.float64 if name in numeric else object) for name in names
             }
             filled = 0
-            result = conn.execution_options(stream_results=True).execute(query)
-            while rows := result.fetchmany(self.chunk_rows):
-                k = len(rows)
-                if filled + k > n:  # rows appeared despite the snapshot: grow, stay correct
-                    for name in names:
-                        arrays[name] = np.concatenate(
-                            [arrays[name], np.empty(filled + k - n, dtype=arrays[name].dtype)]
-                        )
-                    n = filled + k
-                for name, values in zip(names, zip(*rows, strict=True), strict=True):
-                    arrays[name][filled : filled + k] = values
-                filled += k
+            with self._raw_cursor(conn, query) as cursor:
+                while rows := cursor.fetchmany(self.chunk_rows):
+                    k = len(rows)
+                    if filled + k > n:  # rows appeared despite the snapshot: grow, stay correct
+                        for name in names:
+                            extra = np.empty(filled + k - n, dtype=arrays[name].dtype)
+                            arrays[name] = np.concatenate([arrays[name], extra])
+                        n = filled + k
+                    for name, values in zip(names, zip(*rows, strict=True), strict=True):
+                        arrays[name][filled : filled + k] = values
+                    filled += k
         frame = pd.DataFrame({name: arr[:filled] for name, arr in arrays.items()}, copy=False)
         frame[view.event_date] = pd.to_datetime(frame[view.event_date])
         frame["arrived_at"] = pd.to_datetime(frame["arrived_at"])
