@@ -238,6 +238,87 @@ def status(view: str | None, last_days: int) -> None:
         )
 
 
+def _echo_json(data: object) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@cli.command()
+@view_argument
+@click.option("--as-of", callback=_date, help="Train as of this date (YYYY-MM-DD). Default: today.")
+@click.option(
+    "--trigger",
+    type=click.Choice(["manual", "schedule", "new-data", "drift"]),
+    default="manual",
+    show_default=True,
+)
+@click.option("--reason", default="", help="Why this run happened (tagged on the version).")
+@click.option("--force-promote", is_flag=True, help="Promote even if the model gate refuses.")
+def train(
+    view: str | None, as_of: dt.date | None, trigger: str, reason: str, force_promote: bool
+) -> None:
+    """Run the whole CT pipeline by hand: extract, data gate, train, model gate, infra, promote.
+
+    Exits 2 with a report when the data gate refuses the data or the model cannot be loaded.
+    A candidate the model gate refuses stays registered (tagged gate.model=failed) but is
+    not promoted; that is a normal outcome, exit status 0.
+    """
+    from ctloop.pipeline import Run, run_all
+
+    run = Run.make(_view(view).name, as_of, trigger, reason)
+    result = run_all(run, force_promote=force_promote)
+    _echo_json(result)
+    verdict = "promoted" if result["promoted"] else "not promoted (model gate refused)"
+    click.echo(f"{run.view.name} version {result['train']['version']}: {verdict}", err=True)
+
+
+@cli.command()
+@click.argument("view")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote even if a gate did not pass.")
+def promote(view: str, version: str, force: bool) -> None:
+    """Point alias `champion` at VERSION (the old champion becomes `previous`)."""
+    from ctloop.pipeline import Run
+    from ctloop.pipeline import promote as promote_step
+
+    _echo_json(promote_step(Run.make(view), version, force=force))
+
+
+@cli.command()
+@click.argument("view")
+def rollback(view: str) -> None:
+    """Swap `champion` and `previous`: one command back to the last champion."""
+    from ctloop.pipeline import Run, notify_serving
+
+    run = Run.make(view)
+    new, old = run.registry().rollback(run.view.name)
+    serving = notify_serving(run.cfg, run.view.name, new.version)
+    click.echo(f"{view}: champion is version {new.version} again (was {old.version}); {serving}")
+
+
+@cli.command()
+@view_argument
+def models(view: str | None) -> None:
+    """Registered versions of VIEW's model with their aliases and gate results."""
+    from ctloop.registry import Registry
+
+    fv = _view(view)
+    registry = Registry.from_settings()
+    champion, previous = registry.champion(fv.name), registry.previous(fv.name)
+    for v in registry.versions(fv.name):
+        alias = (
+            "champion" if champion and v.version == champion.version
+            else "previous" if previous and v.version == previous.version else ""
+        )  # fmt: skip
+        gates = " ".join(f"{g}={v.tags.get(f'gate.{g}', '-')}" for g in ("data", "model", "infra"))
+        click.echo(
+            f"v{v.version:<4} {alias:9} as_of={v.tags.get('as_of', '-')} "
+            f"trigger={v.tags.get('trigger', '-'):9} {gates} "
+            f"macro_f1={v.tags.get('metric.macro_f1', '-')}"
+        )
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:

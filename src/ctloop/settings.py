@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CTLOOP_MLFLOW_TRACKING_URI"),
     )
+    mlflow_artifact_root: Path | None = None
+    serving_url: str | None = None
+    admin_token: str | None = None
     default_view: str = "credit_score"
     extract_chunk_rows: int = Field(default=50_000, gt=0)
     write_batch_rows: int = Field(default=5_000, gt=0)
@@ -80,6 +83,11 @@ class Settings(BaseSettings):
     def store_url(self) -> str:
         """The feature store URL, falling back to the embedded SQLite file."""
         return self.feature_store_url or f"sqlite:///{self.data_dir / 'feature_store.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where a local MLflow store keeps artifacts (a server manages its own)."""
+        return self.mlflow_artifact_root or self.data_dir / "mlartifacts"
 
     @property
     def tracking_uri(self) -> str:

@@ -1,0 +1,198 @@
+"""Gate 1: refuse to train on bad data (TFX ExampleValidator style).
+
+Every check runs and is reported, so one failing run names all that is wrong with its
+data, not just the first thing. Thresholds come from the feature view's `gates.data`;
+the skew check compares with the current champion's training profile when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop.errors import CtloopError
+from ctloop.featureview import FeatureView
+from ctloop.stats import feature_distance
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate check: its name, whether it passed, the measured value and the limit."""
+
+    name: str
+    passed: bool
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class GateReport:
+    """All checks of one gate run."""
+
+    gate: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def add(self, name: str, passed: bool, detail: str, value=None, threshold=None) -> None:
+        value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        self.checks.append(Check(name, bool(passed), detail, value, threshold))
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"{self.gate} gate passed ({len(self.checks)} checks)"
+        lines = [f"{self.gate} gate FAILED: {len(self.failed)} of {len(self.checks)} checks"]
+        lines += [f"  - {c.name}: {c.detail}" for c in self.failed]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+class DataGateError(CtloopError):
+    """The data gate refused the training set; `report` names every failed check."""
+
+    def __init__(self, report: GateReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+def split_days(view: FeatureView, frame: pd.DataFrame) -> pd.Series:
+    """True for validation rows: the newest `validation_days` days that have labels.
+
+    Labels land days late, so the newest days before the as-of date usually have none;
+    the split is taken from the newest labelled day back, never at random.
+    """
+    if frame.empty:
+        return pd.Series(False, index=frame.index)
+    newest = frame[view.event_date].max()
+    cutoff = newest - pd.Timedelta(days=view.training.validation_days - 1)
+    return frame[view.event_date] >= cutoff
+
+
+def check_data(
+    view: FeatureView,
+    frame: pd.DataFrame,
+    as_of: pd.Timestamp,
+    reference: dict[str, Any] | None = None,
+) -> GateReport:
+    """Run every data check on a training set and return the report (does not raise)."""
+    gate = view.gates.data
+    report = GateReport("data")
+    expected = [view.entity, view.event_date, *view.feature_names, view.label.name]
+    missing_cols = [c for c in expected if c not in frame.columns]
+    report.add(
+        "schema",
+        not missing_cols,
+        f"missing columns: {', '.join(missing_cols)}" if missing_cols else "all columns present",
+    )
+    if missing_cols:
+        return report
+
+    n = len(frame)
+    report.add("min_rows", n >= gate.min_rows, f"{n} labelled rows (minimum {gate.min_rows})",
+               n, gate.min_rows)  # fmt: skip
+    is_val = split_days(view, frame)
+    n_val = int(is_val.sum())
+    report.add(
+        "min_validation_rows",
+        n_val >= gate.min_validation_rows and n - n_val > 0,
+        f"{n_val} validation rows in the newest {view.training.validation_days} labelled days "
+        f"(minimum {gate.min_validation_rows}), {n - n_val} training rows",
+        n_val,
+        gate.min_validation_rows,
+    )
+    if n == 0:
+        return report
+
+    for feature in view.features:
+        col = frame[feature.name]
+        limit = feature.max_missing_rate if feature.max_missing_rate is not None else (
+            gate.max_missing_rate if feature.nullable else 0.0
+        )  # fmt: skip
+        rate = float(col.isna().mean())
+        report.add(
+            f"missing_rate:{feature.name}", rate <= limit,
+            f"{feature.name}: {rate:.1%} missing (limit {limit:.1%})", rate, limit,
+        )  # fmt: skip
+        if feature.is_numeric:
+            values = pd.to_numeric(col, errors="coerce")
+            bad_type = int((values.isna() & col.notna()).sum())
+            report.add(
+                f"type:{feature.name}", bad_type == 0,
+                f"{feature.name}: {bad_type} non-numeric values", bad_type, 0,
+            )  # fmt: skip
+            present = values.dropna()
+            out = pd.Series(False, index=present.index)
+            if feature.min is not None:
+                out |= present < feature.min
+            if feature.max is not None:
+                out |= present > feature.max
+            out |= ~np.isfinite(present)
+            rate_out = float(out.mean()) if len(present) else 0.0
+            report.add(
+                f"range:{feature.name}", rate_out <= gate.max_out_of_range_rate,
+                f"{feature.name}: {rate_out:.2%} outside [{feature.min}, {feature.max}] "
+                f"(limit {gate.max_out_of_range_rate:.2%})",
+                rate_out, gate.max_out_of_range_rate,
+            )  # fmt: skip
+        else:
+            present = col.dropna().astype(str)
+            unknown = ~present.isin(feature.categories or [])
+            rate_unk = float(unknown.mean()) if len(present) else 0.0
+            limit = gate.max_unseen_category_rate if feature.allow_unseen else 0.0
+            examples = ", ".join(sorted(present[unknown].unique()[:5]))
+            report.add(
+                f"categories:{feature.name}", rate_unk <= limit,
+                f"{feature.name}: {rate_unk:.2%} unknown categories (limit {limit:.2%})"
+                + (f": {examples}" if examples else ""),
+                rate_unk, limit,
+            )  # fmt: skip
+
+    labels = frame[view.label.name]
+    unknown_labels = sorted(set(labels.dropna().astype(str)) - set(view.label.classes))
+    report.add(
+        "label_values", not unknown_labels and labels.notna().all(),
+        f"unknown or missing labels: {unknown_labels or 'missing values'}"
+        if unknown_labels or labels.isna().any() else "all labels are known classes",
+    )  # fmt: skip
+    shares = labels.value_counts(normalize=True)
+    smallest = min(float(shares.get(c, 0.0)) for c in view.label.classes)
+    rare = [c for c in view.label.classes if shares.get(c, 0.0) < view.gates.data.min_class_share]
+    report.add(
+        "label_balance", not rare,
+        f"class shares {', '.join(f'{c} {shares.get(c, 0.0):.1%}' for c in view.label.classes)}"
+        f" (each at least {gate.min_class_share:.1%})",
+        smallest, gate.min_class_share,
+    )  # fmt: skip
+
+    if reference is not None:
+        for feature in view.features:
+            ref = reference["features"].get(feature.name)
+            if ref is None:
+                report.add(f"skew:{feature.name}", False, f"{feature.name}: not in the reference")
+                continue
+            dist = feature_distance(feature.name, ref, frame[feature.name])
+            ok = not math.isnan(dist.value) and dist.value <= gate.max_skew_distance
+            report.add(
+                f"skew:{feature.name}", ok,
+                f"{feature.name}: {dist.statistic} {dist.value:.3f} from the champion's "
+                f"training data (limit {gate.max_skew_distance})",
+                dist.value, gate.max_skew_distance,
+            )  # fmt: skip
+    return report

@@ -1,0 +1,442 @@
+"""The continuous-training pipeline as plain steps: extract, data gate, train, model gate,
+infra check, promote. The CLI (`ctloop train`) and the Airflow DAG call these same
+functions; each takes plain values and returns a JSON-able dict, so a step can run in any
+worker. Data travels through the feature store (each step re-reads the same point-in-time
+set and checks its fingerprint), artifacts through MLflow: no shared filesystem assumed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop.datagate import DataGateError, GateReport, check_data, split_days
+from ctloop.errors import CtloopError
+from ctloop.featureview import FeatureView, load_view
+from ctloop.predictor import Predictor
+from ctloop.registry import Registry, VersionInfo
+from ctloop.settings import Settings, get_settings, project_root
+from ctloop.store import FeatureStore, to_date
+from ctloop.training import REFERENCE_ARTIFACT, evaluate_proba
+
+log = logging.getLogger(__name__)
+
+TRIGGERS = ("schedule", "new-data", "manual", "drift")
+LOWER_IS_BETTER = {"log_loss"}
+
+
+class ModelGateError(CtloopError):
+    """The candidate was not blessed; it stays registered but never becomes champion."""
+
+
+class InfraCheckError(CtloopError):
+    """The candidate failed to load or answer as served."""
+
+
+class DataChangedError(CtloopError):
+    """The training window's data changed between steps of one run."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """Who and what one pipeline run is about; every step receives it."""
+
+    view: FeatureView
+    as_of: dt.date
+    trigger: str = "manual"
+    reason: str = ""
+    airflow_run_id: str = ""
+    settings: Settings | None = None
+
+    @classmethod
+    def make(
+        cls,
+        view: str,
+        as_of: str | dt.date | None = None,
+        trigger: str = "manual",
+        reason: str = "",
+        airflow_run_id: str = "",
+    ) -> Run:
+        if trigger not in TRIGGERS:
+            raise CtloopError(f"trigger must be one of {', '.join(TRIGGERS)}, got '{trigger}'")
+        day = to_date(as_of) if as_of else dt.datetime.now(dt.UTC).date()
+        return cls(load_view(view), day, trigger, reason, airflow_run_id, get_settings())
+
+    @property
+    def cfg(self) -> Settings:
+        return self.settings or get_settings()
+
+    def store(self, url: str | None = None) -> FeatureStore:
+        if url:
+            return FeatureStore(
+                url, chunk_rows=self.cfg.extract_chunk_rows, batch_rows=self.cfg.write_batch_rows
+            )
+        return FeatureStore.from_settings(self.cfg)
+
+    def registry(self) -> Registry:
+        return Registry.from_settings(self.cfg)
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A content hash of a training set: same rows and values, same fingerprint."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(hashed.tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The code version for lineage: $CTLOOP_GIT_COMMIT, else the checkout's HEAD."""
+    if os.environ.get("CTLOOP_GIT_COMMIT"):
+        return os.environ["CTLOOP_GIT_COMMIT"]
+    root = project_root()
+    if root is None:
+        return "unknown"
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def _load(run: Run, store_url: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    store = run.store(store_url)
+    try:
+        frame = store.training_set(run.view, run.as_of)
+    finally:
+        store.dispose()
+    start, end = store.window(run.view, run.as_of)
+    is_val = split_days(run.view, frame)
+    summary = {
+        "view": run.view.name,
+        "as_of": run.as_of.isoformat(),
+        "window_start": start.isoformat(),
+        "window_end": (end - dt.timedelta(days=1)).isoformat(),
+        "rows": len(frame),
+        "train_rows": int((~is_val).sum()),
+        "validation_rows": int(is_val.sum()),
+        "fingerprint": fingerprint(frame),
+    }
+    return frame, summary
+
+
+def _same_data(summary: dict[str, Any], expected: str | None) -> None:
+    if expected and summary["fingerprint"] != expected:
+        raise DataChangedError(
+            f"the training data for {summary['view']} as of {summary['as_of']} changed during "
+            f"this run (fingerprint {expected} -> {summary['fingerprint']}); retry the run"
+        )
+
+
+def extract(run: Run, store_url: str | None = None) -> dict[str, Any]:
+    """Step 1: read the point-in-time training set and describe it (rows, window, hash)."""
+    _, summary = _load(run, store_url)
+    log.info("extracted %s", json.dumps(summary))
+    return summary
+
+
+def _champion_reference(registry: Registry, name: str) -> tuple[VersionInfo | None, dict | None]:
+    import mlflow.artifacts
+
+    champion = registry.champion(name)
+    if champion is None or champion.run_id is None:
+        return champion, None
+    uri = f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}"
+    return champion, mlflow.artifacts.load_dict(uri)
+
+
+def validate_data(
+    run: Run, store_url: str | None = None, expected_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """Step 2 (gate 1): check the training set; raises DataGateError naming every failure."""
+    import mlflow
+
+    frame, summary = _load(run, store_url)
+    _same_data(summary, expected_fingerprint)
+    registry = run.registry()
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    champion, reference = _champion_reference(registry, run.view.name)
+    report = check_data(run.view, frame, pd.Timestamp(run.as_of), reference)
+    log.info(report.summary())
+    if not report.passed:
+        raise DataGateError(report)
+    return {**report.to_dict(), "champion": champion.version if champion else None}
+
+
+def train(
+    run: Run, store_url: str | None = None, expected_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """Step 3: train, log everything to MLflow and register a candidate version.
+
+    A version already trained on the same data as of the same date is reused instead of
+    registering a duplicate, so re-running a date is safe.
+    """
+    import mlflow
+    import mlflow.catboost
+    from mlflow.models import infer_signature
+
+    from ctloop import training
+
+    frame, summary = _load(run, store_url)
+    _same_data(summary, expected_fingerprint)
+    registry = run.registry()
+    name = run.view.name
+    existing = registry.find(name, data_fingerprint=summary["fingerprint"], as_of=summary["as_of"])
+    if existing:
+        version = existing[-1]
+        log.info(
+            "version %s of %s was already trained on this data; reusing it", version.version, name
+        )
+        return {**summary, "version": version.version, "run_id": version.run_id, "reused": True}
+
+    result = training.fit(run.view, frame, pd.Timestamp(run.as_of))
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    experiment_id = registry.experiment_id(name)
+    tags = {
+        "trigger": run.trigger,
+        "reason": run.reason[:500],
+        "as_of": summary["as_of"],
+        "window": f"{summary['window_start']}..{summary['window_end']}",
+        "train_rows": summary["train_rows"],
+        "validation_rows": summary["validation_rows"],
+        "data_fingerprint": summary["fingerprint"],
+        "git_commit": git_commit(),
+        "airflow_run_id": run.airflow_run_id or "none",
+        "gate.data": "passed",
+    }
+    run_name = f"{name}-{summary['as_of']}-{run.trigger}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as active:
+        mlflow.set_tags({f"ctloop.{k}": v for k, v in tags.items()})
+        mlflow.log_params({k: v for k, v in result.params.items() if k != "class_names"})
+        mlflow.log_params(
+            {"window_days": run.view.training.window_days,
+             "validation_days": run.view.training.validation_days}
+        )  # fmt: skip
+        mlflow.log_metrics({f"val_{k}": v for k, v in result.metrics.items()})
+        from ctloop.predictor import to_model_frame
+
+        features = to_model_frame(run.view, frame)
+        is_val = split_days(run.view, frame).to_numpy()
+        for context, mask in (("training", ~is_val), ("validation", is_val)):
+            part = frame.loc[mask, [*run.view.feature_names, run.view.label.name]]
+            dataset = mlflow.data.from_pandas(
+                part, name=f"{name}_{context}_{summary['as_of']}", targets=run.view.label.name
+            )
+            mlflow.log_input(dataset, context=context)
+        mlflow.log_dict(result.reference, training.REFERENCE_ARTIFACT)
+        mlflow.log_dict(summary, "data/summary.json")
+        valid = result.validation
+        pred = result.model.predict(to_model_frame(run.view, valid)).ravel().astype(str).tolist()
+        mlflow.log_figure(
+            training.confusion_figure(run.view, valid[run.view.label.name], pred),
+            "plots/confusion_matrix.png",
+        )
+        mlflow.log_figure(
+            training.importance_figure(run.view, result.model), "plots/feature_importance.png"
+        )
+        example = features.head(5)
+        info = mlflow.catboost.log_model(
+            result.model,
+            name="model",
+            registered_model_name=name,
+            signature=infer_signature(example, result.model.predict_proba(example)),
+            input_example=example,
+        )
+        version = str(info.registered_model_version)
+        run_id = active.info.run_id
+    registry.set_tags(name, version, tags)
+    registry.set_tags(name, version, {f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()})
+    log.info("registered %s version %s from run %s", name, version, run_id)
+    return {**summary, "version": version, "run_id": run_id, "reused": False,
+            "metrics": result.metrics}  # fmt: skip
+
+
+def _metric(metrics: dict[str, float], name: str) -> float:
+    if name not in metrics:
+        raise ModelGateError(f"metric '{name}' could not be computed on the validation days")
+    return metrics[name]
+
+
+def evaluate(
+    run: Run, version: str, store_url: str | None = None, expected_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """Step 4 (gate 2): score candidate and champion on the same newest days; bless or not.
+
+    Blessed when the candidate clears the view's absolute floor and trails the champion by
+    no more than the tolerance on the primary metric; with no champion only the floor
+    counts. The decision and every check are tagged on the candidate version.
+    """
+    frame, summary = _load(run, store_url)
+    _same_data(summary, expected_fingerprint)
+    registry = run.registry()
+    name, gate = run.view.name, run.view.gates.model
+    valid = frame.loc[split_days(run.view, frame).to_numpy()]
+    candidate = registry.version(name, version)
+    champion = registry.champion(name)
+    y = valid[run.view.label.name]
+
+    def score(info: VersionInfo) -> dict[str, float]:
+        predictor = Predictor.load(run.view, info.uri, info.version)
+        return evaluate_proba(run.view, y, predictor.predict_proba(valid), predictor.classes)
+
+    metric = gate.primary_metric
+    cand_scores = score(candidate)
+    cand = _metric(cand_scores, metric)
+    report = GateReport("model")
+    lower = metric in LOWER_IS_BETTER
+    floor_ok = cand <= gate.min_value if lower else cand >= gate.min_value
+    detail = f"candidate {metric} {cand:.4f} vs floor {gate.min_value}"
+    report.add("floor", floor_ok, detail, cand, gate.min_value)
+    champ_value = None
+    if champion is not None and champion.version != candidate.version:
+        champ_value = _metric(score(champion), metric)
+        change = (champ_value - cand) if not lower else (cand - champ_value)
+        report.add(
+            "vs_champion", change <= gate.max_degradation,
+            f"candidate {metric} {cand:.4f} vs champion v{champion.version} {champ_value:.4f} "
+            f"(may trail by at most {gate.max_degradation})",
+            change, gate.max_degradation,
+        )  # fmt: skip
+    else:
+        report.add("vs_champion", True, "no other champion: only the floor applies")
+    blessed = report.passed
+    tags = {"gate.model": "passed" if blessed else "failed", f"gate.model.{metric}": f"{cand:.4f}"}
+    for check in report.checks:
+        tags[f"gate.model.{check.name}"] = "passed" if check.passed else "failed"
+    if champ_value is not None:
+        tags["gate.model.champion_version"] = champion.version
+        tags[f"gate.model.champion_{metric}"] = f"{champ_value:.4f}"
+    registry.set_tags(name, candidate.version, tags)
+    log.info(report.summary())
+    return {**report.to_dict(), "blessed": blessed, "version": candidate.version,
+            "candidate_metric": cand, "champion_metric": champ_value,
+            "champion_version": champion.version if champion else None}  # fmt: skip
+
+
+def infra_check(
+    run: Run, version: str, store_url: str | None = None, sample_rows: int = 64
+) -> dict[str, Any]:
+    """Step 5 (gate 3): load the candidate as serving does and answer sample rows."""
+    registry = run.registry()
+    name = run.view.name
+    info = registry.version(name, version)
+    try:
+        start = time.perf_counter()
+        predictor = Predictor.load(run.view, info.uri, info.version)
+        load_s = time.perf_counter() - start
+        store = run.store(store_url)
+        try:
+            end = run.as_of
+            sample = store.features_between(run.view, end - dt.timedelta(days=3), end).head(
+                sample_rows
+            )
+        finally:
+            store.dispose()
+        if sample.empty:
+            raise InfraCheckError("no recent feature rows to query the model with")
+        start = time.perf_counter()
+        classes, proba = predictor.predict(sample)
+        predict_ms = (time.perf_counter() - start) * 1000
+        problems = []
+        if sorted(predictor.classes) != sorted(run.view.label.classes):
+            problems.append(f"model classes {predictor.classes} != view classes")
+        if proba.shape != (len(sample), len(run.view.label.classes)):
+            problems.append(f"probabilities have shape {proba.shape}")
+        if not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1, atol=1e-6):
+            problems.append("probabilities are not finite or do not sum to 1")
+        if set(classes) - set(run.view.label.classes):
+            problems.append("predicted an unknown class")
+        if problems:
+            raise InfraCheckError("; ".join(problems))
+    except InfraCheckError as exc:
+        registry.set_tags(
+            name, version, {"gate.infra": "failed", "gate.infra.reason": str(exc)[:400]}
+        )
+        raise
+    except Exception as exc:  # any failure to load or predict is the finding itself
+        registry.set_tags(
+            name, version, {"gate.infra": "failed", "gate.infra.reason": repr(exc)[:400]}
+        )
+        raise InfraCheckError(f"version {version} failed to load or predict: {exc!r}") from exc
+    registry.set_tags(name, version, {"gate.infra": "passed"})
+    result = {"version": version, "load_seconds": round(load_s, 3),
+              "predict_ms": round(predict_ms, 2), "rows": len(sample)}  # fmt: skip
+    log.info("infra check passed: %s", result)
+    return result
+
+
+def notify_serving(cfg: Settings, view: str, version: str) -> str:
+    """Tell the serving process to reload now; serving also polls, so failure is not fatal."""
+    if not cfg.serving_url:
+        return "no serving URL configured (CTLOOP_SERVING_URL); serving will poll the registry"
+    url = cfg.serving_url.rstrip("/") + "/admin/reload"
+    body = json.dumps({"view": view, "version": version}).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if cfg.admin_token:
+        request.add_header("Authorization", f"Bearer {cfg.admin_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return f"serving answered {response.status}"
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        log.warning("could not reach serving at %s: %s (it will poll the registry)", url, exc)
+        return f"serving not reached: {exc}"
+
+
+def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
+    """Step 6: move `champion` to the version (old champion -> `previous`), tell serving.
+
+    Refuses a version whose gates did not pass, unless forced (which is tagged).
+    """
+    registry = run.registry()
+    name = run.view.name
+    info = registry.version(name, version)
+    gates = {g: info.tags.get(f"gate.{g}", "missing") for g in ("data", "model", "infra")}
+    if not force and any(state != "passed" for state in gates.values()):
+        raise ModelGateError(
+            f"{name} version {version} cannot be promoted: gates {gates} (use --force to override)"
+        )
+    new, old = registry.promote(name, version)
+    registry.set_tags(name, version, {
+        "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "promoted_by": run.airflow_run_id or "cli",
+        **({"forced": "true"} if force else {}),
+    })  # fmt: skip
+    serving = notify_serving(run.cfg, name, new.version)
+    return {"champion": new.version, "previous": old.version if old else None, "serving": serving}
+
+
+def run_all(run: Run, store_url: str | None = None, force_promote: bool = False) -> dict[str, Any]:
+    """All steps in order, as the DAG runs them; stops at the first gate that refuses."""
+    summary = extract(run, store_url)
+    fp = summary["fingerprint"]
+    out: dict[str, Any] = {"extract": summary}
+    out["data_gate"] = validate_data(run, store_url, fp)
+    trained = train(run, store_url, fp)
+    out["train"] = trained
+    verdict = evaluate(run, trained["version"], store_url, fp)
+    out["model_gate"] = verdict
+    if not verdict["blessed"] and not force_promote:
+        out["promoted"] = False
+        return out
+    out["infra_check"] = infra_check(run, trained["version"], store_url)
+    out["promote"] = promote(
+        run, trained["version"], force=force_promote and not verdict["blessed"]
+    )
+    out["promoted"] = True
+    return out

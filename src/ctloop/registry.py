@@ -1,0 +1,134 @@
+"""The MLflow model registry as ctloop uses it: one registered model per view, aliases.
+
+`champion` is what serving loads; `previous` is the champion it replaced, kept for a
+one-command rollback. Aliases (not the deprecated stages) point at exact versions, and
+every decision is recorded as tags on the version it concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctloop.errors import CtloopError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version: its number, source run, URI and tags."""
+
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _info(mv: Any) -> VersionInfo:
+    return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
+
+
+class Registry:
+    """Registry access bound to one tracking URI, without touching global MLflow state."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> Registry:
+        if settings is None:
+            from ctloop.settings import get_settings
+
+            settings = get_settings()
+        return cls(settings.tracking_uri, settings.artifact_root)
+
+    @property
+    def local_store(self) -> bool:
+        """A SQLite/file store (artifacts on this disk) rather than a tracking server."""
+        return not self.tracking_uri.startswith(("http://", "https://", "databricks"))
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment of a view, created on first use with a stable artifact location."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.local_store and self.artifact_root is not None:
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+            location = (self.artifact_root / name).resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _by_alias(self, name: str, alias: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _info(self.client.get_model_version_by_alias(name, alias))
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def champion(self, name: str) -> VersionInfo | None:
+        return self._by_alias(name, CHAMPION)
+
+    def previous(self, name: str) -> VersionInfo | None:
+        return self._by_alias(name, PREVIOUS)
+
+    def version(self, name: str, version: str | int) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _info(self.client.get_model_version(name, str(version)))
+        except MlflowException as exc:
+            raise CtloopError(f"model '{name}' has no version {version}") from exc
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted((_info(mv) for mv in found), key=lambda v: int(v.version))
+
+    def find(self, name: str, **tags: str) -> list[VersionInfo]:
+        """Versions of a model whose tags have all the given values."""
+        return [v for v in self.versions(name) if all(v.tags.get(k) == t for k, t in tags.items())]
+
+    def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value))
+
+    def promote(self, name: str, version: str) -> tuple[VersionInfo, VersionInfo | None]:
+        """Point `champion` at `version`; the replaced champion becomes `previous`.
+
+        Promoting the current champion again changes nothing (no alias flapping).
+        """
+        target = self.version(name, version)
+        current = self.champion(name)
+        if current is not None and current.version == target.version:
+            return target, self.previous(name)
+        if current is not None:
+            self.client.set_registered_model_alias(name, PREVIOUS, current.version)
+        self.client.set_registered_model_alias(name, CHAMPION, target.version)
+        log.info("promoted %s version %s (previous: %s)", name, target.version,
+                 current.version if current else None)  # fmt: skip
+        return target, current
+
+    def rollback(self, name: str) -> tuple[VersionInfo, VersionInfo]:
+        """Swap `champion` and `previous`, so a rollback can itself be undone."""
+        current, previous = self.champion(name), self.previous(name)
+        if previous is None or current is None:
+            raise CtloopError(f"model '{name}' has no previous champion to roll back to")
+        self.client.set_registered_model_alias(name, CHAMPION, previous.version)
+        self.client.set_registered_model_alias(name, PREVIOUS, current.version)
+        return previous, current
