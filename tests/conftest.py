@@ -6,6 +6,7 @@ same test code. A test that needs MariaDB and cannot reach it fails: it does not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -26,10 +27,10 @@ def view() -> FeatureView:
     return load_view_file(ROOT / "features" / "credit_score.yaml")
 
 
-@pytest.fixture
-def mariadb_url() -> Iterator[str]:
-    """A fresh, uniquely named MariaDB database, dropped after the test."""
-    name = f"ctloop_test_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def mariadb_database(prefix: str = "ctloop_test") -> Iterator[str]:
+    """Create a uniquely named MariaDB database, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     server = sa.create_engine(MARIADB_SERVER, poolclass=sa.pool.NullPool)
     try:
         with server.begin() as conn:
@@ -42,6 +43,13 @@ def mariadb_url() -> Iterator[str]:
         with server.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh, uniquely named MariaDB database, dropped after the test."""
+    with mariadb_database() as url:
+        yield url
 
 
 @pytest.fixture

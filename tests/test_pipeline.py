@@ -1,0 +1,258 @@
+"""The CT pipeline against MariaDB, a real MLflow store and real CatBoost training.
+
+One module-scoped world: synthetic history in MariaDB, a first run that promotes version 1,
+then scenarios that must not move the champion. Scenarios that corrupt data restore it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop import pipeline
+from ctloop.datagate import DataGateError, check_data
+from ctloop.featureview import FeatureView, load_view_file
+from ctloop.registry import Registry
+from ctloop.settings import Settings
+from ctloop.store import FeatureStore
+from ctloop.synth import StreamConfig, stream
+from tests.conftest import ROOT, mariadb_database
+
+START = dt.date(2026, 1, 1)
+DAYS = 30
+AS_OF = START + dt.timedelta(days=DAYS)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """MariaDB with 30 days x 300 rows, an MLflow SQLite store, and version 1 promoted."""
+    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+    tmp = tmp_path_factory.mktemp("pipeline")
+    with mariadb_database() as url:
+        settings = Settings(
+            data_dir=tmp,
+            features_dir=ROOT / "features",
+            feature_store_url=url,
+            mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+        )
+        store = FeatureStore(url)
+        store.init([view])
+        cfg = StreamConfig(
+            seed=11, rows_per_day=300, label_delay_days=view.training.label_delay_days
+        )
+        until = pd.Timestamp(AS_OF)
+        for _, features, labels in stream(view, START, DAYS, cfg):
+            store.ingest(view, features, labels[labels["arrived_at"] < until])
+        run = pipeline.Run(view, AS_OF, "manual", "first run", "test__1", settings)
+        first = pipeline.run_all(run)
+        yield {"view": view, "settings": settings, "store": store, "run": run, "first": first,
+               "registry": Registry(settings.tracking_uri)}  # fmt: skip
+        store.dispose()
+
+
+def test_first_run_promotes_a_fully_tagged_version(world: dict) -> None:
+    first, registry, view = world["first"], world["registry"], world["view"]
+    assert first["promoted"] is True
+    assert first["data_gate"]["passed"] is True
+    champion = registry.champion(view.name)
+    assert champion is not None
+    assert champion.version == first["train"]["version"]
+    tags = champion.tags
+    for key in ("trigger", "as_of", "window", "train_rows", "validation_rows", "data_fingerprint",
+                "git_commit", "airflow_run_id", "gate.data", "gate.model", "gate.infra",
+                "promoted_at", "metric.macro_f1"):  # fmt: skip
+        assert key in tags, key
+    assert tags["trigger"] == "manual"
+    assert tags["as_of"] == AS_OF.isoformat()
+    assert tags["airflow_run_id"] == "test__1"
+    assert tags["data_fingerprint"] == first["extract"]["fingerprint"]
+    assert (tags["gate.data"], tags["gate.model"], tags["gate.infra"]) == ("passed",) * 3
+    assert int(tags["train_rows"]) + int(tags["validation_rows"]) == first["extract"]["rows"]
+    assert float(tags["metric.macro_f1"]) >= view.gates.model.min_value
+
+
+def test_run_logs_lineage_and_artifacts(world: dict) -> None:
+    registry, view = world["registry"], world["view"]
+    champion = registry.champion(view.name)
+    client = registry.client
+    run = client.get_run(champion.run_id)
+    assert run.data.metrics["val_macro_f1"] > 0.6
+    assert {"val_accuracy", "val_log_loss", "val_roc_auc", "val_recall_Poor"} <= set(
+        run.data.metrics
+    )
+    assert run.data.params["depth"] == str(view.training.depth)
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {"reference", "plots", "data"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(champion.run_id, "plots")}
+    assert plots == {"plots/confusion_matrix.png", "plots/feature_importance.png"}
+    contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert contexts == {"training", "validation"}
+    import mlflow.artifacts
+    import mlflow.catboost
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/reference/profile.json")
+    assert set(reference["features"]) == set(view.feature_names)
+    assert reference["features"]["age"]["type"] == "numeric"
+    assert len(reference["features"]["age"]["sample"]) > 1000
+    assert abs(sum(reference["label"].values()) - 1) < 1e-9
+    assert set(reference["validation_metrics"]) >= {"macro_f1", "accuracy"}
+    loaded = mlflow.catboost.load_model(f"models:/{view.name}@champion")
+    assert [str(c) for c in loaded.classes_] == view.label.classes
+
+
+def test_rerun_same_as_of_reuses_version_and_keeps_champion(world: dict) -> None:
+    registry, view, run = world["registry"], world["view"], world["run"]
+    before = registry.versions(view.name)
+    again = pipeline.run_all(run)
+    assert again["train"]["reused"] is True
+    assert again["train"]["version"] == world["first"]["train"]["version"]
+    assert [v.version for v in registry.versions(view.name)] == [v.version for v in before]
+    assert registry.champion(view.name).version == world["first"]["train"]["version"]
+    assert registry.previous(view.name) is None  # promoting the champion again moved nothing
+
+
+@contextlib.contextmanager
+def corrupted_labels(world: dict, corrupt) -> Iterator[None]:
+    """Replace the window's labels by a corrupted copy, restore the originals afterwards."""
+    store, view = world["store"], world["view"]
+    original = store.labels_arrived(view, None, dt.datetime.combine(AS_OF, dt.time.min))
+    store.upsert_labels(view, corrupt(original.copy()))
+    try:
+        yield
+    finally:
+        store.upsert_labels(view, original)
+
+
+@contextlib.contextmanager
+def corrupted_features(world: dict, corrupt) -> Iterator[None]:
+    store, view = world["store"], world["view"]
+    original = store.features_between(view, START, AS_OF)
+    store.upsert_features(view, corrupt(original.copy()))
+    try:
+        yield
+    finally:
+        store.upsert_features(view, original)
+
+
+def test_label_shuffled_data_does_not_move_champion(world: dict) -> None:
+    registry, view = world["registry"], world["view"]
+    champion = registry.champion(view.name).version
+
+    def shuffle(labels: pd.DataFrame) -> pd.DataFrame:
+        rng = np.random.default_rng(0)
+        labels[view.label.name] = rng.permutation(labels[view.label.name].to_numpy())
+        return labels
+
+    with corrupted_labels(world, shuffle):
+        run = pipeline.Run(view, AS_OF, "manual", "shuffled", "test__2", world["settings"])
+        result = pipeline.run_all(run)
+    assert result["promoted"] is False
+    verdict = result["model_gate"]
+    assert verdict["blessed"] is False
+    assert verdict["champion_version"] == champion
+    candidate = registry.version(view.name, result["train"]["version"])
+    assert candidate.version != champion
+    assert candidate.tags["gate.model"] == "failed"
+    assert candidate.tags["gate.model.floor"] == "failed"
+    assert candidate.tags["gate.model.vs_champion"] == "failed"
+    assert "gate.infra" not in candidate.tags
+    assert registry.champion(view.name).version == champion
+    with pytest.raises(pipeline.ModelGateError, match="cannot be promoted"):
+        pipeline.promote(run, candidate.version)
+    assert registry.champion(view.name).version == champion
+
+
+def test_null_flooded_data_stops_at_data_gate(world: dict) -> None:
+    registry, view = world["registry"], world["view"]
+    versions = len(registry.versions(view.name))
+
+    def flood(features: pd.DataFrame) -> pd.DataFrame:
+        features.loc[features.index % 3 != 0, "annual_income"] = None
+        features.loc[features.index % 2 == 0, "interest_rate"] = None
+        return features
+
+    with corrupted_features(world, flood):
+        run = pipeline.Run(view, AS_OF, "manual", "nulls", "test__3", world["settings"])
+        with pytest.raises(DataGateError) as info:
+            pipeline.run_all(run)
+    message = str(info.value)
+    assert "missing_rate:annual_income" in message
+    assert "missing_rate:interest_rate" in message
+    assert "limit 0.0%" in message  # interest_rate is not nullable
+    assert len(registry.versions(view.name)) == versions  # nothing trained or registered
+
+
+def test_rescaled_feature_is_refused_as_skew(world: dict) -> None:
+    view = world["view"]
+
+    def rescale(features: pd.DataFrame) -> pd.DataFrame:
+        features["outstanding_debt"] = features["outstanding_debt"] / 1000  # units changed
+        return features
+
+    with corrupted_features(world, rescale):
+        run = pipeline.Run(view, AS_OF, "manual", "rescaled", "test__4", world["settings"])
+        with pytest.raises(DataGateError, match=r"skew:outstanding_debt.*normed_wasserstein"):
+            pipeline.run_all(run)
+
+
+def test_schema_and_range_checks_on_a_frame(world: dict) -> None:
+    """Schema and range problems are found by the gate itself (pure function, no I/O)."""
+    view: FeatureView = world["view"]
+    frame = world["store"].training_set(view, AS_OF)
+    report = check_data(view, frame.drop(columns=["credit_mix"]), pd.Timestamp(AS_OF))
+    assert not report.passed
+    assert report.failed[0].name == "schema"
+    assert "credit_mix" in report.failed[0].detail
+    broken = frame.copy()
+    broken.loc[:10, "age"] = 250
+    failed = {c.name for c in check_data(view, broken, pd.Timestamp(AS_OF)).failed}
+    assert failed == {"range:age"}
+
+
+def test_data_changed_between_steps_is_caught(world: dict) -> None:
+    run = pipeline.Run(world["view"], AS_OF, "manual", "", "", world["settings"])
+    with pytest.raises(pipeline.DataChangedError, match="changed during this run"):
+        pipeline.train(run, expected_fingerprint="0000000000000000")
+
+
+def test_infra_check_refuses_a_model_that_cannot_load_as_served(
+    world: dict, tmp_path: Path
+) -> None:
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.dummy import DummyClassifier
+
+    registry, view = world["registry"], world["view"]
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
+        dummy = DummyClassifier().fit([[0], [1]], ["Good", "Poor"])
+        info = mlflow.sklearn.log_model(dummy, name="model", registered_model_name=view.name)
+    version = str(info.registered_model_version)
+    run = pipeline.Run(view, AS_OF, "manual", "", "", world["settings"])
+    with pytest.raises(pipeline.InfraCheckError, match="failed to load or predict"):
+        pipeline.infra_check(run, version)
+    assert registry.version(view.name, version).tags["gate.infra"] == "failed"
+
+
+def test_manual_promote_and_rollback(world: dict) -> None:
+    registry, view = world["registry"], world["view"]
+    run = pipeline.Run(view, AS_OF, "manual", "", "", world["settings"])
+    champion = registry.champion(view.name).version
+    refused = [v for v in registry.versions(view.name) if v.tags.get("gate.model") == "failed"]
+    assert refused, "the shuffled-label scenario should have left a refused version"
+    forced = pipeline.promote(run, refused[-1].version, force=True)
+    assert forced["champion"] == refused[-1].version
+    assert forced["previous"] == champion
+    assert registry.version(view.name, refused[-1].version).tags["forced"] == "true"
+    new, old = registry.rollback(view.name)
+    assert new.version == champion
+    assert registry.champion(view.name).version == champion
+    assert registry.previous(view.name).version == old.version == refused[-1].version
