@@ -319,6 +319,93 @@ def models(view: str | None) -> None:
         )
 
 
+@cli.command()
+@view_argument
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV with entity, event date, label and optional arrived_at.")  # fmt: skip
+@click.option("--start", callback=_date, help="Synthetic stream: first day to land labels for.")
+@click.option("--days", type=click.IntRange(min=1), help="Synthetic stream: number of days.")
+@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--scenario", type=click.Choice(["none", "covariate_shift", "concept_drift"]),
+              default="none", show_default=True)  # fmt: skip
+@click.option("--drift-start", callback=_date)
+@click.option("--label-delay-days", type=click.IntRange(min=0), default=None)
+@click.option("--until", callback=_datetime, help="Land labels that arrived before this time.")
+def labels(
+    view: str | None,
+    file: Path | None,
+    start: dt.date | None,
+    days: int | None,
+    rows_per_day: int,
+    seed: int,
+    scenario: str,
+    drift_start: dt.date | None,
+    label_delay_days: int | None,
+    until: dt.datetime | None,
+) -> None:
+    """Land ground-truth labels for earlier days, so live accuracy can be measured.
+
+    From a CSV (--file), or from the synthetic stream (--start/--days with the same seed and
+    scenario as `generate`): the labels of those days that arrived before --until.
+    """
+    fv = _view(view)
+    store = _store()
+    store.require_tables(fv)
+    if file is not None:
+        from ctloop.importer import import_labels_csv
+
+        written = import_labels_csv(store, fv, file)
+        click.echo(f"{file}: {written} labels written")
+        return
+    if start is None or days is None:
+        raise click.UsageError("give --file, or --start and --days for the synthetic stream")
+    from ctloop.synth import Scenario, StreamConfig, stream
+
+    config = StreamConfig(
+        seed=seed, rows_per_day=rows_per_day, scenario=Scenario(scenario), drift_start=drift_start,
+        label_delay_days=(
+            fv.training.label_delay_days if label_delay_days is None else label_delay_days
+        ),
+    )  # fmt: skip
+    until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    total = 0
+    for day, _, day_labels in stream(fv, start, days, config):
+        arrived = day_labels[day_labels["arrived_at"] < until]
+        total += store.upsert_labels(fv, arrived) if not arrived.empty else 0
+        click.echo(f"{day}: {len(arrived)} labels landed", err=True)
+    click.echo(f"{total} labels landed for {fv.name}")
+
+
+@cli.command()
+@view_argument
+@click.option("--since", callback=_datetime, help="Window start. Default: end of the last check.")
+@click.option("--until", callback=_datetime, help="Window end. Default: now.")
+@click.option("--retrain", is_flag=True, help="On drift or decay, run the CT pipeline here.")
+def monitor(
+    view: str | None, since: dt.datetime | None, until: dt.datetime | None, retrain: bool
+) -> None:
+    """Check the champion's logged predictions for drift and accuracy decay.
+
+    Writes the findings to the drift_report table and prints one line. With --retrain, a
+    drift or decay outside the cooldown runs `ctloop train --trigger drift` in-process
+    (inside Airflow the monitor DAG triggers the CT DAG instead).
+    """
+    from ctloop.monitor import monitor_step
+    from ctloop.registry import Registry
+
+    fv = _view(view)
+    decision = monitor_step(fv, _store(), Registry.from_settings(), since, until)
+    click.echo(decision["summary"])
+    if retrain and decision["trigger"]:
+        from ctloop.pipeline import Run, run_all
+
+        run = Run.make(fv.name, None, "drift", decision["conf"]["reason"])
+        result = run_all(run)
+        verdict = "promoted" if result["promoted"] else "not promoted"
+        click.echo(f"drift retrain: version {result['train']['version']} {verdict}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:

@@ -71,3 +71,43 @@ def import_csv(
         problems=checked.problems,
         skipped_rows=len(checked.bad_rows),
     )
+
+
+def import_labels_csv(store: FeatureStore, view: FeatureView, path: str | Path) -> int:
+    """Land labels from a CSV (entity, event date, label, optional arrived_at); all or nothing."""
+    path = Path(path)
+    raw = read_csv(path)
+    problems: list[Problem] = []
+    needed = [view.entity, view.event_date, view.label.name]
+    for col in needed:
+        if col not in raw.columns:
+            problems.append(Problem(None, col, "column is missing"))
+    for col in raw.columns:
+        if col not in (*needed, "arrived_at"):
+            problems.append(Problem(None, str(col), "column is not expected in a labels file"))
+    if not problems:
+        labels = raw[needed].copy()
+        rows = range(1, len(raw) + 1)
+        dates = pd.to_datetime(raw[view.event_date], errors="coerce", format="ISO8601")
+        arrived = (
+            pd.to_datetime(raw["arrived_at"], errors="coerce", format="ISO8601")
+            if "arrived_at" in raw.columns
+            else pd.Series(pd.Timestamp.now(tz="UTC").tz_localize(None), index=raw.index)
+        )
+        for row, entity, day, label, when in zip(
+            rows, raw[view.entity], dates, raw[view.label.name], arrived, strict=True
+        ):
+            if pd.isna(entity) or str(entity).strip() == "":
+                problems.append(Problem(row, view.entity, "entity key is missing"))
+            if pd.isna(day):
+                problems.append(Problem(row, view.event_date, "not a date"))
+            if label not in view.label.classes:
+                problems.append(Problem(row, view.label.name, f"unknown class '{label}'"))
+            if pd.isna(when):
+                problems.append(Problem(row, "arrived_at", "not a time"))
+    if problems:
+        shown = "\n  ".join(str(p) for p in problems[:MAX_REPORTED])
+        raise DataValidationError(f"{path}: nothing was written:\n  {shown}", problems)
+    labels[view.event_date] = dates
+    labels["arrived_at"] = arrived
+    return store.upsert_labels(view, labels)

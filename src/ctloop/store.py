@@ -496,6 +496,20 @@ class FeatureStore:
         with self._translate(), self.engine.connect() as conn:
             return pd.read_sql(query, conn)
 
+    def labels_for_days(
+        self, view: FeatureView, first: dt.date, last: dt.date, arrived_before: dt.datetime
+    ) -> pd.DataFrame:
+        """Labels of event dates first..last that had arrived before a moment (no leakage)."""
+        _, ltable = self.view_tables(view)
+        query = (
+            sa.select(ltable)
+            .where(ltable.c[view.event_date] >= first)
+            .where(ltable.c[view.event_date] <= last)
+            .where(ltable.c.arrived_at < arrived_before)
+        )
+        with self._translate(), self.engine.connect() as conn:
+            return pd.read_sql(query, conn)
+
     # ------------------------------------------------------------------ prediction logs
 
     def write_prediction_logs(self, rows: Sequence[dict[str, Any]]) -> int:

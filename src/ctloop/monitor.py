@@ -1,0 +1,337 @@
+"""The drift and accuracy monitor: compares the champion's live traffic with its training.
+
+Three signals, each gated by the view's `drift` policy:
+- data drift per feature (normed Wasserstein / Jensen-Shannon, PSI reported alongside,
+  unseen categories and missing-rate changes), dataset drift when the share of drifted
+  features reaches `drift_share`;
+- prediction drift: Jensen-Shannon distance of the predicted-class distribution;
+- accuracy decay: once labels for logged entities land, live macro-F1 against the model's
+  own validation figure.
+A window smaller than `min_rows` never raises an alarm (raw tests on tiny windows flag
+noise); it reports "not enough data". Every check writes its rows to `drift_report`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ctloop.featureview import FeatureView
+from ctloop.registry import Registry
+from ctloop.stats import feature_distance, js_distance
+from ctloop.store import FeatureStore
+from ctloop.training import REFERENCE_ARTIFACT, evaluate_proba
+
+log = logging.getLogger(__name__)
+
+OK, DRIFT, DECAY, NOT_ENOUGH, NO_CHAMPION = "ok", "drift", "decay", "not_enough_data", "no_champion"
+
+
+@dataclass
+class Finding:
+    """One row of the drift report."""
+
+    kind: str  # data / prediction / accuracy / dataset
+    feature: str
+    statistic: str
+    value: float | None
+    threshold: float | None
+    drifted: bool
+
+
+@dataclass
+class MonitorResult:
+    """What one monitor check found and decided."""
+
+    check_id: str
+    view: str
+    model_version: str | None
+    window_start: dt.datetime
+    window_end: dt.datetime
+    rows: int
+    labelled_rows: int = 0
+    status: str = OK
+    findings: list[Finding] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    live_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def retrain(self) -> bool:
+        return self.status in (DRIFT, DECAY)
+
+    def summary(self) -> str:
+        """One line for the task log."""
+        head = (
+            f"{self.view} v{self.model_version}: {self.status.upper()} on {self.rows} "
+            f"predictions {self.window_start:%Y-%m-%d %H:%M} .. {self.window_end:%Y-%m-%d %H:%M}"
+        )
+        return head + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["window_start"] = self.window_start.isoformat()
+        out["window_end"] = self.window_end.isoformat()
+        out["retrain"] = self.retrain
+        out["drifted_features"] = [
+            f.feature for f in self.findings if f.kind == "data" and f.drifted
+        ]
+        return out
+
+
+def _clean(value: float | None) -> float | None:
+    return (
+        None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+    )
+
+
+def last_window_end(store: FeatureStore, view: str) -> dt.datetime | None:
+    """Where the previous check stopped, so each check reads only new traffic."""
+    import sqlalchemy as sa
+
+    table = store.drift_report
+    query = sa.select(sa.func.max(table.c.window_end)).where(table.c.feature_view == view)
+    with store.begin() as conn:
+        return conn.execute(query).scalar_one_or_none()
+
+
+def last_drift_trigger(store: FeatureStore, view: str) -> dt.datetime | None:
+    """When the monitor last triggered a drift retrain for this view (for the cooldown)."""
+    import sqlalchemy as sa
+
+    table = store.drift_report
+    query = (
+        sa.select(sa.func.max(table.c.created_at))
+        .where(table.c.feature_view == view)
+        .where(table.c.kind == "decision")
+        .where(table.c.statistic == "retrain_triggered")
+        .where(table.c.drifted.is_(True))
+    )
+    with store.begin() as conn:
+        return conn.execute(query).scalar_one_or_none()
+
+
+def data_drift(view: FeatureView, reference: dict[str, Any], logs: pd.DataFrame) -> list[Finding]:
+    """Per-feature distance, PSI, unseen categories and missing-rate change."""
+    policy = view.drift
+    out: list[Finding] = []
+    for feature in view.features:
+        ref = reference["features"].get(feature.name)
+        if ref is None or feature.name not in logs.columns:
+            continue
+        dist = feature_distance(feature.name, ref, logs[feature.name])
+        limit = policy.numeric_threshold if feature.is_numeric else policy.categorical_threshold
+        drifted = bool(math.isfinite(dist.value) and dist.value > limit)
+        out.append(Finding("data", feature.name, dist.statistic, dist.value, limit, drifted))
+        out.append(Finding("data", feature.name, "psi", dist.psi, policy.psi_threshold,
+                           bool(dist.psi > policy.psi_threshold)))  # fmt: skip
+        change = abs(dist.missing_rate_cur - dist.missing_rate_ref)
+        out.append(Finding("data", feature.name, "missing_rate_change", change, 0.1, change > 0.1))
+        if not feature.is_numeric:
+            out.append(Finding("data", feature.name, "unseen_share", dist.unseen_share,
+                               policy.categorical_threshold,
+                               dist.unseen_share > policy.categorical_threshold))  # fmt: skip
+    return out
+
+
+def _event_dates(view: FeatureView, logs: pd.DataFrame) -> pd.Series:
+    """The event date of each prediction: as sent with the request, else the log day."""
+    if view.event_date in logs.columns:
+        sent = pd.to_datetime(logs[view.event_date], errors="coerce")
+        return sent.fillna(pd.to_datetime(logs["created_at"])).dt.normalize()
+    return pd.to_datetime(logs["created_at"]).dt.normalize()
+
+
+def live_accuracy(
+    view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame
+) -> tuple[int, dict[str, float]]:
+    """Join logged predictions to labels that have landed; score them like validation."""
+    if logs.empty or labels.empty or "entity_id" not in logs.columns:
+        return 0, {}
+    keyed = logs.assign(_day=_event_dates(view, logs), _entity=logs["entity_id"].astype(str))
+    lab = labels.assign(
+        _day=pd.to_datetime(labels[view.event_date]).dt.normalize(),
+        _entity=labels[view.entity].astype(str),
+    )[["_entity", "_day", view.label.name]]
+    joined = keyed.merge(lab, on=["_entity", "_day"], how="inner")
+    if joined.empty:
+        return 0, {}
+    classes = view.label.classes
+    proba = joined[[f"proba_{c}" for c in classes]].to_numpy(dtype=float)
+    return len(joined), evaluate_proba(view, joined[view.label.name], proba, classes)
+
+
+def check(
+    view: FeatureView,
+    store: FeatureStore,
+    registry: Registry,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> MonitorResult:
+    """Compare the champion's logged traffic in [since, until) with its training reference."""
+    import mlflow.artifacts
+
+    until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    since = since or last_window_end(store, view.name) or (until - dt.timedelta(days=1))
+    champion = registry.champion(view.name)
+    result = MonitorResult(uuid.uuid4().hex, view.name, None, since, until, 0)
+    if champion is None:
+        result.status = NO_CHAMPION
+        result.reasons.append("no champion to monitor")
+        return result
+    result.model_version = champion.version
+    logs = store.read_prediction_logs(view.name, since, until, model_version=champion.version)
+    result.rows = len(logs)
+    policy = view.drift
+    if len(logs) < policy.min_rows:
+        result.status = NOT_ENOUGH
+        result.reasons.append(
+            f"not enough data: {len(logs)} predictions (minimum {policy.min_rows})"
+        )
+        return result
+
+    import mlflow
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}")
+
+    findings = data_drift(view, reference, logs)
+    distance_findings = [
+        f for f in findings if f.statistic in ("normed_wasserstein", "jensen_shannon")
+    ]
+    drifted = [f.feature for f in distance_findings if f.drifted]
+    share = len(drifted) / max(len(distance_findings), 1)
+    dataset_drift = share >= policy.drift_share
+    findings.append(
+        Finding("dataset", "*", "drifted_share", share, policy.drift_share, dataset_drift)
+    )
+
+    pred_shares = logs["prediction"].value_counts(normalize=True).to_dict()
+    pred_dist = js_distance(reference.get("prediction", {}), pred_shares)
+    pred_drift = bool(math.isfinite(pred_dist) and pred_dist > policy.prediction_threshold)
+    findings.append(Finding("prediction", "prediction", "jensen_shannon", pred_dist,
+                            policy.prediction_threshold, pred_drift))  # fmt: skip
+
+    # labels of the logged days that have landed by `until`
+    days = _event_dates(view, logs)
+    labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
+    n_lab, live = live_accuracy(view, logs, labels)
+    result.labelled_rows, result.live_metrics = n_lab, live
+    decay = False
+    baseline = reference.get("validation_metrics", {}).get("macro_f1")
+    if n_lab >= policy.min_labelled_rows and baseline is not None and "macro_f1" in live:
+        drop = baseline - live["macro_f1"]
+        decay = drop > policy.max_accuracy_drop
+        findings.append(Finding("accuracy", "macro_f1", "drop_vs_validation", drop,
+                                policy.max_accuracy_drop, decay))  # fmt: skip
+        findings.append(Finding("accuracy", "macro_f1", "live", live["macro_f1"], None, False))
+    result.findings = findings
+
+    if dataset_drift:
+        result.reasons.append(
+            f"data drift in {len(drifted)}/{len(distance_findings)} features: {', '.join(drifted)}"
+        )
+    if pred_drift:
+        result.reasons.append(f"prediction drift (JS {pred_dist:.3f})")
+    if decay:
+        result.reasons.append(
+            f"accuracy decay: live macro-F1 {live['macro_f1']:.3f} vs validation {baseline:.3f} "
+            f"on {n_lab} labelled predictions"
+        )
+    result.status = DECAY if decay else DRIFT if (dataset_drift or pred_drift) else OK
+    return result
+
+
+def cooldown_blocks(store: FeatureStore, view: FeatureView, now: dt.datetime) -> str | None:
+    """Why a drift retrain must wait, or None when the cooldown allows it."""
+    last = last_drift_trigger(store, view.name)
+    if last is None:
+        return None
+    wait = dt.timedelta(hours=view.drift.cooldown_hours)
+    if now - last < wait:
+        return f"cooldown: last drift retrain triggered at {last:%Y-%m-%d %H:%M} (< {wait} ago)"
+    return None
+
+
+def record(store: FeatureStore, result: MonitorResult, triggered: bool | None = None) -> int:
+    """Write the check's findings (and the trigger decision) to `drift_report`."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    base = {
+        "check_id": result.check_id,
+        "feature_view": result.view,
+        "model_version": result.model_version,
+        "window_start": result.window_start,
+        "window_end": result.window_end,
+        "n_reference": 0,
+        "n_current": result.rows,
+        "created_at": now,
+    }
+    rows = [
+        {**base, "kind": f.kind, "feature": f.feature, "statistic": f.statistic,
+         "value": _clean(f.value), "threshold": _clean(f.threshold), "drifted": f.drifted}
+        for f in result.findings
+    ]  # fmt: skip
+    rows.append({**base, "kind": "status", "feature": "*", "statistic": result.status,
+                 "value": None, "threshold": None, "drifted": result.retrain})  # fmt: skip
+    if triggered is not None:
+        rows.append({**base, "kind": "decision", "feature": "*", "statistic": "retrain_triggered",
+                     "value": None, "threshold": None, "drifted": triggered})  # fmt: skip
+    with store.begin() as conn:
+        conn.execute(store.drift_report.insert(), rows)
+    return len(rows)
+
+
+def findings_json(result: MonitorResult) -> str:
+    """The findings as compact JSON, for a DAG run's conf."""
+    data = result.to_dict()
+    data["findings"] = [f for f in data["findings"] if f["drifted"]]
+    return json.dumps(data, default=str)
+
+
+def monitor_step(
+    view: FeatureView,
+    store: FeatureStore,
+    registry: Registry,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    ct_in_flight: bool = False,
+) -> dict[str, Any]:
+    """One monitor run: check, decide whether to retrain, record it all. Returns the decision.
+
+    A retrain is asked for on drift or decay, unless a CT run of the view is in flight
+    (the orchestrator tells) or the last drift-triggered retrain is inside the cooldown.
+    """
+    result = check(view, store, registry, since, until)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    blocked = None
+    if result.retrain:
+        blocked = (
+            "a CT run is already in flight" if ct_in_flight else cooldown_blocks(store, view, now)
+        )
+    trigger = result.retrain and blocked is None
+    record(store, result, triggered=trigger if result.retrain else None)
+    line = result.summary() + (f"; retrain NOT triggered: {blocked}" if blocked else "")
+    line += "; retrain triggered" if trigger else ""
+    log.info(line)
+    reason = "; ".join(result.reasons)
+    return {
+        "summary": line,
+        "status": result.status,
+        "trigger": trigger,
+        "blocked": blocked,
+        "check_id": result.check_id,
+        "model_version": result.model_version,
+        "conf": {
+            "trigger": "drift",
+            "reason": reason,
+            "check_id": result.check_id,
+            "findings": json.loads(findings_json(result)),
+        },
+        "result": result.to_dict(),
+    }

@@ -1,0 +1,181 @@
+"""The monitor on a real champion's logged predictions, day by day, per drift scenario.
+
+Predictions are made by the real champion (loaded through the serving loader) and written
+to the real prediction_log table; the HTTP path that writes them in production is tested
+in tests/test_serving.py. Time is simulated: each day's traffic is logged at that day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+
+from ctloop import monitor, pipeline
+from ctloop.featureview import FeatureView, load_view_file
+from ctloop.predictor import Predictor
+from ctloop.registry import Registry
+from ctloop.settings import Settings
+from ctloop.store import FeatureStore
+from ctloop.synth import Scenario, StreamConfig, generate_day, stream
+from tests.conftest import ROOT, mariadb_database
+
+START = dt.date(2026, 1, 1)
+HISTORY = 30
+GO_LIVE = START + dt.timedelta(days=HISTORY)
+ROWS = 600
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+    tmp = tmp_path_factory.mktemp("monitor")
+    with mariadb_database() as url:
+        settings = Settings(data_dir=tmp, features_dir=ROOT / "features", feature_store_url=url,
+                            mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")  # fmt: skip
+        store = FeatureStore(url)
+        store.init([view])
+        cfg = StreamConfig(seed=5, rows_per_day=400, label_delay_days=7)
+        for _, features, labels in stream(view, START, HISTORY, cfg):
+            store.ingest(view, features, labels[labels["arrived_at"] < pd.Timestamp(GO_LIVE)])
+        result = pipeline.run_all(pipeline.Run(view, GO_LIVE, "manual", "", "", settings))
+        assert result["promoted"]
+        registry = Registry(settings.tracking_uri)
+        info = registry.champion(view.name)
+        yield {"view": view, "store": store, "registry": registry,
+               "predictor": Predictor.load(view, info.uri, info.version)}  # fmt: skip
+        store.dispose()
+
+
+@pytest.fixture
+def fresh_logs(champion: dict) -> Iterator[dict]:
+    """Each test starts with empty prediction_log and drift_report tables."""
+    store = champion["store"]
+    yield champion
+    with store.begin() as conn:
+        conn.execute(store.prediction_log.delete())
+        conn.execute(store.drift_report.delete())
+
+
+def log_day(world: dict, day: dt.date, features: pd.DataFrame) -> None:
+    """Log the champion's predictions for one day of traffic, as serving does."""
+    view: FeatureView = world["view"]
+    predictor: Predictor = world["predictor"]
+    classes, proba = predictor.predict(features)
+    start = dt.datetime.combine(day, dt.time(8))
+    rows = []
+    for i, (record, cls, p) in enumerate(
+        zip(features.to_dict("records"), classes, proba, strict=True)
+    ):
+        sent = {k: (None if pd.isna(v) else v) for k, v in record.items() if k != view.entity}
+        sent[view.event_date] = day.isoformat()
+        rows.append({
+            "request_id": uuid.uuid4().hex, "feature_view": view.name,
+            "model_version": predictor.version, "entity_id": record[view.entity],
+            "features": json.dumps(sent, default=str), "prediction": cls,
+            "probabilities": json.dumps(dict(zip(predictor.classes, map(float, p), strict=True))),
+            "latency_ms": 1.0, "created_at": start + dt.timedelta(seconds=20 * i),
+        })  # fmt: skip
+    world["store"].write_prediction_logs(rows)
+
+
+def live_days(world: dict, cfg: StreamConfig, days: int) -> Iterator[tuple[dt.date, dict]]:
+    """Log each live day, then run the monitor on that day's window (end of the day)."""
+    view, store, registry = world["view"], world["store"], world["registry"]
+    for offset in range(days):
+        day = GO_LIVE + dt.timedelta(days=offset)
+        features, labels = generate_day(day, cfg)
+        store.ingest(view, features, labels)  # labels carry their (future) arrival times
+        log_day(world, day, features)
+        since = dt.datetime.combine(day, dt.time.min)
+        until = since + dt.timedelta(days=1)
+        yield day, monitor.monitor_step(view, store, registry, since, until)
+
+
+def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: dict) -> None:
+    cfg = StreamConfig(seed=99, rows_per_day=ROWS, label_delay_days=7)
+    statuses = [decision["status"] for _, decision in live_days(fresh_logs, cfg, 30)]
+    assert statuses == ["ok"] * 30
+
+
+@pytest.mark.parametrize("scenario", [Scenario.COVARIATE_SHIFT])
+def test_covariate_shift_detected_on_first_check_after_onset(fresh_logs, scenario) -> None:
+    onset = GO_LIVE + dt.timedelta(days=3)
+    cfg = StreamConfig(seed=99, rows_per_day=ROWS, scenario=scenario, drift_start=onset)
+    decisions = dict(live_days(fresh_logs, cfg, 5))
+    for day, decision in decisions.items():
+        if day < onset:
+            assert decision["status"] == "ok", (day, decision["summary"])
+    first = decisions[onset]
+    assert first["status"] == "drift", first["summary"]
+    assert first["trigger"] is True
+    drifted = set(first["result"]["drifted_features"])
+    assert {"annual_income", "occupation"} <= drifted
+    assert "annual_income" in first["conf"]["reason"]
+    # the next day's drift is inside the cooldown: recorded, but no second trigger
+    after = decisions[onset + dt.timedelta(days=1)]
+    assert after["status"] == "drift"
+    assert after["trigger"] is False
+    assert "cooldown" in after["blocked"]
+
+
+def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: dict) -> None:
+    onset = GO_LIVE
+    cfg = StreamConfig(seed=99, rows_per_day=ROWS, scenario=Scenario.CONCEPT_DRIFT,
+                       drift_start=onset, label_delay_days=2)  # fmt: skip
+    decisions = list(live_days(fresh_logs, cfg, 4))
+    # features and predictions do not drift: nothing to see until labels land
+    assert [d["status"] for _, d in decisions] == ["ok"] * 4
+    view, store, registry = fresh_logs["view"], fresh_logs["store"], fresh_logs["registry"]
+    since = dt.datetime.combine(onset, dt.time.min)
+    until = since + dt.timedelta(days=4)  # labels of the first two days have landed by now
+    decision = monitor.monitor_step(view, store, registry, since, until)
+    assert decision["status"] == "decay", decision["summary"]
+    live = decision["result"]["live_metrics"]["macro_f1"]
+    assert live < 0.7
+    assert decision["result"]["labelled_rows"] == 2 * ROWS
+    assert "accuracy decay" in decision["conf"]["reason"]
+
+
+def test_small_window_reports_not_enough_data_and_triggers_nothing(fresh_logs: dict) -> None:
+    view = fresh_logs["view"]
+    day = GO_LIVE
+    small = StreamConfig(
+        seed=1, rows_per_day=50, scenario=Scenario.COVARIATE_SHIFT, drift_start=day
+    )
+    features, _ = generate_day(day, small)
+    log_day(fresh_logs, day, features)
+    since = dt.datetime.combine(day, dt.time.min)
+    decision = monitor.monitor_step(view, fresh_logs["store"], fresh_logs["registry"],
+                                    since, since + dt.timedelta(days=1))  # fmt: skip
+    assert decision["status"] == "not_enough_data"
+    assert decision["trigger"] is False
+    assert "not enough data: 50 predictions" in decision["summary"]
+
+
+def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict) -> None:
+    view, store = fresh_logs["view"], fresh_logs["store"]
+    day = GO_LIVE
+    cfg = StreamConfig(
+        seed=3, rows_per_day=ROWS, scenario=Scenario.COVARIATE_SHIFT, drift_start=day
+    )
+    features, _ = generate_day(day, cfg)
+    log_day(fresh_logs, day, features)
+    since = dt.datetime.combine(day, dt.time.min)
+    decision = monitor.monitor_step(view, store, fresh_logs["registry"], since,
+                                    since + dt.timedelta(days=1), ct_in_flight=True)  # fmt: skip
+    assert decision["status"] == "drift"
+    assert decision["trigger"] is False
+    assert decision["blocked"] == "a CT run is already in flight"
+    rows = pd.read_sql(store.drift_report.select(), store.engine)
+    assert set(rows["check_id"]) == {decision["check_id"]}
+    per_feature = rows[(rows["kind"] == "data") & (rows["statistic"] == "normed_wasserstein")]
+    assert len(per_feature) == len(view.numeric_features)
+    income = per_feature[per_feature["feature"] == "annual_income"].iloc[0]
+    assert bool(income["drifted"]) and income["value"] > income["threshold"]
+    decisionrow = rows[rows["kind"] == "decision"].iloc[0]
+    assert not bool(decisionrow["drifted"])
