@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -179,3 +180,12 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict
     assert bool(income["drifted"]) and income["value"] > income["threshold"]
     decisionrow = rows[rows["kind"] == "decision"].iloc[0]
     assert not bool(decisionrow["drifted"])
+    # the HTML report went to MLflow with the headline numbers
+    client = fresh_logs["registry"].client
+    run = client.get_run(decision["report_run_id"])
+    assert run.data.tags["ctloop.status"] == "drift"
+    assert run.data.metrics["dataset_drifted_share"] >= view.drift.drift_share
+    page = client.download_artifacts(run.info.run_id, "drift_report.html")
+    text = Path(page).read_text(encoding="utf-8")
+    assert "Status: drift" in text
+    assert "annual_income" in text

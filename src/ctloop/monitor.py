@@ -301,6 +301,7 @@ def monitor_step(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     ct_in_flight: bool = False,
+    report_to_mlflow: bool = True,
 ) -> dict[str, Any]:
     """One monitor run: check, decide whether to retrain, record it all. Returns the decision.
 
@@ -316,6 +317,11 @@ def monitor_step(
         )
     trigger = result.retrain and blocked is None
     record(store, result, triggered=trigger if result.retrain else None)
+    report_run = None
+    if report_to_mlflow and result.status not in (NOT_ENOUGH, NO_CHAMPION):
+        from ctloop.drift_html import log_to_mlflow
+
+        report_run = log_to_mlflow(registry, result)
     line = result.summary() + (f"; retrain NOT triggered: {blocked}" if blocked else "")
     line += "; retrain triggered" if trigger else ""
     log.info(line)
@@ -327,6 +333,7 @@ def monitor_step(
         "blocked": blocked,
         "check_id": result.check_id,
         "model_version": result.model_version,
+        "report_run_id": report_run,
         "conf": {
             "trigger": "drift",
             "reason": reason,
