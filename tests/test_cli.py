@@ -104,3 +104,29 @@ def test_drift_scenario_needs_start(tmp_path: Path) -> None:
     result = run(["generate", "--scenario", "concept_drift"], url, tmp_path, ok=False)
     assert result.returncode == 2
     assert "--drift-start" in result.stderr
+
+
+def test_labels_land_later_from_the_synthetic_stream(store_url: str, tmp_path: Path) -> None:
+    run(["init-db"], store_url, tmp_path)
+    common = ["--start", "2026-02-01", "--days", "3", "--rows-per-day", "100"]
+    run(["generate", *common[:2], "--days", "3", "--rows-per-day", "100", "--no-labels"],
+        store_url, tmp_path)  # fmt: skip
+    assert _counts(run(["status"], store_url, tmp_path).stdout)["credit_score_labels"] == 0
+    # labels arrive 7 days after their day: by 2026-02-09 those of 02-01 have landed
+    landed = run(["labels", *common, "--until", "2026-02-09"], store_url, tmp_path)
+    assert "100 labels landed for credit_score" in landed.stdout
+    run(["labels", *common, "--until", "2026-02-20"], store_url, tmp_path)
+    assert _counts(run(["status"], store_url, tmp_path).stdout)["credit_score_labels"] == 300
+
+
+def test_labels_csv_is_validated(sqlite_url: str, tmp_path: Path) -> None:
+    run(["init-db"], sqlite_url, tmp_path)
+    good = tmp_path / "labels.csv"
+    good.write_text("customer_id,event_date,credit_score,arrived_at\n"
+                    "C1,2026-01-01,Good,2026-01-08 10:00:00\n")  # fmt: skip
+    assert "1 labels written" in run(["labels", "--file", str(good)], sqlite_url, tmp_path).stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,event_date,credit_score\nC1,2026-01-01,Excellent\n")
+    result = run(["labels", "--file", str(bad)], sqlite_url, tmp_path, ok=False)
+    assert result.returncode == 2
+    assert "row 1, column 'credit_score': unknown class 'Excellent'" in result.stderr
