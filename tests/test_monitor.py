@@ -125,21 +125,25 @@ def test_covariate_shift_detected_on_first_check_after_onset(fresh_logs, scenari
 
 
 def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: dict) -> None:
+    """Daily checks: quiet until the first drifted labels land, then decay, not data drift."""
     onset = GO_LIVE
     cfg = StreamConfig(seed=99, rows_per_day=ROWS, scenario=Scenario.CONCEPT_DRIFT,
                        drift_start=onset, label_delay_days=2)  # fmt: skip
-    decisions = list(live_days(fresh_logs, cfg, 4))
-    # features and predictions do not drift: nothing to see until labels land
-    assert [d["status"] for _, d in decisions] == ["ok"] * 4
-    view, store, registry = fresh_logs["view"], fresh_logs["store"], fresh_logs["registry"]
-    since = dt.datetime.combine(onset, dt.time.min)
-    until = since + dt.timedelta(days=4)  # labels of the first two days have landed by now
-    decision = monitor.monitor_step(view, store, registry, since, until)
-    assert decision["status"] == "decay", decision["summary"]
-    live = decision["result"]["live_metrics"]["macro_f1"]
-    assert live < 0.7
-    assert decision["result"]["labelled_rows"] == 2 * ROWS
-    assert "accuracy decay" in decision["conf"]["reason"]
+    decisions = [decision for _, decision in live_days(fresh_logs, cfg, 4)]
+    # days 0 and 1: no label has landed yet, and features/predictions do not drift
+    assert [d["status"] for d in decisions[:2]] == ["ok", "ok"]
+    # day 2: the labels of day 0 land (2 days late) and the look-back window scores them
+    first = decisions[2]
+    assert first["status"] == "decay", first["summary"]
+    assert first["result"]["rows"] == ROWS  # drift statistics read only the new day
+    assert first["result"]["labelled_rows"] == ROWS
+    assert first["result"]["drifted_features"] == []
+    assert first["result"]["live_metrics"]["macro_f1"] < 0.7
+    assert "accuracy decay" in first["conf"]["reason"]
+    assert first["trigger"] is True
+    assert decisions[3]["status"] == "decay"
+    assert decisions[3]["result"]["labelled_rows"] == 2 * ROWS
+    assert decisions[3]["trigger"] is False  # inside the cooldown
 
 
 def test_small_window_reports_not_enough_data_and_triggers_nothing(fresh_logs: dict) -> None:

@@ -137,6 +137,8 @@ class DriftPolicy(_Strict):
     min_rows: int = Field(default=500, gt=0)
     max_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
     min_labelled_rows: int = Field(default=200, gt=0)
+    # labels land late: live accuracy looks back this far, not just since the last check
+    accuracy_window_days: int = Field(default=14, gt=0)
     cooldown_hours: float = Field(default=24, ge=0)
 
 

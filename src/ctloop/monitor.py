@@ -218,10 +218,17 @@ def check(
     findings.append(Finding("prediction", "prediction", "jensen_shannon", pred_dist,
                             policy.prediction_threshold, pred_drift))  # fmt: skip
 
-    # labels of the logged days that have landed by `until`
-    days = _event_dates(view, logs)
+    # Labels land days late, so live accuracy looks back `accuracy_window_days` over this
+    # champion's predictions and joins the labels that have landed by `until`.
+    lookback = until - dt.timedelta(days=policy.accuracy_window_days)
+    scored = (
+        store.read_prediction_logs(view.name, lookback, until, model_version=champion.version)
+        if lookback < since
+        else logs
+    )
+    days = _event_dates(view, scored)
     labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
-    n_lab, live = live_accuracy(view, logs, labels)
+    n_lab, live = live_accuracy(view, scored, labels)
     result.labelled_rows, result.live_metrics = n_lab, live
     decay = False
     baseline = reference.get("validation_metrics", {}).get("macro_f1")
