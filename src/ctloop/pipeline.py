@@ -256,6 +256,8 @@ def train(
             registered_model_name=name,
             signature=infer_signature(example, result.model.predict_proba(example)),
             input_example=example,
+            # the environment is pinned by uv.lock; inferring requirements costs ~20 s a model
+            pip_requirements=mlflow.catboost.get_default_pip_requirements(),
         )
         version = str(info.registered_model_version)
         run_id = active.info.run_id
