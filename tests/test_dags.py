@@ -192,7 +192,8 @@ def test_dag_folder_imports_without_errors(parsed: dict) -> None:
     assert parsed["import_errors"] == {}
     views = list_views(ROOT / "features")
     assert VIEW in views
-    assert set(parsed["dags"]) == {f"{kind}_{v}" for v in views for kind in ("ct", "ingest")}
+    kinds = ("ct", "ingest", "monitor")
+    assert set(parsed["dags"]) == {f"{kind}_{v}" for v in views for kind in kinds}
     assert parsed["dags"][CT_DAG]["fileloc"].endswith("dags/ct_training.py")
     assert parsed["dags"][INGEST_DAG]["fileloc"].endswith("dags/ingest.py")
     # DAG files are parsed often: no pandas, MLflow, CatBoost... at their top level.
@@ -418,6 +419,17 @@ def plain(value):
 
 for line in sys.stdin:
     request = json.loads(line)
+    if request.get("op") == "retire_queued":
+        # dag.test() has no scheduler: a run another DAG triggered stays queued; once the
+        # test has executed its conf itself, it retires the queued copy
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.state import DagRunState
+
+        with create_session() as session:
+            for dr in session.scalars(select(DagRun).where(DagRun.state == DagRunState.QUEUED)):
+                dr.state = DagRunState.FAILED
+        Path(request["result"]).write_text("{}")
+        continue
     run = bag.dags[request["dag_id"]].test(run_conf=request["conf"])
     with create_session() as session:
         tasks = {
@@ -445,8 +457,17 @@ for line in sys.stdin:
                 .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
             )
         )
+        from airflow.models.dagrun import DagRun
+
+        triggered = [
+            {"dag_id": dr.dag_id, "run_id": dr.run_id, "state": plain(dr.state),
+             "run_type": plain(dr.run_type), "conf": dr.conf}
+            for dr in session.scalars(
+                select(DagRun).where(DagRun.dag_id != run.dag_id, DagRun.state == "queued")
+            )
+        ]
     result = {"run_id": run.run_id, "state": plain(run.state), "tasks": tasks,
-              "xcom": xcoms, "asset_events": events, "queued": queued}
+              "xcom": xcoms, "asset_events": events, "queued": queued, "triggered": triggered}
     target = Path(request["result"])
     target.with_suffix(".part").write_text(json.dumps(result, default=str))
     target.with_suffix(".part").replace(target)
@@ -473,13 +494,14 @@ class AirflowProcess:
             fh.seek(since)
             return fh.read()
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+    def trigger(self, dag_id: str, conf: dict[str, Any], op: str = "test") -> dict[str, Any]:
         """Run the DAG once with this conf; the run's outcome plus its log output."""
         self.runs += 1
         result = self.tmp / f"run-{self.runs}.json"
         start = self.log_path.stat().st_size
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"dag_id": dag_id, "conf": conf, "result": str(result)}))
+        request = {"dag_id": dag_id, "conf": conf, "result": str(result), "op": op}
+        self.proc.stdin.write(json.dumps(request))
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
         deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -743,3 +765,85 @@ def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: dict) -> None:
     url = store.url.render_as_string(hide_password=False)
     orchestration.land_synthetic_day(VIEW, AS_OF, ROWS_PER_DAY, SEED, url)
     assert counts() == after
+
+
+# ------------------------------------------------------------------ the loop: monitor -> CT
+
+
+def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
+    world: dict, first_run: dict, shuffled_run: dict, null_run: dict
+) -> None:
+    """Drifted traffic -> monitor DAG -> ct DAG triggered with the reason -> new champion.
+
+    Concept drift (same customers, new scoring rule) with labels landing the same day: the
+    monitor finds accuracy decay. dag.test() has no scheduler, so the test runs the CT DAG
+    with the conf the monitor's trigger queued, then retires the queued copy.
+    """
+    from ctloop.predictor import Predictor
+    from ctloop.synth import Scenario, generate_day
+    from tests.test_monitor import log_day
+
+    view, store, registry, airflow = (
+        world["view"],
+        world["store"],
+        world["registry"],
+        world["airflow"],
+    )
+    import mlflow
+
+    mlflow.set_tracking_uri(world["tracking_uri"])
+    before = registry.champion(VIEW)
+    predictor = Predictor.load(view, before.uri, before.version)
+    drift = StreamConfig(seed=SEED + 1, rows_per_day=ROWS_PER_DAY, label_delay_days=0,
+                         scenario=Scenario.CONCEPT_DRIFT, drift_start=AS_OF)  # fmt: skip
+    live = {"view": view, "store": store, "predictor": predictor}
+    days = [AS_OF + dt.timedelta(days=i) for i in range(14)]
+    for day in days:
+        features, labels = generate_day(day, drift)
+        store.ingest(view, features, labels)
+        log_day(live, day, features)
+    since = dt.datetime.combine(days[0], dt.time.min)
+    until = dt.datetime.combine(days[-1], dt.time.min) + dt.timedelta(days=1)
+    window = {"since": since.isoformat(), "until": until.isoformat()}
+
+    checked = airflow.trigger(f"monitor_{VIEW}", window)
+    assert task_states(checked) == dict.fromkeys(
+        ["check", "retrain_needed", "ct_conf", "trigger_ct"], "success"
+    ), checked["log"][-3000:]
+    decision = checked["xcom"]["check"]
+    assert decision["status"] == "decay" and decision["trigger"] is True
+    assert "DECAY" in checked["log"]  # the one-line summary in the task log
+    [queued] = checked["triggered"]
+    assert queued["dag_id"] == CT_DAG
+    assert queued["conf"]["trigger"] == "drift"
+    assert "accuracy decay" in queued["conf"]["reason"]
+
+    retrain_day = days[-1] + dt.timedelta(days=1)
+    retrained = airflow.trigger(CT_DAG, {**queued["conf"], "as_of": retrain_day.isoformat()})
+    assert set(task_states(retrained).values()) == {"success"}, retrained["log"][-3000:]
+    after = registry.champion(VIEW)
+    assert after.version != before.version
+    assert after.tags["trigger"] == "drift"
+    assert "accuracy decay" in after.tags["reason"]
+    assert registry.previous(VIEW).version == before.version
+    window_start = (retrain_day - dt.timedelta(days=view.training.drift_window_days)).isoformat()
+    assert after.tags["window"].startswith(window_start)  # the recent drift window
+    airflow.trigger(CT_DAG, {}, op="retire_queued")
+
+    # a second drift right away: recorded, but inside the cooldown nothing is triggered
+    predictor = Predictor.load(view, after.uri, after.version)
+    shift = StreamConfig(seed=SEED + 2, rows_per_day=ROWS_PER_DAY, label_delay_days=0,
+                         scenario=Scenario.COVARIATE_SHIFT, drift_start=retrain_day)  # fmt: skip
+    features, labels = generate_day(retrain_day, shift)
+    log_day({"view": view, "store": store, "predictor": predictor}, retrain_day, features)
+    second_window = {"since": until.isoformat(),
+                     "until": (until + dt.timedelta(days=2)).isoformat()}  # fmt: skip
+    second = airflow.trigger(f"monitor_{VIEW}", second_window)
+    states = task_states(second)
+    assert states["check"] == "success"
+    assert states["trigger_ct"] == "skipped"
+    assert second["triggered"] == []
+    decision = second["xcom"]["check"]
+    assert decision["status"] == "drift"
+    assert decision["trigger"] is False
+    assert "cooldown" in decision["blocked"]

@@ -400,7 +400,8 @@ def monitor(
     if retrain and decision["trigger"]:
         from ctloop.pipeline import Run, run_all
 
-        run = Run.make(fv.name, None, "drift", decision["conf"]["reason"])
+        drifted = decision["conf"]["findings"].get("drifted_features", [])
+        run = Run.make(fv.name, None, "drift", decision["conf"]["reason"], "", drifted)
         result = run_all(run)
         verdict = "promoted" if result["promoted"] else "not promoted"
         click.echo(f"drift retrain: version {result['train']['version']} {verdict}")

@@ -91,6 +91,9 @@ class Training(_Strict):
     """What a training run reads and how it splits it."""
 
     window_days: int = Field(default=60, gt=0)
+    # drift-triggered runs read this shorter, recent window: after a concept change the
+    # old days teach the old rule (None: the same window as any other run)
+    drift_window_days: int | None = Field(default=None, gt=0)
     validation_days: int = Field(default=7, gt=0)
     label_delay_days: int = Field(default=7, ge=0)
     iterations: int = Field(default=500, gt=0)
@@ -101,8 +104,12 @@ class Training(_Strict):
 
     @model_validator(mode="after")
     def _split_fits(self) -> Training:
-        if self.validation_days >= self.window_days:
-            raise ValueError("validation_days must be smaller than window_days")
+        if self.validation_days >= min(
+            self.window_days, self.drift_window_days or self.window_days
+        ):
+            raise ValueError(
+                "validation_days must be smaller than window_days and drift_window_days"
+            )
         return self
 
 

@@ -267,7 +267,13 @@ def make_run(view: str, context: Mapping[str, Any]) -> Run:
     trigger = trigger_kind(context)
     dag_run = context.get("dag_run")
     run_id = str(getattr(dag_run, "run_id", "") or context.get("run_id") or "")
-    return Run.make(view, as_of_date(context), trigger, _reason(context, trigger), run_id)
+    drifted: list[str] = []
+    if trigger == "drift":
+        findings = _conf(context).get("findings") or {}
+        drifted = (
+            list(findings.get("drifted_features") or []) if isinstance(findings, Mapping) else []
+        )
+    return Run.make(view, as_of_date(context), trigger, _reason(context, trigger), run_id, drifted)
 
 
 # ---------------------------------------------------------------------------- failures
@@ -481,3 +487,46 @@ def ingest_day(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     if outlet_events is not None:
         outlet_events[feature_store_asset(view)].extra = result
     return result
+
+
+# ---------------------------------------------------------------------------- monitor
+
+
+def _param_time(context: Mapping[str, Any], name: str) -> dt.datetime | None:
+    """An optional ISO time param/conf value as naive UTC (the prediction log's clock)."""
+    value = _conf(context).get(name) or (context.get("params") or {}).get(name)
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise CtloopError(f"param '{name}': '{value}' is not an ISO date or time") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def ct_in_flight(view: str, context: Mapping[str, Any]) -> bool:
+    """Whether a run of `ct_<view>` is queued or running, asked of Airflow itself."""
+    ti = context["ti"]
+    return ti.get_dr_count(dag_id=f"ct_{view}", states=["queued", "running"]) > 0
+
+
+def monitor(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The monitor DAG's check: drift/decay vs the champion, decision, report; one log line."""
+    from ctloop.featureview import load_view
+    from ctloop.monitor import monitor_step
+    from ctloop.registry import Registry
+    from ctloop.store import FeatureStore
+
+    since, until = _param_time(context, "since"), _param_time(context, "until")
+    with fail_fast():
+        store = FeatureStore(feature_store_url())
+        try:
+            decision = monitor_step(
+                load_view(view), store, Registry.from_settings(), since, until,
+                ct_in_flight=ct_in_flight(view, context),
+            )  # fmt: skip
+        finally:
+            store.dispose()
+    return _jsonable(decision)

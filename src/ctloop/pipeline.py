@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ class Run:
     reason: str = ""
     airflow_run_id: str = ""
     settings: Settings | None = None
+    expected_drift: frozenset[str] = frozenset()  # features the monitor found drifted
 
     @classmethod
     def make(
@@ -68,11 +70,27 @@ class Run:
         trigger: str = "manual",
         reason: str = "",
         airflow_run_id: str = "",
+        expected_drift: Iterable[str] = (),
     ) -> Run:
         if trigger not in TRIGGERS:
             raise CtloopError(f"trigger must be one of {', '.join(TRIGGERS)}, got '{trigger}'")
         day = to_date(as_of) if as_of else dt.datetime.now(dt.UTC).date()
-        return cls(load_view(view), day, trigger, reason, airflow_run_id, get_settings())
+        fv = load_view(view)
+        drifted = frozenset(expected_drift)
+        unknown = drifted - set(fv.feature_names)
+        if unknown:
+            raise CtloopError(
+                f"drifted features not in view {fv.name}: {', '.join(sorted(unknown))}"
+            )
+        return cls(fv, day, trigger, reason, airflow_run_id, get_settings(), drifted)
+
+    @property
+    def window_days(self) -> int:
+        """The training window: the view's, or its shorter drift window on drift runs."""
+        training = self.view.training
+        if self.trigger == "drift" and training.drift_window_days:
+            return training.drift_window_days
+        return training.window_days
 
     @property
     def cfg(self) -> Settings:
@@ -116,10 +134,10 @@ def git_commit() -> str:
 def _load(run: Run, store_url: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     store = run.store(store_url)
     try:
-        frame = store.training_set(run.view, run.as_of)
+        frame = store.training_set(run.view, run.as_of, run.window_days)
     finally:
         store.dispose()
-    start, end = store.window(run.view, run.as_of)
+    start, end = store.window(run.view, run.as_of, run.window_days)
     is_val = split_days(run.view, frame)
     summary = {
         "view": run.view.name,
@@ -170,7 +188,7 @@ def validate_data(
     registry = run.registry()
     mlflow.set_tracking_uri(registry.tracking_uri)
     champion, reference = _champion_reference(registry, run.view.name)
-    report = check_data(run.view, frame, pd.Timestamp(run.as_of), reference)
+    report = check_data(run.view, frame, pd.Timestamp(run.as_of), reference, run.expected_drift)
     log.info(report.summary())
     if not report.passed:
         raise DataGateError(report)
@@ -224,7 +242,7 @@ def train(
         mlflow.set_tags({f"ctloop.{k}": v for k, v in tags.items()})
         mlflow.log_params({k: v for k, v in result.params.items() if k != "class_names"})
         mlflow.log_params(
-            {"window_days": run.view.training.window_days,
+            {"window_days": run.window_days,
              "validation_days": run.view.training.validation_days}
         )  # fmt: skip
         mlflow.log_metrics({f"val_{k}": v for k, v in result.metrics.items()})

@@ -1,0 +1,95 @@
+"""Drift-monitor DAGs: one `monitor_<view>` DAG per feature view, closing the loop.
+
+Thin wiring only: the check is one call into `ctloop.orchestration.monitor`, which runs
+`ctloop.monitor.monitor_step` with the feature store from the Airflow connection and asks
+Airflow whether a CT run of the view is in flight. On drift or decay outside the cooldown
+it triggers `ct_<view>` with the reason and the findings in the run's conf.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, get_parsing_context, task
+
+from ctloop import orchestration
+from ctloop.featureview import list_views
+
+SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
+
+DOC_MD = """
+# Drift and accuracy monitor of `{view}`
+
+Every hour (or by hand), compares the champion's prediction logs since the previous check
+with the profile of its training data:
+
+* **data drift** per feature (normed Wasserstein / Jensen-Shannon; PSI, unseen categories
+  and missing-rate changes reported), dataset drift when the drifted share reaches the
+  view's `drift.drift_share`;
+* **prediction drift** of the predicted classes;
+* **accuracy decay**: live macro-F1 of the champion's predictions over the last
+  `drift.accuracy_window_days` whose labels have landed, vs its validation macro-F1.
+
+Windows with fewer than `drift.min_rows` predictions report *not enough data* and raise
+no alarm. Findings go to the `drift_report` table and an HTML report in MLflow
+(experiment `{view}-monitoring`); the `check` task log says in one line what was found.
+
+On drift or decay, `trigger_ct` starts `ct_{view}` with conf
+`{{"trigger": "drift", "reason": ..., "findings": ...}}`, unless a `ct_{view}` run is
+queued or running, or the last drift-triggered retrain is inside `drift.cooldown_hours`.
+
+**Params**: `since`, `until` (ISO times, UTC; empty = since the last check / now).
+"""
+
+
+def build(view: str) -> Any:
+    """The monitor DAG of one feature view."""
+
+    @dag(
+        dag_id=f"monitor_{view}",
+        schedule=SCHEDULE_CRON,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["ctloop", "monitoring", view],
+        doc_md=DOC_MD.format(view=view),
+        params={
+            "since": Param(
+                "", type="string", description="Window start (ISO, UTC); empty: last check"
+            ),
+            "until": Param("", type="string", description="Window end (ISO, UTC); empty: now"),
+        },
+        default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+    )
+    def monitor() -> None:
+        @task
+        def check(**context: Any) -> dict[str, Any]:
+            return orchestration.monitor(view, context)
+
+        @task.short_circuit
+        def retrain_needed(decision: dict[str, Any]) -> bool:
+            return bool(decision["trigger"])
+
+        @task
+        def ct_conf(decision: dict[str, Any]) -> dict[str, Any]:
+            return decision["conf"]
+
+        decision = check()
+        conf = ct_conf(decision)
+        trigger_ct = TriggerDagRunOperator(
+            task_id="trigger_ct",
+            trigger_dag_id=f"ct_{view}",
+            conf=conf,
+            wait_for_completion=False,
+        )
+        retrain_needed(decision) >> conf >> trigger_ct
+
+    return monitor()
+
+
+_current = get_parsing_context().dag_id
+for _view in list_views():
+    if _current is None or _current == f"monitor_{_view}":
+        build(_view)
