@@ -7,7 +7,7 @@ DAYS ?= 60
 ROWS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast init-db generate status bench-store clean
+.PHONY: help install lint format test test-fast init-db generate status bench-store clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,17 @@ status: ## Row counts per day and label coverage
 bench-store: install ## Store write/extract throughput on MariaDB vs the mariadb client
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/store_throughput.py
+
+PORT ?= 3000
+
+serve: install ## Serve the champion with BentoML from the checkout on PORT (default 3000)
+	$(RUN) bentoml serve serving.service:ModelService --host 127.0.0.1 --port $(PORT)
+
+bento: install ## Build the serving Bento (bentoml build -f serving/bentofile.yaml .)
+	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml build -f serving/bentofile.yaml .
+
+serve-bento: bento ## Serve the latest built Bento on PORT
+	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve ctloop:latest --host 127.0.0.1 --port $(PORT)
 
 clean: ## Remove the embedded data folder and caches
 	rm -rf data .pytest_cache .ruff_cache

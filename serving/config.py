@@ -1,0 +1,52 @@
+"""Serving settings: everything the prediction service can be told from outside.
+
+Read once per process from the environment (and `.env`), prefixed `CTLOOP_SERVING_`, and
+validated at start so a typo fails the service loudly instead of serving with a default.
+Where things are shared with the rest of ctloop (store URL, tracking URI, admin token,
+data folder, default view) the ordinary `ctloop.settings.Settings` is used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ctloop.settings import Settings
+
+LogMode = Literal["async", "off", "sync"]
+
+
+class ServingConfig(BaseSettings):
+    """Knobs of the BentoML service; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_prefix="CTLOOP_SERVING_",
+        extra="ignore",
+        frozen=True,
+    )
+
+    view: str | None = Field(default=None, description="feature view served (default view)")
+    workers: int = Field(default=2, ge=1, le=64, description="worker processes")
+    threads: int = Field(default=1, ge=1, description="request threads per worker")
+    model_threads: int = Field(default=1, ge=1, description="CatBoost threads per prediction")
+    timeout_seconds: float = Field(default=30, gt=0, description="request timeout")
+    max_batch: int = Field(default=1000, ge=1, description="records per /predict_batch")
+    poll_seconds: float = Field(default=30, gt=0, description="registry poll interval")
+    log_mode: LogMode = Field(default="async", description="async | off | sync (benchmarks)")
+    log_batch_size: int = Field(default=500, ge=1, description="rows per log insert")
+    log_flush_seconds: float = Field(default=1.0, gt=0, description="max wait to fill a batch")
+    log_queue_max: int = Field(default=10_000, ge=1, description="rows held in memory")
+    log_retry_seconds: float = Field(default=5.0, gt=0, description="database retry interval")
+    state_dir: Path | None = Field(default=None, description="spill files and reload signal")
+
+    def view_name(self, settings: Settings) -> str:
+        return self.view or settings.default_view
+
+    def resolved_state_dir(self, settings: Settings) -> Path:
+        """Where spill files and the reload signal live (default: <data dir>/serving)."""
+        return self.state_dir or settings.data_dir / "serving"

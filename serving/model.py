@@ -1,0 +1,315 @@
+"""The champion as the service holds it: load, check, hot-swap, poll.
+
+The model in use is one immutable `LoadedModel` behind a single attribute. A request reads
+that attribute once and uses what it got to the end, so a swap (one reference assignment,
+atomic in CPython) never mixes two versions inside a request, requests in flight finish on
+the version they started with, and every answer and log row names that version.
+
+A new champion is loaded and checked in the background while the old one keeps serving;
+only a model that passes the same checks as the pipeline's infra check (classes, shapes,
+finite probabilities that sum to one, known classes) and gives the same probabilities
+through the service's list fast path as through `Predictor.predict_proba` replaces it.
+A model that fails stays rejected until the champion moves again (or an admin forces it),
+so a bad version is not reloaded on every poll.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop.featureview import FeatureView
+from ctloop.predictor import Predictor
+from ctloop.registry import Registry, VersionInfo
+from ctloop.service_schema import example_record, model_rows
+
+log = logging.getLogger(__name__)
+
+RECENT_RECORDS = 64
+_INITIAL_RETRY_SECONDS = 5.0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded version; never mutated, replaced whole on a swap."""
+
+    predictor: Predictor
+    info: VersionInfo
+    loaded_at: dt.datetime
+    run_metrics: dict[str, float] = field(default_factory=dict)
+    threads: int = 1
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    def predict(
+        self, view: FeatureView, records: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], np.ndarray]:
+        """Predicted classes and probabilities (columns in `predictor.classes` order)."""
+        proba = self.predictor.model.predict_proba(
+            model_rows(view, records), thread_count=self.threads
+        )
+        classes = self.predictor.classes
+        return [classes[i] for i in proba.argmax(axis=1)], proba
+
+
+def sample_records(view: FeatureView) -> list[dict[str, Any]]:
+    """Edge-case records from the view alone (no database needed): bounds, every category,
+    missing values where allowed. Used to check a model before it may serve."""
+    base = example_record(view)
+    out = [base]
+    for which in ("min", "max"):
+        rec = dict(base)
+        for f in view.numeric_features:
+            bound = getattr(f, which)
+            if bound is not None:
+                rec[f.name] = float(bound)
+        out.append(rec)
+    width = max(len(f.categories or []) for f in view.categorical_features) if any(
+        not f.is_numeric for f in view.features
+    ) else 0  # fmt: skip
+    for i in range(width):
+        rec = dict(base)
+        for f in view.categorical_features:
+            cats = f.categories or []
+            rec[f.name] = cats[i % len(cats)]
+        out.append(rec)
+    nulls = dict(base)
+    for f in view.features:
+        if f.nullable:
+            nulls[f.name] = None
+        if f.allow_unseen:
+            nulls[f.name] = "__never_seen_category__"
+    out.append(nulls)
+    return out
+
+
+def check_model(
+    view: FeatureView, predictor: Predictor, records: Sequence[dict[str, Any]], threads: int = 1
+) -> list[str]:
+    """What is wrong with a model's answers on these records (empty: fit to serve)."""
+    problems = []
+    if sorted(predictor.classes) != sorted(view.label.classes):
+        problems.append(f"model classes {predictor.classes} != view classes")
+    candidate = LoadedModel(predictor, VersionInfo(view.name, "?", None, {}), _now(), {}, threads)
+    classes, proba = candidate.predict(view, records)
+    if proba.shape != (len(records), len(view.label.classes)):
+        problems.append(f"probabilities have shape {proba.shape}")
+    elif not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1, atol=1e-6):
+        problems.append("probabilities are not finite or do not sum to 1")
+    if set(classes) - set(view.label.classes):
+        problems.append("predicted an unknown class")
+    reference = predictor.predict_proba(pd.DataFrame.from_records(list(records)))
+    if reference.shape != proba.shape or not np.allclose(reference, proba, atol=1e-9):
+        problems.append("the serving fast path disagrees with Predictor.predict_proba")
+    return problems
+
+
+class ModelManager:
+    """Loads the champion of one view, swaps in new champions, reports what it did."""
+
+    def __init__(
+        self,
+        view: FeatureView,
+        registry: Registry,
+        *,
+        poll_seconds: float = 30.0,
+        signal_path: Path | None = None,
+        model_threads: int = 1,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.view = view
+        self.registry = registry
+        self.poll_seconds = poll_seconds
+        self.signal_path = signal_path
+        self.model_threads = model_threads
+        self._on_event = on_event
+        self.current: LoadedModel | None = None  # the one reference a swap assigns
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_RECORDS)
+        self._lock = threading.Lock()  # one load at a time (poller, admin, signal)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rejected_version: str | None = None
+        self.last_check_at: dt.datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: dt.datetime | None = None
+        self.registry_ok: bool | None = None
+        self.swaps = 0
+
+    # ------------------------------------------------------------------ loading
+
+    def refresh(self, reason: str, force: bool = False) -> dict[str, Any]:
+        """Ask the registry for the champion; load, check and swap it in if it moved.
+
+        Never raises: a failure leaves the current model serving and is reported.
+        """
+        with self._lock:
+            before = self.current.version if self.current else None
+            try:
+                info = self.registry.champion(self.view.name)
+            except Exception as exc:  # MLflow unreachable: keep serving what we have
+                self.registry_ok = False
+                return self._failed("registry", f"cannot read the registry: {exc!r}", before)
+            self.registry_ok = True
+            self.last_check_at = _now()
+            if info is None:
+                return self._failed("registry", f"model '{self.view.name}' has no champion",
+                                    before)  # fmt: skip
+            if before == info.version:
+                return {"status": "unchanged", "version": before, "reason": reason}
+            if info.version == self.rejected_version and not force:
+                return {"status": "rejected", "version": before, "champion": info.version,
+                        "error": self.last_error, "reason": reason}  # fmt: skip
+            try:
+                candidate = self._load(info)
+            except Exception as exc:  # a model that cannot load or answer must not serve
+                self.rejected_version = info.version
+                return self._failed("load", f"version {info.version}: {exc!r}", before,
+                                    info.version)  # fmt: skip
+            self.current = candidate  # the swap: requests read this once
+            self.swaps += 1
+            self.rejected_version = None
+            self.last_error = None
+            log.info("serving %s version %s (was %s; %s)", self.view.name, info.version,
+                     before, reason)  # fmt: skip
+            self._event("swapped", info.version)
+            return {"status": "swapped", "version": info.version, "previous_version": before,
+                    "reason": reason}  # fmt: skip
+
+    def _load(self, info: VersionInfo) -> LoadedModel:
+        start = time.perf_counter()
+        predictor = Predictor.load(self.view, info.uri, info.version)
+        records = sample_records(self.view) + list(self.recent.copy())  # copy: atomic
+        problems = check_model(self.view, predictor, records, self.model_threads)
+        if problems:
+            raise ValueError("; ".join(problems))
+        run_metrics: dict[str, float] = {}
+        if info.run_id:
+            with contextlib.suppress(Exception):  # lineage detail only, never blocks a swap
+                run_metrics = dict(self.registry.client.get_run(info.run_id).data.metrics)
+        log.info("loaded %s version %s in %.2fs, checked on %d records", self.view.name,
+                 info.version, time.perf_counter() - start, len(records))  # fmt: skip
+        return LoadedModel(predictor, info, _now(), run_metrics, self.model_threads)
+
+    def _failed(
+        self, kind: str, message: str, version: str | None, champion: str | None = None
+    ) -> dict[str, Any]:
+        self.last_error = message[:500]
+        self.last_error_at = _now()
+        log.warning("model refresh failed (%s): %s; still serving version %s", kind, message,
+                    version)  # fmt: skip
+        self._event(f"{kind}_error", champion or version or "none")
+        return {"status": "error", "version": version, "champion": champion,
+                "error": self.last_error}  # fmt: skip
+
+    def _event(self, what: str, version: str) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(what, version)
+            except Exception:  # metrics must never break a swap
+                log.exception("model event hook failed")
+
+    # ------------------------------------------------------------------ background
+
+    def signal_siblings(self) -> None:
+        """Tell the other workers of this service to check the registry now."""
+        if self.signal_path is None:
+            return
+        self.signal_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.signal_path.with_name(f".{self.signal_path.name}.{os.getpid()}")
+        tmp.write_text(f"{time.time_ns()}\n", encoding="utf-8")
+        tmp.replace(self.signal_path)
+
+    def _signal_stamp(self) -> int | None:
+        if self.signal_path is None:
+            return None
+        try:
+            return self.signal_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def start(self) -> None:
+        """Load the champion and keep polling, in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        stamp = self._signal_stamp()
+        self.refresh("start")
+        next_poll = time.monotonic() + (
+            self.poll_seconds if self.current else min(self.poll_seconds, _INITIAL_RETRY_SECONDS)
+        )
+        while not self._stop.wait(0.5):
+            seen = self._signal_stamp()
+            now = time.monotonic()
+            if seen != stamp:
+                stamp = seen
+                reason = "reload signal"
+            elif now >= next_poll:
+                reason = "poll" if self.current else "start (retry)"
+            else:
+                continue
+            self.refresh(reason)
+            wait = self.poll_seconds if self.current else _INITIAL_RETRY_SECONDS
+            next_poll = time.monotonic() + min(self.poll_seconds, wait)
+
+    # ------------------------------------------------------------------ reporting
+
+    def status(self) -> dict[str, Any]:
+        cur = self.current
+        out: dict[str, Any] = {
+            "loaded": cur is not None,
+            "registry_ok": self.registry_ok,
+            "last_check_at": self.last_check_at.isoformat() if self.last_check_at else None,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
+            "rejected_version": self.rejected_version,
+            "swaps": self.swaps,
+            "poll_seconds": self.poll_seconds,
+        }
+        if cur is None:
+            return out
+        tags = cur.info.tags
+        tag_metrics = {k.removeprefix("metric."): v for k, v in tags.items()
+                       if k.startswith("metric.")}  # fmt: skip
+        out.update(
+            model_name=cur.info.name,
+            version=cur.version,
+            run_id=cur.info.run_id,
+            model_uri=cur.predictor.model_uri,
+            loaded_at=cur.loaded_at.isoformat(),
+            classes=cur.predictor.classes,
+            training_window=tags.get("window"),
+            as_of=tags.get("as_of"),
+            trigger=tags.get("trigger"),
+            train_rows=tags.get("train_rows"),
+            validation_rows=tags.get("validation_rows"),
+            data_fingerprint=tags.get("data_fingerprint"),
+            git_commit=tags.get("git_commit"),
+            promoted_at=tags.get("promoted_at"),
+            metrics={"tags": tag_metrics, "run": cur.run_metrics},
+        )
+        return out

@@ -1,0 +1,499 @@
+"""The prediction-log writer: every answered request becomes exactly one row, off the request
+path, whatever the database is doing.
+
+A request hands its row to `submit`, which only puts it on a bounded in-memory queue (a few
+microseconds, never blocks, never raises). One background thread per process drains the
+queue in batches (`batch_size` rows or `flush_seconds` after the first, whichever comes
+first) and inserts each batch in one transaction through the sink, normally
+`FeatureStore.write_prediction_logs`.
+
+When the database is down or slow, requests are still answered:
+
+- a batch whose insert fails is appended to a spill file (JSON lines) right away, so it
+  survives a crash of this process; while the database stays down (`retry_seconds`
+  between attempts) later batches go straight to the spill file;
+- a slow database makes rows wait in the queue; when the queue is full the request thread
+  appends its row to the spill file itself instead of waiting;
+- once a write or a probe (a ping) succeeds again, spill files are replayed in batches.
+  The sink skips request ids already stored, so replaying a file twice (a crash halfway
+  through a replay, a batch that committed although its connection then failed) can never
+  write a row twice.
+
+Spill files are per process (pid and a random suffix in the name) in a shared directory.
+A process holds an exclusive `flock` on every file it writes or replays; a file nobody
+holds a lock on belongs to a process that died (or closed it), and any process claims it by
+locking it and renaming it. The rename is the claim: of two processes racing for the same
+file, only one rename succeeds. So a new worker replays what a dead one left behind, and
+no file is replayed by two processes at once.
+
+`close` (called from the service's shutdown hook, and at interpreter exit as a fallback)
+stops taking rows, writes or spills everything still queued, and releases the files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[list[dict[str, Any]]], int]
+"""Inserts rows in one transaction, skipping stored request ids; returns rows inserted."""
+
+COUNTERS = ("queued", "written", "spilled", "replayed", "duplicates", "failed", "write_errors")
+"""queued: rows accepted; written: rows inserted from the live queue; spilled: rows put in a
+spill file; replayed: rows inserted from spill files; duplicates: rows the sink skipped as
+already stored (safe replays); failed: rows that could be neither written nor spilled (lost,
+should stay 0); write_errors: failed insert attempts."""
+
+SPILL_SUFFIX = ".jsonl"
+_JSON_FIELDS = ("features", "probabilities")
+# one encoder, built once: json.dumps() with non-default options builds a new one per call
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """How the writer batches, bounds memory and spills."""
+
+    spill_dir: Path
+    batch_size: int = 500
+    flush_seconds: float = 1.0
+    max_queue: int = 10_000
+    retry_seconds: float = 5.0
+    orphan_scan_seconds: float = 60.0
+    close_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_queue < 1:
+            raise ValueError("batch_size and max_queue must be positive")
+        if self.flush_seconds <= 0 or self.retry_seconds <= 0:
+            raise ValueError("flush_seconds and retry_seconds must be positive")
+
+
+def encode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the table stores it: the features and probabilities as JSON text."""
+    out = dict(row)
+    for key in _JSON_FIELDS:
+        value = out.get(key)
+        if value is not None and not isinstance(value, str):
+            out[key] = _encode_json(value)
+    return out
+
+
+def _to_line(row: dict[str, Any]) -> str:
+    data = dict(row)
+    created = data.get("created_at")
+    if isinstance(created, dt.datetime):
+        data["created_at"] = created.isoformat()
+    return json.dumps(data, separators=(",", ":")) + "\n"
+
+
+def _from_line(line: str) -> dict[str, Any]:
+    data = json.loads(line)
+    if not isinstance(data, dict) or "request_id" not in data:
+        raise ValueError("not a prediction log row")
+    if isinstance(data.get("created_at"), str):
+        data["created_at"] = dt.datetime.fromisoformat(data["created_at"])
+    return data
+
+
+def _batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield list(rows[start : start + size])
+
+
+class PredictionLogWriter:
+    """One process's prediction-log writer: a bounded queue, a thread, spill files."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        config: WriterConfig,
+        *,
+        prepare: Callable[[], None] | None = None,
+        probe: Callable[[], None] | None = None,
+        on_count: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.config = config
+        self._prepare = prepare
+        self._probe = probe
+        self._on_count = on_count
+        # A deque, not a queue.Queue: append/popleft are atomic under the GIL and wake
+        # nobody. queue.Queue notifies the waiting writer on every put, which costs a
+        # thread switch and a GIL hand-off per row and cut batch throughput by half.
+        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+        self._wake = threading.Event()  # set when a full batch is waiting, or on close
+        self._batch_started: float | None = None  # when the oldest queued row arrived
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._handled = 0  # rows written, spilled or lost: flush() waits for it to reach queued
+        self._count_lock = threading.Lock()
+        self._spill_lock = threading.Lock()
+        self._spill: tuple[Path, IO[str]] | None = None
+        self._claimed: list[tuple[Path, IO[str]]] = []
+        self._inflight: list[dict[str, Any]] = []
+        self._db_ok = True
+        self._next_try = 0.0
+        self._next_scan = 0.0  # scan for orphaned spill files at once on start
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.last_error_at: dt.datetime | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> PredictionLogWriter:
+        """Start the background thread (idempotent)."""
+        if self._thread is None:
+            self.config.spill_dir.mkdir(parents=True, exist_ok=True)
+            self._thread = threading.Thread(
+                target=self._run, name="prediction-log-writer", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self.close)
+        return self
+
+    def submit(self, row: dict[str, Any]) -> None:
+        """Take one row for the log; never blocks the request, never raises."""
+        self._count("queued", 1)
+        if self._closed:
+            self._spill_rows([encode_row(row)], "writer closed")
+            return
+        depth = len(self._queue)
+        if depth >= self.config.max_queue:
+            # the database is slower than the traffic: keep the row, not the request waiting
+            self._spill_rows([encode_row(row)], "queue full")
+            return
+        self._queue.append(row)
+        if depth + 1 >= self.config.batch_size:
+            self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted row was written or spilled; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._count_lock:
+                if self._handled >= self._counts["queued"]:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop, write (or spill) everything queued, release the spill files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        timeout = self.config.close_timeout if timeout is None else timeout
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                # stuck in a database call: keep its batch and the queue on disk. If the
+                # stuck insert commits after all, replay skips those rows (same request ids).
+                log.warning("prediction log writer did not stop in %.1fs; spilling", timeout)
+                leftover = list(self._inflight) + [encode_row(r) for r in self._drain()]
+                self._spill_rows(leftover, "shutdown timeout")
+        else:
+            self._deliver_all(self._drain())
+        with self._spill_lock:
+            self._close_spill()
+            for _, handle in self._claimed:
+                handle.close()
+            self._claimed = []
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.close)
+        log.info("prediction log writer closed: %s", self.stats())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state of this process's writer (for /metadata)."""
+        with self._count_lock:
+            counts = dict(self._counts)
+        own = self._spill[0].name if self._spill else None
+        return {
+            **counts,
+            "pending": len(self._queue),
+            "database_ok": self._db_ok,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
+            "spill_file": own,
+            "spill_dir": str(self.config.spill_dir),
+            "pid": os.getpid(),
+        }
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = self._take()
+                if batch:
+                    self._deliver(batch)
+                if self._stop.is_set() and not self._queue:
+                    break
+                self._maybe_replay()
+            except Exception:  # a bug here must not end logging for the process's lifetime
+                log.exception("prediction log writer error; carrying on")
+                time.sleep(0.5)
+        with self._spill_lock:  # close() may have given up on us: release what we opened
+            self._close_spill()
+
+    def _take(self) -> list[dict[str, Any]]:
+        """Up to batch_size rows, once a batch is full or flush_seconds after the oldest
+        queued row arrived. Waits in slices of at most 0.25 s to notice close and replay."""
+        if len(self._queue) < self.config.batch_size and not self._stop.is_set():
+            now = time.monotonic()
+            if self._queue and self._batch_started is None:
+                self._batch_started = now
+            if self._batch_started is None:
+                wait = 0.25
+            else:
+                wait = min(0.25, self._batch_started + self.config.flush_seconds - now)
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
+                if len(self._queue) < self.config.batch_size and not self._stop.is_set():
+                    started = self._batch_started
+                    if started is None or time.monotonic() < started + self.config.flush_seconds:
+                        return []
+        batch = self._pop(self.config.batch_size)
+        self._batch_started = time.monotonic() if self._queue else None
+        return batch
+
+    def _pop(self, limit: int | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        while self._queue and (limit is None or len(rows) < limit):
+            rows.append(self._queue.popleft())
+        return rows
+
+    def _drain(self) -> list[dict[str, Any]]:
+        return self._pop()
+
+    def _deliver_all(self, rows: list[dict[str, Any]]) -> None:
+        for batch in _batches(rows, self.config.batch_size):
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        """Insert one batch, or spill it when the database is down or refuses it."""
+        rows = []
+        for row in batch:
+            try:
+                rows.append(encode_row(row))
+            except (TypeError, ValueError) as exc:  # not JSON-able: report, keep the rest
+                log.error("prediction log row %s cannot be encoded: %s", row.get("request_id"),
+                          exc)  # fmt: skip
+                self._count("failed", 1, handled=1)
+        self._inflight = rows
+        try:
+            if not self._db_ok and time.monotonic() < self._next_try:
+                self._spill_rows(rows, "database down")
+                return
+            try:
+                inserted = self._write(rows)
+            except Exception as exc:  # any failure: the rows are kept on disk, not dropped
+                self._failed_write(exc, f"insert of {len(rows)} rows")
+                self._spill_rows(rows, "insert failed")
+                return
+            self._count("written", inserted, handled=len(rows))
+            if len(rows) > inserted:
+                self._count("duplicates", len(rows) - inserted)
+        finally:
+            self._inflight = []
+
+    def _write(self, rows: list[dict[str, Any]]) -> int:
+        if self._prepare is not None:
+            self._prepare()
+            self._prepare = None
+        inserted = self.sink(rows)
+        if not self._db_ok:
+            log.info("prediction log database is reachable again")
+        self._db_ok = True
+        return inserted
+
+    def _failed_write(self, exc: BaseException, what: str) -> None:
+        self._count("write_errors", 1)
+        first = self._db_ok
+        self._db_ok = False
+        self._next_try = time.monotonic() + self.config.retry_seconds
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.last_error_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        level = logging.WARNING if first else logging.DEBUG
+        log.log(level, "prediction log %s failed (%s); spilling to %s, retrying every %.1fs",
+                what, self.last_error, self.config.spill_dir,
+                self.config.retry_seconds)  # fmt: skip
+
+    # ------------------------------------------------------------------ spill files
+
+    def _open_spill(self) -> IO[str]:
+        if self._spill is None:
+            name = f"spill-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPILL_SUFFIX}"
+            path = self.config.spill_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a", encoding="utf-8")
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._spill = (path, handle)
+        return self._spill[1]
+
+    def _close_spill(self) -> None:
+        """Close this process's spill file; unlocked, it becomes claimable for replay."""
+        if self._spill is not None:
+            path, handle = self._spill
+            handle.close()
+            self._spill = None
+            if path.exists() and path.stat().st_size == 0:
+                path.unlink(missing_ok=True)
+
+    def _spill_rows(self, rows: list[dict[str, Any]], reason: str) -> None:
+        if not rows:
+            return
+        text = "".join(_to_line(r) for r in rows)
+        with self._spill_lock:
+            try:
+                handle = self._open_spill()
+                handle.write(text)
+                handle.flush()
+            except OSError as exc:
+                log.error("could not spill %d prediction log rows (%s): %s", len(rows), reason,
+                          exc)  # fmt: skip
+                self._count("failed", len(rows), handled=len(rows))
+                return
+        self._count("spilled", len(rows), handled=len(rows))
+
+    def _maybe_replay(self) -> None:
+        """Replay spill files once the database answers again, and adopt orphans.
+
+        While the database is down nothing is claimed (the `probe`, normally a ping, says
+        when it is back), so a process cut off from the database never sits on files a
+        healthy one could replay. This process's own spill file is rotated and replayed
+        only after the claimed ones went in.
+        """
+        if self._stop.is_set():
+            return
+        now = time.monotonic()
+        if not self._db_ok and (now < self._next_try or not self._probe_ok()):
+            return
+        scan = now >= self._next_scan
+        if not (scan or self._spill is not None):
+            return
+        if scan:
+            self._next_scan = now + self.config.orphan_scan_seconds
+            for path in sorted(self.config.spill_dir.glob(f"*{SPILL_SUFFIX}")):
+                claimed = self._claim(path)  # our own open file is locked: skipped
+                if claimed is not None:
+                    self._claimed.append(claimed)
+        if not self._replay_claimed() or self._spill is None:
+            return
+        with self._spill_lock:
+            own = self._spill[0] if self._spill else None
+            self._close_spill()
+        if own is not None and (claimed := self._claim(own)) is not None:
+            self._claimed.append(claimed)
+            self._replay_claimed()
+
+    def _probe_ok(self) -> bool:
+        if self._probe is None:
+            return True  # the replay itself is the probe
+        try:
+            self._probe()
+        except Exception as exc:  # still down: try again after retry_seconds
+            self._failed_write(exc, "probe")
+            return False
+        log.info("prediction log database is reachable again")
+        self._db_ok = True
+        return True
+
+    def _replay_claimed(self) -> bool:
+        """Replay claimed files in order; on a failure release them all (unlocked, any
+        process may claim them later) and say so."""
+        while self._claimed and not self._stop.is_set():
+            path, handle = self._claimed[0]
+            if not self._replay(path, handle):
+                break
+            self._claimed.pop(0)
+        if not self._claimed:
+            return True
+        for _, handle in self._claimed:
+            handle.close()
+        self._claimed = []
+        return False
+
+    def _claim(self, path: Path) -> tuple[Path, IO[str]] | None:
+        """Lock and rename a spill file nobody holds; None when it is someone else's."""
+        if any(path == p for p, _ in self._claimed):
+            return None
+        try:
+            handle = path.open("r", encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()  # a live process is writing or replaying it
+            return None
+        target = path.with_name(f"replay-{os.getpid()}-{uuid.uuid4().hex[:12]}{SPILL_SUFFIX}")
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            handle.close()  # another process claimed (or finished) it first
+            return None
+        log.info("replaying prediction log spill file %s as %s", path.name, target.name)
+        return target, handle
+
+    def _replay(self, path: Path, handle: IO[str]) -> bool:
+        """Insert every row of a claimed file, then delete it; False if the database fails."""
+        handle.seek(0)
+        rows, bad = [], 0
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                rows.append(_from_line(line))
+            except ValueError:  # a line cut short by a crash mid-write
+                bad += 1
+        if bad:
+            log.warning("%s: skipped %d unreadable line(s)", path.name, bad)
+        inserted = 0
+        for batch in _batches(rows, self.config.batch_size):
+            try:
+                inserted += self._write(batch)
+            except Exception as exc:  # keep the file; dedup makes the next attempt safe
+                self._failed_write(exc, f"replay of {len(batch)} rows")
+                return False
+        self._count("replayed", inserted)
+        self._count("duplicates", len(rows) - inserted)
+        if bad:
+            self._count("failed", bad)
+        path.unlink(missing_ok=True)
+        handle.close()
+        log.info("replayed %s: %d rows inserted, %d already stored", path.name, inserted,
+                 len(rows) - inserted)  # fmt: skip
+        return True
+
+    # ------------------------------------------------------------------ counters
+
+    def _count(self, name: str, n: int, handled: int = 0) -> None:
+        if n == 0 and handled == 0:
+            return
+        with self._count_lock:
+            self._counts[name] += n
+            self._handled += handled
+        if self._on_count is not None and n:
+            try:
+                self._on_count(name, n)
+            except Exception:  # metrics must never break logging
+                log.exception("prediction log counter hook failed")

@@ -1,0 +1,279 @@
+"""The prediction-log writer against the real store: batching, the memory bound, spilling
+while the database is down, replay (exactly once, also across processes' files), and
+flushing on close. An unreachable MariaDB URL plays the database outage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctloop.errors import StoreUnavailableError
+from ctloop.logwriter import PredictionLogWriter, WriterConfig, encode_row
+from ctloop.store import FeatureStore
+
+DOWN_URL = "mysql+pymysql://root@127.0.0.1:1/ctloop_down"  # nothing listens on port 1
+
+
+def row(i: int, version: str = "1") -> dict[str, Any]:
+    return {
+        "request_id": f"req-{i:06d}",
+        "feature_view": "credit_score",
+        "model_version": version,
+        "entity_id": f"c{i}",
+        "features": {"age": 30 + i % 50, "occupation": None},
+        "prediction": "Good",
+        "probabilities": {"Good": 0.7, "Standard": 0.2, "Poor": 0.1},
+        "latency_ms": 0.5,
+        "created_at": dt.datetime(2026, 3, 1) + dt.timedelta(seconds=i),
+    }
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+@pytest.fixture
+def down_store() -> Iterator[FeatureStore]:
+    fs = FeatureStore(DOWN_URL)
+    yield fs
+    fs.dispose()
+
+
+def config(tmp_path: Path, **kw: Any) -> WriterConfig:
+    base = {"spill_dir": tmp_path / "spill", "batch_size": 50, "flush_seconds": 0.1,
+            "max_queue": 1000, "retry_seconds": 0.2, "orphan_scan_seconds": 0.5}  # fmt: skip
+    return WriterConfig(**{**base, **kw})
+
+
+def spill_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "spill").glob("*.jsonl"))
+
+
+def test_rows_are_batched_by_size_and_by_time(store: FeatureStore, tmp_path: Path) -> None:
+    sizes: list[int] = []
+
+    def sink(rows: list[dict[str, Any]]) -> int:
+        sizes.append(len(rows))
+        return store.write_prediction_logs(rows)
+
+    writer = PredictionLogWriter(sink, config(tmp_path, batch_size=100, flush_seconds=0.3))
+    writer.start()
+    try:
+        for i in range(250):
+            writer.submit(row(i))
+        assert writer.flush(10)
+        assert sum(sizes) == 250
+        assert max(sizes) == 100 and sizes.count(100) >= 2  # full batches first
+        start = time.monotonic()
+        writer.submit(row(1000))  # a lone row waits at most flush_seconds
+        assert writer.flush(5)
+        assert time.monotonic() - start < 2
+        assert sizes[-1] == 1
+    finally:
+        writer.close()
+    assert store.count_prediction_logs("credit_score") == 251
+    stats = writer.stats()
+    counts = (stats["queued"], stats["written"], stats["spilled"], stats["failed"])
+    assert counts == (251, 251, 0, 0)
+    stored = store.read_prediction_logs(
+        "credit_score", dt.datetime(2026, 1, 1), dt.datetime(2027, 1, 1)
+    )
+    assert stored["request_id"].is_unique
+    assert set(stored.columns) >= {"age", "proba_Good"}  # JSON columns as the monitor reads them
+
+
+def test_close_flushes_everything_queued(store: FeatureStore, tmp_path: Path) -> None:
+    writer = PredictionLogWriter(
+        store.write_prediction_logs, config(tmp_path, batch_size=500, flush_seconds=60)
+    )
+    writer.start()
+    for i in range(7):
+        writer.submit(row(i))
+    start = time.monotonic()
+    writer.close()
+    assert time.monotonic() - start < 5  # does not wait out the 60 s flush interval
+    assert store.count_prediction_logs() == 7
+    writer.submit(row(99))  # after close a row is still kept: on disk
+    assert writer.stats()["spilled"] == 1
+
+
+def test_database_down_spills_then_replays_exactly_once(
+    store: FeatureStore, down_store: FeatureStore, tmp_path: Path
+) -> None:
+    writer = PredictionLogWriter(down_store.write_prediction_logs, config(tmp_path))
+    writer.start()
+    try:
+        for i in range(120):
+            writer.submit(row(i))
+        assert writer.flush(30)
+        stats = writer.stats()
+        assert stats["spilled"] == 120 and stats["written"] == 0
+        assert stats["database_ok"] is False and "unreachable" in stats["last_error"]
+        assert spill_files(tmp_path), "rows must be on disk while the database is down"
+        lines = sum(len(p.read_text().splitlines()) for p in spill_files(tmp_path))
+        assert lines == 120
+        writer.sink = store.write_prediction_logs  # the database comes back
+        for i in range(120, 130):
+            writer.submit(row(i))
+        assert wait_for(lambda: store.count_prediction_logs() == 130, 15)
+        assert wait_for(lambda: not spill_files(tmp_path), 5)
+    finally:
+        writer.close()
+    stats = writer.stats()
+    assert stats["written"] + stats["replayed"] == 130
+    assert stats["failed"] == 0 and stats["duplicates"] == 0
+    assert stats["database_ok"] is True
+
+
+def test_replay_skips_rows_already_stored(store: FeatureStore, tmp_path: Path) -> None:
+    """A batch that committed although its connection then failed is spilled too."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    rows = [encode_row(row(i)) for i in range(40)]
+    store.write_prediction_logs(rows[:15])  # these made it before the "failure"
+    lines = [json.dumps({**r, "created_at": r["created_at"].isoformat()}) for r in rows]
+    (spill / "spill-424242-1-dead.jsonl").write_text("\n".join(lines) + '\n{"request_id": "tr')
+    writer = PredictionLogWriter(store.write_prediction_logs, config(tmp_path))
+    writer.start()
+    try:
+        assert wait_for(lambda: not spill_files(tmp_path), 10)
+    finally:
+        writer.close()
+    assert store.count_prediction_logs() == 40
+    stats = writer.stats()
+    assert (stats["replayed"], stats["duplicates"]) == (25, 15)
+    assert stats["failed"] == 1  # the line cut short by the crash
+
+
+def test_full_queue_spills_instead_of_blocking(store: FeatureStore, tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    def slow_sink(rows: list[dict[str, Any]]) -> int:
+        gate.wait(20)  # a database that hangs
+        return store.write_prediction_logs(rows)
+
+    writer = PredictionLogWriter(slow_sink, config(tmp_path, batch_size=10, max_queue=20))
+    writer.start()
+    try:
+        start = time.monotonic()
+        for i in range(200):
+            writer.submit(row(i))
+        assert time.monotonic() - start < 1.0  # requests never wait for the database
+        stats = writer.stats()
+        assert stats["pending"] <= 20
+        assert stats["spilled"] >= 200 - 20 - 10  # queue bound + one batch in flight
+        gate.set()
+        assert wait_for(lambda: store.count_prediction_logs() == 200, 15)
+        assert wait_for(lambda: not spill_files(tmp_path), 5)
+    finally:
+        gate.set()
+        writer.close()
+    stats = writer.stats()
+    assert stats["written"] + stats["replayed"] == 200 and stats["failed"] == 0
+
+
+def test_close_with_a_hung_database_keeps_rows_on_disk(store: FeatureStore, tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    def hung_sink(rows: list[dict[str, Any]]) -> int:
+        gate.wait(30)
+        raise StoreUnavailableError("gave up")
+
+    writer = PredictionLogWriter(hung_sink, config(tmp_path, batch_size=5))
+    writer.start()
+    for i in range(23):
+        writer.submit(row(i))
+    time.sleep(0.3)  # the first batch is in flight, stuck
+    writer.close(timeout=0.5)
+    gate.set()
+    assert writer.stats()["spilled"] >= 23
+    # the next process (same spill dir) replays everything, once
+    successor = PredictionLogWriter(store.write_prediction_logs, config(tmp_path))
+    successor.start()
+    try:
+        assert wait_for(lambda: store.count_prediction_logs() == 23, 15)
+        assert wait_for(lambda: not spill_files(tmp_path), 5)
+    finally:
+        successor.close()
+
+
+def test_live_process_files_are_not_claimed_dead_ones_are_claimed_once(
+    store: FeatureStore, down_store: FeatureStore, tmp_path: Path
+) -> None:
+    # a live worker whose database is down: its spill file stays locked and its own
+    live = PredictionLogWriter(
+        down_store.write_prediction_logs, config(tmp_path), probe=down_store.ping
+    )
+    live.start()
+    # three dead workers' leftovers
+    spill = tmp_path / "spill"
+    for w in range(3):
+        rows = [encode_row(row(1000 * (w + 1) + i)) for i in range(30)]
+        text = "".join(json.dumps({**r, "created_at": r["created_at"].isoformat()}) + "\n"
+                       for r in rows)  # fmt: skip
+        (spill / f"spill-{90000 + w}-1-dead.jsonl").write_text(text)
+    try:
+        for i in range(10):
+            live.submit(row(i))
+        assert live.flush(10)
+        own = live.stats()["spill_file"]
+        assert own is not None
+        with (spill / own).open() as handle, pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # two healthy workers race for the orphans
+        adopters = [
+            PredictionLogWriter(store.write_prediction_logs, config(tmp_path)) for _ in range(2)
+        ]
+        for a in adopters:
+            a.start()
+        assert wait_for(lambda: store.count_prediction_logs() == 90, 15)
+        time.sleep(0.6)  # another scan round: nothing more may appear
+        assert store.count_prediction_logs() == 90
+        assert [p.name for p in spill_files(tmp_path)] == [own]  # the live file untouched
+        for a in adopters:
+            a.close()
+        assert sum(a.stats()["replayed"] for a in adopters) == 90
+        assert sum(a.stats()["duplicates"] for a in adopters) == 0
+    finally:
+        live.close()
+    # the live worker stopped with its database still down: its rows wait on disk
+    assert len(spill_files(tmp_path)) == 1
+    heir = PredictionLogWriter(store.write_prediction_logs, config(tmp_path))
+    heir.start()
+    try:
+        assert wait_for(lambda: store.count_prediction_logs() == 100, 15)
+    finally:
+        heir.close()
+
+
+def test_counter_hook_sees_every_event(store: FeatureStore, tmp_path: Path) -> None:
+    seen: dict[str, int] = {}
+
+    def hook(event: str, n: int) -> None:
+        seen[event] = seen.get(event, 0) + n
+
+    writer = PredictionLogWriter(store.write_prediction_logs, config(tmp_path), on_count=hook)
+    writer.start()
+    for i in range(12):
+        writer.submit(row(i))
+    writer.close()
+    assert seen == {"queued": 12, "written": 12}
+
+
+def test_config_refuses_nonsense(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        WriterConfig(spill_dir=tmp_path, batch_size=0)

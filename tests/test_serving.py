@@ -1,0 +1,636 @@
+"""The prediction service as it runs: a real `bentoml serve` process with two workers, a real
+CatBoost champion in a real MLflow store, the prediction log in MariaDB, over HTTP.
+
+The service reaches MariaDB through a small TCP proxy run by the test, so the test can cut
+the database mid-stream and bring it back. One server serves the whole module (starting
+one takes ~30 s here); the last test stops it to check that shutdown flushes the log.
+Traffic is local (127.0.0.1), bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from serving.model import ModelManager, check_model, sample_records
+
+from ctloop.featureview import FeatureView, load_view_file
+from ctloop.predictor import Predictor, to_model_frame
+from ctloop.registry import Registry, VersionInfo
+from ctloop.service_schema import model_rows, record_model
+from ctloop.store import FeatureStore
+from ctloop.synth import StreamConfig, stream
+from tests.conftest import ROOT, mariadb_database
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+
+TOKEN = "test-admin-token-" + uuid.uuid4().hex
+START = dt.date(2026, 1, 1)
+READY_TIMEOUT = 240
+JSON = {"Content-Type": "application/json"}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.DataFrame:
+    parts = []
+    for _, features, labels in stream(view, start, days, StreamConfig(seed=seed, rows_per_day=300)):
+        keys = [view.entity, view.event_date]
+        parts.append(features.merge(labels[[*keys, view.label.name]], on=keys))
+    return pd.concat(parts, ignore_index=True)
+
+
+def register_version(view: FeatureView, registry: Registry, seed: int) -> str:
+    """Train a small real CatBoost model and register it as the pipeline does."""
+    import mlflow
+    import mlflow.catboost
+
+    from ctloop import training
+
+    small = view.model_copy(
+        update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}
+    )
+    result = training.fit(small, labelled(view, START, 20, seed), pd.Timestamp("2026-01-21"))
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
+        info = mlflow.catboost.log_model(
+            result.model, name="model", registered_model_name=view.name,
+            pip_requirements=["catboost"],
+        )  # fmt: skip
+    version = str(info.registered_model_version)
+    f1 = result.metrics["macro_f1"]
+    registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20",
+                                           "metric.macro_f1": f"{f1:.4f}"})  # fmt: skip
+    return version
+
+
+def records(view: FeatureView, n: int, seed: int = 99) -> list[dict[str, Any]]:
+    """Request bodies from unseen synthetic days: JSON-able, missing values as null."""
+    config = StreamConfig(seed=seed, rows_per_day=n)
+    frame = next(iter(stream(view, dt.date(2026, 2, 1), 1, config)))[1]
+    out = []
+    for rec in frame[[view.entity, *view.feature_names]].to_dict("records"):
+        clean = {}
+        for key, value in rec.items():
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                clean[key] = None
+            elif isinstance(value, np.generic):
+                clean[key] = value.item()
+            else:
+                clean[key] = value
+        clean[view.entity] = str(clean[view.entity])
+        out.append(clean)
+    return out
+
+
+class TcpProxy:
+    """A TCP relay in front of MariaDB that the test can cut and restore."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 3306)) -> None:
+        self.target = target
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def start(self) -> None:
+        async def go() -> None:
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+        self._call(go())
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones: the database is gone."""
+
+        async def go() -> None:
+            if self.server is not None:
+                self.server.close()
+                self.server = None
+            for writer in list(self.writers):
+                writer.transport.abort()
+            self.writers.clear()
+
+        self._call(go())
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers.discard(writer)
+        self.writers.discard(up_writer)
+
+
+class Server:
+    """`bentoml serve` in its own process group; stopped with SIGTERM, killed if stuck."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"bentoml serve exited with {self.proc.returncode}:\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(1)
+        pytest.fail(f"service not ready after {READY_TIMEOUT}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+    tmp = tmp_path_factory.mktemp("serving")
+    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+    registry = Registry(tracking, tmp / "mlartifacts")
+    v1 = register_version(view, registry, seed=5)
+    v2 = register_version(view, registry, seed=6)
+    registry.promote(view.name, v1)
+    proxy = TcpProxy()
+    proxy.start()
+    with mariadb_database("ctloop_serving") as url:
+        name = url.rsplit("/", 1)[1]
+        store = FeatureStore(url)
+        store.init([view])
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))},
+            "CTLOOP_DATA_DIR": str(tmp),
+            "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
+            "MLFLOW_TRACKING_URI": tracking,
+            "FEATURE_STORE_URL": f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}",
+            "CTLOOP_ADMIN_TOKEN": TOKEN,
+            "CTLOOP_SERVING_WORKERS": "2",
+            "CTLOOP_SERVING_POLL_SECONDS": "3",
+            "CTLOOP_SERVING_LOG_FLUSH_SECONDS": "2",
+            "CTLOOP_SERVING_LOG_RETRY_SECONDS": "1",
+            "CTLOOP_SERVING_MAX_BATCH": "100",
+            "BENTOML_HOME": str(tmp / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+        }
+        server = Server(env, tmp / "serve.log")
+        try:
+            server.wait_ready()
+            yield {"view": view, "registry": registry, "store": store, "server": server,
+                   "proxy": proxy, "v1": v1, "v2": v2, "tmp": tmp}  # fmt: skip
+        finally:
+            server.stop()
+            proxy.close()
+            store.dispose()
+
+
+def client() -> httpx.Client:
+    """New connection per request, so the kernel spreads requests over both workers."""
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def wait_for_rows(store: FeatureStore, expected: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    count = store.count_prediction_logs()
+    while count < expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+        count = store.count_prediction_logs()
+    return count
+
+
+def settled_count(store: FeatureStore, quiet: float = 2.5) -> int:
+    """The row count once earlier tests' rows stopped arriving (flush interval is 2 s)."""
+    count, since = store.count_prediction_logs(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.25)
+        now = store.count_prediction_logs()
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
+def logged(store: FeatureStore) -> pd.DataFrame:
+    return store.read_prediction_logs(
+        "credit_score", dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1), expand_features=False
+    )
+
+
+# ---------------------------------------------------------------------- schema (no server)
+
+
+def test_request_schema_follows_the_feature_view(view: FeatureView) -> None:
+    model = record_model(view)
+    good = records(view, 3)[0]
+    assert model.model_validate(good)
+    cases = {
+        "age": ("thirty", "float_type"),
+        "num_of_loan": (2.5, "must be a whole number"),
+        "interest_rate": (99, "less_than_equal"),
+        "credit_mix": ("Excellent", "literal_error"),
+        "payment_behaviour": (None, "literal_error"),
+    }
+    for field, (value, expected) in cases.items():
+        with pytest.raises(ValidationError) as err:
+            model.model_validate({**good, field: value})
+        assert err.value.errors()[0]["loc"] == (field,)
+        assert expected in str(err.value)
+    missing = {k: v for k, v in good.items() if k != "outstanding_debt"}
+    with pytest.raises(ValidationError, match="outstanding_debt"):
+        model.model_validate(missing)
+    with pytest.raises(ValidationError, match="agee"):
+        model.model_validate({**good, "agee": 3})
+    # nullable features may be null or absent; an unseen occupation is allowed by the view
+    lenient = {k: v for k, v in good.items() if k != "annual_income"}
+    assert model.model_validate({**lenient, "occupation": "Astronaut"}).occupation == "Astronaut"
+
+
+def test_fast_path_rows_equal_the_model_frame(world: dict[str, Any]) -> None:
+    view, registry = world["view"], world["registry"]
+    info = registry.version(view.name, world["v1"])
+    predictor = Predictor.load(view, info.uri, info.version)
+    recs = records(view, 200)
+    recs[0]["occupation"] = "Astronaut"  # unseen, passed through as a string
+    recs[1]["annual_income"] = None
+    fast = predictor.model.predict_proba(model_rows(view, recs))
+    slow = predictor.predict_proba(pd.DataFrame.from_records(recs))
+    np.testing.assert_allclose(fast, slow, atol=1e-12)
+    frame = to_model_frame(view, pd.DataFrame.from_records(recs))
+    assert frame.iloc[1]["annual_income"] != frame.iloc[1]["annual_income"]  # NaN
+
+
+class _Unreachable:
+    """A registry whose server is down."""
+
+    def champion(self, name: str) -> VersionInfo:
+        raise ConnectionError("tracking server unreachable")
+
+
+class _Pointing:
+    """A registry whose champion is a version that cannot be loaded."""
+
+    def champion(self, name: str) -> VersionInfo:
+        return VersionInfo(name, "99", None, {})
+
+
+def test_manager_keeps_serving_through_registry_failures(world: dict[str, Any]) -> None:
+    view = world["view"]
+    manager = ModelManager(view, world["registry"])
+    assert manager.refresh("start")["status"] == "swapped"
+    serving = manager.current
+    assert serving is not None and serving.version == world["v1"]
+    manager.registry = _Unreachable()  # type: ignore[assignment]
+    result = manager.refresh("poll")
+    assert result["status"] == "error" and manager.current is serving
+    status = manager.status()
+    assert status["registry_ok"] is False and "unreachable" in status["last_error"]
+    assert status["version"] == world["v1"]
+    manager.registry = _Pointing()  # type: ignore[assignment]
+    assert manager.refresh("poll")["status"] == "error"
+    assert manager.current is serving and manager.rejected_version == "99"
+    assert manager.refresh("poll")["status"] == "rejected"  # not reloaded on every poll
+
+
+def test_a_model_with_other_classes_fails_the_serving_check(world: dict[str, Any]) -> None:
+    from catboost import CatBoostClassifier
+
+    view = world["view"]
+    frame = labelled(view, START, 3, seed=3)
+    binary = (frame[view.label.name] == "Good").map({True: "Good", False: "Poor"})
+    cats = [f.name for f in view.categorical_features]
+    model = CatBoostClassifier(
+        iterations=5, verbose=False, allow_writing_files=False, cat_features=cats
+    )
+    model.fit(to_model_frame(view, frame), binary)
+    problems = check_model(view, Predictor(view, model, "x", "memory"), sample_records(view))
+    assert any("classes" in p for p in problems)
+
+
+# ---------------------------------------------------------------------- the running service
+
+
+def test_probes_metadata_docs(world: dict[str, Any]) -> None:
+    url = world["server"].url
+    with client() as http:
+        assert http.get(f"{url}/livez").status_code == 200
+        assert http.get(f"{url}/readyz").status_code == 200
+        meta = http.get(f"{url}/metadata").json()
+        assert meta["view"] == "credit_score" and meta["model_name"] == "credit_score"
+        assert meta["version"] == world["v1"]
+        assert meta["training_window"] == "2026-01-01..2026-01-20"
+        assert "macro_f1" in meta["metrics"]["tags"] and "run" in meta["metrics"]
+        assert meta["loaded_at"] and meta["prediction_log"]["mode"] == "async"
+        spec = http.get(f"{url}/docs.json").json()
+        assert {"/predict", "/predict_batch", "/admin/reload"} <= set(spec["paths"])
+        index = http.get(f"{url}/")
+        assert index.status_code == 200 and "html" in index.headers["content-type"]
+        metrics = http.get(f"{url}/metrics").text
+        assert "ctloop_model_version" in metrics and "bentoml_service_request" in metrics
+
+
+def test_predictions_match_the_model_loaded_directly(world: dict[str, Any]) -> None:
+    view, registry, url = world["view"], world["registry"], world["server"].url
+    info = registry.champion(view.name)
+    predictor = Predictor.load(view, info.uri, info.version)
+    recs = records(view, 40, seed=7)
+    expected_classes, expected = predictor.predict(pd.DataFrame.from_records(recs))
+    with client() as http:
+        single = [http.post(f"{url}/predict", json=r).json() for r in recs]
+        batch = http.post(f"{url}/predict_batch", json={"records": recs}).json()
+    assert batch["model_version"] == info.version
+    for answers in (single, batch["predictions"]):
+        got = np.array([[a["probabilities"][c] for c in predictor.classes] for a in answers])
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+        assert [a["prediction"] for a in answers] == expected_classes
+    assert {a["model_version"] for a in single} == {info.version}
+    assert len({a["request_id"] for a in single + batch["predictions"]}) == 80
+
+
+def test_every_answer_is_logged_exactly_once(world: dict[str, Any]) -> None:
+    store, url, view = world["store"], world["server"].url, world["view"]
+    before = settled_count(store)
+    recs = records(view, 150, seed=8)
+    ids: dict[str, dict[str, Any]] = {}
+    with client() as http:
+        for r in recs[:100]:
+            r = {**r, "event_date": "2026-02-01"}  # optional: lets the monitor join labels
+            answer = http.post(f"{url}/predict", json=r).json()
+            ids[answer["request_id"]] = {"version": answer["model_version"], "record": r}
+        for part in (recs[100:125], recs[125:]):
+            answer = http.post(f"{url}/predict_batch", json={"records": part}).json()
+            for a, r in zip(answer["predictions"], part, strict=True):
+                ids[a["request_id"]] = {"version": answer["model_version"], "record": r}
+    assert wait_for_rows(store, before + 150) == before + 150
+    time.sleep(2.5)  # one more flush interval: nothing else may appear
+    rows = logged(store).set_index("request_id").loc[list(ids)]
+    assert store.count_prediction_logs() == before + 150
+    assert (rows["model_version"] == world["v1"]).all()
+    first, last = next(iter(ids)), list(ids)[-1]
+    assert rows.loc[first, "entity_id"] == ids[first]["record"]["customer_id"]
+    assert json.loads(rows.loc[first, "features"])["event_date"] == "2026-02-01"
+    assert "event_date" not in json.loads(rows.loc[last, "features"])  # not sent: not stored
+    assert (rows["latency_ms"] > 0).all() and (rows["feature_view"] == "credit_score").all()
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"age": "forty"}, ["age", "valid number"]),
+        ({"age": None}, ["age"]),
+        ({"interest_rate": 41}, ["interest_rate", "less than or equal to 40"]),
+        ({"num_bank_accounts": -1}, ["num_bank_accounts", "greater than or equal to 0"]),
+        ({"credit_mix": "Excellent"}, ["credit_mix", "'Bad', 'Standard' or 'Good'"]),
+        ({"num_of_loan": 1.5}, ["num_of_loan", "whole number"]),
+        ({"ssn": "123"}, ["ssn", "Extra inputs"]),
+        ({"event_date": "2026-13-01"}, ["event_date", "valid date"]),
+    ],
+)
+def test_bad_records_are_refused_naming_the_field(
+    world: dict[str, Any], change: dict[str, Any], names: list[str]
+) -> None:
+    good = records(world["view"], 1, seed=9)[0]
+    with client() as http:
+        response = http.post(f"{world['server'].url}/predict", json={**good, **change})
+    assert response.status_code == 400
+    for name in names:
+        assert name in response.text
+
+
+def test_other_bad_requests(world: dict[str, Any]) -> None:
+    url, view = world["server"].url, world["view"]
+    good = records(view, 1, seed=9)[0]
+    with client() as http:
+        missing = http.post(f"{url}/predict", json={k: v for k, v in good.items() if k != "age"})
+        assert missing.status_code == 400 and "age" in missing.text and "missing" in missing.text
+        broken = http.post(f"{url}/predict", content=b'{"age": 30,', headers=JSON)
+        assert broken.status_code == 400 and "json_invalid" in broken.text
+        big = http.post(f"{url}/predict_batch", json={"records": [good] * 101})
+        assert big.status_code == 400 and "at most 100 items" in big.text
+        empty = http.post(f"{url}/predict_batch", json={"records": []})
+        assert empty.status_code == 400 and "records" in empty.text
+        one_bad = http.post(f"{url}/predict_batch", json={"records": [good, {**good, "age": 7}]})
+        assert one_bad.status_code == 400
+        assert one_bad.json()["detail"][0]["loc"] == ["records", 1, "age"]
+
+
+def test_admin_reload_needs_the_token(world: dict[str, Any]) -> None:
+    url = f"{world['server'].url}/admin/reload"
+    body = {"view": "credit_score", "version": world["v1"]}
+    with client() as http:
+        assert http.post(url, json=body).status_code == 401
+        wrong = http.post(url, json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        other = http.post(url, json={"view": "churn"}, headers=auth)
+        assert other.status_code == 400 and "credit_score" in other.text
+        same = http.post(url, json=body, headers=auth)
+        assert same.status_code == 200 and same.json()["status"] == "unchanged"
+
+
+def test_promotion_during_a_stream_swaps_with_no_failed_request(world: dict[str, Any]) -> None:
+    view, registry, store = world["view"], world["registry"], world["store"]
+    url = world["server"].url
+    before = settled_count(store)
+    recs = records(view, 50, seed=10)
+    answers: list[tuple[str, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def steady_stream() -> None:
+        deadline = time.monotonic() + 90  # bounded whatever happens
+        i = 0
+        with client() as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    r = http.post(f"{url}/predict", json=recs[i % len(recs)])
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code}: {r.text[:200]}")
+                    else:
+                        body = r.json()
+                        answers.append((body["request_id"], body["model_version"]))
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                i += 1
+                time.sleep(0.005)
+
+    streams = [threading.Thread(target=steady_stream) for _ in range(2)]
+    for t in streams:
+        t.start()
+    try:
+        time.sleep(2)
+        registry.promote(view.name, world["v2"])
+        with client() as http:
+            reload = http.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"},
+                               json={"view": view.name, "version": world["v2"]})  # fmt: skip
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["version"] == world["v2"]
+        # the other worker follows through the reload signal within about a second
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            tail = [v for _, v in answers[-40:]]
+            if len(tail) == 40 and set(tail) == {world["v2"]}:
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in streams:
+            t.join(30)
+    assert not failures, failures[:5]
+    versions = [v for _, v in answers]
+    assert world["v1"] in versions and world["v2"] in versions
+    assert set(versions[-40:]) == {world["v2"]}
+    assert wait_for_rows(store, before + len(answers)) == before + len(answers)
+    rows = logged(store).set_index("request_id")
+    for rid, version in answers:
+        assert rows.loc[rid, "model_version"] == version
+    with client() as http:
+        metrics = http.get(f"{url}/metrics").text
+    served = [line for line in metrics.splitlines() if line.startswith("ctloop_model_version{")]
+    assert len(served) == 2 and all(line.endswith(f" {float(world['v2'])}") for line in served)
+
+
+def test_registry_poll_alone_picks_up_a_new_champion(world: dict[str, Any]) -> None:
+    view, registry, url = world["view"], world["registry"], world["server"].url
+    registry.rollback(view.name)  # champion back to v1; no reload call: polling must see it
+    deadline = time.monotonic() + 30
+    seen: list[str] = []
+    good = records(view, 1, seed=11)[0]
+    with client() as http:
+        while time.monotonic() < deadline:
+            seen.append(http.post(f"{url}/predict", json=good).json()["model_version"])
+            if seen[-20:] == [world["v1"]] * 20:
+                break
+            time.sleep(0.1)
+    assert seen[-20:] == [world["v1"]] * 20
+
+
+def test_metrics_add_up_over_both_workers(world: dict[str, Any]) -> None:
+    url, view = world["server"].url, world["view"]
+
+    def scrape(http: httpx.Client) -> tuple[float, float]:
+        predictions = queued = 0.0
+        for line in http.get(f"{url}/metrics").text.splitlines():
+            if line.startswith("ctloop_predictions_total{"):
+                predictions += float(line.rsplit(" ", 1)[1])
+            if line.startswith('ctloop_prediction_log_rows_total{outcome="queued"}'):
+                queued += float(line.rsplit(" ", 1)[1])
+        return predictions, queued
+
+    good = records(view, 1, seed=12)[0]
+    with client() as http:
+        p0, q0 = scrape(http)
+        pids = set()
+        for _ in range(30):
+            http.post(f"{url}/predict", json=good)
+            pids.add(http.get(f"{url}/metadata").json()["worker"]["pid"])
+        p1, q1 = scrape(http)
+    assert len(pids) == 2, "requests should have reached both workers"
+    assert (p1 - p0, q1 - q0) == (30, 30)  # whichever worker answers the scrape
+
+
+def test_database_outage_keeps_serving_and_loses_nothing(world: dict[str, Any]) -> None:
+    store, proxy, url, view = world["store"], world["proxy"], world["server"].url, world["view"]
+    before = settled_count(store)
+    recs = records(view, 60, seed=13)
+    ids = []
+    proxy.stop()  # the database is gone
+    try:
+        with client() as http:
+            for r in recs:
+                answer = http.post(f"{url}/predict", json=r)
+                assert answer.status_code == 200, answer.text
+                ids.append(answer.json()["request_id"])
+            time.sleep(3)  # past a flush: the writers found the database down
+            writers = [http.get(f"{url}/metadata").json()["prediction_log"]["writer"]
+                       for _ in range(6)]  # fmt: skip
+        assert any(w["database_ok"] is False and w["spilled"] > 0 for w in writers)
+        assert store.count_prediction_logs() == before
+    finally:
+        proxy.start()  # back
+    assert wait_for_rows(store, before + 60, timeout=45) == before + 60
+    rows = logged(store)
+    assert set(ids) <= set(rows["request_id"])
+    assert rows["request_id"].is_unique
+
+
+def test_shutdown_flushes_the_log(world: dict[str, Any]) -> None:
+    """Last test: SIGTERM right after answering; every answered request is in the table."""
+    store, server, view = world["store"], world["server"], world["view"]
+    before = settled_count(store)
+    with client() as http:
+        for r in records(view, 25, seed=14):
+            assert http.post(f"{server.url}/predict", json=r).status_code == 200
+    start = time.monotonic()
+    assert server.stop() == 0, server.tail()
+    assert time.monotonic() - start < 30
+    assert store.count_prediction_logs() == before + 25
+    assert not list((world["tmp"] / "serving" / "spill").glob("*.jsonl"))
