@@ -7,7 +7,7 @@ DAYS ?= 60
 ROWS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast init-db generate status bench-store clean serve bento serve-bento
+.PHONY: help install lint format test demo test-fast init-db generate status bench-store clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: install ## Lint, then the whole test suite (needs MariaDB on 127.0.0.1:330
 	@bash scripts/ensure-mariadb.sh
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
+
+demo: install ## The whole loop on the embedded default (Airflow, BentoML, drift, retrain, swap)
+	$(RUN) ctloop demo
 
 test-fast: ## The test suite without install and lint
 	$(RUN) pytest -x -q
