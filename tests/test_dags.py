@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +33,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ctloop import orchestration
+from ctloop.dagrunner import DagRunner
 from ctloop.errors import CtloopError
 from ctloop.featureview import list_views, load_view_file
 from ctloop.registry import Registry
@@ -392,144 +392,24 @@ def test_short_circuit_condition() -> None:
 
 # ------------------------------------------------------------------ the CT DAG run by Airflow
 
-RUNNER_SCRIPT = r"""
-import json
-import sys
-from pathlib import Path
 
-from airflow.utils.db import initdb
-
-initdb()  # what `airflow db migrate` does on an empty database
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-bag = DagBag(dag_folder=sys.argv[1])
-if bag.import_errors:
-    raise SystemExit(f"DAG import errors: {bag.import_errors}")
-import ctloop.pipeline  # noqa: E402,F401  warm the heavy imports while the test writes data
-
-
-def plain(value):
-    return getattr(value, "value", value)
-
-
-for line in sys.stdin:
-    request = json.loads(line)
-    if request.get("op") == "retire_queued":
-        # dag.test() has no scheduler: a run another DAG triggered stays queued; once the
-        # test has executed its conf itself, it retires the queued copy
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.state import DagRunState
-
-        with create_session() as session:
-            for dr in session.scalars(select(DagRun).where(DagRun.state == DagRunState.QUEUED)):
-                dr.state = DagRunState.FAILED
-        Path(request["result"]).write_text("{}")
-        continue
-    run = bag.dags[request["dag_id"]].test(run_conf=request["conf"])
-    with create_session() as session:
-        tasks = {
-            ti.task_id: {"state": plain(ti.state), "try_number": ti.try_number}
-            for ti in run.get_task_instances(session=session)
-        }
-        xcoms = dict(session.execute(
-            select(XComModel.task_id, XComModel.value).where(
-                XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id,
-                XComModel.key == "return_value",
-            )
-        ).all())
-        events = [
-            {"uri": uri, "extra": extra}
-            for uri, extra in session.execute(
-                select(AssetModel.uri, AssetEvent.extra)
-                .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-                .where(AssetEvent.source_run_id == run.run_id)
-            )
-        ]
-        queued = sorted(
-            [uri, dag_id]
-            for uri, dag_id in session.execute(
-                select(AssetModel.uri, AssetDagRunQueue.target_dag_id)
-                .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
-            )
-        )
-        from airflow.models.dagrun import DagRun
-
-        triggered = [
-            {"dag_id": dr.dag_id, "run_id": dr.run_id, "state": plain(dr.state),
-             "run_type": plain(dr.run_type), "conf": dr.conf}
-            for dr in session.scalars(
-                select(DagRun).where(DagRun.dag_id != run.dag_id, DagRun.state == "queued")
-            )
-        ]
-    result = {"run_id": run.run_id, "state": plain(run.state), "tasks": tasks,
-              "xcom": xcoms, "asset_events": events, "queued": queued, "triggered": triggered}
-    target = Path(request["result"])
-    target.with_suffix(".part").write_text(json.dumps(result, default=str))
-    target.with_suffix(".part").replace(target)
-"""
-
-
-class AirflowProcess:
-    """A child process running Airflow; `trigger()` runs one DAG run with `dag.test()`."""
+class AirflowProcess(DagRunner):
+    """`ctloop.dagrunner` (what `make demo` uses) as the tests drive it: one long-lived
+    Airflow child that runs each DAG run with `dag.test()`; failures fail the test."""
 
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp = tmp
-        self.log_path = tmp / "airflow-child.log"
-        self._log = self.log_path.open("w")
-        self.runs = 0
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", RUNNER_SCRIPT, str(DAGS)],
-            stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
-            env=env, cwd=tmp, text=True,
-        )  # fmt: skip
+        super().__init__(DAGS, tmp, env)
 
-    def output(self, since: int = 0) -> str:
-        self._log.flush()
-        with self.log_path.open() as fh:
-            fh.seek(since)
-            return fh.read()
-
-    def trigger(self, dag_id: str, conf: dict[str, Any], op: str = "test") -> dict[str, Any]:
-        """Run the DAG once with this conf; the run's outcome plus its log output."""
-        self.runs += 1
-        result = self.tmp / f"run-{self.runs}.json"
-        start = self.log_path.stat().st_size
-        assert self.proc.stdin is not None
-        request = {"dag_id": dag_id, "conf": conf, "result": str(result), "op": op}
-        self.proc.stdin.write(json.dumps(request))
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not result.exists():
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"the Airflow process exited with {self.proc.returncode}:\n"
-                    f"{self.output()[-6000:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{dag_id} did not finish in {RUN_TIMEOUT_S}s:\n{self.output()[-6000:]}"
-                )
-            time.sleep(0.5)
-        outcome = json.loads(result.read_text())
-        outcome["log"] = self.output(start)
-        return outcome
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
+    def trigger(self, dag_id: str, conf: dict[str, Any], timeout: float = RUN_TIMEOUT_S) -> dict:
         try:
-            code = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
+            return super().trigger(dag_id, conf, timeout)
+        except CtloopError as exc:
+            pytest.fail(str(exc))
+
+    def close(self) -> int:
+        code = super().close()
         assert code == 0, f"the Airflow process exited with {code}:\n{self.output()[-6000:]}"
+        return code
 
 
 @pytest.fixture(scope="module")
@@ -683,12 +563,14 @@ def test_first_run_logs_artifacts_and_a_loadable_model(world: dict, first_run: d
     assert source.startswith("models:/m-")
     logged = client.get_logged_model(source.removeprefix("models:/"))
     assert logged.source_run_id == champion.run_id
-    previous_uri = mlflow.get_tracking_uri()
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(world["tracking_uri"])
+    mlflow.set_registry_uri(world["tracking_uri"])  # another test may have set another one
     try:
         model = mlflow.catboost.load_model(f"models:/{VIEW}@champion")
     finally:
-        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     assert [str(c) for c in model.classes_] == view.label.classes
 
 
@@ -792,6 +674,7 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     import mlflow
 
     mlflow.set_tracking_uri(world["tracking_uri"])
+    mlflow.set_registry_uri(world["tracking_uri"])  # models:/ URIs resolve in the registry
     before = registry.champion(VIEW)
     predictor = Predictor.load(view, before.uri, before.version)
     drift = StreamConfig(seed=SEED + 1, rows_per_day=ROWS_PER_DAY, label_delay_days=0,
@@ -828,7 +711,7 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     assert registry.previous(VIEW).version == before.version
     window_start = (retrain_day - dt.timedelta(days=view.training.drift_window_days)).isoformat()
     assert after.tags["window"].startswith(window_start)  # the recent drift window
-    airflow.trigger(CT_DAG, {}, op="retire_queued")
+    airflow.retire_queued()
 
     # a second drift right away: recorded, but inside the cooldown nothing is triggered
     predictor = Predictor.load(view, after.uri, after.version)

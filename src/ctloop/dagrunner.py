@@ -9,6 +9,10 @@ connection) is set before it starts, and which serves one request per line on st
     {"dag_id": "ct_credit_score", "conf": {...}, "result": "/path/run-1.json"}
     {"op": "retire_queued", "result": "/path/run-2.json"}
 
+Each result names the run's state, every task's state and try number, the tasks' return
+values, the asset events the run emitted, the asset-triggered DAGs now queued and the runs
+it triggered (still queued).
+
 `dag.test()` runs a whole DAG run in-process (the scheduler loop, tasks through the Task
 SDK) but has no scheduler behind it: a run that a DAG triggers (the monitor triggering
 `ct_<view>`) stays queued. The caller reads it from the result, runs it itself with the
@@ -128,6 +132,7 @@ def _child(dags_folder: str) -> None:  # pragma: no cover - runs in the Airflow 
 
     initdb()  # what `airflow db migrate` does on an empty database
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -164,6 +169,22 @@ def _child(dags_folder: str) -> None:  # pragma: no cover - runs in the Airflow 
                         )
                     ).all()
                 )
+                events = [
+                    {"uri": uri, "extra": extra}
+                    for uri, extra in session.execute(
+                        select(AssetModel.uri, AssetEvent.extra)
+                        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+                        .where(AssetEvent.source_run_id == run.run_id)
+                    )
+                ]
+                queued = sorted(
+                    [uri, dag_id]
+                    for uri, dag_id in session.execute(
+                        select(AssetModel.uri, AssetDagRunQueue.target_dag_id).join(
+                            AssetModel, AssetModel.id == AssetDagRunQueue.asset_id
+                        )
+                    )
+                )
                 triggered = [
                     {"dag_id": dr.dag_id, "run_id": dr.run_id, "conf": dr.conf}
                     for dr in session.scalars(
@@ -173,7 +194,8 @@ def _child(dags_folder: str) -> None:  # pragma: no cover - runs in the Airflow 
                     )
                 ]
             result = {"dag_id": run.dag_id, "run_id": run.run_id, "state": _plain(run.state),
-                      "tasks": tasks, "xcom": xcoms, "triggered": triggered}  # fmt: skip
+                      "tasks": tasks, "xcom": xcoms, "triggered": triggered,
+                      "asset_events": events, "queued": queued}  # fmt: skip
         part = target.with_suffix(".part")
         part.write_text(json.dumps(result, default=str))
         part.replace(target)

@@ -384,6 +384,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
     import mlflow
 
     mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
     ct_dag, monitor_dag = f"ct_{view.name}", f"monitor_{view.name}"
     day0 = config.start
     drift_start = day0 + dt.timedelta(days=config.drift_day)
