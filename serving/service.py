@@ -242,7 +242,7 @@ class ModelService:
     def _count_log(self, event: str, n: int) -> None:
         self.metrics.count_log(event, n)
         if self.writer is not None:
-            self.metrics.log_pending.set(self.writer.stats()["pending"])
+            self.metrics.log_pending.set(self.writer.pending)
 
     def _log(
         self,
@@ -277,8 +277,7 @@ class ModelService:
             for rid, rec, cls, p in zip(ids, values, classes, proba, strict=True)
         ]
         if self.writer is not None:
-            for row in rows:
-                self.writer.submit(row)
+            self.writer.submit_many(rows)
         elif self.store is not None:  # "sync": the naive design, measured in the benchmark
             self.store.write_prediction_logs([encode_row(r) for r in rows])
 
