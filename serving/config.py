@@ -36,6 +36,9 @@ class ServingConfig(BaseSettings):
     model_threads: int = Field(default=1, ge=1, description="CatBoost threads per prediction")
     timeout_seconds: float = Field(default=30, gt=0, description="request timeout")
     max_batch: int = Field(default=1000, ge=1, description="records per /predict_batch")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="largest request body (413 above)"
+    )
     poll_seconds: float = Field(default=30, gt=0, description="registry poll interval")
     log_mode: LogMode = Field(default="async", description="async | off | sync (benchmarks)")
     log_batch_size: int = Field(default=500, ge=1, description="rows per log insert")

@@ -8,9 +8,11 @@ own `/livez`, `/readyz` (503 until a model is loaded), `/metrics` and the OpenAP
 
 The request schema is built from the feature view at import (the decorators need it), so
 bad input is refused by BentoML's validation with a 400 naming each bad field and never
-reaches the model. Each worker process loads the champion in the background, polls the
-registry and swaps models atomically (`serving/model.py`), and writes its prediction log
-through its own `PredictionLogWriter` off the request path (`ctloop/logwriter.py`).
+reaches the model; a body over CTLOOP_SERVING_MAX_BODY_BYTES is refused with a 413 before
+it is read (`serving/limits.py`). Each worker process loads the champion in the background,
+polls the registry and swaps models atomically (`serving/model.py`), and writes its
+prediction log through its own `PredictionLogWriter` off the request path
+(`ctloop/logwriter.py`).
 
 `CTLOOP_SERVING_LOG_MODE=off|sync` exist for the benchmark only: `off` logs nothing, `sync`
 is the naive design that inserts and commits one row inside each request.
@@ -43,6 +45,7 @@ from ctloop.service_schema import entity_of, logged_features, record_model
 from ctloop.settings import get_settings
 from ctloop.store import FeatureStore
 from serving.config import ServingConfig
+from serving.limits import BodySizeLimit
 from serving.metrics import worker_metrics
 from serving.model import LoadedModel, ModelManager
 
@@ -61,6 +64,18 @@ Batch = Annotated[
         description=f"1 to {MAX_BATCH} records (CTLOOP_SERVING_MAX_BATCH)",
     ),
 ]
+
+
+# MLflow's HTTP client retries a dead tracking server 7 times with exponential backoff and
+# waits up to 120 s per attempt: about four minutes per registry call (measured: 4.6 s with
+# these values). A worker would report a dead registry minutes late and an admin reload
+# would hang past the request timeout. Serving only reads the registry and keeps serving
+# what it has when it cannot, so it fails fast and asks again on the next poll. Values set
+# in the environment win.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -93,6 +108,8 @@ class ModelService:
         for name in ("ctloop", "serving"):  # BentoML shows WARNING+ of other loggers only
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.INFO)
+        for key, value in MLFLOW_CLIENT_DEFAULTS.items():  # read by MLflow on every call
+            os.environ.setdefault(key, value)
         mlflow.set_tracking_uri(SETTINGS.tracking_uri)
         mlflow.set_registry_uri(SETTINGS.tracking_uri)
         state_dir = CONFIG.resolved_state_dir(SETTINGS)
@@ -280,6 +297,10 @@ class ModelService:
             self.writer.submit_many(rows)
         elif self.store is not None:  # "sync": the naive design, measured in the benchmark
             self.store.write_prediction_logs([encode_row(r) for r in rows])
+
+
+# Refuse oversized bodies from their Content-Length, before BentoML reads and parses them.
+ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=CONFIG.max_body_bytes)
 
 
 def _check_token(header: str | None) -> tuple[int, str] | None:

@@ -9,20 +9,12 @@ Traffic is local (127.0.0.1), bounded in count and time.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,180 +29,22 @@ from ctloop.predictor import Predictor, to_model_frame
 from ctloop.registry import Registry, VersionInfo
 from ctloop.service_schema import model_rows, record_model
 from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, stream
 from tests.conftest import ROOT, mariadb_database
+from tests.servinghelpers import (
+    START,
+    Server,
+    TcpProxy,
+    client,
+    labelled,
+    records,
+    register_version,
+    service_env,
+)
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 TOKEN = "test-admin-token-" + uuid.uuid4().hex
-START = dt.date(2026, 1, 1)
-READY_TIMEOUT = 240
 JSON = {"Content-Type": "application/json"}
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.DataFrame:
-    parts = []
-    for _, features, labels in stream(view, start, days, StreamConfig(seed=seed, rows_per_day=300)):
-        keys = [view.entity, view.event_date]
-        parts.append(features.merge(labels[[*keys, view.label.name]], on=keys))
-    return pd.concat(parts, ignore_index=True)
-
-
-def register_version(view: FeatureView, registry: Registry, seed: int) -> str:
-    """Train a small real CatBoost model and register it as the pipeline does."""
-    import mlflow
-    import mlflow.catboost
-
-    from ctloop import training
-
-    small = view.model_copy(
-        update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}
-    )
-    result = training.fit(small, labelled(view, START, 20, seed), pd.Timestamp("2026-01-21"))
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
-    with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
-        info = mlflow.catboost.log_model(
-            result.model, name="model", registered_model_name=view.name,
-            pip_requirements=["catboost"],
-        )  # fmt: skip
-    version = str(info.registered_model_version)
-    f1 = result.metrics["macro_f1"]
-    registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20",
-                                           "metric.macro_f1": f"{f1:.4f}"})  # fmt: skip
-    return version
-
-
-def records(view: FeatureView, n: int, seed: int = 99) -> list[dict[str, Any]]:
-    """Request bodies from unseen synthetic days: JSON-able, missing values as null."""
-    config = StreamConfig(seed=seed, rows_per_day=n)
-    frame = next(iter(stream(view, dt.date(2026, 2, 1), 1, config)))[1]
-    out = []
-    for rec in frame[[view.entity, *view.feature_names]].to_dict("records"):
-        clean = {}
-        for key, value in rec.items():
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                clean[key] = None
-            elif isinstance(value, np.generic):
-                clean[key] = value.item()
-            else:
-                clean[key] = value
-        clean[view.entity] = str(clean[view.entity])
-        out.append(clean)
-    return out
-
-
-class TcpProxy:
-    """A TCP relay in front of MariaDB that the test can cut and restore."""
-
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 3306)) -> None:
-        self.target = target
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def start(self) -> None:
-        async def go() -> None:
-            self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-        self._call(go())
-
-    def stop(self) -> None:
-        """Refuse new connections and cut the open ones: the database is gone."""
-
-        async def go() -> None:
-            if self.server is not None:
-                self.server.close()
-                self.server = None
-            for writer in list(self.writers):
-                writer.transport.abort()
-            self.writers.clear()
-
-        self._call(go())
-
-    def close(self) -> None:
-        self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers.discard(writer)
-        self.writers.discard(up_writer)
-
-
-class Server:
-    """`bentoml serve` in its own process group; stopped with SIGTERM, killed if stuck."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {self.proc.returncode}:\n{self.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(1)
-        pytest.fail(f"service not ready after {READY_TIMEOUT}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 60) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -228,35 +62,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         name = url.rsplit("/", 1)[1]
         store = FeatureStore(url)
         store.init([view])
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))},
-            "CTLOOP_DATA_DIR": str(tmp),
-            "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
-            "MLFLOW_TRACKING_URI": tracking,
-            "FEATURE_STORE_URL": f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}",
-            "CTLOOP_ADMIN_TOKEN": TOKEN,
-            "CTLOOP_SERVING_WORKERS": "2",
-            "CTLOOP_SERVING_POLL_SECONDS": "3",
-            "CTLOOP_SERVING_LOG_FLUSH_SECONDS": "2",
-            "CTLOOP_SERVING_LOG_RETRY_SECONDS": "1",
-            "CTLOOP_SERVING_MAX_BATCH": "100",
-            "BENTOML_HOME": str(tmp / "bentoml"),
-            "BENTOML_DO_NOT_TRACK": "True",
-        }
+        env = service_env(
+            tmp, tracking, f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}", TOKEN
+        )
         server = Server(env, tmp / "serve.log")
         try:
-            server.wait_ready()
+            server.wait_every_worker(2)  # both workers loaded: /readyz of either is 200
             yield {"view": view, "registry": registry, "store": store, "server": server,
                    "proxy": proxy, "v1": v1, "v2": v2, "tmp": tmp}  # fmt: skip
         finally:
             server.stop()
             proxy.close()
             store.dispose()
-
-
-def client() -> httpx.Client:
-    """New connection per request, so the kernel spreads requests over both workers."""
-    return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def wait_for_rows(store: FeatureStore, expected: int, timeout: float = 30) -> int:

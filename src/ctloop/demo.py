@@ -123,7 +123,9 @@ class Service:
             start_new_session=True,
         )  # fmt: skip
 
-    def wait_ready(self, timeout: float = 240) -> None:
+    def wait_ready(self, workers: int, timeout: float = 240) -> None:
+        """Until every worker serves a model: /readyz answers for one worker only, so the
+        per-worker `ctloop_model_version` samples on /metrics are counted too."""
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -132,7 +134,10 @@ class Service:
                 raise CtloopError(f"bentoml serve exited; see {self.log_path}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
+                    metrics = httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines()
+                    loaded = [m for m in metrics if m.startswith("ctloop_model_version{")]
+                    if len(loaded) >= workers:
+                        return
             time.sleep(1)
         raise CtloopError(f"the service was not ready after {timeout:.0f}s; see {self.log_path}")
 
@@ -414,7 +419,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         say(f"airflow: ct run {first['state']}: version {v1} is champion")
         info = registry.champion(view.name)
         static_model = Predictor.load(view, info.uri, info.version)
-        service.wait_ready()
+        service.wait_ready(config.workers)
         say(f"serving: {service.url} ready with version {v1} ({config.workers} workers)")
 
         # 3. the days

@@ -1,0 +1,249 @@
+"""Helpers for tests that run the prediction service as it runs in production.
+
+A real `bentoml serve` process (in its own process group, so a stuck one can be killed
+whole), a small real CatBoost champion registered the way the pipeline registers it,
+request bodies drawn from the synthetic stream, and a TCP relay that lets a test cut the
+service's database and bring it back. Shared by the serving, load and fuzz tests so each
+starts the service the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.featureview import FeatureView
+from ctloop.registry import Registry
+from ctloop.synth import StreamConfig, stream
+from tests.conftest import ROOT
+
+START = dt.date(2026, 1, 1)
+READY_TIMEOUT = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.DataFrame:
+    parts = []
+    for _, features, labels in stream(view, start, days, StreamConfig(seed=seed, rows_per_day=300)):
+        keys = [view.entity, view.event_date]
+        parts.append(features.merge(labels[[*keys, view.label.name]], on=keys))
+    return pd.concat(parts, ignore_index=True)
+
+
+def register_version(view: FeatureView, registry: Registry, seed: int) -> str:
+    """Train a small real CatBoost model and register it as the pipeline does."""
+    import mlflow
+    import mlflow.catboost
+
+    from ctloop import training
+
+    small = view.model_copy(
+        update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}
+    )
+    result = training.fit(small, labelled(view, START, 20, seed), pd.Timestamp("2026-01-21"))
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
+        info = mlflow.catboost.log_model(
+            result.model, name="model", registered_model_name=view.name,
+            pip_requirements=["catboost"],
+        )  # fmt: skip
+    version = str(info.registered_model_version)
+    f1 = result.metrics["macro_f1"]
+    registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20",
+                                           "metric.macro_f1": f"{f1:.4f}"})  # fmt: skip
+    return version
+
+
+def records(view: FeatureView, n: int, seed: int = 99) -> list[dict[str, Any]]:
+    """Request bodies from unseen synthetic days: JSON-able, missing values as null."""
+    config = StreamConfig(seed=seed, rows_per_day=n)
+    frame = next(iter(stream(view, dt.date(2026, 2, 1), 1, config)))[1]
+    out = []
+    for rec in frame[[view.entity, *view.feature_names]].to_dict("records"):
+        clean = {}
+        for key, value in rec.items():
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                clean[key] = None
+            elif isinstance(value, np.generic):
+                clean[key] = value.item()
+            else:
+                clean[key] = value
+        clean[view.entity] = str(clean[view.entity])
+        out.append(clean)
+    return out
+
+
+def service_env(
+    tmp: Path, tracking_uri: str, store_url: str, admin_token: str, **serving: str
+) -> dict[str, str]:
+    """The environment of a test service: this test's stores only, nothing inherited.
+
+    Every CTLOOP_/MLFLOW_ variable of the calling shell is dropped so a developer's `.env`
+    or exported settings cannot point the service at a real store. `serving` adds or
+    overrides `CTLOOP_SERVING_<KEY>` variables (e.g. `MAX_BATCH="100"`).
+    """
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))},
+        "CTLOOP_DATA_DIR": str(tmp),
+        "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "FEATURE_STORE_URL": store_url,
+        "CTLOOP_ADMIN_TOKEN": admin_token,
+        "CTLOOP_SERVING_WORKERS": "2",
+        "CTLOOP_SERVING_POLL_SECONDS": "3",
+        "CTLOOP_SERVING_LOG_FLUSH_SECONDS": "2",
+        "CTLOOP_SERVING_LOG_RETRY_SECONDS": "1",
+        "CTLOOP_SERVING_MAX_BATCH": "100",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    env.update({f"CTLOOP_SERVING_{key.upper()}": value for key, value in serving.items()})
+    return env
+
+
+def client() -> httpx.Client:
+    """New connection per request, so the kernel spreads requests over both workers."""
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+class TcpProxy:
+    """A TCP relay in front of MariaDB that the test can cut and restore."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 3306)) -> None:
+        self.target = target
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def start(self) -> None:
+        async def go() -> None:
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+        self._call(go())
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones: the database is gone."""
+
+        async def go() -> None:
+            if self.server is not None:
+                self.server.close()
+                self.server = None
+            for writer in list(self.writers):
+                writer.transport.abort()
+            self.writers.clear()
+
+        self._call(go())
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers.discard(writer)
+        self.writers.discard(up_writer)
+
+
+class Server:
+    """`bentoml serve` in its own process group; stopped with SIGTERM, killed if stuck."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"bentoml serve exited with {self.proc.returncode}:\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(1)
+        pytest.fail(f"service not ready after {READY_TIMEOUT}s:\n{self.tail()}")
+
+    def wait_every_worker(self, workers: int = 2) -> None:
+        """Wait until every worker serves a model, not only the one /readyz reached.
+
+        /readyz answers for the worker that took the connection; under load the other one
+        can still be loading and answer 503 to the next request. Each worker sets its own
+        `ctloop_model_version` sample (one per live pid) when its first model is in.
+        """
+        self.wait_ready()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                metrics = httpx.get(f"{self.url}/metrics", timeout=5).text
+                samples = [m for m in metrics.splitlines() if m.startswith("ctloop_model_version{")]
+                if len(samples) >= workers:
+                    return
+            time.sleep(1)
+        pytest.fail(f"not every worker ready after {READY_TIMEOUT}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
