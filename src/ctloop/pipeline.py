@@ -292,14 +292,51 @@ def _metric(metrics: dict[str, float], name: str) -> float:
     return metrics[name]
 
 
+def _labels_vs_champion(
+    run: Run, champion: VersionInfo, scores: dict[str, float]
+) -> tuple[bool, str, float | None, float]:
+    """Do this run's labels still agree with the champion as well as its own validation did?
+
+    The candidate-vs-champion comparison cannot see corrupted labels: on flipped labels
+    (Good <-> Poor) the candidate learns the flip, scores as well as the champion did, and
+    the champion scores far worse on the same rows, so the candidate "wins". A champion
+    whose macro-F1 on the new validation labels drops by more than the monitor's decay
+    limit (`drift.max_accuracy_drop`) below its recorded validation macro-F1 means the
+    labels changed meaning: corruption, or concept drift. Concept drift reaches training as
+    a drift-triggered run (the monitor measured the decay), which accepts the drop; any
+    other trigger is refused, exactly as the data gate treats skew.
+    """
+    limit = run.view.drift.max_accuracy_drop
+    recorded = champion.tags.get("metric.macro_f1")
+    if recorded is None or "macro_f1" not in scores:
+        missing = f"champion v{champion.version} has no recorded macro-F1: not checked"
+        return True, missing, None, limit
+    drop = float(recorded) - scores["macro_f1"]
+    detail = (
+        f"champion v{champion.version} macro-F1 {scores['macro_f1']:.4f} on these validation "
+        f"labels vs {float(recorded):.4f} on its own (may drop by at most {limit})"
+    )
+    ok = drop <= limit
+    if not ok and run.trigger == "drift":
+        ok, detail = True, detail + "; accepted: decay measured by the drift monitor"
+    elif not ok:
+        detail += (
+            ": the labels contradict the champion (corrupted labels, or concept drift the "
+            "monitor has not measured)"
+        )
+    return ok, detail, drop, limit
+
+
 def evaluate(
     run: Run, version: str, store_url: str | None = None, expected_fingerprint: str | None = None
 ) -> dict[str, Any]:
     """Step 4 (gate 2): score candidate and champion on the same newest days; bless or not.
 
     Blessed when the candidate clears the view's absolute floor and trails the champion by
-    no more than the tolerance on the primary metric; with no champion only the floor
-    counts. The decision and every check are tagged on the candidate version.
+    no more than the tolerance on the primary metric, and the champion still agrees with the
+    labels about as well as it did on its own validation days (`_labels_vs_champion`); with
+    no champion only the floor counts. The decision and every check are tagged on the
+    candidate version.
     """
     frame, summary = _load(run, store_url)
     _same_data(summary, expected_fingerprint)
@@ -324,7 +361,8 @@ def evaluate(
     report.add("floor", floor_ok, detail, cand, gate.min_value)
     champ_value = None
     if champion is not None and champion.version != candidate.version:
-        champ_value = _metric(score(champion), metric)
+        champ_scores = score(champion)
+        champ_value = _metric(champ_scores, metric)
         change = (champ_value - cand) if not lower else (cand - champ_value)
         report.add(
             "vs_champion", change <= gate.max_degradation,
@@ -332,6 +370,7 @@ def evaluate(
             f"(may trail by at most {gate.max_degradation})",
             change, gate.max_degradation,
         )  # fmt: skip
+        report.add("labels_vs_champion", *_labels_vs_champion(run, champion, champ_scores))
     else:
         report.add("vs_champion", True, "no other champion: only the floor applies")
     blessed = report.passed

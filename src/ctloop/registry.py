@@ -94,7 +94,12 @@ class Registry:
         try:
             return _info(self.client.get_model_version(name, str(version)))
         except MlflowException as exc:
-            raise CtloopError(f"model '{name}' has no version {version}") from exc
+            # Only "no such version" is the user's problem. An unreachable tracking server
+            # is an outage: re-raised as is, so Airflow retries the task instead of failing
+            # the run at once with a misleading "has no version".
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise CtloopError(f"model '{name}' has no version {version}") from exc
+            raise
 
     def versions(self, name: str) -> list[VersionInfo]:
         found = self.client.search_model_versions(f"name = '{name}'")

@@ -229,10 +229,29 @@ class FeatureStore:
             return insp.has_table(view.features_table) and insp.has_table(view.labels_table)
 
     def require_tables(self, view: FeatureView) -> None:
+        """The view's tables exist and hold every column the view names, else CtloopError.
+
+        A table that lost a column (a migration gone wrong) is a schema mismatch: refused
+        here, naming table and columns. Left to the query it surfaces as a raw driver error
+        ("Unknown column") that reads like an outage and is retried as one.
+        """
         if not self.has_view_tables(view):
             raise CtloopError(
                 f"feature store {self.safe_url} has no tables for view '{view.name}': "
                 f"run `ctloop init-db` first"
+            )
+        problems = []
+        with self._translate(), self.engine.connect() as conn:
+            insp = sa.inspect(conn)
+            for table in self.view_tables(view):
+                have = {c["name"] for c in insp.get_columns(table.name)}
+                lacking = [c.name for c in table.columns if c.name not in have]
+                if lacking:
+                    problems.append(f"table {table.name} has no column {', '.join(lacking)}")
+        if problems:
+            raise CtloopError(
+                f"feature store {self.safe_url}: schema mismatch with view '{view.name}': "
+                f"{'; '.join(problems)} (restore the columns, or fix the view)"
             )
 
     # ------------------------------------------------------------------ writes
