@@ -7,7 +7,7 @@ DAYS ?= 60
 ROWS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test demo test-fast init-db generate status bench-store clean serve bento serve-bento
+.PHONY: help install lint format test demo test-fast init-db generate status bench-store load-test clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,25 @@ status: ## Row counts per day and label coverage
 bench-store: install ## Store write/extract throughput on MariaDB vs the mariadb client
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/store_throughput.py
+
+USERS ?= 10
+SPAWN_RATE ?= 2
+DURATION ?= 30s
+HOST ?= http://127.0.0.1:3000
+LOAD_DIR ?= data/load
+LOCUST_ARGS ?=
+
+load-test: install ## Locust on the service at HOST (USERS, SPAWN_RATE, DURATION), then answered vs logged
+	@run=$(LOAD_DIR)/$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$run; \
+	echo "==> $(USERS) users for $(DURATION) against $(HOST); reports in $$run"; \
+	$(RUN) locust -f tests/load/locustfile.py --headless --host $(HOST) \
+	  -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --stop-timeout 10 --only-summary \
+	  --csv $$run/locust --html $$run/report.html --answers-file $$run/answers.json \
+	  $(LOCUST_ARGS); \
+	status=$$?; \
+	$(RUN) python -m tests.load.report $$run/answers.json --stats $$run/locust_stats.csv \
+	  --json $$run/comparison.json || exit $$?; \
+	exit $$status
 
 PORT ?= 3000
 
