@@ -77,5 +77,19 @@ bento: install ## Build the serving Bento (bentoml build -f serving/bentofile.ya
 serve-bento: bento ## Serve the latest built Bento on PORT
 	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve ctloop:latest --host 127.0.0.1 --port $(PORT)
 
+# The long-running stack as processes of this machine (no Docker): Airflow api-server,
+# scheduler, dag-processor and triggerer, the MLflow server, the BentoML service.
+.PHONY: up down stack-status
+STACK := $(RUN) python -m ctloop.stack
+
+up: install ## Start Airflow, the MLflow server and serving as processes; print URLs and login
+	$(STACK) up
+
+down: ## Stop exactly the processes `make up` started
+	$(STACK) down
+
+stack-status: ## Each stack process: running, healthy, pid, URL (exit 1 unless all healthy)
+	$(STACK) status
+
 clean: ## Remove the embedded data folder and caches
 	rm -rf data .pytest_cache .ruff_cache
