@@ -1,0 +1,457 @@
+"""Serving throughput and latency: the BentoML service with and without its prediction log,
+the naive log-inside-the-request design, and `mlflow models serve` on the same model.
+
+    uv run python benchmarks/serving/serving_throughput.py --duration 10 --runs 3
+
+Modes (same CatBoost champion, same records, same number of workers):
+
+- `async`: the service as shipped, every answer logged through the background writer;
+- `off`:   the service with logging off (`CTLOOP_SERVING_LOG_MODE=off`);
+- `sync`:  the naive design, one INSERT + COMMIT inside each request (`...=sync`);
+- `mlflow`: `mlflow models serve --env-manager local` (pyfunc; answers classes only, no
+  validation, no log).
+
+Each mode runs a single-record test (`/predict`, one record per request) and a batch test
+(`/predict_batch`, `--batch-size` records per request); every test runs `--runs` times and
+the table shows medians. The load generator is a separate process speaking raw HTTP/1.1
+over keep-alive connections to 127.0.0.1 (an asyncio client costs the server's two cores
+less than httpx would); it stops by itself after `--duration` seconds. After the `async`
+runs the prediction log must hold exactly one row per answered record. The table is
+printed and written to `benchmarks/serving/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MODES = ("async", "off", "sync", "mlflow")
+MARIADB = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+# ---------------------------------------------------------------------- load generator
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("server closed the connection")
+    status = int(status_line.split()[1])
+    length, chunked = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while (size := int((await reader.readline()).strip(), 16)) > 0:
+            await reader.readexactly(size + 2)
+        await reader.readline()
+    elif length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _load(url: str, path: str, bodies: list[bytes], concurrency: int, duration: float):
+    host, port = url.removeprefix("http://").split(":")
+    requests = [
+        (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+         f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        for body in bodies
+    ]  # fmt: skip
+    latencies: list[float] = []
+    errors: list[str] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stop_at = start + duration
+
+    async def connection(offset: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        k = offset
+        try:
+            while loop.time() < stop_at:
+                sent = time.perf_counter()
+                writer.write(requests[k % len(requests)])
+                k += 1
+                status = await _read_response(reader)
+                if status == 200:
+                    latencies.append(time.perf_counter() - sent)
+                else:
+                    errors.append(str(status))
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            errors.append(repr(exc))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(i * 7) for i in range(concurrency)))
+    elapsed = loop.time() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pct(0.50) if latencies else float("nan"),
+        "p99_ms": pct(0.99) if latencies else float("nan"),
+    }
+
+
+def loadgen_main(argv: list[str]) -> None:
+    """`_loadgen URL PATH BODIES_FILE CONCURRENCY DURATION`: one JSON line to stdout."""
+    url, path, bodies_file, concurrency, duration = argv
+    bodies = [line.encode() for line in Path(bodies_file).read_text().splitlines() if line]
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    result = asyncio.run(_load(url, path, bodies, int(concurrency), float(duration)))
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------- orchestration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server process in its own process group: SIGTERM to stop, SIGKILL if stuck."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path, ready: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_path = ready
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"server not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+def run_load(url: str, path: str, bodies_file: Path, concurrency: int, duration: float):
+    out = subprocess.run(
+        [sys.executable, __file__, "_loadgen", url, path, str(bodies_file), str(concurrency),
+         str(duration)],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def make_records(view: Any, n: int) -> list[dict[str, Any]]:
+    """Request bodies from an unseen synthetic day, missing values as null."""
+    import numpy as np
+
+    from ctloop.synth import StreamConfig, stream
+
+    config = StreamConfig(seed=123, rows_per_day=n)
+    frame = next(iter(stream(view, dt.date(2026, 3, 1), 1, config)))[1]
+    out = []
+    for rec in frame[[view.entity, *view.feature_names]].to_dict("records"):
+        clean: dict[str, Any] = {}
+        for key, value in rec.items():
+            if isinstance(value, float) and np.isnan(value):
+                value = None
+            clean[key] = value.item() if isinstance(value, np.generic) else value
+        clean[view.entity] = str(clean[view.entity])
+        out.append(clean)
+    return out
+
+
+def mlflow_record(view: Any, rec: dict[str, Any]) -> dict[str, Any]:
+    """The same record typed as the logged signature expects (what a pyfunc client sends)."""
+    from ctloop.service_schema import model_rows
+
+    row = model_rows(view, [rec])[0]
+    return {name: (None if v != v else v) for name, v in zip(view.feature_names, row, strict=True)}
+
+
+def median(results: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of a process and all its live descendants.
+
+    (circus, BentoML's process manager, puts its workers in their own process groups, so
+    the tree is followed through parent pids.)
+    """
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])  # after the command: state, ppid, ...
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+    total = 0
+    for pid, used in ticks.items():
+        node = pid
+        while node > 1 and node != root:
+            node = parents.get(node, 0)
+        if node == root:
+            total += used
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(server: Server, path: str, bodies: Path, concurrency: int, duration: float,
+            records_per_request: int) -> dict[str, Any]:  # fmt: skip
+    """One load run plus the server's CPU per answered record (robust to other load)."""
+    before = tree_cpu_seconds(server.proc.pid)
+    result = run_load(server.url, path, bodies, concurrency, duration)
+    cpu = tree_cpu_seconds(server.proc.pid) - before
+    records = result["requests"] * records_per_request
+    result["records_per_s"] = result["rps"] * records_per_request
+    result["cpu_ms_per_record"] = cpu * 1000 / records if records else float("nan")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per test")
+    parser.add_argument("--runs", type=int, default=3, help="rounds over all modes (median)")
+    parser.add_argument("--concurrency", type=int, default=16, help="single-record connections")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--driver", default="mysqldb", help="MariaDB driver: mysqldb | pymysql")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+
+    import sqlalchemy as sa
+    from benchmarks.serving.world import register_version
+
+    from ctloop.featureview import load_view
+    from ctloop.store import FeatureStore
+
+    view = load_view("credit_score", ROOT / "features")
+    server_url = MARIADB.replace("+pymysql", f"+{args.driver}")
+    dbs = {m: f"ctloop_bench_{m}_{uuid.uuid4().hex[:8]}" for m in ("async", "sync")}
+    admin = sa.create_engine(MARIADB, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        for db in dbs.values():
+            conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {m: {"single": [], "batch": []}
+                                                           for m in modes}  # fmt: skip
+    warm: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    checks: list[str] = []
+    servers: dict[str, Server] = {}
+    stores = {m: FeatureStore(f"{server_url}/{db}") for m, db in dbs.items()}
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctloop-serving-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+            print("training and registering the model ...", flush=True)
+            version = register_version(view, tracking, tmp / "mlartifacts")
+            for store in stores.values():
+                store.init([view])
+            recs = make_records(view, 400)
+            chunks = [recs[i : i + args.batch_size] for i in range(0, len(recs), args.batch_size)]
+            bodies = {
+                "single": [json.dumps(r) for r in recs],
+                "batch": [json.dumps({"records": c}) for c in chunks],
+                "mlflow_single": [json.dumps({"dataframe_records": [mlflow_record(view, r)]})
+                                  for r in recs],
+                "mlflow_batch": [json.dumps({"dataframe_records": [mlflow_record(view, r)
+                                                                   for r in c]}) for c in chunks],
+            }  # fmt: skip
+            files = {}
+            for name, lines in bodies.items():
+                files[name] = tmp / f"{name}.jsonl"
+                files[name].write_text("\n".join(lines) + "\n")
+            base_env = {k: v for k, v in os.environ.items()
+                        if not k.startswith(("CTLOOP_", "MLFLOW_"))}  # fmt: skip
+            base_env.update(
+                CTLOOP_FEATURES_DIR=str(ROOT / "features"), MLFLOW_TRACKING_URI=tracking,
+                CTLOOP_SERVING_WORKERS=str(args.workers), CTLOOP_SERVING_MAX_BATCH="1000",
+                BENTOML_DO_NOT_TRACK="True",
+            )  # fmt: skip
+            targets: dict[str, tuple[tuple[str, str], tuple[Path, Path]]] = {}
+            for mode in modes:  # all servers start first; only one is loaded at a time
+                env = {**base_env, "CTLOOP_DATA_DIR": str(tmp / mode),
+                       "BENTOML_HOME": str(tmp / mode / "bentoml")}  # fmt: skip
+                if mode == "mlflow":
+                    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                           f"models:/{view.name}/{version}", "--env-manager", "local",
+                           "-h", "127.0.0.1", "-p", "{port}", "-w", str(args.workers)]  # fmt: skip
+                    ready = "/ping"
+                    targets[mode] = (("/invocations", "/invocations"),
+                                     (files["mlflow_single"], files["mlflow_batch"]))  # fmt: skip
+                else:
+                    env["CTLOOP_SERVING_LOG_MODE"] = mode
+                    db = dbs.get(mode, dbs["async"])
+                    env["FEATURE_STORE_URL"] = f"{server_url}/{db}"
+                    cmd = [sys.executable, "-m", "bentoml", "serve",
+                           "serving.service:ModelService", "--host", "127.0.0.1",
+                           "--port", "{port}"]  # fmt: skip
+                    ready = "/readyz"
+                    targets[mode] = (("/predict", "/predict_batch"),
+                                     (files["single"], files["batch"]))  # fmt: skip
+                print(f"[{mode}] starting server ...", flush=True)
+                servers[mode] = Server(cmd, env, tmp / f"{mode}.log", ready)
+            for mode, server in servers.items():
+                server.wait_ready()
+                (single_path, batch_path), (single_file, batch_file) = targets[mode]
+                warm[mode] = [
+                    run_load(server.url, single_path, single_file, args.concurrency, 2.0),
+                    run_load(server.url, batch_path, batch_file, args.batch_concurrency, 2.0),
+                ]
+            for i in range(args.runs):  # rounds: every mode once per round, so background
+                for mode, server in servers.items():  # load hits all modes alike
+                    (single_path, batch_path), (single_file, batch_file) = targets[mode]
+                    single = measure(server, single_path, single_file, args.concurrency,
+                                     args.duration, 1)  # fmt: skip
+                    batch = measure(server, batch_path, batch_file, args.batch_concurrency,
+                                    args.duration, args.batch_size)  # fmt: skip
+                    results[mode]["single"].append(single)
+                    results[mode]["batch"].append(batch)
+                    print(f"[round {i + 1}] {mode:6} single {single['rps']:5.0f} req/s "
+                          f"p50 {single['p50_ms']:6.1f} ms p99 {single['p99_ms']:6.1f} ms "
+                          f"cpu {single['cpu_ms_per_record']:.2f} ms/req | batch "
+                          f"{batch['records_per_s']:5.0f} rec/s p50 {batch['p50_ms']:6.1f} ms "
+                          f"cpu {batch['cpu_ms_per_record']:.3f} ms/rec | errors "
+                          f"{single['errors'] + batch['errors']}", flush=True)  # fmt: skip
+            for server in servers.values():
+                server.stop()  # flushes the prediction log
+            for mode in ("async", "sync"):
+                if mode not in results:
+                    continue
+                singles = [*results[mode]["single"], warm[mode][0]]
+                batches = [*results[mode]["batch"], warm[mode][1]]
+                answered = sum(r["requests"] for r in singles) + args.batch_size * sum(
+                    r["requests"] for r in batches
+                )
+                logged = stores[mode].count_prediction_logs()
+                verdict = "exactly one each" if logged == answered else "MISMATCH"
+                checks.append(f"{mode}: {answered} records answered (warm-up included), "
+                              f"{logged} prediction log rows ({verdict})")  # fmt: skip
+    finally:
+        for server in servers.values():
+            server.stop()
+        for store in stores.values():
+            store.dispose()
+        with admin.begin() as conn:
+            for db in dbs.values():
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
+        admin.dispose()
+    report = render(results, checks, args)
+    print(report)
+    args.out.write_text(report)
+    print(f"written to {args.out}")
+
+
+def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace) -> str:
+    names = {
+        "async": "BentoML service, log written off the request path (shipped)",
+        "off": "BentoML service, logging off",
+        "sync": "BentoML service, INSERT+COMMIT inside each request (naive)",
+        "mlflow": "`mlflow models serve --env-manager local`",
+    }
+    base = results.get("off")
+
+    def rel(mode: str, test: str, key: str) -> str:
+        if not base:
+            return "n/a"
+        return f"{median(results[mode][test], key) / median(base[test], key):.0%}"
+
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"- measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; the load generator "
+        "and MariaDB run on the same two cores as the server",
+        f"- {args.workers} server workers per server; single: {args.concurrency} keep-alive "
+        f"connections, one record per request; batch: {args.batch_concurrency} connections, "
+        f"{args.batch_size} records per request; {args.duration:g} s per run; {args.runs} "
+        "rounds, each round runs every mode once (interleaved, so load from other processes "
+        "on the machine hits all modes alike); medians; MariaDB driver "
+        f"`{args.driver}`",
+        "- server CPU = user+system time of the server's process tree per answered record",
+        "- command: `uv run python benchmarks/serving/serving_throughput.py "
+        f"--duration {args.duration:g} --runs {args.runs} --driver {args.driver}`",
+        "",
+        "| mode | single req/s | p50 ms | p99 ms | vs off | server CPU ms/req "
+        "| batch records/s | batch p50 ms | batch p99 ms | vs off | server CPU ms/record "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, res in results.items():
+        errors = sum(r["errors"] for r in res["single"] + res["batch"])
+        lines.append(
+            f"| {names[mode]} | {median(res['single'], 'rps'):.0f} "
+            f"| {median(res['single'], 'p50_ms'):.1f} | {median(res['single'], 'p99_ms'):.1f} "
+            f"| {rel(mode, 'single', 'rps')} "
+            f"| {median(res['single'], 'cpu_ms_per_record'):.2f} "
+            f"| {median(res['batch'], 'records_per_s'):.0f} "
+            f"| {median(res['batch'], 'p50_ms'):.1f} | {median(res['batch'], 'p99_ms'):.1f} "
+            f"| {rel(mode, 'batch', 'records_per_s')} "
+            f"| {median(res['batch'], 'cpu_ms_per_record'):.3f} | {errors} |"
+        )
+    lines += ["", "Checks:", *[f"- {c}" for c in checks], ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_loadgen":
+        loadgen_main(sys.argv[2:])
+    else:
+        sys.path.insert(0, str(ROOT))
+        main()
