@@ -27,7 +27,7 @@ from serving.model import ModelManager, check_model, sample_records
 from ctloop.featureview import FeatureView, load_view_file
 from ctloop.predictor import Predictor, to_model_frame
 from ctloop.registry import Registry, VersionInfo
-from ctloop.service_schema import model_rows, record_model
+from ctloop.service_schema import entity_of, model_rows, record_model
 from ctloop.store import FeatureStore
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import (
@@ -129,6 +129,24 @@ def test_request_schema_follows_the_feature_view(view: FeatureView) -> None:
     # nullable features may be null or absent; an unseen occupation is allowed by the view
     lenient = {k: v for k, v in good.items() if k != "annual_income"}
     assert model.model_validate({**lenient, "occupation": "Astronaut"}).occupation == "Astronaut"
+
+
+@pytest.mark.parametrize(
+    ("entity", "logged"),
+    [("0042", "0042"), (42, "42"), (-(10**63 - 1), str(-(10**63 - 1))), ("x" * 64, "x" * 64)],
+)
+def test_entity_is_logged_as_sent(view: FeatureView, entity: Any, logged: str) -> None:
+    record = record_model(view).model_validate({**records(view, 1)[0], view.entity: entity})
+    assert entity_of(view, record.model_dump()) == logged
+
+
+@pytest.mark.parametrize("entity", ["0" * 65, 10**63, True, 1.5, ""])
+def test_entity_that_cannot_be_logged_as_sent_is_refused(view: FeatureView, entity: Any) -> None:
+    """Found by fuzzing: 65 zeros failed the string branch and the lax int branch took them
+    as 0, so the log held an entity the client never sent."""
+    with pytest.raises(ValidationError) as err:
+        record_model(view).model_validate({**records(view, 1)[0], view.entity: entity})
+    assert {e["loc"][0] for e in err.value.errors()} == {view.entity}
 
 
 def test_fast_path_rows_equal_the_model_frame(world: dict[str, Any]) -> None:

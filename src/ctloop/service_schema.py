@@ -25,6 +25,9 @@ from ctloop.featureview import Feature, FeatureView
 from ctloop.stats import MISSING
 from ctloop.tables import CATEGORY_LEN, ENTITY_LEN
 
+# Integers whose decimal text (with a sign) fits the entity column.
+ENTITY_INT_MAX = 10 ** (ENTITY_LEN - 1) - 1
+
 
 def _whole_number(value: float) -> float:
     if not float(value).is_integer():
@@ -78,8 +81,13 @@ def record_model(view: FeatureView) -> type[BaseModel]:
     labels to predictions on both). Unknown fields are refused so that a typo in a feature
     name is an error, not a silently missing value.
     """
+    # The int branch is strict and bounded so that its text fits the log column too: a lax
+    # int would turn a string the str branch refused (65 zeros: too long) into 0, and the
+    # log would hold an entity the client never sent.
     entity_type = Annotated[
-        Annotated[str, StringConstraints(min_length=1, max_length=ENTITY_LEN)] | int | None,
+        Annotated[str, StringConstraints(min_length=1, max_length=ENTITY_LEN)]
+        | Annotated[int, Field(strict=True, ge=-ENTITY_INT_MAX, le=ENTITY_INT_MAX)]
+        | None,
         Field(description=f"optional {view.entity}, stored in the prediction log"),
     ]
     date_type = Annotated[
