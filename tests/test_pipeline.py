@@ -242,6 +242,21 @@ def test_infra_check_refuses_a_model_that_cannot_load_as_served(
     assert registry.version(view.name, version).tags["gate.infra"] == "failed"
 
 
+def test_infra_check_queries_the_newest_rows_however_old(world: dict) -> None:
+    """Ingestion paused for a week: the newest rows lie 8 days before the as-of date. The
+    check queries them, not an empty fixed look-back; outside the window it names it."""
+    registry, view = world["registry"], world["view"]
+    champion = registry.champion(view.name).version
+    late = pipeline.Run(view, AS_OF + dt.timedelta(days=7), "manual", "", "", world["settings"])
+    result = pipeline.infra_check(late, champion)
+    assert result["rows"] == 64
+    beyond = AS_OF + dt.timedelta(days=view.training.window_days + 1)
+    empty = pipeline.Run(view, beyond, "manual", "", "", world["settings"])
+    with pytest.raises(pipeline.InfraCheckError, match=r"no feature rows in the window \["):
+        pipeline.infra_check(empty, champion)
+    registry.set_tags(view.name, champion, {"gate.infra": "passed"})  # undo the refusal
+
+
 def test_manual_promote_and_rollback(world: dict) -> None:
     registry, view = world["registry"], world["view"]
     run = pipeline.Run(view, AS_OF, "manual", "", "", world["settings"])

@@ -180,6 +180,23 @@ def _log_row(view_name: str, when: dt.datetime, version: str = "1") -> dict:
     }
 
 
+def test_latest_features_reads_the_newest_rows_before_a_date(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    for offset in range(3):
+        store.upsert_features(view, _day(DAY + dt.timedelta(days=offset), rows=10)[0])
+    newest = store.latest_features(view, DAY + dt.timedelta(days=10), 15)
+    days = pd.to_datetime(newest[view.event_date]).dt.date
+    assert len(newest) == 15
+    assert (days[:10] == DAY + dt.timedelta(days=2)).all()
+    assert (days[10:] == DAY + dt.timedelta(days=1)).all()
+    before = store.latest_features(view, DAY + dt.timedelta(days=1), 15)
+    assert len(before) == 10 and (pd.to_datetime(before[view.event_date]).dt.date == DAY).all()
+    assert store.latest_features(
+        view, DAY + dt.timedelta(days=10), 5, since=DAY + dt.timedelta(days=3)
+    ).empty
+
+
 def test_prediction_log_window_read_and_replay_dedup(store: FeatureStore) -> None:
     t0 = dt.datetime(2026, 3, 1, 12)
     rows = [_log_row("credit_score", t0 + dt.timedelta(minutes=i)) for i in range(10)]

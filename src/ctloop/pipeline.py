@@ -400,14 +400,15 @@ def infra_check(
         load_s = time.perf_counter() - start
         store = run.store(store_url)
         try:
-            end = run.as_of
-            sample = store.features_between(run.view, end - dt.timedelta(days=3), end).head(
-                sample_rows
-            )
+            # the newest rows of the run's own window: what the model will meet first
+            first_day = run.as_of - dt.timedelta(days=run.window_days)
+            sample = store.latest_features(run.view, run.as_of, sample_rows, since=first_day)
         finally:
             store.dispose()
         if sample.empty:
-            raise InfraCheckError("no recent feature rows to query the model with")
+            raise InfraCheckError(
+                f"no feature rows in the window [{first_day}, {run.as_of}) to query the model with"
+            )
         start = time.perf_counter()
         classes, proba = predictor.predict(sample)
         predict_ms = (time.perf_counter() - start) * 1000

@@ -504,6 +504,28 @@ class FeatureStore:
         with self._translate(), self.engine.connect() as conn:
             return pd.read_sql(query, conn)
 
+    def latest_features(
+        self,
+        view: FeatureView,
+        before: dt.date | str,
+        limit: int,
+        since: dt.date | str | None = None,
+    ) -> pd.DataFrame:
+        """The newest `limit` feature rows with event date < `before` (and >= `since`).
+
+        Reads by the (entity, event date) key's date part in descending order, so it costs
+        `limit` rows however long the window is, and it finds data wherever the newest day
+        lies: a fixed look-back finds nothing once ingestion pauses for longer than it.
+        """
+        ftable, _ = self.view_tables(view)
+        day = ftable.c[view.event_date]
+        query = sa.select(ftable).where(day < to_date(before))
+        if since is not None:
+            query = query.where(day >= to_date(since))
+        query = query.order_by(day.desc(), ftable.c[view.entity]).limit(limit)
+        with self._translate(), self.engine.connect() as conn:
+            return pd.read_sql(query, conn)
+
     def labels_arrived(
         self, view: FeatureView, since: dt.datetime | None, until: dt.datetime
     ) -> pd.DataFrame:
