@@ -16,7 +16,7 @@ import pandas as pd
 
 from ctloop.errors import CtloopError
 from ctloop.featureview import FeatureView
-from ctloop.stats import feature_distance
+from ctloop.stats import MISSING, feature_distance
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,12 @@ def check_data(
 
     `expected_drift` names features the drift monitor measured as drifted in live traffic:
     a drift-triggered retrain must learn their new distribution, so their skew from the
-    champion's training data is reported but accepted. Any other feature that moved (a
-    silently rescaled column, say) still refuses the data.
+    champion's training data, and new values of an open category list (`allow_unseen`),
+    are reported but accepted. Any other feature that moved (a silently rescaled column,
+    say) still refuses the data, and a closed category list never takes a new value.
+
+    Categories of an open list that the champion was trained on count as known, so once a
+    drift retrain has learnt a new category, scheduled runs accept it too.
     """
     gate = view.gates.data
     report = GateReport("data")
@@ -160,16 +164,22 @@ def check_data(
             )  # fmt: skip
         else:
             present = col.dropna().astype(str)
-            unknown = ~present.isin(feature.categories or [])
+            known = set(feature.categories or [])
+            if feature.allow_unseen and reference is not None:
+                # an open category the champion was already trained on is no longer new
+                ref = reference["features"].get(feature.name) or {}
+                known |= set(ref.get("shares", {})) - {MISSING}
+            unknown = ~present.isin(known)
             rate_unk = float(unknown.mean()) if len(present) else 0.0
             limit = gate.max_unseen_category_rate if feature.allow_unseen else 0.0
             examples = ", ".join(sorted(present[unknown].unique()[:5]))
-            report.add(
-                f"categories:{feature.name}", rate_unk <= limit,
-                f"{feature.name}: {rate_unk:.2%} unknown categories (limit {limit:.2%})"
-                + (f": {examples}" if examples else ""),
-                rate_unk, limit,
-            )  # fmt: skip
+            ok = rate_unk <= limit
+            detail = f"{feature.name}: {rate_unk:.2%} unknown categories (limit {limit:.2%})" + (
+                f": {examples}" if examples else ""
+            )
+            if not ok and feature.allow_unseen and feature.name in expected_drift:
+                ok, detail = True, detail + "; accepted: drift measured by the monitor"
+            report.add(f"categories:{feature.name}", ok, detail, rate_unk, limit)
 
     labels = frame[view.label.name]
     unknown_labels = sorted(set(labels.dropna().astype(str)) - set(view.label.classes))
