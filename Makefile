@@ -23,8 +23,9 @@ format: install ## Apply ruff formatting and safe fixes
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-test: install ## Lint, then the whole test suite (needs MariaDB on 127.0.0.1:3306)
+test: install ## Lint, then the whole test suite (needs MariaDB :3306 and PostgreSQL :5432)
 	@bash scripts/ensure-mariadb.sh
+	@bash scripts/ensure-postgres.sh
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
 

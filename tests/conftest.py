@@ -1,7 +1,8 @@
 """Shared fixtures: real databases, created per test and dropped after.
 
 MariaDB is the production path, so store tests run on it and on embedded SQLite from the
-same test code. A test that needs MariaDB and cannot reach it fails: it does not skip.
+same test code. A test that needs MariaDB (or PostgreSQL, for Airflow's metadata) and
+cannot reach it fails: it does not skip.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from ctloop.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MARIADB_SERVER = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+POSTGRES_SERVER = os.environ.get(
+    "CTLOOP_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432"
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +46,28 @@ def mariadb_database(prefix: str = "ctloop_test") -> Iterator[str]:
     finally:
         with server.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "ctloop_test") -> Iterator[str]:
+    """The URL of a uniquely named PostgreSQL database that does not exist yet (the code
+    under test creates it); dropped afterwards if it was made. Airflow's metadata lives
+    here: PostgreSQL is its production backend, and Airflow does not support MariaDB."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(
+        f"{POSTGRES_SERVER}/postgres", poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with server.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_SERVER} and is not answering: {exc}")
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with server.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         server.dispose()
 
 

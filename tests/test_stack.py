@@ -36,12 +36,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
 from ctloop import orchestration, stack
 from ctloop.errors import CtloopError
-from tests.conftest import ROOT, mariadb_database
+from tests.conftest import ROOT, mariadb_database, postgres_database
 
 VIEW = "credit_score"
 CT_DAG, MONITOR_DAG = f"ct_{VIEW}", f"monitor_{VIEW}"
@@ -276,20 +277,33 @@ def test_local_stack_refuses_mariadb_for_airflow_metadata(
     assert ":pw@" not in str(err.value)  # the password is not echoed
 
 
-def test_local_stack_takes_postgresql_for_airflow_metadata_when_a_driver_exists(
+def test_local_stack_takes_postgresql_for_airflow_metadata(
     tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
     url = "postgresql+psycopg2://airflow:pw@127.0.0.1:5432/airflow"
     clean_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        with pytest.raises(CtloopError, match="psycopg2") as err:
-            stack.resolve(clean_env, cwd=tmp_path)
-        assert "apache-airflow-providers-postgres" in str(err.value)
-    else:
-        resolved = stack.resolve(clean_env, cwd=tmp_path)
-        assert resolved.airflow_db == url
+    resolved = stack.resolve(clean_env, cwd=tmp_path)
+    assert resolved.airflow_db == url
+    for name in ("airflow-api-server", "airflow-scheduler"):
+        assert resolved.env(stack.service(name))["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
+    # a driver the environment lacks is named before anything starts
+    clean_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url.replace("psycopg2", "pg8000")
+    with pytest.raises(CtloopError, match="driver 'pg8000'") as err:
+        stack.resolve(clean_env, cwd=tmp_path)
+    assert ":pw@" not in str(err.value)
+
+
+@pytest.mark.postgres
+def test_up_creates_a_missing_postgres_metadata_database_once() -> None:
+    with postgres_database("ctloop_stack_probe") as url:
+        assert stack.create_postgres_database_if_missing(url) is True
+        assert stack.create_postgres_database_if_missing(url) is False
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT current_database()")).scalar_one() in url
+        engine.dispose()
+    with pytest.raises(CtloopError, match="unreachable"):
+        stack.create_postgres_database_if_missing("postgresql+psycopg2://u:pw@127.0.0.1:1/x")
 
 
 @pytest.mark.parametrize(
@@ -510,62 +524,111 @@ class LiveStack:
         pytest.fail(f"{what}: not after {timeout:.0f}s (last: {str(body)[:300]})\n{self.log(log)}")
 
 
+def stack_env(tmp: Path, ports: dict[str, int], **settings: str) -> dict[str, str]:
+    """This process's environment without ctloop/Airflow/MLflow/BentoML settings, plus a
+    temp data folder, free ports, small servers and the settings given."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "CTLOOP_", "MLFLOW_", "BENTOML_"))
+        and k != "FEATURE_STORE_URL"
+    }
+    env.update({
+        "CTLOOP_DATA_DIR": str(tmp / "data"),
+        "CTLOOP_STACK_AIRFLOW_PORT": str(ports["airflow"]),
+        "CTLOOP_STACK_MLFLOW_PORT": str(ports["mlflow"]),
+        "CTLOOP_STACK_SERVING_PORT": str(ports["serving"]),
+        "CTLOOP_STACK_AIRFLOW_WORKER_LOG_PORT": str(ports["worker_log"]),
+        "CTLOOP_STACK_AIRFLOW_TRIGGER_LOG_PORT": str(ports["trigger_log"]),
+        "CTLOOP_STACK_MLFLOW_WORKERS": "1",
+        "CTLOOP_STACK_START_TIMEOUT_SECONDS": "420",
+        "CTLOOP_SERVING_WORKERS": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+        **settings,
+    })  # fmt: skip
+    return env
+
+
+def stack_ports() -> dict[str, int]:
+    names = ["airflow", "mlflow", "serving", "worker_log", "trigger_log"]
+    return dict(zip(names, free_ports(len(names)), strict=True))
+
+
+@contextlib.contextmanager
+def stack_up(env: dict[str, str], cwd: Path) -> Iterator[dict[str, Any]]:
+    """`python -m ctloop.stack up` (what `make up` runs); always `down` afterwards, and
+    fail if any process of the stack or a pid file is left."""
+    live_stack = LiveStack(env, cwd, {
+        "airflow": int(env["CTLOOP_STACK_AIRFLOW_PORT"]),
+        "mlflow": int(env["CTLOOP_STACK_MLFLOW_PORT"]),
+        "serving": int(env["CTLOOP_STACK_SERVING_PORT"]),
+    })  # fmt: skip
+    started = time.monotonic()
+    up = live_stack.command("up")
+    up_seconds = time.monotonic() - started
+    records = live_stack.records()
+    try:
+        assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
+        yield {"stack": live_stack, "up": up, "up_seconds": up_seconds, "records": records}
+    finally:
+        records = live_stack.records() or records
+        down = live_stack.command("down", timeout=240)
+        left = {
+            name: [p.pid for p in stack.session_processes(r.sid)] for name, r in records.items()
+        }
+        left = {name: pids for name, pids in left.items() if pids}
+        if left:  # never leave processes behind, even when `down` is broken
+            stack.stop_sessions([records[n] for n in left], timeout=10)
+        live_stack.http.close()
+        assert down.returncode == 0, f"stack down failed:\n{down.stdout}\n{down.stderr}"
+        assert not left, f"processes left after `down`: {left}\n{down.stderr}"
+        assert not list((live_stack.state / "run").glob("*.json")), "pid files left"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_up_with_nothing_configured_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    """What a newcomer's `make up` does: SQLite for the feature store, MLflow and Airflow's
+    metadata, all under the data folder; the repository's views and DAGs."""
+    env = stack_env(tmp_path, stack_ports())
+    with stack_up(env, tmp_path) as live:
+        s: LiveStack = live["stack"]
+        data = tmp_path / "data"
+        out = live["up"].stdout
+        assert f"sqlite:///{data / 'feature_store.db'}" in out
+        assert f"sqlite:///{data / 'mlflow.db'}" in out
+        assert (data / "feature_store.db").is_file() and (data / "mlflow.db").is_file()
+        assert (s.state / "airflow" / "airflow.db").is_file()
+        health = s.http.get(f"{s.airflow}/api/v2/monitor/health").json()
+        assert health["metadatabase"]["status"] == "healthy", health
+        s.wait_dag(CT_DAG)
+        assert s.http.get(f"{s.mlflow}/health").status_code == 200
+        assert s.http.get(f"{s.serving}/livez").status_code == 200
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The stack, up on MariaDB with free ports and a temp data folder; always taken down."""
+    """The stack on MariaDB (feature store, MLflow backend) and PostgreSQL (Airflow's
+    metadata, a database `up` must create), with free ports and a temp data folder."""
     tmp = tmp_path_factory.mktemp("stack")
     write_test_view(tmp / "features")
     with (
         mariadb_database("ctloop_stack") as store_url,
         mariadb_database("ctloop_stack_mlflow") as mlflow_url,
+        postgres_database("ctloop_stack_airflow") as airflow_url,
     ):
-        names = ["airflow", "mlflow", "serving", "worker_log", "trigger_log"]
-        ports = dict(zip(names, free_ports(len(names)), strict=True))
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW", "CTLOOP_", "MLFLOW_", "BENTOML_"))
-            and k != "FEATURE_STORE_URL"
-        }
-        env.update({
-            "CTLOOP_DATA_DIR": str(tmp / "data"),
-            "CTLOOP_FEATURES_DIR": str(tmp / "features"),
-            "FEATURE_STORE_URL": store_url,
-            "CTLOOP_STACK_MLFLOW_BACKEND_STORE_URI": mlflow_url,
-            "CTLOOP_STACK_AIRFLOW_PORT": str(ports["airflow"]),
-            "CTLOOP_STACK_MLFLOW_PORT": str(ports["mlflow"]),
-            "CTLOOP_STACK_SERVING_PORT": str(ports["serving"]),
-            "CTLOOP_STACK_AIRFLOW_WORKER_LOG_PORT": str(ports["worker_log"]),
-            "CTLOOP_STACK_AIRFLOW_TRIGGER_LOG_PORT": str(ports["trigger_log"]),
-            "CTLOOP_STACK_MLFLOW_WORKERS": "1",
-            "CTLOOP_STACK_START_TIMEOUT_SECONDS": "420",
-            "CTLOOP_SERVING_WORKERS": "1",
-            "CTLOOP_SERVING_POLL_SECONDS": "3",
-            "CTLOOP_SERVING_LOG_FLUSH_SECONDS": "0.5",
-            "GIT_PYTHON_REFRESH": "quiet",
-        })  # fmt: skip
-        live_stack = LiveStack(env, tmp, ports)
-        started = time.monotonic()
-        up = live_stack.command("up")
-        up_seconds = time.monotonic() - started
-        records = live_stack.records()
-        try:
-            assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
-            yield {"stack": live_stack, "up": up, "up_seconds": up_seconds, "records": records,
-                   "store_url": store_url, "mlflow_url": mlflow_url, "tmp": tmp}  # fmt: skip
-        finally:
-            records = live_stack.records() or records
-            down = live_stack.command("down", timeout=240)
-            left = {
-                name: [p.pid for p in stack.session_processes(r.sid)] for name, r in records.items()
-            }
-            left = {name: pids for name, pids in left.items() if pids}
-            if left:  # never leave processes behind, even when `down` is broken
-                stack.stop_sessions([records[n] for n in left], timeout=10)
-            live_stack.http.close()
-            assert down.returncode == 0, f"stack down failed:\n{down.stdout}\n{down.stderr}"
-            assert not left, f"processes left after `down`: {left}\n{down.stderr}"
-            assert not list((live_stack.state / "run").glob("*.json")), "pid files left"
+        env = stack_env(
+            tmp, stack_ports(),
+            CTLOOP_FEATURES_DIR=str(tmp / "features"),
+            FEATURE_STORE_URL=store_url,
+            CTLOOP_STACK_MLFLOW_BACKEND_STORE_URI=mlflow_url,
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url,
+            CTLOOP_SERVING_POLL_SECONDS="3",
+            CTLOOP_SERVING_LOG_FLUSH_SECONDS="0.5",
+        )  # fmt: skip
+        with stack_up(env, tmp) as running:
+            yield {**running, "store_url": store_url, "mlflow_url": mlflow_url,
+                   "airflow_url": airflow_url, "tmp": tmp}  # fmt: skip
 
 
 @pytest.mark.mariadb
@@ -586,8 +649,14 @@ def test_up_starts_every_service_once_and_healthy(live: dict[str, Any]) -> None:
     for name in stack.SERVICE_NAMES:
         assert f"{name}: already running (pid {live['records'][name].pid})" in again.stderr
     assert s.records() == live["records"]
-    # Airflow: metadata in SQLite under the data folder, the repository's DAGs, paused
-    assert (s.state / "airflow" / "airflow.db").is_file()
+    # Airflow: metadata in the PostgreSQL database `up` created, never in a SQLite file
+    up_output = live["up"].stdout + live["up"].stderr
+    assert f"created Airflow's metadata database {live['airflow_url']}" in up_output
+    assert not (s.state / "airflow" / "airflow.db").exists()
+    engine = sa.create_engine(live["airflow_url"], poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM dag")).scalar_one() >= 3
+    engine.dispose()
     health = s.http.get(f"{s.airflow}/api/v2/monitor/health").json()
     assert {health[k]["status"] for k in ("metadatabase", "scheduler", "triggerer",
                                           "dag_processor")} == {"healthy"}  # fmt: skip

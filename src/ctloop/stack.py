@@ -32,6 +32,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -381,9 +382,8 @@ def airflow_metadata_url(env: Mapping[str, str], airflow_home: Path) -> str:
             raise CtloopError(
                 f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={_safe(url)} needs the PostgreSQL "
                 f"driver '{parsed.get_driver_name()}', which this environment lacks ({exc}); "
-                "the locked environment has no PostgreSQL driver: add "
-                "apache-airflow-providers-postgres to pyproject.toml, or unset the variable "
-                "for SQLite"
+                "the locked environment has psycopg2 (postgresql+psycopg2://): run "
+                "`make install`, or use that driver"
             ) from exc
         return url
     if backend == "sqlite":
@@ -771,6 +771,46 @@ def _prepare_stores(stack: Stack, say: Say) -> None:
             mlflow_db.dispose()
     elif backend.get_backend_name() == "sqlite" and backend.database:
         Path(backend.database).parent.mkdir(parents=True, exist_ok=True)
+    postgres = make_url(stack.airflow_db).get_backend_name() == "postgresql"
+    if postgres and create_postgres_database_if_missing(stack.airflow_db):
+        say(f"created Airflow's metadata database {_safe(stack.airflow_db)}")
+
+
+def create_postgres_database_if_missing(url: str) -> bool:
+    """Create the PostgreSQL database of `url` when the server lacks it (as init-db does
+    for MariaDB), so pointing Airflow at a fresh server needs no manual step.
+
+    Connects to the server's `postgres` database with the same credentials; CREATE
+    DATABASE cannot run inside a transaction, hence AUTOCOMMIT. Returns whether it made one.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database
+    if not name:
+        raise CtloopError(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={_safe(url)} names no database")
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,63}", name):
+        raise CtloopError(f"database name '{name}' must be letters, digits and underscores")
+    server = sa.create_engine(
+        parsed.set(database="postgres"), poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with server.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+            if exists:
+                return False
+            quoted = server.dialect.identifier_preparer.quote_identifier(name)
+            conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+            return True
+    except sa.exc.OperationalError as exc:
+        raise CtloopError(
+            f"Airflow's metadata database {_safe(url)} is unreachable: {exc.orig}"
+        ) from exc
+    finally:
+        server.dispose()
 
 
 def _migrate_airflow(stack: Stack, say: Say) -> None:
