@@ -377,9 +377,7 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ point-in-time reads
 
-    def _training_query(
-        self, view: FeatureView, start: dt.date, as_of: dt.date, count: bool = False
-    ) -> sa.Select:
+    def _training_query(self, view: FeatureView, start: dt.date, as_of: dt.date) -> sa.Select:
         ftable, ltable = self.view_tables(view)
         entity, day = view.entity, view.event_date
         join = ftable.join(
@@ -390,8 +388,6 @@ class FeatureStore:
             ftable.c[day] < as_of,
             ltable.c.arrived_at < as_of_instant(as_of),
         )
-        if count:
-            return sa.select(sa.func.count()).select_from(join).where(where)
         cols = [
             ftable.c[entity],
             ftable.c[day],
@@ -446,14 +442,28 @@ class FeatureStore:
             while rows := result.fetchmany(self.chunk_rows):
                 yield pd.DataFrame.from_records(rows, columns=columns)
 
+    def _window_feature_rows(
+        self, conn: Connection, view: FeatureView, start: dt.date, end: dt.date
+    ) -> int:
+        """Feature rows in [start, end): an upper bound of the training set's size (each
+        feature row joins at most one label), read from the date index in a fraction of a
+        second. Counting the join itself cost more than reading it (33 s against 25 s for
+        1M rows on MariaDB)."""
+        ftable, _ = self.view_tables(view)
+        day = ftable.c[view.event_date]
+        query = sa.select(sa.func.count()).select_from(ftable).where(day >= start, day < end)
+        return conn.execute(query).scalar_one()
+
     def training_set(
         self, view: FeatureView, as_of: dt.date | str, window_days: int | None = None
     ) -> pd.DataFrame:
         """The point-in-time training set, built in place: one copy plus one chunk in memory.
 
-        The row count is read first, inside the same transaction as the rows (a consistent
-        snapshot on InnoDB and SQLite), so each column is allocated once at its final size
-        and filled chunk by chunk instead of concatenating copies.
+        The window's feature-row count is read first, inside the same transaction as the
+        rows (a consistent snapshot on InnoDB and SQLite), so each column is allocated once
+        at its largest possible size and filled chunk by chunk instead of concatenating
+        copies. Rows without an arrived label leave the tail unused; a column with much
+        unused tail is compacted one column at a time.
         """
         self.require_tables(view)
         start, end = self.window(view, as_of, window_days)
@@ -461,7 +471,7 @@ class FeatureStore:
         names = [c.name for c in query.selected_columns]
         numeric = {f.name for f in view.numeric_features}
         with self._translate(), self.engine.connect() as conn, conn.begin():
-            n = conn.execute(self._training_query(view, start, end, count=True)).scalar_one()
+            n = self._window_feature_rows(conn, view, start, end)
             arrays = {
                 name: np.empty(n, dtype=np.float64 if name in numeric else object) for name in names
             }
@@ -477,6 +487,9 @@ class FeatureStore:
                     for name, values in zip(names, zip(*rows, strict=True), strict=True):
                         arrays[name][filled : filled + k] = values
                     filled += k
+        if filled < 0.9 * n:  # many rows had no label yet: give the unused tail back
+            for name in names:
+                arrays[name] = arrays[name][:filled].copy()
         frame = pd.DataFrame({name: arr[:filled] for name, arr in arrays.items()}, copy=False)
         frame[view.event_date] = pd.to_datetime(frame[view.event_date])
         frame["arrived_at"] = pd.to_datetime(frame["arrived_at"])
