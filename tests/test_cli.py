@@ -77,6 +77,21 @@ def test_unreachable_database(tmp_path: Path) -> None:
     assert "unreachable" in result.stderr
 
 
+def test_bad_settings_name_the_variable_and_keep_secrets(tmp_path: Path) -> None:
+    bad_url = run(["status"], "mysql+pymysql://ctloop:hunter2@db:port/ctloop", tmp_path, ok=False)
+    assert bad_url.returncode == 2
+    assert "FEATURE_STORE_URL:" in bad_url.stderr and "hunter2" not in bad_url.stderr
+    env = {**os.environ, "CTLOOP_DATA_DIR": str(tmp_path), "CTLOOP_EXTRACT_CHUNK_ROWS": "0"}
+    bad_number = subprocess.run(
+        [sys.executable, "-m", "ctloop.cli", "status"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert bad_number.returncode == 2
+    assert "CTLOOP_EXTRACT_CHUNK_ROWS: Input should be greater than 0 (got '0')" in (
+        bad_number.stderr
+    )
+
+
 def test_malformed_view_is_named(tmp_path: Path) -> None:
     features = tmp_path / "views"
     features.mkdir()

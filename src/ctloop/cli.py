@@ -469,8 +469,14 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
+    run_command(cli)
+
+
+def run_command(command: click.Command) -> None:
+    """Run a click command as ctloop's entry points do (`ctloop`, `python -m ctloop.stack`):
+    a CtloopError is the user's to fix, so it prints one line and exits 2, no traceback."""
     try:
-        cli.main(standalone_mode=False)
+        command.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,6 +96,37 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
 
 
+_SECRET_WORDS = ("url", "uri", "token", "password", "secret", "key", "conn")
+
+
+def env_name(model: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from (its first alias, else the
+    model's prefix + the field name), which is what a user has to fix."""
+    info = model.model_fields.get(field)
+    if info is None:  # pydantic names a field read through an alias by that alias
+        return field
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"{model.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def settings_error(model: type[BaseSettings], exc: Any) -> CtloopError:
+    """A pydantic ValidationError of a settings model as one CtloopError naming each
+    variable, its problem and the value given."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        name = env_name(model, loc[0]) if loc else "settings"
+        secret = any(word in name.lower() for word in _SECRET_WORDS)  # a URL holds passwords
+        value = err.get("input")
+        given = f" (got {value!r})" if isinstance(value, str | int) and not secret else ""
+        lines.append(f"{'.'.join([name, *loc[1:]])}: {err['msg']}{given}")
+    return CtloopError("invalid settings:\n  " + "\n  ".join(lines))
+
+
 @functools.cache
 def get_settings() -> Settings:
     """Settings for this process, validated once; errors name the variable at fault."""
@@ -103,8 +135,4 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise CtloopError("invalid settings:\n  " + "\n  ".join(lines)) from exc
+        raise settings_error(Settings, exc) from exc

@@ -473,20 +473,22 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
     """Read settings (environment over `.env`) and work out every path, URL and secret."""
     from pydantic import ValidationError
 
-    from ctloop.settings import Settings, project_root
+    from ctloop.settings import Settings, project_root, settings_error
 
     root = project_root()
     if root is None or not (root / "dags").is_dir() or not (root / "serving").is_dir():
         raise CtloopError("the local stack runs from a ctloop checkout (dags/ and serving/)")
     cwd = cwd or Path.cwd()
     given = {**_load_env_file(cwd / ".env"), **(os.environ if environ is None else environ)}
-    try:
-        with _environ(given), contextlib.chdir(cwd):
+    with _environ(given), contextlib.chdir(cwd):
+        try:
             settings = Settings()
+        except ValidationError as exc:
+            raise settings_error(Settings, exc) from exc
+        try:
             config = StackConfig()
-    except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
-        raise CtloopError("invalid settings:\n  " + "\n  ".join(lines)) from exc
+        except ValidationError as exc:
+            raise settings_error(StackConfig, exc) from exc
     data_dir = (cwd / settings.data_dir).resolve()
     features_dir = (cwd / settings.features_dir).resolve()
     state_dir = (cwd / (config.state_dir or data_dir / "stack")).resolve()
@@ -1038,17 +1040,9 @@ def status_command(as_json: bool) -> None:
 
 def main() -> None:
     """`python -m ctloop.stack`: user errors print one line and exit with status 2."""
-    try:
-        stack_cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except CtloopError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    from ctloop.cli import run_command
+
+    run_command(stack_cli)
 
 
 if __name__ == "__main__":
