@@ -7,7 +7,8 @@ DAYS ?= 60
 ROWS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test demo test-fast init-db generate status bench-store load-test clean serve bento serve-bento
+.PHONY: help install lint format test demo test-fast init-db generate status bench-store bench-ct \
+	bench-monitor bench-serving bench-load load-test clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +49,22 @@ bench-store: install ## Store write/extract throughput on MariaDB vs the mariadb
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/store_throughput.py
 
+bench-ct: install ## A CT run vs a bare CatBoost fit on the same rows (MariaDB)
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/ct_run.py
+
+bench-monitor: install ## One monitor check over 100k logged predictions (MariaDB)
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/monitor_run.py
+
+bench-serving: install ## Serving throughput/latency: logged, unlogged, naive, mlflow models serve
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/serving/serving_throughput.py
+
+bench-load: install ## Locust at growing user counts against the shipped service, answered vs logged
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/load_saturation.py
+
 USERS ?= 10
 SPAWN_RATE ?= 2
 DURATION ?= 30s
@@ -72,11 +89,16 @@ PORT ?= 3000
 serve: install ## Serve the champion with BentoML from the checkout on PORT (default 3000)
 	$(RUN) bentoml serve serving.service:ModelService --host 127.0.0.1 --port $(PORT)
 
-bento: install ## Build the serving Bento (bentoml build -f serving/bentofile.yaml .)
-	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml build -f serving/bentofile.yaml .
+bento: install ## Build the serving Bento (bentoml build -f serving/bentofile.yaml .); tag in data/bento.tag
+	@mkdir -p data
+	@BENTOML_DO_NOT_TRACK=True $(RUN) bentoml build -f serving/bentofile.yaml . --output tag \
+	  > data/bento.out || { cat data/bento.out; exit 1; }
+	@sed -n 's/^__tag__://p' data/bento.out > data/bento.tag
+	@test -s data/bento.tag || { echo "no Bento tag in the build output:"; cat data/bento.out; exit 1; }
+	@echo "built Bento $$(cat data/bento.tag)"
 
-serve-bento: bento ## Serve the latest built Bento on PORT
-	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve ctloop:latest --host 127.0.0.1 --port $(PORT)
+serve-bento: bento ## Serve the Bento just built, by its exact tag (never :latest), on PORT
+	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve $$(cat data/bento.tag) --host 127.0.0.1 --port $(PORT)
 
 # The long-running stack as processes of this machine (no Docker): Airflow api-server,
 # scheduler, dag-processor and triggerer, the MLflow server, the BentoML service.

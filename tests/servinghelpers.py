@@ -192,15 +192,19 @@ class TcpProxy:
 class Server:
     """`bentoml serve` in its own process group; stopped with SIGTERM, killed if stuck."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, target: str = "serving.service:ModelService",
+        cwd: Path = ROOT,
+    ) -> None:  # fmt: skip
+        """`target` is what `bentoml serve` gets: the service in the checkout, or a Bento tag."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
+            [sys.executable, "-m", "bentoml", "serve", target,
              "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 
