@@ -392,7 +392,6 @@ def main() -> None:
         return
 
     import numpy as np
-    import pymysql
     import sqlalchemy as sa
     from sqlalchemy.engine import URL, make_url
 
@@ -418,7 +417,7 @@ def main() -> None:
         "load": os.getloadavg()[0],
         "python": platform.python_version(),
         "sqlalchemy": sa.__version__,
-        "pymysql": pymysql.__version__,
+        "pymysql": version("PyMySQL"),  # pymysql.__version__ is its MySQLdb-compat number
         "mysqlclient": version("mysqlclient"),
         "numpy": np.__version__,
     }
