@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -32,8 +33,13 @@ def normalized(name: str) -> str:
 
 
 def test_bento_requirements_pin_the_locked_versions() -> None:
+    """Each pin is a version uv.lock holds and the one this (locked, Python 3.11) environment
+    runs: the lock can hold two versions of a package, one per Python range."""
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    locked = {normalized(p["name"]): p["version"] for p in lock["package"] if "version" in p}
+    locked: dict[str, set[str]] = {}
+    for package in lock["package"]:
+        if "version" in package:
+            locked.setdefault(normalized(package["name"]), set()).add(package["version"])
     pins = {}
     for line in (ROOT / "serving" / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
@@ -41,7 +47,11 @@ def test_bento_requirements_pin_the_locked_versions() -> None:
             name, version = line.split("==", 1)
             pins[normalized(name)] = version.strip()
     assert len(pins) >= 10, pins
-    drifted = {n: (v, locked.get(n)) for n, v in pins.items() if locked.get(n) != v}
+    drifted = {
+        name: (pin, sorted(locked.get(name, ())), metadata.version(name))
+        for name, pin in pins.items()
+        if pin not in locked.get(name, ()) or metadata.version(name) != pin
+    }
     assert not drifted, f"serving/requirements.txt differs from uv.lock: {drifted}"
 
 

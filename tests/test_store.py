@@ -221,6 +221,34 @@ def test_prediction_log_window_read_and_replay_dedup(store: FeatureStore) -> Non
     assert window["created_at"].is_monotonic_increasing
 
 
+def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) -> None:
+    """MariaDB writes the log through one JSON_TABLE document, SQLite through executemany:
+    both must store every value as given, NULLs, quotes, backslashes and emoji included
+    (the service's schema bounds every length before a row exists)."""
+    import sqlalchemy as sa
+
+    t0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456)
+    tricky = 'O\'Brien \\ "quoted" ; DROP TABLE prediction_log; -- 🙂 ünïcode\n'
+    rows = [
+        {**_log_row("credit_score", t0), "entity_id": tricky,
+         "features": json.dumps({"occupation": tricky, "age": 30.5}, ensure_ascii=False)},
+        {**_log_row("credit_score", t0), "entity_id": None},
+        {**_log_row("credit_score", dt.datetime(2026, 3, 1, 12)), "latency_ms": 0.000123},
+    ]  # fmt: skip
+    assert store.write_prediction_logs(rows) == 3
+    table = store.prediction_log
+    with store.engine.connect() as conn:
+        stored = {r.request_id: r for r in conn.execute(sa.select(table))}
+    for row in rows:
+        back = stored[row["request_id"]]
+        assert back.entity_id == row["entity_id"]
+        assert json.loads(back.features) == json.loads(row["features"])
+        assert float(back.latency_ms) == row["latency_ms"]
+        assert back.created_at == row["created_at"]
+    assert store.write_prediction_logs(rows) == 0  # a replay writes nothing twice
+    assert store.count_prediction_logs() == 3
+
+
 def test_status_reports_days_and_coverage(store: FeatureStore, view: FeatureView) -> None:
     features, labels = _day(DAY, rows=20)
     store.ingest(view, features, labels.iloc[:5])

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 Sink = Callable[[list[dict[str, Any]]], int]
@@ -61,8 +63,21 @@ should stay 0); write_errors: failed insert attempts."""
 
 SPILL_SUFFIX = ".jsonl"
 _JSON_FIELDS = ("features", "probabilities")
-# one encoder, built once: json.dumps() with non-default options builds a new one per call
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _encode_json(value: Any) -> str:
+    """Compact UTF-8 JSON text. orjson, not the json module: encoding is a third of the
+    writer's CPU per row with json (20 us of a 17-feature record, 2 us with orjson), and the
+    writer shares its process's GIL with the request thread. What orjson refuses (an
+    integer beyond 64 bits) the json module still writes: a row is never lost to its
+    encoder."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return _json_fallback(value)
+
+
+_json_fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 @dataclass(frozen=True)
@@ -95,15 +110,12 @@ def encode_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _to_line(row: dict[str, Any]) -> str:
-    data = dict(row)
-    created = data.get("created_at")
-    if isinstance(created, dt.datetime):
-        data["created_at"] = created.isoformat()
-    return json.dumps(data, separators=(",", ":")) + "\n"
+    # orjson writes naive datetimes as isoformat() does; _from_line reads them back
+    return _encode_json(row) + "\n"
 
 
 def _from_line(line: str) -> dict[str, Any]:
-    data = json.loads(line)
+    data = orjson.loads(line)
     if not isinstance(data, dict) or "request_id" not in data:
         raise ValueError("not a prediction log row")
     if isinstance(data.get("created_at"), str):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -99,6 +100,8 @@ class FeatureStore:
         self.metadata = sa.MetaData()
         self._view_tables: dict[str, tuple[sa.Table, sa.Table]] = {}
         self.prediction_log, self.drift_report = tables.shared_tables(self.metadata)
+        self._json_table: bool | None = None  # does the server have JSON_TABLE (MariaDB)?
+        self._json_table_sql: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> FeatureStore:
@@ -575,6 +578,13 @@ class FeatureStore:
         if not rows:
             return 0
         table = self.prediction_log
+        if self.dialect in MYSQL_DIALECTS and self._has_json_table():
+            try:
+                document = orjson.dumps(list(rows), default=str).decode()
+            except TypeError:  # e.g. an integer beyond 64 bits: the generic path takes it
+                document = None
+            if document is not None:
+                return self._write_prediction_logs_json_table(document)
         if self.dialect in MYSQL_DIALECTS:
             stmt = mysql.insert(table).prefix_with("IGNORE")
         elif self.dialect == "sqlite":
@@ -605,6 +615,42 @@ class FeatureStore:
                 return max(cursor.rowcount, 0)
             finally:
                 cursor.close()
+
+    def _has_json_table(self) -> bool:
+        """JSON_TABLE exists on MariaDB >= 10.6 and MySQL >= 8.0 (asked once)."""
+        if self._json_table is None:
+            with self._translate(), self.engine.connect() as conn:
+                version = conn.dialect.server_version_info or (0,)
+                mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+            self._json_table = tuple(version[:2]) >= ((10, 6) if mariadb else (8, 0))
+        return self._json_table
+
+    def _write_prediction_logs_json_table(self, document: str) -> int:
+        """The serving writer's hot path on MariaDB: the whole batch as one bound parameter.
+
+        `INSERT IGNORE ... SELECT FROM JSON_TABLE(:rows, ...)` sends one JSON document
+        (encoded by orjson in C) instead of nine escaped values per row: the driver's
+        per-value escaping was the largest client cost of the log (about 24 us of Python
+        per row with executemany, under 5 us this way), and the writer shares its GIL
+        with the request thread. The statement is still parameterized. IGNORE skips stored
+        request ids, as the executemany path does; the service's request schema bounds
+        every length before a row exists.
+        """
+        if self._json_table_sql is None:
+            table = self.prediction_log
+            names = [c.name for c in table.columns if c.name != "id"]
+            kinds = {"latency_ms": "DOUBLE", "created_at": "DATETIME(6)"}
+            columns = ", ".join(
+                f"{name} {kinds.get(name, 'LONGTEXT')} PATH '$.{name}'" for name in names
+            )
+            listed = ", ".join(names)
+            self._json_table_sql = (
+                f"INSERT IGNORE INTO {table.name} ({listed}) SELECT {listed} "  # noqa: S608
+                f"FROM JSON_TABLE(:rows, '$[*]' COLUMNS ({columns})) AS batch"
+            )
+        with self.begin() as conn:
+            result = conn.execute(sa.text(self._json_table_sql), {"rows": document})
+            return max(result.rowcount, 0)
 
     def read_prediction_logs(
         self,
