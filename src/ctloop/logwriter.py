@@ -409,8 +409,13 @@ class PredictionLogWriter:
         when it is back), so a process cut off from the database never sits on files a
         healthy one could replay. This process's own spill file is rotated and replayed
         only after the claimed ones went in.
+
+        Live rows go first: while a full batch is waiting in the queue there is no replay.
+        Replaying a large file while traffic exceeds what the database takes would only
+        overflow the queue into a new spill file (measured: a worker under saturating batch
+        load spilled 90% of its rows that way); the files wait on disk until there is slack.
         """
-        if self._stop.is_set():
+        if self._stop.is_set() or len(self._queue) >= self.config.batch_size:
             return
         now = time.monotonic()
         if not self._db_ok and (now < self._next_try or not self._probe_ok()):
