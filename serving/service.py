@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ctloop.featureview import load_view
-from ctloop.logwriter import PredictionLogWriter, WriterConfig, encode_row
+from ctloop.logwriter import PredictionLogWriter, WriterConfig
 from ctloop.registry import Registry
 from ctloop.service_schema import entity_of, logged_features, record_model
 from ctloop.settings import get_settings
@@ -296,7 +296,7 @@ class ModelService:
         if self.writer is not None:
             self.writer.submit_many(rows)
         elif self.store is not None:  # "sync": the naive design, measured in the benchmark
-            self.store.write_prediction_logs([encode_row(r) for r in rows])
+            self.store.write_prediction_logs(rows)
 
 
 # Refuse oversized bodies from their Content-Length, before BentoML reads and parses them.

@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 from ctloop.featureview import load_view_file
-from ctloop.logwriter import encode_row
+from ctloop.logrow import encode_row
 from ctloop.registry import Registry
 from ctloop.store import FeatureStore
 from tests.conftest import ROOT, mariadb_database

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from ctloop.errors import StoreUnavailableError
-from ctloop.logwriter import PredictionLogWriter, WriterConfig, encode_row
+from ctloop.logrow import encode_row
+from ctloop.logwriter import PredictionLogWriter, WriterConfig
 from ctloop.store import FeatureStore
 
 DOWN_URL = "mysql+pymysql://root@127.0.0.1:1/ctloop_down"  # nothing listens on port 1

@@ -37,7 +37,6 @@ import collections
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import threading
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from ctloop.logrow import encode_json
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +63,6 @@ already stored (safe replays); failed: rows that could be neither written nor sp
 should stay 0); write_errors: failed insert attempts."""
 
 SPILL_SUFFIX = ".jsonl"
-_JSON_FIELDS = ("features", "probabilities")
-
-
-def _encode_json(value: Any) -> str:
-    """Compact UTF-8 JSON text. orjson, not the json module: encoding is a third of the
-    writer's CPU per row with json (20 us of a 17-feature record, 2 us with orjson), and the
-    writer shares its process's GIL with the request thread. What orjson refuses (an
-    integer beyond 64 bits) the json module still writes: a row is never lost to its
-    encoder."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return _json_fallback(value)
-
-
-_json_fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 @dataclass(frozen=True)
@@ -99,19 +84,9 @@ class WriterConfig:
             raise ValueError("flush_seconds and retry_seconds must be positive")
 
 
-def encode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as the table stores it: the features and probabilities as JSON text."""
-    out = dict(row)
-    for key in _JSON_FIELDS:
-        value = out.get(key)
-        if value is not None and not isinstance(value, str):
-            out[key] = _encode_json(value)
-    return out
-
-
 def _to_line(row: dict[str, Any]) -> str:
     # orjson writes naive datetimes as isoformat() does; _from_line reads them back
-    return _encode_json(row) + "\n"
+    return encode_json(row) + "\n"
 
 
 def _from_line(line: str) -> dict[str, Any]:
@@ -194,14 +169,14 @@ class PredictionLogWriter:
             return
         self._count("queued", len(rows))
         if self._closed:
-            self._spill_rows([encode_row(r) for r in rows], "writer closed")
+            self._spill_rows(list(rows), "writer closed")
             return
         room = self.config.max_queue - len(self._queue)
         if room < len(rows):
             # the database is slower than the traffic: keep the rows, not the request waiting
             overflow = rows[max(room, 0) :]
             rows = rows[: max(room, 0)]
-            self._spill_rows([encode_row(r) for r in overflow], "queue full")
+            self._spill_rows(list(overflow), "queue full")
         self._queue.extend(rows)
         if len(self._queue) >= self.config.batch_size:
             self._wake.set()
@@ -235,7 +210,7 @@ class PredictionLogWriter:
                 # stuck in a database call: keep its batch and the queue on disk. If the
                 # stuck insert commits after all, replay skips those rows (same request ids).
                 log.warning("prediction log writer did not stop in %.1fs; spilling", timeout)
-                leftover = list(self._inflight) + [encode_row(r) for r in self._drain()]
+                leftover = list(self._inflight) + self._drain()
                 self._spill_rows(leftover, "shutdown timeout")
         else:
             self._deliver_all(self._drain())
@@ -316,16 +291,13 @@ class PredictionLogWriter:
         for batch in _batches(rows, self.config.batch_size):
             self._deliver(batch)
 
-    def _deliver(self, batch: list[dict[str, Any]]) -> None:
-        """Insert one batch, or spill it when the database is down or refuses it."""
-        rows = []
-        for row in batch:
-            try:
-                rows.append(encode_row(row))
-            except (TypeError, ValueError) as exc:  # not JSON-able: report, keep the rest
-                log.error("prediction log row %s cannot be encoded: %s", row.get("request_id"),
-                          exc)  # fmt: skip
-                self._count("failed", 1, handled=1)
+    def _deliver(self, rows: list[dict[str, Any]]) -> None:
+        """Insert one batch, or spill it when the database is down or refuses it.
+
+        The rows go to the sink as the service built them: the store encodes their JSON
+        fields only where its insert path needs text, and `_spill_rows` reports any row
+        that cannot be encoded at all while keeping the rest.
+        """
         self._inflight = rows
         try:
             if not self._db_ok and time.monotonic() < self._next_try:
@@ -389,18 +361,28 @@ class PredictionLogWriter:
     def _spill_rows(self, rows: list[dict[str, Any]], reason: str) -> None:
         if not rows:
             return
-        text = "".join(_to_line(r) for r in rows)
+        lines = []
+        for row in rows:
+            try:
+                lines.append(_to_line(row))
+            except (TypeError, ValueError) as exc:  # not JSON-able: report, keep the rest
+                log.error("prediction log row %s cannot be encoded: %s", row.get("request_id"),
+                          exc)  # fmt: skip
+                self._count("failed", 1, handled=1)
+        if not lines:
+            return
+        text, n = "".join(lines), len(lines)
         with self._spill_lock:
             try:
                 handle = self._open_spill()
                 handle.write(text)
                 handle.flush()
             except OSError as exc:
-                log.error("could not spill %d prediction log rows (%s): %s", len(rows), reason,
+                log.error("could not spill %d prediction log rows (%s): %s", n, reason,
                           exc)  # fmt: skip
-                self._count("failed", len(rows), handled=len(rows))
+                self._count("failed", n, handled=n)
                 return
-        self._count("spilled", len(rows), handled=len(rows))
+        self._count("spilled", n, handled=n)
 
     def _maybe_replay(self) -> None:
         """Replay spill files once the database answers again, and adopt orphans.
