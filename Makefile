@@ -8,7 +8,7 @@ ROWS ?= 2000
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint format test demo test-fast init-db generate status bench-store bench-ct \
-	bench-monitor bench-serving bench-load load-test clean serve bento serve-bento
+	bench-monitor bench-log bench-serving bench-load load-test clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ bench-ct: install ## A CT run vs a bare CatBoost fit on the same rows (MariaDB)
 bench-monitor: install ## One monitor check over 100k logged predictions (MariaDB)
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/monitor_run.py
+
+bench-log: install ## Prediction-log inserts on MariaDB: rows/s, client and server CPU per row
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/log_insert.py
 
 bench-serving: install ## Serving throughput/latency: logged, unlogged, naive, mlflow models serve
 	@bash scripts/ensure-mariadb.sh

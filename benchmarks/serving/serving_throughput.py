@@ -323,6 +323,9 @@ def main() -> None:
                 CTLOOP_FEATURES_DIR=str(ROOT / "features"), MLFLOW_TRACKING_URI=tracking,
                 CTLOOP_SERVING_WORKERS=str(args.workers), CTLOOP_SERVING_MAX_BATCH="1000",
                 BENTOML_DO_NOT_TRACK="True",
+                # `mlflow models serve` execs `uvicorn` from PATH: the venv's, also when
+                # this script runs as .venv/bin/python rather than under `uv run`
+                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
             )  # fmt: skip
             targets: dict[str, tuple[tuple[str, str], tuple[Path, Path]]] = {}
             for mode in modes:  # all servers start first; only one is loaded at a time
