@@ -97,6 +97,26 @@ def test_rows_are_batched_by_size_and_by_time(store: FeatureStore, tmp_path: Pat
     assert set(stored.columns) >= {"age", "proba_Good"}  # JSON columns as the monitor reads them
 
 
+def test_close_replays_what_an_overload_spilled(store: FeatureStore, tmp_path: Path) -> None:
+    """Traffic faster than the database fills the queue and spills; a shutdown while the
+    database answers puts the spilled rows in the table too, not only on disk."""
+
+    def slow_sink(rows: list[dict[str, Any]]) -> int:
+        time.sleep(0.05)  # a database slower than the traffic
+        return store.write_prediction_logs(rows)
+
+    writer = PredictionLogWriter(slow_sink, config(tmp_path, max_queue=100, flush_seconds=60))
+    writer.start()
+    for i in range(0, 1000, 10):
+        writer.submit_many([row(i + k) for k in range(10)])
+    assert writer.stats()["spilled"] > 0  # the queue overflowed
+    writer.close()
+    stats = writer.stats()
+    assert stats["written"] + stats["replayed"] == 1000 and stats["failed"] == 0
+    assert store.count_prediction_logs() == 1000
+    assert spill_files(tmp_path) == []
+
+
 def test_close_flushes_everything_queued(store: FeatureStore, tmp_path: Path) -> None:
     writer = PredictionLogWriter(
         store.write_prediction_logs, config(tmp_path, batch_size=500, flush_seconds=60)

@@ -250,11 +250,48 @@ def tree_cpu_seconds(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def log_counters(url: str) -> dict[str, float]:
+    """The service's prediction-log row counters (summed over workers) from /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('ctloop_prediction_log_rows_total{outcome="'):
+            outcome = line.split('"')[1]
+            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def settle(server: Server, spill_dir: Path, timeout: float = 300.0) -> float:
+    """Seconds until the service's prediction log caught up after the load stopped: no
+    row waiting in memory and no spill file left to replay."""
+    import urllib.request
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        pending = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("ctloop_prediction_log_pending"))  # fmt: skip
+        if pending == 0 and not any(spill_dir.rglob("*.jsonl")):
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise SystemExit(f"the prediction log did not catch up within {timeout:.0f} s")
+
+
 def measure(server: Server, path: str, bodies: Path, concurrency: int, duration: float,
-            records_per_request: int) -> dict[str, Any]:  # fmt: skip
-    """One load run plus the server's CPU per answered record (robust to other load)."""
+            records_per_request: int, log_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """One load run plus the server's CPU per answered record (robust to other load).
+
+    With `log_dir` (the logged service) the run ends only once the prediction log caught
+    up, so that a writer that fell behind and spilled pays for its replay in this run's
+    CPU, not in the next mode's measurement; `catchup_s` says how long that took.
+    """
     before = tree_cpu_seconds(server.proc.pid)
     result = run_load(server.url, path, bodies, concurrency, duration)
+    result["catchup_s"] = settle(server, log_dir) if log_dir is not None else 0.0
     cpu = tree_cpu_seconds(server.proc.pid) - before
     records = result["requests"] * records_per_request
     result["records_per_s"] = result["rps"] * records_per_request
@@ -360,10 +397,11 @@ def main() -> None:
             for i in range(args.runs):  # rounds: every mode once per round, so background
                 for mode, server in servers.items():  # load hits all modes alike
                     (single_path, batch_path), (single_file, batch_file) = targets[mode]
+                    log_dir = tmp / mode if mode == "async" else None
                     single = measure(server, single_path, single_file, args.concurrency,
-                                     args.duration, 1)  # fmt: skip
+                                     args.duration, 1, log_dir)  # fmt: skip
                     batch = measure(server, batch_path, batch_file, args.batch_concurrency,
-                                    args.duration, args.batch_size)  # fmt: skip
+                                    args.duration, args.batch_size, log_dir)  # fmt: skip
                     results[mode]["single"].append(single)
                     results[mode]["batch"].append(batch)
                     print(f"[round {i + 1}] {mode:6} single {single['rps']:5.0f} req/s "
@@ -371,7 +409,28 @@ def main() -> None:
                           f"cpu {single['cpu_ms_per_record']:.2f} ms/req | batch "
                           f"{batch['records_per_s']:5.0f} rec/s p50 {batch['p50_ms']:6.1f} ms "
                           f"cpu {batch['cpu_ms_per_record']:.3f} ms/rec | errors "
-                          f"{single['errors'] + batch['errors']}", flush=True)  # fmt: skip
+                          f"{single['errors'] + batch['errors']} | log caught up "
+                          f"{single['catchup_s']:.1f} / {batch['catchup_s']:.1f} s after "
+                          "the load", flush=True)  # fmt: skip
+            if "async" in results:  # how far the log trailed the answers
+                runs = results["async"]["batch"]
+                sustained = statistics.median(
+                    r["requests"] * args.batch_size / (args.duration + r["catchup_s"]) for r in runs
+                )
+                checks.append(
+                    "async: the prediction log caught up a median "
+                    f"{median(results['async']['single'], 'catchup_s'):.1f} s after a single "
+                    f"run and {median(runs, 'catchup_s'):.1f} s after a batch run; counting "
+                    f"that time, the batch runs logged {sustained:.0f} records/s"
+                )
+            if "async" in servers:  # did the writer keep up, or spill and replay?
+                c = log_counters(servers["async"].url)
+                checks.append(
+                    f"async log writer: {c.get('written', 0):.0f} rows written at once, "
+                    f"{c.get('spilled', 0):.0f} spilled to disk because the database fell "
+                    f"behind, {c.get('replayed', 0):.0f} replayed so far, "
+                    f"{c.get('failed', 0):.0f} lost"
+                )
             for server in servers.values():
                 server.stop()  # flushes the prediction log
             for mode in ("async", "sync"):
@@ -383,9 +442,14 @@ def main() -> None:
                     r["requests"] for r in batches
                 )
                 logged = stores[mode].count_prediction_logs()
+                on_disk = sum(  # spilled rows a stopped service left for the next start
+                    sum(1 for line in path.open() if line.strip())
+                    for path in (tmp / mode).rglob("*.jsonl")
+                )
                 verdict = "exactly one each" if logged == answered else "MISMATCH"
                 checks.append(f"{mode}: {answered} records answered (warm-up included), "
-                              f"{logged} prediction log rows ({verdict})")  # fmt: skip
+                              f"{logged} prediction log rows ({verdict}), {on_disk} rows "
+                              "left in spill files")  # fmt: skip
     finally:
         for server in servers.values():
             server.stop()

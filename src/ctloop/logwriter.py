@@ -253,8 +253,32 @@ class PredictionLogWriter:
             except Exception:  # a bug here must not end logging for the process's lifetime
                 log.exception("prediction log writer error; carrying on")
                 time.sleep(0.5)
+        try:
+            self._replay_own_spill()
+        except Exception:  # the file stays on disk for the next process to replay
+            log.exception("prediction log replay at shutdown failed")
         with self._spill_lock:  # close() may have given up on us: release what we opened
             self._close_spill()
+
+    def _replay_own_spill(self) -> None:
+        """At shutdown, put what this process spilled (while the database was down or
+        behind) into the table, if the database answers and `close` still waits.
+
+        Without this a worker stopped after an overload left its rows on disk until the
+        next process adopted the file. If `close` gives up first, the process exits with
+        the file renamed and unlocked: the next process claims it, and rows already
+        inserted are skipped by request id.
+        """
+        if self._spill is None or not self._db_ok:
+            return
+        with self._spill_lock:
+            own = self._spill[0] if self._spill else None
+            self._close_spill()
+        if own is None or (claimed := self._claim(own)) is None:
+            return
+        path, handle = claimed
+        if not self._replay(path, handle):
+            handle.close()  # still on disk, unlocked: any later process replays it
 
     def _take(self) -> list[dict[str, Any]]:
         """Up to batch_size rows, once a batch is full or flush_seconds after the oldest
