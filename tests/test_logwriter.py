@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from ctloop.errors import StoreUnavailableError
 from ctloop.logrow import encode_row
@@ -115,6 +117,22 @@ def test_close_replays_what_an_overload_spilled(store: FeatureStore, tmp_path: P
     assert stats["written"] + stats["replayed"] == 1000 and stats["failed"] == 0
     assert store.count_prediction_logs() == 1000
     assert spill_files(tmp_path) == []
+
+
+def test_a_spilled_row_is_replayed_exactly_as_it_would_have_been_written(
+    store: FeatureStore,
+) -> None:
+    """A value orjson refuses (an integer beyond 64 bits, a numpy float) must not come back
+    from a spill file changed, nor make the line unreadable."""
+    from ctloop.logwriter import _from_line, _to_line
+
+    odd = {**row(1), "features": {"id": 2**70, "age": np.float64(0.25), "x": float("nan")}}
+    back = _from_line(_to_line(odd))
+    assert store.write_prediction_logs([back]) == 1
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(store.prediction_log.c.features)).scalar_one()
+    assert stored == encode_row(odd)["features"]
+    assert stored.startswith('{"id":1180591620717411303424,"age":0.25')
 
 
 def test_close_flushes_everything_queued(store: FeatureStore, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import uuid
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -238,8 +239,10 @@ def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) ->
         # the serving writer's rows: JSON fields still objects, encoded by the store
         {**_log_row("credit_score", t0), "features": {"occupation": tricky, "age": 1e-7},
          "probabilities": {"Good": 0.1, "Standard": 0.2, "Poor": 0.7}},
+        # values orjson refuses: the batch takes the executemany path, stored as numbers
+        {**_log_row("credit_score", t0), "features": {"age": np.float64(0.5), "id": 2**70}},
     ]  # fmt: skip
-    assert store.write_prediction_logs(rows) == 4
+    assert store.write_prediction_logs(rows) == 5
     table = store.prediction_log
     with store.engine.connect() as conn:
         stored = {r.request_id: r for r in conn.execute(sa.select(table))}
@@ -251,8 +254,9 @@ def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) ->
             assert getattr(back, field) == (given if isinstance(given, str) else encode_json(given))
         assert float(back.latency_ms) == row["latency_ms"]
         assert back.created_at == row["created_at"]
+    assert stored[rows[-1]["request_id"]].features == '{"age":0.5,"id":1180591620717411303424}'
     assert store.write_prediction_logs(rows) == 0  # a replay writes nothing twice
-    assert store.count_prediction_logs() == 4
+    assert store.count_prediction_logs() == 5
 
 
 def test_a_large_log_batch_is_split_below_the_packet_budget(store: FeatureStore) -> None:

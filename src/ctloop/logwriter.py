@@ -37,6 +37,7 @@ import collections
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -49,7 +50,7 @@ from typing import IO, Any
 
 import orjson
 
-from ctloop.logrow import encode_json
+from ctloop.logrow import encode_json, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,22 @@ class WriterConfig:
 
 
 def _to_line(row: dict[str, Any]) -> str:
-    # orjson writes naive datetimes as isoformat() does; _from_line reads them back
-    return encode_json(row) + "\n"
+    """One spill line. orjson writes naive datetimes as isoformat() does; _from_line reads
+    them back. A row orjson refuses (an integer beyond 64 bits, a float subclass) is written
+    with its JSON fields as text, so that replay stores exactly what the live insert would
+    have: read back as objects, such values would come back changed (a big integer as a
+    float)."""
+    try:
+        return orjson.dumps(row).decode() + "\n"
+    except TypeError:
+        return encode_json(encode_row(row)) + "\n"
 
 
 def _from_line(line: str) -> dict[str, Any]:
-    data = orjson.loads(line)
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:  # e.g. NaN written by the json fallback
+        data = json.loads(line)
     if not isinstance(data, dict) or "request_id" not in data:
         raise ValueError("not a prediction log row")
     if isinstance(data.get("created_at"), str):
@@ -138,6 +149,7 @@ class PredictionLogWriter:
         self._next_scan = 0.0  # scan for orphaned spill files at once on start
         self._stop = threading.Event()
         self._closed = False
+        self._replay_deadline = 0.0  # set by close(): how long shutdown may replay
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.last_error_at: dt.datetime | None = None
@@ -202,17 +214,18 @@ class PredictionLogWriter:
             return
         self._closed = True
         timeout = self.config.close_timeout if timeout is None else timeout
+        self._replay_deadline = time.monotonic() + 0.75 * timeout
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            if self._thread.is_alive():
-                # stuck in a database call: keep its batch and the queue on disk. If the
-                # stuck insert commits after all, replay skips those rows (same request ids).
-                log.warning("prediction log writer did not stop in %.1fs; spilling", timeout)
-                leftover = list(self._inflight) + self._drain()
-                self._spill_rows(leftover, "shutdown timeout")
-        else:
+        if self._thread is not None and self._thread.is_alive():
+            # stuck in a database call: keep its batch and the queue on disk. If the
+            # stuck insert commits after all, replay skips those rows (same request ids).
+            log.warning("prediction log writer did not stop in %.1fs; spilling", timeout)
+            leftover = list(self._inflight) + self._drain()
+            self._spill_rows(leftover, "shutdown timeout")
+        else:  # also rows a request added after the thread's last look at the queue
             self._deliver_all(self._drain())
         with self._spill_lock:
             self._close_spill()
@@ -254,31 +267,35 @@ class PredictionLogWriter:
                 log.exception("prediction log writer error; carrying on")
                 time.sleep(0.5)
         try:
-            self._replay_own_spill()
+            self._replay_at_shutdown()
         except Exception:  # the file stays on disk for the next process to replay
             log.exception("prediction log replay at shutdown failed")
         with self._spill_lock:  # close() may have given up on us: release what we opened
             self._close_spill()
 
-    def _replay_own_spill(self) -> None:
+    def _replay_at_shutdown(self) -> None:
         """At shutdown, put what this process spilled (while the database was down or
-        behind) into the table, if the database answers and `close` still waits.
+        behind) into the table: its own spill file and any file it had claimed, if the
+        database answers, until `close` has used three quarters of its timeout.
 
         Without this a worker stopped after an overload left its rows on disk until the
-        next process adopted the file. If `close` gives up first, the process exits with
-        the file renamed and unlocked: the next process claims it, and rows already
+        next process adopted the file. What is not replayed in time stays on disk, renamed
+        and unlocked once the process exits: the next process claims it, and rows already
         inserted are skipped by request id.
         """
-        if self._spill is None or not self._db_ok:
+        if not self._db_ok:
             return
-        with self._spill_lock:
-            own = self._spill[0] if self._spill else None
-            self._close_spill()
-        if own is None or (claimed := self._claim(own)) is None:
-            return
-        path, handle = claimed
-        if not self._replay(path, handle):
-            handle.close()  # still on disk, unlocked: any later process replays it
+        if self._spill is not None:
+            with self._spill_lock:
+                own = self._spill[0] if self._spill else None
+                self._close_spill()
+            if own is not None and (claimed := self._claim(own)) is not None:
+                self._claimed.append(claimed)
+        while self._claimed and time.monotonic() < self._replay_deadline:
+            path, handle = self._claimed[0]
+            if not self._replay(path, handle, self._replay_deadline):
+                break  # close() releases what is left
+            self._claimed.pop(0)
 
     def _take(self) -> list[dict[str, Any]]:
         """Up to batch_size rows, once a batch is full or flush_seconds after the oldest
@@ -493,8 +510,9 @@ class PredictionLogWriter:
         log.info("replaying prediction log spill file %s as %s", path.name, target.name)
         return target, handle
 
-    def _replay(self, path: Path, handle: IO[str]) -> bool:
-        """Insert every row of a claimed file, then delete it; False if the database fails."""
+    def _replay(self, path: Path, handle: IO[str], deadline: float | None = None) -> bool:
+        """Insert every row of a claimed file, then delete it; False (the file kept) if the
+        database fails or the deadline passes first."""
         handle.seek(0)
         rows, bad = [], 0
         for line in handle:
@@ -508,9 +526,15 @@ class PredictionLogWriter:
             log.warning("%s: skipped %d unreadable line(s)", path.name, bad)
         inserted = 0
         for batch in _batches(rows, self.config.batch_size):
+            if deadline is not None and time.monotonic() > deadline:
+                self._count("replayed", inserted)
+                log.info("%s: out of time after %d rows; kept for the next process",
+                         path.name, inserted)  # fmt: skip
+                return False
             try:
                 inserted += self._write(batch)
             except Exception as exc:  # keep the file; dedup makes the next attempt safe
+                self._count("replayed", inserted)
                 self._failed_write(exc, f"replay of {len(batch)} rows")
                 return False
         self._count("replayed", inserted)

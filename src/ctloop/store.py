@@ -34,7 +34,8 @@ from ctloop.logrow import JSON_FIELDS, encode_row
 log = logging.getLogger(__name__)
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
-JSON_DOCUMENT_BYTES = 8 << 20  # per log insert statement, half the default max_allowed_packet
+JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
+# max_allowed_packet (16 MiB)
 _UNKNOWN_DATABASE = 1049
 
 
@@ -585,7 +586,7 @@ class FeatureStore:
         if self.dialect in MYSQL_DIALECTS and self._has_json_table():
             try:
                 documents = self._json_documents(rows)
-            except TypeError:  # e.g. an integer beyond 64 bits: the generic path takes it
+            except TypeError:  # a value orjson refuses (see _json_documents): generic path
                 documents = None
             if documents is not None:
                 return self._write_prediction_logs_json_table(documents)
@@ -643,7 +644,10 @@ class FeatureStore:
         configured batch below the server's `max_allowed_packet` (16 MiB by default); each
         part is one statement of the same transaction.
         """
-        document = orjson.dumps(list(rows), default=str)
+        # no `default`: a value orjson cannot write natively (a numpy float, a big integer)
+        # raises, and the batch takes the executemany path, which encodes it as
+        # `encode_json` does, the same text a spilled and replayed row gets
+        document = orjson.dumps(list(rows))
         size = len(document) * (2 if self._hex_documents else 1)
         if len(rows) > 1 and size > self.json_document_bytes:
             half = len(rows) // 2
@@ -672,7 +676,8 @@ class FeatureStore:
                 if name in JSON_FIELDS:
                     columns.append(f"{name}__text LONGTEXT PATH '$.{name}'")
                     columns.append(f"{name}__json JSON PATH '$.{name}'")
-                    selected.append(f"COALESCE({name}__text, {name}__json)")
+                    # a JSON null (None) stays NULL, refused as on the executemany path
+                    selected.append(f"COALESCE({name}__text, NULLIF({name}__json, 'null'))")
                 else:
                     columns.append(f"{name} {kinds.get(name, 'LONGTEXT')} PATH '$.{name}'")
                     selected.append(name)
