@@ -250,31 +250,34 @@ def tree_cpu_seconds(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def log_counters(url: str) -> dict[str, float]:
-    """The service's prediction-log row counters (summed over workers) from /metrics."""
+def log_metrics(url: str) -> dict[str, float]:
+    """The service's prediction-log samples from /metrics, summed over workers: `pending`
+    and the row counters by outcome (`written`, `spilled`, `replayed`, ...)."""
     import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith('ctloop_prediction_log_rows_total{outcome="'):
-            outcome = line.split('"')[1]
-            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ctloop_prediction_log_pending":
+                key = "pending"
+            elif sample.name == "ctloop_prediction_log_rows_total":
+                key = sample.labels["outcome"]
+            else:
+                continue
+            out[key] = out.get(key, 0.0) + sample.value
+    return out
 
 
 def settle(server: Server, spill_dir: Path, timeout: float = 300.0) -> float:
     """Seconds until the service's prediction log caught up after the load stopped: no
     row waiting in memory and no spill file left to replay."""
-    import urllib.request
-
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        pending = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                      if line.startswith("ctloop_prediction_log_pending"))  # fmt: skip
+        pending = log_metrics(server.url).get("pending", 0.0)
         if pending == 0 and not any(spill_dir.rglob("*.jsonl")):
             return time.monotonic() - start
         time.sleep(0.25)
@@ -424,7 +427,7 @@ def main() -> None:
                     f"that time, the batch runs logged {sustained:.0f} records/s"
                 )
             if "async" in servers:  # did the writer keep up, or spill and replay?
-                c = log_counters(servers["async"].url)
+                c = log_metrics(servers["async"].url)
                 checks.append(
                     f"async log writer: {c.get('written', 0):.0f} rows written at once, "
                     f"{c.get('spilled', 0):.0f} spilled to disk because the database fell "

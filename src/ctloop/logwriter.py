@@ -285,17 +285,8 @@ class PredictionLogWriter:
         """
         if not self._db_ok:
             return
-        if self._spill is not None:
-            with self._spill_lock:
-                own = self._spill[0] if self._spill else None
-                self._close_spill()
-            if own is not None and (claimed := self._claim(own)) is not None:
-                self._claimed.append(claimed)
-        while self._claimed and time.monotonic() < self._replay_deadline:
-            path, handle = self._claimed[0]
-            if not self._replay(path, handle, self._replay_deadline):
-                break  # close() releases what is left
-            self._claimed.pop(0)
+        self._claim_own_spill()
+        self._replay_claimed(self._replay_deadline)
 
     def _take(self) -> list[dict[str, Any]]:
         """Up to batch_size rows, once a batch is full or flush_seconds after the oldest
@@ -454,12 +445,19 @@ class PredictionLogWriter:
                     self._claimed.append(claimed)
         if not self._replay_claimed() or self._spill is None:
             return
+        if self._claim_own_spill():
+            self._replay_claimed()
+
+    def _claim_own_spill(self) -> bool:
+        """Close this process's spill file (later rows start a new one) and claim it for
+        replay; False when there is none or another process claimed it first."""
         with self._spill_lock:
             own = self._spill[0] if self._spill else None
             self._close_spill()
-        if own is not None and (claimed := self._claim(own)) is not None:
-            self._claimed.append(claimed)
-            self._replay_claimed()
+        if own is None or (claimed := self._claim(own)) is None:
+            return False
+        self._claimed.append(claimed)
+        return True
 
     def _probe_ok(self) -> bool:
         if self._probe is None:
@@ -473,12 +471,15 @@ class PredictionLogWriter:
         self._db_ok = True
         return True
 
-    def _replay_claimed(self) -> bool:
+    def _replay_claimed(self, deadline: float | None = None) -> bool:
         """Replay claimed files in order; on a failure release them all (unlocked, any
-        process may claim them later) and say so."""
-        while self._claimed and not self._stop.is_set():
+        process may claim them later) and say so. Without a deadline it stops when the
+        writer is closing; with one (shutdown) it runs until the deadline instead."""
+        while self._claimed and (
+            not self._stop.is_set() if deadline is None else time.monotonic() < deadline
+        ):
             path, handle = self._claimed[0]
-            if not self._replay(path, handle):
+            if not self._replay(path, handle, deadline):
                 break
             self._claimed.pop(0)
         if not self._claimed:
@@ -525,19 +526,19 @@ class PredictionLogWriter:
         if bad:
             log.warning("%s: skipped %d unreadable line(s)", path.name, bad)
         inserted = 0
-        for batch in _batches(rows, self.config.batch_size):
-            if deadline is not None and time.monotonic() > deadline:
-                self._count("replayed", inserted)
-                log.info("%s: out of time after %d rows; kept for the next process",
-                         path.name, inserted)  # fmt: skip
-                return False
-            try:
-                inserted += self._write(batch)
-            except Exception as exc:  # keep the file; dedup makes the next attempt safe
-                self._count("replayed", inserted)
-                self._failed_write(exc, f"replay of {len(batch)} rows")
-                return False
-        self._count("replayed", inserted)
+        try:
+            for batch in _batches(rows, self.config.batch_size):
+                if deadline is not None and time.monotonic() > deadline:
+                    log.info("%s: out of time after %d rows; kept for the next process",
+                             path.name, inserted)  # fmt: skip
+                    return False
+                try:
+                    inserted += self._write(batch)
+                except Exception as exc:  # keep the file; dedup makes the next attempt safe
+                    self._failed_write(exc, f"replay of {len(batch)} rows")
+                    return False
+        finally:  # what went in is counted, also when the rest of the file waits
+            self._count("replayed", inserted)
         self._count("duplicates", len(rows) - inserted)
         if bad:
             self._count("failed", bad)

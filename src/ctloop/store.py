@@ -587,8 +587,8 @@ class FeatureStore:
             try:
                 documents = self._json_documents(rows)
             except TypeError:  # a value orjson refuses (see _json_documents): generic path
-                documents = None
-            if documents is not None:
+                pass
+            else:
                 return self._write_prediction_logs_json_table(documents)
         return self._write_prediction_logs_executemany([encode_row(r) for r in rows])
 
