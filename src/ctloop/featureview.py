@@ -74,17 +74,99 @@ class Feature(_Strict):
         return self.type is FeatureType.NUMERIC
 
 
+class LabelKind(StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
 class Label(_Strict):
-    """The target: its column and the classes the model predicts, in a fixed order."""
+    """The target: its column, its kind, and for classification the classes in a fixed order.
+
+    `kind` may be left out only for three or more classes (multiclass, as views written
+    before kinds existed); a two-class label must say `kind: binary` and name its
+    `positive_class`, because "which class is positive" decides ROC-AUC, precision and
+    the score serving returns, and guessing it from sort order is how AUCs get inverted.
+    """
 
     name: _ident
-    classes: list[str] = Field(min_length=2)
+    kind: LabelKind | None = None
+    classes: list[str] | None = None
+    # binary only: the class whose probability is "the score"
+    positive_class: str | None = None
+    # binary only: score at or above which the positive class is predicted
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    # regression only: the values a label may take (import refuses others)
+    min: float | None = None
+    max: float | None = None
 
     @model_validator(mode="after")
-    def _unique(self) -> Label:
-        if len(set(self.classes)) != len(self.classes):
+    def _consistent(self) -> Label:
+        classes = self.classes
+        if classes is not None and len(set(classes)) != len(classes):
             raise ValueError("'classes' has duplicates")
+        if classes is not None and any(len(c) > 64 or not c for c in classes):
+            raise ValueError("a class is empty or longer than 64 characters")
+        kind = self.kind
+        if kind is None:
+            if classes is None:
+                raise ValueError(
+                    "label needs 'kind': binary (with classes and positive_class), "
+                    "multiclass (with classes) or regression"
+                )
+            if len(classes) < 3:
+                raise ValueError(
+                    "a label with two classes needs 'kind: binary' and 'positive_class' "
+                    "(the class whose probability is the score)"
+                )
+            object.__setattr__(self, "kind", LabelKind.MULTICLASS)
+            kind = LabelKind.MULTICLASS
+        if kind is LabelKind.REGRESSION:
+            if classes is not None or self.positive_class is not None:
+                raise ValueError("a regression label takes min/max, not classes/positive_class")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+            return self
+        if self.min is not None or self.max is not None:
+            raise ValueError("min/max are for regression labels; classification takes classes")
+        if kind is LabelKind.BINARY:
+            if classes is None or len(classes) != 2:
+                raise ValueError("a binary label needs exactly two 'classes'")
+            if self.positive_class is None:
+                raise ValueError(
+                    "a binary label needs 'positive_class': the class whose probability is "
+                    f"the score (one of {classes})"
+                )
+            if self.positive_class not in classes:
+                raise ValueError(f"positive_class '{self.positive_class}' is not in {classes}")
+        else:
+            if classes is None or len(classes) < 3:
+                raise ValueError(
+                    "a multiclass label needs at least three 'classes' (two classes: "
+                    "kind: binary with positive_class)"
+                )
+            if self.positive_class is not None:
+                raise ValueError("positive_class is for binary labels")
         return self
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind is LabelKind.REGRESSION
+
+    @property
+    def is_binary(self) -> bool:
+        return self.kind is LabelKind.BINARY
+
+    @property
+    def class_list(self) -> list[str]:
+        """The classes (empty for regression), so loops over classes need no None check."""
+        return list(self.classes or [])
+
+    @property
+    def negative_class(self) -> str | None:
+        if not self.is_binary:
+            return None
+        return next(c for c in self.class_list if c != self.positive_class)
 
 
 class Training(_Strict):
@@ -100,6 +182,9 @@ class Training(_Strict):
     learning_rate: float | None = Field(default=None, gt=0)
     depth: int = Field(default=6, ge=1, le=16)
     early_stopping_rounds: int = Field(default=50, gt=0)
+    # the newest share of the training rows early stopping watches; the validation days
+    # stay unseen until the model gate (0: no early stopping, all iterations)
+    early_stopping_share: float = Field(default=0.15, ge=0, lt=0.5)
     seed: int = 42
 
     @model_validator(mode="after")
@@ -126,11 +211,20 @@ class DataGate(_Strict):
 
 
 class ModelGate(_Strict):
-    """Gate 2 (TFX Evaluator style): never promote a worse model."""
+    """Gate 2 (TFX Evaluator style): never promote a worse model.
 
-    primary_metric: Literal["macro_f1", "accuracy", "roc_auc", "log_loss"] = "macro_f1"
-    min_value: float = Field(gt=0)
-    max_degradation: float = Field(default=0.01, ge=0)
+    Left out, each value takes its label kind's default when the view loads (see
+    `ctloop.metrics`): the primary metric (roc_auc / macro_f1 / rmse), the tolerance, and a
+    floor that is "beat a model that learnt only the label distribution" (the training
+    mean for regression, the class shares for classification) on the same validation days.
+    """
+
+    primary_metric: str | None = None
+    # absolute floor on the validation days; None: the candidate must beat the naive model
+    min_value: float | None = None
+    # how far the candidate may trail the champion: metric points for bounded metrics
+    # (AUC, F1), a fraction of the champion's value for error metrics (RMSE, MAE, log-loss)
+    max_degradation: float | None = Field(default=None, ge=0)
 
 
 class DriftPolicy(_Strict):
@@ -142,7 +236,9 @@ class DriftPolicy(_Strict):
     drift_share: float = Field(default=0.5, gt=0, le=1)
     prediction_threshold: float = Field(default=0.1, gt=0)
     min_rows: int = Field(default=500, gt=0)
-    max_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
+    # live primary metric worse than the model's validation figure by more than this is
+    # decay: points for bounded metrics, a fraction for error metrics (None: by kind)
+    max_accuracy_drop: float | None = Field(default=None, gt=0)
     min_labelled_rows: int = Field(default=200, gt=0)
     # labels land late: live accuracy looks back this far, not just since the last check
     accuracy_window_days: int = Field(default=14, gt=0)
@@ -151,7 +247,27 @@ class DriftPolicy(_Strict):
 
 class Gates(_Strict):
     data: DataGate = DataGate()
-    model: ModelGate
+    model: ModelGate = ModelGate()
+
+
+DEFAULT_MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
+
+
+class ImportOptions(_Strict):
+    """How `ctloop import` reads a real file into this view (the `import:` block).
+
+    Column names resolve in this order: an explicit `columns` mapping (source name ->
+    view name), an exact match, then the normalised source name (lower case, every run of
+    characters other than letters and digits replaced by `_`, trimmed: `Total day
+    minutes` -> `total_day_minutes`). Cells equal to one of `missing_values` (after
+    trimming spaces) are missing.
+    """
+
+    columns: dict[str, str] = Field(default_factory=dict)
+    normalize_names: bool = True
+    missing_values: list[str] = Field(default_factory=lambda: list(DEFAULT_MISSING_VALUES))
+    # columns the view does not name: refuse the file ("error") or leave them ("ignore")
+    extra_columns: Literal["error", "ignore"] = "error"
 
 
 class FeatureView(_Strict):
@@ -164,8 +280,45 @@ class FeatureView(_Strict):
     label: Label
     features: list[Feature] = Field(min_length=1)
     training: Training = Training()
-    gates: Gates
+    gates: Gates = Gates()
     drift: DriftPolicy = DriftPolicy()
+    import_options: ImportOptions = Field(default_factory=ImportOptions, alias="import")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _kind_defaults(self) -> FeatureView:
+        """Fill what the label kind decides: metric, tolerances (the view is frozen, so
+        this is the one moment they can be set)."""
+        from ctloop import metrics  # metrics reads LabelKind from this module
+
+        kind = self.label.kind
+        gate = self.gates.model
+        name = gate.primary_metric or metrics.DEFAULT_PRIMARY[kind]
+        allowed = metrics.names_for(kind)
+        if name not in allowed:
+            raise ValueError(
+                f"gates.model.primary_metric '{name}' does not fit a {kind} label "
+                f"(one of {', '.join(allowed)})"
+            )
+        fill: dict[str, object] = {"primary_metric": name}
+        if gate.max_degradation is None:
+            fill["max_degradation"] = metrics.default_tolerance(
+                name, metrics.DEFAULT_MAX_DEGRADATION
+            )
+        # copies, never the shared default instances the fields were built from
+        gates = self.gates.model_copy(update={"model": gate.model_copy(update=fill)})
+        object.__setattr__(self, "gates", gates)
+        if self.drift.max_accuracy_drop is None:
+            drop = metrics.default_tolerance(name, metrics.DEFAULT_MAX_LIVE_DROP)
+            object.__setattr__(
+                self, "drift", self.drift.model_copy(update={"max_accuracy_drop": drop})
+            )
+        return self
+
+    @property
+    def primary_metric(self) -> str:
+        return str(self.gates.model.primary_metric)
 
     @model_validator(mode="after")
     def _names_unique(self) -> FeatureView:
@@ -181,6 +334,27 @@ class FeatureView(_Strict):
             seen[feature.name] = feature.name
         if self.label.name in seen or self.label.name in reserved:
             raise ValueError(f"label.name '{self.label.name}' clashes with another column")
+        markers = set(self.import_options.missing_values)
+        for i, feature in enumerate(self.features):
+            clash = sorted(markers & set(feature.categories or []))
+            if clash:
+                raise ValueError(
+                    f"features[{i}]: category {clash[0]!r} of '{feature.name}' is also an "
+                    "import.missing_values marker; remove it from import.missing_values"
+                )
+        clash = sorted(markers & set(self.label.class_list))
+        if clash:
+            raise ValueError(
+                f"label class {clash[0]!r} is also an import.missing_values marker; remove it "
+                "from import.missing_values"
+            )
+        targets = set(self.import_options.columns.values())
+        known = {self.entity, self.event_date, self.label.name, "arrived_at", *seen}
+        unknown = sorted(targets - known)
+        if unknown:
+            raise ValueError(
+                f"import.columns maps to '{unknown[0]}', which is not a column of this view"
+            )
         return self
 
     @property

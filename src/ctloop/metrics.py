@@ -1,0 +1,201 @@
+"""Metrics by label kind: which exist, which way is better, how a tolerance is read, and
+how a model's output is scored. The one place that knows that lower RMSE is better.
+
+Every consumer (training's validation metrics, the model gate, the monitor's live metric,
+`ctloop models`, the demo) scores through `score`, so a metric means the same number
+everywhere. Tolerances (`gates.model.max_degradation`, `drift.max_accuracy_drop`) are
+absolute for metrics bounded to [0, 1] (AUC, F1, accuracy: 0.01 = one point) and
+relative for unbounded error metrics (RMSE, MAE, log-loss: 0.02 = 2 % worse), because an
+absolute RMSE tolerance would mean something different for every target's scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from ctloop.featureview import FeatureView, LabelKind
+
+B, M, R = LabelKind.BINARY, LabelKind.MULTICLASS, LabelKind.REGRESSION
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's name, direction and how tolerances on it are read."""
+
+    name: str
+    higher_is_better: bool
+    relative_tolerance: bool  # unbounded error metric: tolerances are fractions of it
+    kinds: frozenset[LabelKind]
+    description: str
+
+    def better(self, a: float, b: float) -> bool:
+        """Is `a` strictly better than `b`?"""
+        return a > b if self.higher_is_better else a < b
+
+    def worsening(self, new: float, reference: float) -> float:
+        """How much worse `new` is than `reference`, in the unit tolerances use (<= 0: not
+        worse): metric points for bounded metrics, a fraction of `reference` otherwise."""
+        worse = (reference - new) if self.higher_is_better else (new - reference)
+        if self.relative_tolerance:
+            return worse / abs(reference) if reference else (0.0 if worse <= 0 else np.inf)
+        return worse
+
+    def tolerance_text(self, tolerance: float) -> str:
+        return f"{tolerance:.1%} relative" if self.relative_tolerance else f"{tolerance:g}"
+
+
+_C = frozenset({B, M})
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("roc_auc", True, False, _C, "area under the ROC curve (one-vs-rest for classes)"),
+        Metric("pr_auc", True, False, frozenset({B}), "average precision of the positive class"),
+        Metric("macro_f1", True, False, _C, "F1 averaged over classes, unweighted"),
+        Metric("f1", True, False, frozenset({B}), "F1 of the positive class at the threshold"),
+        Metric("precision", True, False, frozenset({B}), "precision of the positive class"),
+        Metric("recall", True, False, frozenset({B}), "recall of the positive class"),
+        Metric("accuracy", True, False, _C, "share of correct classes"),
+        Metric("log_loss", False, True, _C, "cross-entropy of the class probabilities"),
+        Metric("brier", False, False, frozenset({B}), "mean squared error of the score"),
+        Metric("rmse", False, True, frozenset({R}), "root mean squared error"),
+        Metric("mae", False, True, frozenset({R}), "mean absolute error"),
+        Metric("r2", True, False, frozenset({R}), "coefficient of determination"),
+    )
+}
+
+DEFAULT_PRIMARY = {B: "roc_auc", M: "macro_f1", R: "rmse"}
+# tolerance defaults: (absolute for bounded metrics, relative for error metrics)
+DEFAULT_MAX_DEGRADATION = (0.01, 0.02)
+DEFAULT_MAX_LIVE_DROP = (0.05, 0.10)
+CATBOOST_LOSS = {B: "Logloss", M: "MultiClass", R: "RMSE"}
+CATBOOST_EVAL = {B: "Logloss", M: "TotalF1:average=Macro", R: "RMSE"}
+
+
+def metric(name: str) -> Metric:
+    return METRICS[name]
+
+
+def names_for(kind: LabelKind) -> list[str]:
+    return [name for name, m in METRICS.items() if kind in m.kinds]
+
+
+def default_tolerance(name: str, defaults: tuple[float, float]) -> float:
+    return defaults[1] if METRICS[name].relative_tolerance else defaults[0]
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a model answered for some rows, in the view's terms.
+
+    Classification: `predictions` are class names and `proba` has one column per class in
+    the view's class order (never the model's). Regression: `predictions` are floats and
+    `values` holds them as an array.
+    """
+
+    predictions: list
+    proba: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def score_column(self, view: FeatureView) -> np.ndarray | None:
+        """Binary: the positive class's probability (the score); otherwise None."""
+        if not view.label.is_binary or self.proba is None:
+            return None
+        return self.proba[:, view.label.class_list.index(view.label.positive_class)]
+
+
+def output_from_proba(view: FeatureView, proba: np.ndarray, model_classes: list[str]) -> Output:
+    """Reorder a model's probability columns into view order and decide the classes."""
+    classes = view.label.class_list
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        raise ValueError(f"probabilities of shape {proba.shape} for {len(classes)} classes")
+    proba = proba[:, [model_classes.index(c) for c in classes]]
+    if view.label.is_binary:
+        pos = classes.index(view.label.positive_class)
+        hit = proba[:, pos] >= view.label.decision_threshold
+        predictions = [view.label.positive_class if h else view.label.negative_class for h in hit]
+    else:
+        predictions = [classes[i] for i in proba.argmax(axis=1)]
+    return Output(predictions, proba=proba)
+
+
+def output_from_values(values: np.ndarray) -> Output:
+    values = np.asarray(values, dtype=float).ravel()
+    return Output(values.tolist(), values=values)
+
+
+def score(view: FeatureView, y_true: pd.Series, output: Output) -> dict[str, float]:
+    """Every metric of the view's kind that the rows allow (a ranking metric needs both
+    classes present; it is left out, not faked, when they are not)."""
+    if view.label.is_regression:
+        return _regression(pd.to_numeric(y_true).to_numpy(dtype=float), output)
+    return _classification(view, y_true.astype(str).to_numpy(), output)
+
+
+def _regression(y: np.ndarray, output: Output) -> dict[str, float]:
+    pred = np.asarray(output.values, dtype=float)
+    out = {
+        "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+        "mae": float(skm.mean_absolute_error(y, pred)),
+        "mean_prediction": float(pred.mean()),
+        "mean_label": float(y.mean()),
+    }
+    if len(y) >= 2 and np.var(y) > 0:
+        out["r2"] = float(skm.r2_score(y, pred))
+    return out
+
+
+def _classification(view: FeatureView, y: np.ndarray, output: Output) -> dict[str, float]:
+    classes = view.label.class_list
+    proba = output.proba
+    pred = np.asarray(output.predictions, dtype=object).astype(str)
+    # sklearn's log-loss wants probability columns in sorted label order
+    ranked = sorted(classes)
+    ranked_proba = proba[:, [classes.index(c) for c in ranked]]
+    out: dict[str, float] = {
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "macro_f1": float(skm.f1_score(y, pred, average="macro", labels=classes, zero_division=0)),
+        "log_loss": float(skm.log_loss(y, ranked_proba, labels=ranked)),
+    }
+    precision, recall, _, _ = skm.precision_recall_fscore_support(
+        y, pred, labels=classes, zero_division=0
+    )
+    for cls, p, r in zip(classes, precision, recall, strict=True):
+        out[f"precision_{cls}"] = float(p)
+        out[f"recall_{cls}"] = float(r)
+    present = set(y)
+    if view.label.is_binary:
+        positive = view.label.positive_class
+        truth = y == positive
+        scores = output.score_column(view)
+        out["f1"] = float(skm.f1_score(truth, pred == positive, zero_division=0))
+        out["precision"] = float(skm.precision_score(truth, pred == positive, zero_division=0))
+        out["recall"] = float(skm.recall_score(truth, pred == positive, zero_division=0))
+        out["brier"] = float(skm.brier_score_loss(truth, scores))
+        if len(present) == 2:
+            out["roc_auc"] = float(skm.roc_auc_score(truth, scores))
+            out["pr_auc"] = float(skm.average_precision_score(truth, scores))
+    elif present >= set(classes):
+        out["roc_auc"] = float(
+            skm.roc_auc_score(y, ranked_proba, multi_class="ovr", labels=ranked)
+        )
+    return out
+
+
+def naive_output(view: FeatureView, train_labels: pd.Series, n: int) -> Output:
+    """What a model that learnt nothing but the training labels' distribution answers:
+    the class shares (classification) or the mean (regression) for every row. The model
+    gate's default floor is to beat it; a floor of 0 would bless anything."""
+    if view.label.is_regression:
+        mean = float(pd.to_numeric(train_labels).mean())
+        return output_from_values(np.full(n, mean))
+    classes = view.label.class_list
+    shares = train_labels.astype(str).value_counts(normalize=True)
+    row = np.array([float(shares.get(c, 0.0)) for c in classes])
+    row = np.clip(row, 1e-6, None)
+    row = row / row.sum()
+    return output_from_proba(view, np.tile(row, (n, 1)), classes)
