@@ -64,7 +64,8 @@ def main() -> None:
         features, labels = generate_day(as_of, StreamConfig(rows_per_day=args.rows, seed=3,
                                                             label_delay_days=0))  # fmt: skip
         store.ingest(view, features, labels)
-        classes, proba = predictor.predict(features)
+        output = predictor.predict(features)
+        classes, proba = output.predictions, output.proba
         t0 = dt.datetime.combine(as_of, dt.time(0))
         records = features.drop(columns=[view.entity]).astype(object)
         records = records.where(records.notna(), None)
@@ -72,7 +73,8 @@ def main() -> None:
             {"request_id": uuid.uuid4().hex, "feature_view": view.name,
              "model_version": info.version, "entity_id": entity,
              "features": json.dumps(rec, default=str), "prediction": cls,
-             "probabilities": json.dumps(dict(zip(predictor.classes, map(float, p), strict=True))),
+             "probabilities": json.dumps(dict(zip(view.label.class_list, map(float, p),
+                                                  strict=True))),
              "latency_ms": 1.0, "created_at": t0 + dt.timedelta(milliseconds=500 * i)}
             for i, (entity, rec, cls, p) in enumerate(zip(
                 features[view.entity], records.to_dict("records"), classes, proba, strict=True))

@@ -8,7 +8,7 @@ the version they started with, and every answer and log row names that version.
 A new champion is loaded and checked in the background while the old one keeps serving;
 only a model that passes the same checks as the pipeline's infra check (classes, shapes,
 finite probabilities that sum to one, known classes) and gives the same probabilities
-through the service's list fast path as through `Predictor.predict_proba` replaces it.
+through the service's list fast path as through `Predictor.predict` replaces it.
 A model that fails stays rejected until the champion moves again (or an admin forces it),
 so a bad version is not reloaded on every poll.
 """
@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop.featureview import FeatureView
-from ctloop.predictor import Predictor
+from ctloop.metrics import Output
+from ctloop.predictor import Predictor, answer_problems
 from ctloop.registry import Registry, VersionInfo
 from ctloop.service_schema import example_record, model_rows
 
@@ -59,15 +60,10 @@ class LoadedModel:
     def version(self) -> str:
         return self.info.version
 
-    def predict(
-        self, view: FeatureView, records: Sequence[dict[str, Any]]
-    ) -> tuple[list[str], np.ndarray]:
-        """Predicted classes and probabilities (columns in `predictor.classes` order)."""
-        proba = self.predictor.model.predict_proba(
-            model_rows(view, records), thread_count=self.threads
-        )
-        classes = self.predictor.classes
-        return [classes[i] for i in proba.argmax(axis=1)], proba
+    def predict(self, view: FeatureView, records: Sequence[dict[str, Any]]) -> Output:
+        """The answers for validated records: classes with probabilities in the view's class
+        order, or values (regression)."""
+        return self.predictor.answer(model_rows(view, records), thread_count=self.threads)
 
 
 def sample_records(view: FeatureView) -> list[dict[str, Any]]:
@@ -106,19 +102,19 @@ def check_model(
 ) -> list[str]:
     """What is wrong with a model's answers on these records (empty: fit to serve)."""
     problems = []
-    if sorted(predictor.classes) != sorted(view.label.classes):
-        problems.append(f"model classes {predictor.classes} != view classes")
+    if view.label.is_regression != predictor.is_regressor:
+        kind = "regressor" if predictor.is_regressor else "classifier"
+        return [f"a {kind} for a {view.label.kind} view"]
+    if sorted(predictor.classes) != sorted(view.label.class_list):
+        return [f"model classes {predictor.classes} != view classes"]
     candidate = LoadedModel(predictor, VersionInfo(view.name, "?", None, {}), _now(), {}, threads)
-    classes, proba = candidate.predict(view, records)
-    if proba.shape != (len(records), len(view.label.classes)):
-        problems.append(f"probabilities have shape {proba.shape}")
-    elif not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1, atol=1e-6):
-        problems.append("probabilities are not finite or do not sum to 1")
-    if set(classes) - set(view.label.classes):
-        problems.append("predicted an unknown class")
-    reference = predictor.predict_proba(pd.DataFrame.from_records(list(records)))
-    if reference.shape != proba.shape or not np.allclose(reference, proba, atol=1e-9):
-        problems.append("the serving fast path disagrees with Predictor.predict_proba")
+    fast = candidate.predict(view, records)
+    problems += answer_problems(view, fast, len(records))
+    reference = predictor.predict(pd.DataFrame.from_records(list(records)))
+    a = fast.values if view.label.is_regression else fast.proba
+    b = reference.values if view.label.is_regression else reference.proba
+    if a is None or b is None or a.shape != b.shape or not np.allclose(a, b, atol=1e-9):
+        problems.append("the serving fast path disagrees with Predictor.predict")
     return problems
 
 

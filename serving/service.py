@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from ctloop.featureview import load_view
 from ctloop.logwriter import PredictionLogWriter, WriterConfig
+from ctloop.metrics import Output
 from ctloop.registry import Registry
 from ctloop.service_schema import entity_of, logged_features, record_model
 from ctloop.settings import get_settings
@@ -176,7 +177,8 @@ class ModelService:
 
     @bentoml.api(route="/predict")
     def predict(self, record: Record, /) -> dict[str, Any]:  # type: ignore[valid-type]
-        """Predict one record: the class, the probability of every class, the version.
+        """Predict one record. Classification: the class and every class's probability
+        (binary adds `score`, the positive class's probability); regression: the value.
 
         Returns a ready JSONResponse, not a dict: for a `dict` return value BentoML 1.4
         builds a pydantic TypeAdapter and JSON schema on every response (~12% of a worker's
@@ -187,15 +189,13 @@ class ModelService:
             return _error(503, "no model loaded yet; see /metadata", **{"Retry-After": "5"})
         start = time.perf_counter()
         values = record.model_dump()
-        classes, proba = model.predict(VIEW, [values])
+        output = model.predict(VIEW, [values])
         rid = uuid.uuid4().hex
-        rows = proba.tolist()
-        probs = dict(zip(model.predictor.classes, rows[0], strict=True))
+        answers = _answers(output)
         latency = (time.perf_counter() - start) * 1000
-        self._log(model, [values], [rid], classes, rows, latency, "predict")
+        self._log(model, [values], [rid], answers, latency, "predict")
         self.manager.recent.append(values)
-        return FastJSONResponse({"request_id": rid, "prediction": classes[0],
-                             "probabilities": probs, "model_version": model.version})  # fmt: skip
+        return FastJSONResponse({"request_id": rid, **answers[0], "model_version": model.version})
 
     @bentoml.api(route="/predict_batch")
     def predict_batch(self, records: Batch) -> dict[str, Any]:
@@ -205,16 +205,12 @@ class ModelService:
             return _error(503, "no model loaded yet; see /metadata", **{"Retry-After": "5"})
         start = time.perf_counter()
         values = [r.model_dump() for r in records]
-        classes, proba = model.predict(VIEW, values)
+        output = model.predict(VIEW, values)
         ids = [uuid.uuid4().hex for _ in values]
-        names = model.predictor.classes
-        rows = proba.tolist()
-        out = [
-            {"request_id": i, "prediction": c, "probabilities": dict(zip(names, p, strict=True))}
-            for i, c, p in zip(ids, classes, rows, strict=True)
-        ]
+        answers = _answers(output)
+        out = [{"request_id": i, **a} for i, a in zip(ids, answers, strict=True)]
         latency = (time.perf_counter() - start) * 1000
-        self._log(model, values, ids, classes, rows, latency / len(values), "predict_batch")
+        self._log(model, values, ids, answers, latency / len(values), "predict_batch")
         self.manager.recent.extend(values[:4])
         return FastJSONResponse({"model_version": model.version, "predictions": out})
 
@@ -278,19 +274,20 @@ class ModelService:
         model: LoadedModel,
         values: Sequence[dict[str, Any]],
         ids: Sequence[str],
-        classes: Sequence[str],
-        proba: Sequence[Sequence[float]],
+        answers: Sequence[dict[str, Any]],
         latency_ms: float,
         endpoint: str,
     ) -> None:
-        """One prediction log row per answered record, naming the version that answered."""
+        """One prediction log row per answered record, naming the version that answered.
+
+        `prediction` holds the class, or the value as exact decimal text (regression);
+        `probabilities` the class probabilities, empty for regression."""
         self.metrics.predictions.labels(endpoint=endpoint, model_version=model.version).inc(
             len(values)
         )
         if CONFIG.log_mode == "off":
             return
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        names = model.predictor.classes
         # The JSON fields last: on MariaDB each JSON_TABLE column scans a row's object up
         # to its key, and a 17-feature object scanned eleven times cost 16 us of server
         # CPU per row (benchmarks/log_insert.py).
@@ -300,18 +297,36 @@ class ModelService:
                 "feature_view": VIEW.name,
                 "model_version": model.version,
                 "entity_id": entity_of(VIEW, rec),
-                "prediction": cls,
+                "prediction": str(answer["prediction"]),
                 "latency_ms": latency_ms,
                 "created_at": now,
-                "probabilities": dict(zip(names, p, strict=True)),
+                "probabilities": answer.get("probabilities", {}),
                 "features": logged_features(VIEW, rec),
             }
-            for rid, rec, cls, p in zip(ids, values, classes, proba, strict=True)
+            for rid, rec, answer in zip(ids, values, answers, strict=True)
         ]
         if self.writer is not None:
             self.writer.submit_many(rows)
         elif self.store is not None:  # "sync": the naive design, measured in the benchmark
             self.store.write_prediction_logs(rows)
+
+
+def _answers(output: Output) -> list[dict[str, Any]]:
+    """The per-record answer fields of the view's kind, as plain JSON-able values."""
+    if output.proba is None:  # regression
+        return [{"prediction": value} for value in output.predictions]
+    classes = VIEW.label.class_list
+    rows = output.proba.tolist()
+    if VIEW.label.is_binary:
+        pos = classes.index(str(VIEW.label.positive_class))
+        return [
+            {"prediction": c, "score": p[pos], "probabilities": dict(zip(classes, p, strict=True))}
+            for c, p in zip(output.predictions, rows, strict=True)
+        ]
+    return [
+        {"prediction": c, "probabilities": dict(zip(classes, p, strict=True))}
+        for c, p in zip(output.predictions, rows, strict=True)
+    ]
 
 
 # Refuse oversized bodies from their Content-Length, before BentoML reads and parses them.

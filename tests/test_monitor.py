@@ -66,7 +66,8 @@ def log_day(world: dict, day: dt.date, features: pd.DataFrame) -> None:
     """Log the champion's predictions for one day of traffic, as serving does."""
     view: FeatureView = world["view"]
     predictor: Predictor = world["predictor"]
-    classes, proba = predictor.predict(features)
+    output = predictor.predict(features)
+    classes, proba = output.predictions, output.proba
     start = dt.datetime.combine(day, dt.time(8))
     rows = []
     for i, (record, cls, p) in enumerate(

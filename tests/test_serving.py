@@ -156,8 +156,8 @@ def test_fast_path_rows_equal_the_model_frame(world: dict[str, Any]) -> None:
     recs = records(view, 200)
     recs[0]["occupation"] = "Astronaut"  # unseen, passed through as a string
     recs[1]["annual_income"] = None
-    fast = predictor.model.predict_proba(model_rows(view, recs))
-    slow = predictor.predict_proba(pd.DataFrame.from_records(recs))
+    fast = predictor.answer(model_rows(view, recs)).proba
+    slow = predictor.predict(pd.DataFrame.from_records(recs)).proba
     np.testing.assert_allclose(fast, slow, atol=1e-12)
     frame = to_model_frame(view, pd.DataFrame.from_records(recs))
     assert frame.iloc[1]["annual_income"] != frame.iloc[1]["annual_income"]  # NaN
@@ -237,13 +237,14 @@ def test_predictions_match_the_model_loaded_directly(world: dict[str, Any]) -> N
     info = registry.champion(view.name)
     predictor = Predictor.load(view, info.uri, info.version)
     recs = records(view, 40, seed=7)
-    expected_classes, expected = predictor.predict(pd.DataFrame.from_records(recs))
+    output = predictor.predict(pd.DataFrame.from_records(recs))
+    expected_classes, expected = output.predictions, output.proba
     with client() as http:
         single = [http.post(f"{url}/predict", json=r).json() for r in recs]
         batch = http.post(f"{url}/predict_batch", json={"records": recs}).json()
     assert batch["model_version"] == info.version
     for answers in (single, batch["predictions"]):
-        got = np.array([[a["probabilities"][c] for c in predictor.classes] for a in answers])
+        got = np.array([[a["probabilities"][c] for c in view.label.class_list] for a in answers])
         np.testing.assert_allclose(got, expected, atol=1e-12)
         assert [a["prediction"] for a in answers] == expected_classes
     assert {a["model_version"] for a in single} == {info.version}

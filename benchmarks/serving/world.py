@@ -15,6 +15,7 @@ import pandas as pd
 
 from ctloop import training
 from ctloop.featureview import FeatureView
+from ctloop.pipeline import model_signature
 from ctloop.predictor import to_model_frame
 from ctloop.registry import Registry
 from ctloop.synth import StreamConfig, stream
@@ -39,7 +40,6 @@ def register_version(
     """Train, register and (by default) promote one version; returns its number."""
     import mlflow
     import mlflow.catboost
-    from mlflow.models import infer_signature
 
     small = view.model_copy(
         update={"training": view.training.model_copy(update={"iterations": iterations,
@@ -59,7 +59,7 @@ def register_version(
             result.model,
             name="model",
             registered_model_name=view.name,
-            signature=infer_signature(example, result.model.predict_proba(example)),
+            signature=model_signature(view, result.model, example),
             input_example=example,
             pip_requirements=["catboost"],  # skip requirement inference: ~10 s per model
         )

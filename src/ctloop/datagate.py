@@ -85,14 +85,56 @@ def split_days(view: FeatureView, frame: pd.DataFrame) -> pd.Series:
     return frame[view.event_date] >= cutoff
 
 
+def _check_labels(view: FeatureView, labels: pd.Series, report: GateReport) -> None:
+    """Labels fit the kind: known classes in a workable balance, or finite numbers in the
+    label's range (a regression target with a NaN or an impossible value stops the run)."""
+    gate = view.gates.data
+    if view.label.is_regression:
+        values = pd.to_numeric(labels, errors="coerce")
+        bad = int((values.isna() | ~np.isfinite(values.fillna(0))).sum())
+        lo, hi = view.label.min, view.label.max
+        outside = int(((values < lo).sum() if lo is not None else 0)
+                      + ((values > hi).sum() if hi is not None else 0))  # fmt: skip
+        report.add(
+            "label_values", bad == 0 and outside == 0,
+            f"{bad} missing or non-numeric labels, {outside} outside [{lo}, {hi}]"
+            if bad or outside else "all labels are finite numbers in range",
+            bad + outside, 0,
+        )  # fmt: skip
+        spread = float(values.std()) if values.notna().sum() > 1 else 0.0
+        report.add("label_spread", spread > 0, f"label standard deviation {spread:.4g}",
+                   spread, 0)  # fmt: skip
+        return
+    classes = view.label.class_list
+    unknown_labels = sorted(set(labels.dropna().astype(str)) - set(classes))
+    report.add(
+        "label_values", not unknown_labels and labels.notna().all(),
+        f"unknown or missing labels: {unknown_labels or 'missing values'}"
+        if unknown_labels or labels.isna().any() else "all labels are known classes",
+    )  # fmt: skip
+    shares = labels.astype(str).value_counts(normalize=True)
+    smallest = min(float(shares.get(c, 0.0)) for c in classes)
+    rare = [c for c in classes if shares.get(c, 0.0) < gate.min_class_share]
+    report.add(
+        "label_balance", not rare,
+        f"class shares {', '.join(f'{c} {shares.get(c, 0.0):.1%}' for c in classes)}"
+        f" (each at least {gate.min_class_share:.1%})",
+        smallest, gate.min_class_share,
+    )  # fmt: skip
+
+
 def check_data(
     view: FeatureView,
     frame: pd.DataFrame,
     as_of: pd.Timestamp,
     reference: dict[str, Any] | None = None,
     expected_drift: frozenset[str] = frozenset(),
+    waiting_labels: int = 0,
 ) -> GateReport:
     """Run every data check on a training set and return the report (does not raise).
+
+    `waiting_labels` is how many labels of the window landed after `as_of`: when too few
+    rows are left, the report says they exist and why they are not used.
 
     `expected_drift` names features the drift monitor measured as drifted in live traffic:
     a drift-triggered retrain must learn their new distribution, so their skew from the
@@ -116,8 +158,14 @@ def check_data(
         return report
 
     n = len(frame)
-    report.add("min_rows", n >= gate.min_rows, f"{n} labelled rows (minimum {gate.min_rows})",
-               n, gate.min_rows)  # fmt: skip
+    detail = f"{n} labelled rows (minimum {gate.min_rows})"
+    if waiting_labels and n < gate.min_rows:
+        detail += (
+            f"; {waiting_labels} labels of this window arrived on or after the as-of date "
+            f"{as_of:%Y-%m-%d} and are not used (point-in-time): train as of a later date, "
+            "or check the labels' arrived_at"
+        )
+    report.add("min_rows", n >= gate.min_rows, detail, n, gate.min_rows)
     is_val = split_days(view, frame)
     n_val = int(is_val.sum())
     report.add(
@@ -181,22 +229,7 @@ def check_data(
                 ok, detail = True, detail + "; accepted: drift measured by the monitor"
             report.add(f"categories:{feature.name}", ok, detail, rate_unk, limit)
 
-    labels = frame[view.label.name]
-    unknown_labels = sorted(set(labels.dropna().astype(str)) - set(view.label.classes))
-    report.add(
-        "label_values", not unknown_labels and labels.notna().all(),
-        f"unknown or missing labels: {unknown_labels or 'missing values'}"
-        if unknown_labels or labels.isna().any() else "all labels are known classes",
-    )  # fmt: skip
-    shares = labels.value_counts(normalize=True)
-    smallest = min(float(shares.get(c, 0.0)) for c in view.label.classes)
-    rare = [c for c in view.label.classes if shares.get(c, 0.0) < view.gates.data.min_class_share]
-    report.add(
-        "label_balance", not rare,
-        f"class shares {', '.join(f'{c} {shares.get(c, 0.0):.1%}' for c in view.label.classes)}"
-        f" (each at least {gate.min_class_share:.1%})",
-        smallest, gate.min_class_share,
-    )  # fmt: skip
+    _check_labels(view, frame[view.label.name], report)
 
     if reference is not None:
         for feature in view.features:

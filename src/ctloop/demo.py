@@ -296,7 +296,7 @@ def daily_accuracy(
     for day, features in days.items():
         truth = features[[view.entity]].astype(str).rename(columns={view.entity: "_entity"})
         truth = truth.assign(_day=day).merge(labels, on=["_day", "_entity"], how="left")
-        classes, _ = first_champion.predict(features)
+        classes = first_champion.predict(features).predictions
         known = truth[view.label.name].notna().to_numpy()
         static = (
             float((pd.Series(classes)[known].to_numpy() == truth[view.label.name][known]).mean())

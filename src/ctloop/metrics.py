@@ -72,7 +72,7 @@ DEFAULT_PRIMARY = {B: "roc_auc", M: "macro_f1", R: "rmse"}
 DEFAULT_MAX_DEGRADATION = (0.01, 0.02)
 DEFAULT_MAX_LIVE_DROP = (0.05, 0.10)
 CATBOOST_LOSS = {B: "Logloss", M: "MultiClass", R: "RMSE"}
-CATBOOST_EVAL = {B: "Logloss", M: "TotalF1:average=Macro", R: "RMSE"}
+CATBOOST_EVAL = {B: "Logloss", M: "MultiClass", R: "RMSE"}
 
 
 def metric(name: str) -> Metric:
@@ -180,9 +180,7 @@ def _classification(view: FeatureView, y: np.ndarray, output: Output) -> dict[st
             out["roc_auc"] = float(skm.roc_auc_score(truth, scores))
             out["pr_auc"] = float(skm.average_precision_score(truth, scores))
     elif present >= set(classes):
-        out["roc_auc"] = float(
-            skm.roc_auc_score(y, ranked_proba, multi_class="ovr", labels=ranked)
-        )
+        out["roc_auc"] = float(skm.roc_auc_score(y, ranked_proba, multi_class="ovr", labels=ranked))
     return out
 
 

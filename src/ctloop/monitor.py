@@ -4,9 +4,10 @@ Three signals, each gated by the view's `drift` policy:
 - data drift per feature (normed Wasserstein / Jensen-Shannon, PSI reported alongside,
   unseen categories and missing-rate changes), dataset drift when the share of drifted
   features reaches `drift_share`;
-- prediction drift: Jensen-Shannon distance of the predicted-class distribution;
-- accuracy decay: once labels for logged entities land, live macro-F1 against the model's
-  own validation figure.
+- prediction drift: Jensen-Shannon distance of the predicted-class shares, and for a
+  binary score or a regression value the normed Wasserstein distance of its distribution;
+- accuracy decay: once labels for logged entities land, the live primary metric of the
+  view's kind (AUC / macro-F1 / RMSE ...) against the model's own validation figure.
 A window smaller than `min_rows` never raises an alarm (raw tests on tiny windows flag
 noise); it reports "not enough data". Every check writes its rows to `drift_report`.
 """
@@ -21,13 +22,15 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ctloop.featureview import FeatureView
+from ctloop.metrics import Output, metric, output_from_values, score
 from ctloop.registry import Registry
-from ctloop.stats import feature_distance, js_distance
+from ctloop.stats import feature_distance, js_distance, normed_wasserstein
 from ctloop.store import FeatureStore
-from ctloop.training import REFERENCE_ARTIFACT, evaluate_proba
+from ctloop.training import REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,16 @@ def _event_dates(view: FeatureView, logs: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(logs["created_at"]).dt.normalize()
 
 
+def logged_output(view: FeatureView, logs: pd.DataFrame) -> Output:
+    """The logged answers as a model output: the class probabilities (in view order) for
+    classification, the values for regression."""
+    if view.label.is_regression:
+        return output_from_values(pd.to_numeric(logs["prediction"]).to_numpy(dtype=float))
+    classes = view.label.class_list
+    proba = logs[[f"proba_{c}" for c in classes]].to_numpy(dtype=float)
+    return Output(logs["prediction"].astype(str).tolist(), proba=proba)
+
+
 def live_accuracy(
     view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame
 ) -> tuple[int, dict[str, float]]:
@@ -162,9 +175,36 @@ def live_accuracy(
     joined = keyed.merge(lab, on=["_entity", "_day"], how="inner")
     if joined.empty:
         return 0, {}
-    classes = view.label.classes
-    proba = joined[[f"proba_{c}" for c in classes]].to_numpy(dtype=float)
-    return len(joined), evaluate_proba(view, joined[view.label.name], proba, classes)
+    return len(joined), score(view, joined[view.label.name], logged_output(view, joined))
+
+
+def prediction_drift(
+    view: FeatureView, reference: dict[str, Any], logs: pd.DataFrame
+) -> list[Finding]:
+    """Has what the model answers moved? Class shares (Jensen-Shannon) for classes; the
+    score's (binary) or the value's (regression) distribution (normed Wasserstein)."""
+    limit = view.drift.prediction_threshold
+    ref = reference.get("prediction", {})
+    out: list[Finding] = []
+    if not view.label.is_regression:
+        # models trained before label kinds stored the shares at the top level
+        shares = ref.get("shares", ref) if isinstance(ref.get("shares"), dict) else ref
+        shares = {k: v for k, v in shares.items() if not isinstance(v, dict)}
+        cur = logs["prediction"].astype(str).value_counts(normalize=True).to_dict()
+        dist = js_distance(shares, cur)
+        out.append(Finding("prediction", "prediction", "jensen_shannon", dist, limit,
+                           bool(math.isfinite(dist) and dist > limit)))  # fmt: skip
+    distribution = ref.get("distribution")
+    if distribution is not None:
+        output = logged_output(view, logs)
+        column = output.values if view.label.is_regression else output.score_column(view)
+        if column is not None:
+            cur = np.asarray(column, dtype=float)
+            dist = normed_wasserstein(np.asarray(distribution["sample"], dtype=float), cur)
+            what = "value" if view.label.is_regression else "score"
+            out.append(Finding("prediction", what, "normed_wasserstein", dist, limit,
+                               bool(math.isfinite(dist) and dist > limit)))  # fmt: skip
+    return out
 
 
 def check(
@@ -212,11 +252,9 @@ def check(
         Finding("dataset", "*", "drifted_share", share, policy.drift_share, dataset_drift)
     )
 
-    pred_shares = logs["prediction"].value_counts(normalize=True).to_dict()
-    pred_dist = js_distance(reference.get("prediction", {}), pred_shares)
-    pred_drift = bool(math.isfinite(pred_dist) and pred_dist > policy.prediction_threshold)
-    findings.append(Finding("prediction", "prediction", "jensen_shannon", pred_dist,
-                            policy.prediction_threshold, pred_drift))  # fmt: skip
+    pred_findings = prediction_drift(view, reference, logs)
+    findings.extend(pred_findings)
+    pred_drift = any(f.drifted for f in pred_findings)
 
     # Labels land days late, so live accuracy looks back `accuracy_window_days` over this
     # champion's predictions and joins the labels that have landed by `until`.
@@ -231,13 +269,15 @@ def check(
     n_lab, live = live_accuracy(view, scored, labels)
     result.labelled_rows, result.live_metrics = n_lab, live
     decay = False
-    baseline = reference.get("validation_metrics", {}).get("macro_f1")
-    if n_lab >= policy.min_labelled_rows and baseline is not None and "macro_f1" in live:
-        drop = baseline - live["macro_f1"]
-        decay = drop > policy.max_accuracy_drop
-        findings.append(Finding("accuracy", "macro_f1", "drop_vs_validation", drop,
-                                policy.max_accuracy_drop, decay))  # fmt: skip
-        findings.append(Finding("accuracy", "macro_f1", "live", live["macro_f1"], None, False))
+    name = view.primary_metric
+    rule = metric(name)
+    baseline = reference.get("validation_metrics", {}).get(name)
+    limit = float(policy.max_accuracy_drop or 0)
+    if n_lab >= policy.min_labelled_rows and baseline is not None and name in live:
+        drop = rule.worsening(live[name], baseline)
+        decay = drop > limit
+        findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
+        findings.append(Finding("accuracy", name, "live", live[name], None, False))
     result.findings = findings
 
     if dataset_drift:
@@ -245,11 +285,13 @@ def check(
             f"data drift in {len(drifted)}/{len(distance_findings)} features: {', '.join(drifted)}"
         )
     if pred_drift:
-        result.reasons.append(f"prediction drift (JS {pred_dist:.3f})")
+        moved = ", ".join(f"{f.feature} {f.statistic} {f.value:.3f}" for f in pred_findings
+                          if f.drifted)  # fmt: skip
+        result.reasons.append(f"prediction drift ({moved})")
     if decay:
         result.reasons.append(
-            f"accuracy decay: live macro-F1 {live['macro_f1']:.3f} vs validation {baseline:.3f} "
-            f"on {n_lab} labelled predictions"
+            f"accuracy decay: live {name} {live[name]:.3f} vs validation {baseline:.3f} "
+            f"on {n_lab} labelled predictions (limit {rule.tolerance_text(limit)})"
         )
     result.status = DECAY if decay else DRIFT if (dataset_drift or pred_drift) else OK
     return result

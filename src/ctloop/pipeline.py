@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
 import time
@@ -20,22 +21,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from ctloop import metrics
 from ctloop.datagate import DataGateError, GateReport, check_data, split_days
 from ctloop.errors import CtloopError
 from ctloop.featureview import FeatureView, load_view
-from ctloop.predictor import Predictor
+from ctloop.predictor import Predictor, answer_problems
 from ctloop.registry import Registry, VersionInfo
 from ctloop.settings import Settings, get_settings, project_root
 from ctloop.store import FeatureStore, to_date
-from ctloop.training import REFERENCE_ARTIFACT, evaluate_proba
+from ctloop.training import REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
 TRIGGERS = ("schedule", "new-data", "manual", "drift")
-LOWER_IS_BETTER = {"log_loss"}
 
 
 class ModelGateError(CtloopError):
@@ -188,7 +188,16 @@ def validate_data(
     registry = run.registry()
     mlflow.set_tracking_uri(registry.tracking_uri)
     champion, reference = _champion_reference(registry, run.view.name)
-    report = check_data(run.view, frame, pd.Timestamp(run.as_of), reference, run.expected_drift)
+    waiting = 0
+    if len(frame) < run.view.gates.data.min_rows:
+        store = run.store(store_url)
+        try:
+            waiting = store.waiting_labels(run.view, run.as_of, run.window_days)
+        finally:
+            store.dispose()
+    report = check_data(
+        run.view, frame, pd.Timestamp(run.as_of), reference, run.expected_drift, waiting
+    )
     log.info(report.summary())
     if not report.passed:
         raise DataGateError(report)
@@ -205,7 +214,6 @@ def train(
     """
     import mlflow
     import mlflow.catboost
-    from mlflow.models import infer_signature
 
     from ctloop import training
 
@@ -258,21 +266,18 @@ def train(
             mlflow.log_input(dataset, context=context)
         mlflow.log_dict(result.reference, training.REFERENCE_ARTIFACT)
         mlflow.log_dict(summary, "data/summary.json")
-        valid = result.validation
-        pred = result.model.predict(to_model_frame(run.view, valid)).ravel().astype(str).tolist()
-        mlflow.log_figure(
-            training.confusion_figure(run.view, valid[run.view.label.name], pred),
-            "plots/confusion_matrix.png",
+        figures = training.evaluation_figures(
+            run.view, result.validation[run.view.label.name], result.output
         )
-        mlflow.log_figure(
-            training.importance_figure(run.view, result.model), "plots/feature_importance.png"
-        )
+        figures["plots/feature_importance.png"] = training.importance_figure(run.view, result.model)
+        for artifact, figure in figures.items():
+            mlflow.log_figure(figure, artifact)
         example = features.head(5)
         info = mlflow.catboost.log_model(
             result.model,
             name="model",
             registered_model_name=name,
-            signature=infer_signature(example, result.model.predict_proba(example)),
+            signature=model_signature(run.view, result.model, example),
             input_example=example,
             # the environment is pinned by uv.lock; inferring requirements costs ~20 s a model
             pip_requirements=mlflow.catboost.get_default_pip_requirements(),
@@ -284,6 +289,23 @@ def train(
     log.info("registered %s version %s from run %s", name, version, run_id)
     return {**summary, "version": version, "run_id": run_id, "reused": False,
             "metrics": result.metrics}  # fmt: skip
+
+
+def model_signature(view: FeatureView, model: Any, example: pd.DataFrame) -> Any:
+    """The MLflow signature from the view, not inferred from five rows: nullable features
+    are optional inputs, numbers are doubles, categories strings; the output is one
+    probability per class (classification) or the value (regression)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    inputs = Schema([
+        ColSpec(DataType.double if f.is_numeric else DataType.string, f.name,
+                required=not f.nullable)
+        for f in view.features
+    ])  # fmt: skip
+    answer = model.predict(example) if view.label.is_regression else model.predict_proba(example)
+    outputs = infer_signature(example, answer).outputs
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def _metric(metrics: dict[str, float], name: str) -> float:
@@ -300,21 +322,25 @@ def _labels_vs_champion(
     The candidate-vs-champion comparison cannot see corrupted labels: on flipped labels
     (Good <-> Poor) the candidate learns the flip, scores as well as the champion did, and
     the champion scores far worse on the same rows, so the candidate "wins". A champion
-    whose macro-F1 on the new validation labels drops by more than the monitor's decay
-    limit (`drift.max_accuracy_drop`) below its recorded validation macro-F1 means the
-    labels changed meaning: corruption, or concept drift. Concept drift reaches training as
-    a drift-triggered run (the monitor measured the decay), which accepts the drop; any
-    other trigger is refused, exactly as the data gate treats skew.
+    whose primary metric on the new validation labels is worse by more than the monitor's
+    decay limit (`drift.max_accuracy_drop`, read as `ctloop.metrics` reads tolerances)
+    than its recorded validation figure means the labels changed meaning: corruption, or
+    concept drift. Concept drift reaches training as a drift-triggered run (the monitor
+    measured the decay), which accepts the drop; any other trigger is refused, exactly as
+    the data gate treats skew.
     """
-    limit = run.view.drift.max_accuracy_drop
-    recorded = champion.tags.get("metric.macro_f1")
-    if recorded is None or "macro_f1" not in scores:
-        missing = f"champion v{champion.version} has no recorded macro-F1: not checked"
+    name = run.view.primary_metric
+    rule = metrics.metric(name)
+    limit = float(run.view.drift.max_accuracy_drop or 0)
+    recorded = champion.tags.get(f"metric.{name}")
+    if recorded is None or name not in scores:
+        missing = f"champion v{champion.version} has no recorded {name}: not checked"
         return True, missing, None, limit
-    drop = float(recorded) - scores["macro_f1"]
+    drop = rule.worsening(scores[name], float(recorded))
     detail = (
-        f"champion v{champion.version} macro-F1 {scores['macro_f1']:.4f} on these validation "
-        f"labels vs {float(recorded):.4f} on its own (may drop by at most {limit})"
+        f"champion v{champion.version} {name} {scores[name]:.4f} on these validation "
+        f"labels vs {float(recorded):.4f} on its own (may worsen by at most "
+        f"{rule.tolerance_text(limit)})"
     )
     ok = drop <= limit
     if not ok and run.trigger == "drift":
@@ -327,48 +353,72 @@ def _labels_vs_champion(
     return ok, detail, drop, limit
 
 
+def _floor_check(
+    run: Run, train_labels: pd.Series, y: pd.Series, cand: float
+) -> tuple[bool, str, float]:
+    """Gate 2's floor: the view's `min_value`, or, when it sets none, the score of a model
+    that learnt only the training labels' distribution on the same validation rows (a
+    default floor of 0 would bless a model that learnt nothing)."""
+    view, gate = run.view, run.view.gates.model
+    name = view.primary_metric
+    rule = metrics.metric(name)
+    if gate.min_value is not None:
+        floor = float(gate.min_value)
+        ok = not rule.better(floor, cand)
+        return ok, f"candidate {name} {cand:.4f} vs floor {floor}", floor
+    naive = metrics.score(view, y, metrics.naive_output(view, train_labels, len(y)))
+    floor = naive.get(name, math.nan)
+    if math.isnan(floor):
+        return True, f"no naive {name} on these rows: floor not applied", floor
+    ok = rule.better(cand, floor)
+    what = "the training mean" if view.label.is_regression else "the training class shares"
+    detail = f"candidate {name} {cand:.4f} must beat {floor:.4f}, a model that predicts {what}"
+    return ok, detail, floor
+
+
 def evaluate(
     run: Run, version: str, store_url: str | None = None, expected_fingerprint: str | None = None
 ) -> dict[str, Any]:
     """Step 4 (gate 2): score candidate and champion on the same newest days; bless or not.
 
-    Blessed when the candidate clears the view's absolute floor and trails the champion by
-    no more than the tolerance on the primary metric, and the champion still agrees with the
-    labels about as well as it did on its own validation days (`_labels_vs_champion`); with
-    no champion only the floor counts. The decision and every check are tagged on the
-    candidate version.
+    Blessed when the candidate clears the floor (`_floor_check`) and trails the champion
+    by no more than the tolerance on the view's primary metric, and the champion still
+    agrees with the labels about as well as it did on its own validation days
+    (`_labels_vs_champion`); with no champion only the floor counts. The decision and
+    every check are tagged on the candidate version.
     """
     frame, summary = _load(run, store_url)
     _same_data(summary, expected_fingerprint)
     registry = run.registry()
     name, gate = run.view.name, run.view.gates.model
-    valid = frame.loc[split_days(run.view, frame).to_numpy()]
+    is_val = split_days(run.view, frame).to_numpy()
+    valid = frame.loc[is_val]
     candidate = registry.version(name, version)
     champion = registry.champion(name)
     y = valid[run.view.label.name]
 
     def score(info: VersionInfo) -> dict[str, float]:
         predictor = Predictor.load(run.view, info.uri, info.version)
-        return evaluate_proba(run.view, y, predictor.predict_proba(valid), predictor.classes)
+        return metrics.score(run.view, y, predictor.predict(valid))
 
-    metric = gate.primary_metric
+    metric = run.view.primary_metric
+    rule = metrics.metric(metric)
     cand_scores = score(candidate)
     cand = _metric(cand_scores, metric)
     report = GateReport("model")
-    lower = metric in LOWER_IS_BETTER
-    floor_ok = cand <= gate.min_value if lower else cand >= gate.min_value
-    detail = f"candidate {metric} {cand:.4f} vs floor {gate.min_value}"
-    report.add("floor", floor_ok, detail, cand, gate.min_value)
+    floor_ok, detail, floor = _floor_check(run, frame.loc[~is_val, run.view.label.name], y, cand)
+    report.add("floor", floor_ok, detail, cand, floor)
     champ_value = None
+    tolerance = float(gate.max_degradation or 0)
     if champion is not None and champion.version != candidate.version:
         champ_scores = score(champion)
         champ_value = _metric(champ_scores, metric)
-        change = (champ_value - cand) if not lower else (cand - champ_value)
+        change = rule.worsening(cand, champ_value)
         report.add(
-            "vs_champion", change <= gate.max_degradation,
+            "vs_champion", change <= tolerance,
             f"candidate {metric} {cand:.4f} vs champion v{champion.version} {champ_value:.4f} "
-            f"(may trail by at most {gate.max_degradation})",
-            change, gate.max_degradation,
+            f"(may trail by at most {rule.tolerance_text(tolerance)})",
+            change, tolerance,
         )  # fmt: skip
         report.add("labels_vs_champion", *_labels_vs_champion(run, champion, champ_scores))
     else:
@@ -383,7 +433,7 @@ def evaluate(
     registry.set_tags(name, candidate.version, tags)
     log.info(report.summary())
     return {**report.to_dict(), "blessed": blessed, "version": candidate.version,
-            "candidate_metric": cand, "champion_metric": champ_value,
+            "metric": metric, "candidate_metric": cand, "champion_metric": champ_value,
             "champion_version": champion.version if champion else None}  # fmt: skip
 
 
@@ -409,18 +459,18 @@ def infra_check(
             raise InfraCheckError(
                 f"no feature rows in the window [{first_day}, {run.as_of}) to query the model with"
             )
-        start = time.perf_counter()
-        classes, proba = predictor.predict(sample)
-        predict_ms = (time.perf_counter() - start) * 1000
         problems = []
-        if sorted(predictor.classes) != sorted(run.view.label.classes):
+        if run.view.label.is_regression != predictor.is_regressor:
+            problems.append(f"a {'regressor' if predictor.is_regressor else 'classifier'} "
+                            f"for a {run.view.label.kind} view")  # fmt: skip
+        elif sorted(predictor.classes) != sorted(run.view.label.class_list):
             problems.append(f"model classes {predictor.classes} != view classes")
-        if proba.shape != (len(sample), len(run.view.label.classes)):
-            problems.append(f"probabilities have shape {proba.shape}")
-        if not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1, atol=1e-6):
-            problems.append("probabilities are not finite or do not sum to 1")
-        if set(classes) - set(run.view.label.classes):
-            problems.append("predicted an unknown class")
+        if problems:
+            raise InfraCheckError("; ".join(problems))
+        start = time.perf_counter()
+        output = predictor.predict(sample)
+        predict_ms = (time.perf_counter() - start) * 1000
+        problems = answer_problems(run.view, output, len(sample))
         if problems:
             raise InfraCheckError("; ".join(problems))
     except InfraCheckError as exc:

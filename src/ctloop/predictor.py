@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.featureview import FeatureView
+from ctloop.metrics import Output, output_from_proba, output_from_values
 from ctloop.stats import MISSING
 
 
@@ -37,7 +38,12 @@ def to_model_frame(view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Predictor:
-    """A CatBoost model with its registry identity, ready to answer requests."""
+    """A CatBoost model (classifier or regressor) with its registry identity.
+
+    Every answer comes back as a `metrics.Output` in the view's terms (probability columns
+    in the view's class order, the binary decision threshold applied), so the gate, the
+    infra check, the monitor and serving never look at the model's own class order.
+    """
 
     view: FeatureView
     model: Any
@@ -47,20 +53,49 @@ class Predictor:
     classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.classes = [str(c) for c in self.model.classes_]
+        # the model's own class order (a CatBoostRegressor's `classes_` is empty)
+        self.classes = [str(c) for c in getattr(self.model, "classes_", [])]
 
     @classmethod
     def load(cls, view: FeatureView, model_uri: str, version: str) -> Predictor:
-        """Load a registered model in its native CatBoost flavour."""
+        """Load a registered model in its native CatBoost flavour (MLflow records whether
+        it is a classifier or a regressor)."""
         import mlflow.catboost
 
         return cls(view, mlflow.catboost.load_model(model_uri), str(version), model_uri)
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Class probabilities, columns in `self.classes` order."""
-        return self.model.predict_proba(to_model_frame(self.view, frame))
+    @property
+    def is_regressor(self) -> bool:
+        return not self.classes
 
-    def predict(self, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-        """Predicted classes and their probability rows."""
-        proba = self.predict_proba(frame)
-        return [self.classes[i] for i in proba.argmax(axis=1)], proba
+    def answer(self, rows: Any, thread_count: int = -1) -> Output:
+        """The model's answer for model-ready rows (a typed frame or `model_rows` lists)."""
+        if self.is_regressor:
+            return output_from_values(self.model.predict(rows, thread_count=thread_count))
+        proba = self.model.predict_proba(rows, thread_count=thread_count)
+        return output_from_proba(self.view, proba, self.classes)
+
+    def predict(self, frame: pd.DataFrame) -> Output:
+        """Answer the rows of a frame that holds the view's feature columns."""
+        return self.answer(to_model_frame(self.view, frame))
+
+
+def answer_problems(view: FeatureView, output: Output, rows: int) -> list[str]:
+    """What is wrong with a model's answers to `rows` rows (empty: fit to serve). The one
+    definition of "answers as served" that the infra check and serving's loader share."""
+    problems = []
+    if view.label.is_regression:
+        values = output.values
+        if values is None or values.shape != (rows,):
+            problems.append(f"values have shape {None if values is None else values.shape}")
+        elif not np.isfinite(values).all():
+            problems.append("predicted values are not finite")
+        return problems
+    proba = output.proba
+    if proba is None or proba.shape != (rows, len(view.label.class_list)):
+        problems.append(f"probabilities have shape {None if proba is None else proba.shape}")
+    elif not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1, atol=1e-6):
+        problems.append("probabilities are not finite or do not sum to 1")
+    if set(output.predictions) - set(view.label.class_list):
+        problems.append("predicted an unknown class")
+    return problems

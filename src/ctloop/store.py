@@ -325,11 +325,21 @@ class FeatureStore:
         out[view.entity] = out[view.entity].astype(str)
         out[view.event_date] = pd.to_datetime(out[view.event_date]).dt.date
         out["arrived_at"] = list(pd.to_datetime(out["arrived_at"]).dt.to_pydatetime())
-        unknown = sorted(set(out[view.label.name].dropna()) - set(view.label.classes))
-        if unknown or out[view.label.name].isna().any():
+        label = out[view.label.name]
+        if view.label.is_regression:
+            values = pd.to_numeric(label, errors="coerce")
+            if values.isna().any() or not np.isfinite(values).all():
+                raise DataValidationError(
+                    f"{view.labels_table}: column '{view.label.name}' must hold finite "
+                    "numbers (a regression label); found empty or non-numeric values"
+                )
+            out[view.label.name] = values.astype("float64")
+            return out
+        unknown = sorted(set(label.dropna().astype(str)) - set(view.label.class_list))
+        if unknown or label.isna().any():
             raise DataValidationError(
                 f"{view.labels_table}: column '{view.label.name}' must be one of "
-                f"{view.label.classes}; found {unknown or 'empty values'}"
+                f"{view.label.class_list}; found {unknown or 'empty values'}"
             )
         return out
 
@@ -558,6 +568,20 @@ class FeatureStore:
         with self._translate(), self.engine.connect() as conn:
             return pd.read_sql(query, conn)
 
+    def waiting_labels(self, view: FeatureView, as_of: dt.date | str, window_days: int) -> int:
+        """Labels of the window's days that arrived on or after the as-of instant: stored,
+        but invisible to a point-in-time run as of that date."""
+        start, end = self.window(view, as_of, window_days)
+        _, ltable = self.view_tables(view)
+        day = ltable.c[view.event_date]
+        query = (
+            sa.select(sa.func.count())
+            .select_from(ltable)
+            .where(day >= start, day < end, ltable.c.arrived_at >= as_of_instant(end))
+        )
+        with self._translate(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def labels_for_days(
         self, view: FeatureView, first: dt.date, last: dt.date, arrived_before: dt.datetime
     ) -> pd.DataFrame:
@@ -718,8 +742,9 @@ class FeatureStore:
             frame = pd.read_sql(query, conn)
         if not expand_features or frame.empty:
             return frame
-        feats = pd.DataFrame.from_records([json.loads(s) for s in frame["features"]])
-        probs = pd.DataFrame.from_records([json.loads(s) for s in frame["probabilities"]])
+        feats = pd.DataFrame([json.loads(s) for s in frame["features"]], index=frame.index)
+        # regression rows carry no probabilities ({}): zero columns, not zero rows
+        probs = pd.DataFrame([json.loads(s) for s in frame["probabilities"]], index=frame.index)
         probs.columns = [f"proba_{c}" for c in probs.columns]
         base = frame.drop(columns=["features", "probabilities"])
         return pd.concat([base, feats, probs], axis=1)

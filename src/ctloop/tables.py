@@ -51,7 +51,11 @@ def labels_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
         metadata,
         sa.Column(view.entity, sa.String(ENTITY_LEN), primary_key=True),
         sa.Column(view.event_date, sa.Date, primary_key=True),
-        sa.Column(view.label.name, sa.String(CATEGORY_LEN), nullable=False),
+        sa.Column(
+            view.label.name,
+            Double if view.label.is_regression else sa.String(CATEGORY_LEN),
+            nullable=False,
+        ),
         sa.Column("arrived_at", Timestamp, nullable=False),
         sa.Index(f"ix_{view.name}_labels_date", view.event_date),
         sa.Index(f"ix_{view.name}_labels_arrived", "arrived_at"),
