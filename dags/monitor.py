@@ -28,9 +28,11 @@ with the profile of its training data:
 * **data drift** per feature (normed Wasserstein / Jensen-Shannon; PSI, unseen categories
   and missing-rate changes reported), dataset drift when the drifted share reaches the
   view's `drift.drift_share`;
-* **prediction drift** of the predicted classes;
-* **accuracy decay**: live macro-F1 of the champion's predictions over the last
-  `drift.accuracy_window_days` whose labels have landed, vs its validation macro-F1.
+* **prediction drift** of the predicted classes, and of the score (binary) or the value
+  (regression);
+* **accuracy decay**: the view's primary metric (AUC / macro-F1 / RMSE ...) on the
+  champion's predictions over the last `drift.accuracy_window_days` whose labels have
+  landed, vs its validation figure.
 
 Windows with fewer than `drift.min_rows` predictions report *not enough data* and raise
 no alarm. Findings go to the `drift_report` table and an HTML report in MLflow

@@ -86,13 +86,24 @@ def init_db(views: tuple[str, ...]) -> None:
     click.echo(f"feature store {store.safe_url}: tables ready for {', '.join(names)}")
 
 
+def label_text(fv: FeatureView) -> str:
+    """The label's kind and values in one phrase, for `show-view`."""
+    label = fv.label
+    if label.is_regression:
+        return f"regression, values in [{label.min}, {label.max}]"
+    if label.is_binary:
+        return (f"binary: {', '.join(label.class_list)}; positive {label.positive_class} "
+                f"at score >= {label.decision_threshold}")  # fmt: skip
+    return f"multiclass: {', '.join(label.class_list)}"
+
+
 @cli.command("show-view")
 @view_argument
 def show_view(view: str | None) -> None:
     """Validate a feature view file and print its contract."""
     fv = _view(view)
     click.echo(f"{fv.name}: entity {fv.entity}, event date {fv.event_date}")
-    click.echo(f"label {fv.label.name}: {', '.join(fv.label.classes)}")
+    click.echo(f"label {fv.label.name} ({label_text(fv)}), metric {fv.primary_metric}")
     for f in fv.features:
         if f.is_numeric:
             spec = f"numeric [{f.min}, {f.max}]" + (" integer" if f.integer else "")
@@ -186,21 +197,31 @@ def generate(
     )
 
 
+def _echo_columns(renamed: dict[str, str], ignored: list[str]) -> None:
+    """Say how an import read the header, so a wrong mapping is seen, not just its effect."""
+    if renamed:
+        click.echo("renamed columns: " + ", ".join(f"'{s}' -> {t}" for s, t in renamed.items()))
+    if ignored:
+        click.echo("ignored columns: " + ", ".join(f"'{c}'" for c in ignored))
+
+
 @cli.command("import")
 @click.argument("view")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--skip-bad-rows", is_flag=True, help="Import the good rows, report the bad ones.")
 def import_(view: str, file: Path, skip_bad_rows: bool) -> None:
-    """Validate a CSV against VIEW and load it into the feature and label tables.
+    """Validate a CSV or Parquet file against VIEW and load it into the feature and label tables.
 
     Columns: the entity key, the event date, every feature; optionally the label and
-    `arrived_at` (when the label became known; default: now). Nothing of a failing file
+    `arrived_at` (when the label became known, UTC unless it has an offset; default: now).
+    Header names resolve through the view's `import:` block. Nothing of a failing file
     is written unless --skip-bad-rows is given.
     """
     from ctloop.importer import import_csv
 
     fv = _view(view)
     result = import_csv(_store(), fv, file, skip_bad_rows=skip_bad_rows)
+    _echo_columns(result.renamed, result.ignored)
     for problem in result.problems[:50]:
         click.echo(f"skipped {problem}", err=True)
     click.echo(
@@ -304,6 +325,7 @@ def models(view: str | None) -> None:
     from ctloop.registry import Registry
 
     fv = _view(view)
+    metric = fv.primary_metric  # the view's own gate metric, by its label kind
     registry = Registry.from_settings()
     champion, previous = registry.champion(fv.name), registry.previous(fv.name)
     for v in registry.versions(fv.name):
@@ -315,7 +337,7 @@ def models(view: str | None) -> None:
         click.echo(
             f"v{v.version:<4} {alias:9} as_of={v.tags.get('as_of', '-')} "
             f"trigger={v.tags.get('trigger', '-'):9} {gates} "
-            f"macro_f1={v.tags.get('metric.macro_f1', '-')}"
+            f"{metric}={v.tags.get(f'metric.{metric}', '-')}"
         )
 
 
@@ -355,8 +377,9 @@ def labels(
     if file is not None:
         from ctloop.importer import import_labels_csv
 
-        written = import_labels_csv(store, fv, file)
-        click.echo(f"{file}: {written} labels written")
+        result = import_labels_csv(store, fv, file)
+        _echo_columns(result.renamed, result.ignored)
+        click.echo(f"{file}: {result.labels_written} labels written")
         return
     if start is None or days is None:
         raise click.UsageError("give --file, or --start and --days for the synthetic stream")
@@ -465,6 +488,27 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
         click.echo("the loop did NOT close (see the FAILED checks above)", err=True)
         sys.exit(1)
     click.echo("the loop closed.")
+
+
+@cli.command("sample-data")
+@click.argument("name", type=click.Choice(["breast_cancer", "wine", "diabetes"]))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file to write.")  # fmt: skip
+@click.option("--start", callback=_date, default="2026-01-01", show_default=True,
+              help="First event date.")  # fmt: skip
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Event dates the rows are spread over.")  # fmt: skip
+@click.option("--label-delay-days", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Days after its event date each label arrives (arrived_at).")  # fmt: skip
+def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_days: int) -> None:
+    """Write a real data set bundled with scikit-learn (breast_cancer: binary, wine:
+    multiclass, diabetes: regression) as a CSV with its own column names, for the views in
+    examples/views/ and the README's "Bring your own data" walkthrough."""
+    from ctloop.sampledata import write_sample
+
+    path = write_sample(name, out, start=start, days=days, label_delay_days=label_delay_days)
+    click.echo(f"wrote {path} ({name}, {days} days from {start}, "
+               f"labels {label_delay_days} days late)")  # fmt: skip
 
 
 def main() -> None:

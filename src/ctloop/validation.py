@@ -1,25 +1,38 @@
 """Row-level validation of incoming data against a feature view.
 
-Used wherever outside data enters: CSV import now, the serving edge later. Checks are
+Used wherever outside data enters: file import now, the serving edge later. Checks are
 vectorised per column (a 1M-row file is checked in seconds) and every problem is reported
-with its row, column and reason, so a user can fix a file in one pass.
+with its row, column and reason, sorted by row, so a user can fix a file in one pass.
+
+Cells arrive as text and only this module decides what they mean: a cell equal to one of
+the view's `import.missing_values` markers (after trimming spaces) or empty is missing,
+whatever the column. Times follow one rule everywhere: ISO 8601, a value with a UTC offset
+(`+02:00`, `Z`) is converted to UTC, a value without one is taken as UTC, and the result is
+stored as naive UTC.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ctloop.featureview import Feature, FeatureView
 
+log = logging.getLogger(__name__)
+
 MAX_REPORTED = 1000
+ARRIVED_AT = "arrived_at"
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad value: 1-based data row (header excluded), column and what is wrong."""
+    """One bad value: 1-based data row (header excluded; None: the whole file), column, reason."""
 
     row: int | None
     column: str
@@ -41,69 +54,310 @@ class ValidatedFrame:
     total_rows: int
 
 
-def _numeric(feature: Feature, raw: pd.Series, rows: np.ndarray, problems: list[Problem]):
-    text = raw.str.strip()
-    missing = text.isna() | (text == "")
-    values = pd.to_numeric(text.where(~missing), errors="coerce")
+@dataclass
+class ResolvedColumns:
+    """A raw frame with its header mapped to view names, and what the mapping did."""
+
+    frame: pd.DataFrame
+    # source name -> view name, only for columns whose name changed
+    renamed: dict[str, str] = field(default_factory=dict)
+    # source names dropped because the view does not use them (extra_columns: ignore)
+    ignored: list[str] = field(default_factory=list)
+    # file-level problems: two source columns resolving to the same view column
+    problems: list[Problem] = field(default_factory=list)
+
+
+def normalize_name(name: str) -> str:
+    """`Total day minutes` -> `total_day_minutes`: runs of anything but ASCII letters and
+    digits become one `_`, trimmed, lower case (the rule `import:` documents)."""
+    return _NOT_ALNUM.sub("_", name).strip("_").lower()
+
+
+def view_columns(view: FeatureView) -> list[str]:
+    """Every column a file for this view may carry, in the order the view names them."""
+    return [view.entity, view.event_date, *view.feature_names, view.label.name, ARRIVED_AT]
+
+
+def resolve_columns(
+    view: FeatureView, raw: pd.DataFrame, wanted: Iterable[str] | None = None
+) -> ResolvedColumns:
+    """Map a raw file's header to the view's column names.
+
+    Real files name columns their own way (`Customer ID`, `Total day minutes`), and
+    renaming them by hand before every import is where columns get swapped. Each source
+    column resolves, in this order, through the view's explicit `import.columns` mapping,
+    an exact match, then (with `import.normalize_names`) its normalised name. Columns that
+    resolve to nothing, or to a view column not in `wanted` (default: all of them), are
+    dropped and listed as ignored under `import.extra_columns: ignore`; otherwise they stay
+    so that validation refuses them by name. Two kept source columns resolving to the same
+    view column are a file-level problem naming both: picking one would be a guess.
+    """
+    options = view.import_options
+    known = set(view_columns(view))
+    keep = known if wanted is None else set(wanted)
+    resolved = ResolvedColumns(frame=raw)
+    positions: list[int] = []
+    names: list[str] = []
+    source_of: dict[str, str] = {}
+    for pos, source in enumerate(map(str, raw.columns)):
+        target: str | None = None
+        if source in options.columns:
+            target = options.columns[source]
+        elif source in known:
+            target = source
+        elif options.normalize_names and normalize_name(source) in known:
+            target = normalize_name(source)
+        if (target is None or target not in keep) and options.extra_columns == "ignore":
+            resolved.ignored.append(source)
+            continue
+        if target is not None:
+            if target in source_of:
+                resolved.problems.append(
+                    Problem(
+                        None,
+                        target,
+                        f"columns '{source_of[target]}' and '{source}' both map to '{target}'",
+                    )
+                )
+                continue
+            source_of[target] = source
+            if target != source:
+                resolved.renamed[source] = target
+        positions.append(pos)
+        names.append(target or source)
+    frame = raw.iloc[:, positions]
+    frame.columns = names
+    resolved.frame = frame
+    if resolved.renamed:
+        log.info(
+            "renamed columns: %s",
+            ", ".join(f"'{s}' -> {t}" for s, t in resolved.renamed.items()),
+        )
+    if resolved.ignored:
+        log.info("ignored columns: %s", ", ".join(f"'{c}'" for c in resolved.ignored))
+    return resolved
+
+
+def sort_problems(problems: Iterable[Problem], columns: Sequence[str]) -> list[Problem]:
+    """File-level problems first, then by row, then by the column's place in the file.
+
+    A user fixes a file top to bottom; problems in the order the checks ran (column by
+    column) scatter one row's faults over the whole report. Columns not in the file (a
+    missing column) come after those that are, in the order they were found.
+    """
+    order: dict[str, int] = {}
+    for col in columns:
+        order.setdefault(str(col), len(order))
+    return sorted(
+        problems,
+        key=lambda p: (p.row is not None, p.row or 0, order.get(p.column, len(order))),
+    )
+
+
+def _as_text(raw: pd.DataFrame, markers: Sequence[str]) -> pd.DataFrame:
+    """Every cell as trimmed text, with empty cells and missing-value markers as NA.
+
+    An empty cell is missing even when the view's markers leave "" out: it cannot be a
+    number, a category or a key, and calling it one would only produce a worse message.
+    """
+    text = raw.astype("string").apply(lambda col: col.str.strip())
+    missing = text.isna() | text.isin(list(markers)) | (text == "")
+    return text.mask(missing)
+
+
+def parse_times(text: pd.Series) -> pd.Series:
+    """ISO 8601 dates or date-times as naive UTC; what does not parse becomes NaT.
+
+    A value with a UTC offset (`2026-01-05T10:00:00+02:00`, `...Z`) is converted to UTC, a
+    value without one is taken as UTC, so one file may mix forms and still mean one
+    instant per cell: the store keeps naive UTC everywhere.
+    """
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    return parsed.dt.tz_localize(None)
+
+
+def _to_float(text: pd.Series) -> pd.Series:
+    """Numbers as float64: NaN where the cell is missing or not a number."""
+    values = pd.to_numeric(text, errors="coerce")
+    return pd.Series(values.to_numpy(dtype="float64", na_value=np.nan), index=text.index)
+
+
+def _report(
+    mask: pd.Series | np.ndarray,
+    rows: np.ndarray,
+    column: str,
+    reason: str | Callable[[int], str],
+    problems: list[Problem],
+) -> None:
+    """Add one problem per flagged row; `reason` is a string or a function of the position."""
+    flags = mask.to_numpy() if isinstance(mask, pd.Series) else mask
+    for i in np.flatnonzero(flags):
+        problems.append(Problem(int(rows[i]), column, reason(i) if callable(reason) else reason))
+
+
+def _range(
+    name: str,
+    values: pd.Series,
+    low: float | None,
+    high: float | None,
+    rows: np.ndarray,
+    problems: list[Problem],
+) -> None:
+    finite = np.isfinite(values.to_numpy())
+    if low is not None:
+        _report(
+            finite & (values < low).to_numpy(),
+            rows,
+            name,
+            lambda i: f"{values.iloc[i]} is below the minimum {low}",
+            problems,
+        )
+    if high is not None:
+        _report(
+            finite & (values > high).to_numpy(),
+            rows,
+            name,
+            lambda i: f"{values.iloc[i]} is above the maximum {high}",
+            problems,
+        )
+
+
+def _numeric(feature: Feature, text: pd.Series, rows: np.ndarray, problems: list[Problem]):
+    missing = text.isna()
+    values = _to_float(text)
     bad_type = values.isna() & ~missing
-    for i in np.flatnonzero(bad_type.to_numpy()):
-        problems.append(Problem(int(rows[i]), feature.name, f"'{raw.iloc[i]}' is not a number"))
-    finite = values.notna()
-    notfinite = finite & ~np.isfinite(values.fillna(0))
-    for i in np.flatnonzero(notfinite.to_numpy()):
-        problems.append(Problem(int(rows[i]), feature.name, "value is not finite"))
-    if feature.min is not None:
-        for i in np.flatnonzero((finite & (values < feature.min)).to_numpy()):
-            problems.append(
-                Problem(
-                    int(rows[i]),
-                    feature.name,
-                    f"{values.iloc[i]} is below the minimum {feature.min}",
-                )
-            )
-    if feature.max is not None:
-        for i in np.flatnonzero((finite & (values > feature.max)).to_numpy()):
-            problems.append(
-                Problem(
-                    int(rows[i]),
-                    feature.name,
-                    f"{values.iloc[i]} is above the maximum {feature.max}",
-                )
-            )
+    _report(bad_type, rows, feature.name, lambda i: f"'{text.iloc[i]}' is not a number", problems)
+    _report(np.isinf(values.to_numpy()), rows, feature.name, "value is not finite", problems)
+    _range(feature.name, values, feature.min, feature.max, rows, problems)
     if feature.integer:
-        for i in np.flatnonzero((finite & (values % 1 != 0)).to_numpy()):
-            problems.append(
-                Problem(int(rows[i]), feature.name, f"{values.iloc[i]} is not a whole number")
-            )
+        whole = np.isfinite(values.to_numpy()) & (values % 1 != 0).to_numpy()
+        _report(
+            whole, rows, feature.name, lambda i: f"{values.iloc[i]} is not a whole number", problems
+        )
     _nulls(feature, missing, rows, problems)
-    return values.astype("float64")
+    return values
 
 
-def _categorical(feature: Feature, raw: pd.Series, rows: np.ndarray, problems: list[Problem]):
-    text = raw.str.strip()
-    missing = text.isna() | (text == "")
+def _categorical(feature: Feature, text: pd.Series, rows: np.ndarray, problems: list[Problem]):
+    missing = text.isna()
     if not feature.allow_unseen:
         allowed = set(feature.categories or [])
         unknown = ~missing & ~text.isin(allowed)
-        for i in np.flatnonzero(unknown.to_numpy()):
-            problems.append(
-                Problem(
-                    int(rows[i]),
-                    feature.name,
-                    f"unknown category '{text.iloc[i]}' (allowed: {', '.join(sorted(allowed))})",
-                )
-            )
-    too_long = ~missing & (text.str.len() > 64)
-    for i in np.flatnonzero(too_long.fillna(False).to_numpy()):
-        problems.append(Problem(int(rows[i]), feature.name, "category longer than 64 characters"))
+        _report(
+            unknown,
+            rows,
+            feature.name,
+            lambda i: f"unknown category '{text.iloc[i]}' (allowed: {', '.join(sorted(allowed))})",
+            problems,
+        )
+    too_long = (~missing & (text.str.len() > 64)).fillna(False).astype(bool)
+    _report(too_long, rows, feature.name, "category longer than 64 characters", problems)
     _nulls(feature, missing, rows, problems)
-    return text.where(~missing, None).astype(object)
+    return text.astype(object).where(~missing, None)
 
 
 def _nulls(feature: Feature, missing: pd.Series, rows: np.ndarray, problems: list[Problem]) -> None:
     if not feature.nullable:
-        for i in np.flatnonzero(missing.to_numpy()):
-            problems.append(Problem(int(rows[i]), feature.name, "value is missing (not nullable)"))
+        _report(missing, rows, feature.name, "value is missing (not nullable)", problems)
+
+
+def _keys(
+    view: FeatureView, text: pd.DataFrame, rows: np.ndarray, problems: list[Problem]
+) -> tuple[pd.Series, pd.Series]:
+    """Entity keys and event dates (a plain date or an ISO date-time, cut to its UTC day)."""
+    entity = text[view.entity]
+    _report(entity.isna(), rows, view.entity, "entity key is missing", problems)
+    too_long = (entity.str.len() > 64).fillna(False).astype(bool)
+    _report(too_long, rows, view.entity, "entity key longer than 64 characters", problems)
+    raw_dates = text[view.event_date]
+    dates = parse_times(raw_dates)
+    _report(raw_dates.isna(), rows, view.event_date, "event date is missing", problems)
+    _report(
+        dates.isna() & raw_dates.notna(),
+        rows,
+        view.event_date,
+        lambda i: f"'{raw_dates.iloc[i]}' is not a date",
+        problems,
+    )
+    return entity.astype(object), dates.dt.normalize()
+
+
+def _label(
+    view: FeatureView, text: pd.Series, rows: np.ndarray, problems: list[Problem]
+) -> tuple[pd.Series, pd.Series]:
+    """The label values (float64 for regression, class names otherwise) and where present."""
+    label = view.label
+    present = text.notna()
+    if label.is_regression:
+        values = _to_float(text)
+        bad = present & ~np.isfinite(values.to_numpy())
+        _report(bad, rows, label.name, lambda i: f"'{text.iloc[i]}' is not a number", problems)
+        _range(label.name, values, label.min, label.max, rows, problems)
+        return values, present
+    classes = label.class_list
+    bad = present & ~text.isin(classes)
+    _report(
+        bad,
+        rows,
+        label.name,
+        lambda i: f"unknown class '{text.iloc[i]}' (classes: {', '.join(classes)})",
+        problems,
+    )
+    return text.astype(object).where(present, None), present
+
+
+def _arrived(
+    text: pd.DataFrame,
+    present: pd.Series,
+    default: pd.Timestamp | None,
+    rows: np.ndarray,
+    problems: list[Problem],
+) -> pd.Series:
+    """When each label became known, as naive UTC (see `parse_times`).
+
+    Without the column every label arrives at `default` (now). A row that has a label but
+    an empty `arrived_at` is refused rather than given "now": the file claims to know the
+    arrival time, and a guessed one silently moves the label in point-in-time reads.
+    """
+    if ARRIVED_AT not in text.columns:
+        when = default if default is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+        return pd.Series(when, index=text.index)
+    raw = text[ARRIVED_AT]
+    arrived = parse_times(raw)
+    _report(
+        present & raw.isna(),
+        rows,
+        ARRIVED_AT,
+        "arrival time is missing (the row has a label)",
+        problems,
+    )
+    _report(
+        present & raw.notna() & arrived.isna(),
+        rows,
+        ARRIVED_AT,
+        lambda i: f"'{raw.iloc[i]}' is not a time",
+        problems,
+    )
+    return arrived
+
+
+def _duplicates(
+    view: FeatureView, keys: pd.DataFrame, rows: np.ndarray, problems: list[Problem]
+) -> None:
+    dupes = keys.duplicated(subset=[view.entity, view.event_date], keep="first")
+    _report(dupes, rows, view.entity, "duplicate entity and event date in this file", problems)
+
+
+def _finish(
+    features: pd.DataFrame,
+    labels: pd.DataFrame | None,
+    problems: list[Problem],
+    columns: Sequence[str],
+    total: int,
+) -> ValidatedFrame:
+    problems = sort_problems(problems, columns)
+    bad_rows = {p.row for p in problems if p.row is not None}
+    return ValidatedFrame(features, labels, problems, bad_rows, total)
 
 
 def validate_frame(
@@ -113,90 +367,93 @@ def validate_frame(
     label_column: bool | None = None,
     arrived_at_default: pd.Timestamp | None = None,
 ) -> ValidatedFrame:
-    """Check raw string columns against the view and return typed frames plus problems.
+    """Check raw text columns (already named as the view names them) and return typed
+    frames plus the problems, sorted by row.
 
     Missing and unexpected columns are whole-file problems (row None). The label and its
-    `arrived_at` are optional; a label without arrival time arrives at `arrived_at_default`.
+    `arrived_at` are optional; a label without arrival time column arrives at
+    `arrived_at_default` (default: now). Event dates and `arrived_at` follow the time rule
+    of this module (offsets converted to UTC, no offset taken as UTC, stored naive).
+    A regression label becomes float64; a classification label stays its class name.
     """
     problems: list[Problem] = []
+    columns = [str(c) for c in raw.columns]
     rows = np.arange(1, len(raw) + 1)
     expected = [view.entity, view.event_date, *view.feature_names]
-    optional = [view.label.name, "arrived_at"]
+    optional = [view.label.name, ARRIVED_AT]
     for col in expected:
-        if col not in raw.columns:
+        if col not in columns:
             problems.append(Problem(None, col, "column is missing"))
-    for col in raw.columns:
+    for col in columns:
         if col not in expected and col not in optional:
-            problems.append(Problem(None, str(col), "column is not part of the feature view"))
+            problems.append(Problem(None, col, "column is not part of the feature view"))
     if problems:
-        return ValidatedFrame(pd.DataFrame(), None, problems, set(), len(raw))
+        return _finish(pd.DataFrame(), None, problems, columns, len(raw))
 
-    raw = raw.astype("string")
+    text = _as_text(raw, view.import_options.missing_values)
     out: dict[str, pd.Series] = {}
-    entity = raw[view.entity].str.strip()
-    for i in np.flatnonzero((entity.isna() | (entity == "")).to_numpy()):
-        problems.append(Problem(int(rows[i]), view.entity, "entity key is missing"))
-    for i in np.flatnonzero((entity.str.len() > 64).fillna(False).to_numpy()):
-        problems.append(Problem(int(rows[i]), view.entity, "entity key longer than 64 characters"))
-    out[view.entity] = entity.astype(object)
-    dates = pd.to_datetime(raw[view.event_date].str.strip(), errors="coerce", format="ISO8601")
-    for i in np.flatnonzero(dates.isna().to_numpy()):
-        problems.append(
-            Problem(
-                int(rows[i]), view.event_date, f"'{raw[view.event_date].iloc[i]}' is not a date"
-            )
-        )
-    out[view.event_date] = dates.dt.normalize()
+    out[view.entity], out[view.event_date] = _keys(view, text, rows, problems)
     for feature in view.features:
         check = _numeric if feature.is_numeric else _categorical
-        out[feature.name] = check(feature, raw[feature.name], rows, problems)
+        out[feature.name] = check(feature, text[feature.name], rows, problems)
     features = pd.DataFrame(out)
 
     labels = None
-    has_label = view.label.name in raw.columns if label_column is None else label_column
+    has_label = view.label.name in columns if label_column is None else label_column
     if has_label:
-        label = raw[view.label.name].str.strip()
-        present = label.notna() & (label != "")
-        bad = present & ~label.isin(view.label.classes)
-        for i in np.flatnonzero(bad.to_numpy()):
-            problems.append(
-                Problem(
-                    int(rows[i]),
-                    view.label.name,
-                    f"unknown class '{label.iloc[i]}' (classes: {', '.join(view.label.classes)})",
-                )
-            )
-        if "arrived_at" in raw.columns:
-            arrived = pd.to_datetime(
-                raw["arrived_at"].str.strip(), errors="coerce", format="ISO8601"
-            )
-            bad_time = present & arrived.isna()
-            for i in np.flatnonzero(bad_time.to_numpy()):
-                problems.append(
-                    Problem(
-                        int(rows[i]), "arrived_at", f"'{raw['arrived_at'].iloc[i]}' is not a time"
-                    )
-                )
-        else:
-            when = arrived_at_default or pd.Timestamp.now(tz="UTC").tz_localize(None)
-            arrived = pd.Series(when, index=raw.index)
+        values, present = _label(view, text[view.label.name], rows, problems)
+        arrived = _arrived(text, present, arrived_at_default, rows, problems)
         labels = pd.DataFrame(
             {
                 view.entity: out[view.entity],
                 view.event_date: out[view.event_date],
-                view.label.name: label.astype(object),
-                "arrived_at": arrived,
-                "_present": present,
+                view.label.name: values,
+                ARRIVED_AT: arrived,
+                "_present": present.to_numpy(),
             }
         )
+    _duplicates(view, features, rows, problems)
+    return _finish(features, labels, problems, columns, len(raw))
 
-    dupes = features.duplicated(subset=[view.entity, view.event_date], keep="first")
-    for i in np.flatnonzero(dupes.to_numpy()):
-        problems.append(
-            Problem(int(rows[i]), view.entity, "duplicate entity and event date in this file")
-        )
-    bad_rows = {p.row for p in problems if p.row is not None}
-    return ValidatedFrame(features, labels, problems, bad_rows, len(raw))
+
+def validate_labels(
+    view: FeatureView, raw: pd.DataFrame, *, arrived_at_default: pd.Timestamp | None = None
+) -> ValidatedFrame:
+    """Check a labels file (entity, event date, label, optional `arrived_at`).
+
+    Same value rules as `validate_frame`; here a row without a label is a problem, since a
+    labels file has nothing else to say about it. `features` is empty; `labels` carries
+    every row (with `_present`) so the caller can pick the good ones.
+    """
+    problems: list[Problem] = []
+    columns = [str(c) for c in raw.columns]
+    rows = np.arange(1, len(raw) + 1)
+    needed = [view.entity, view.event_date, view.label.name]
+    for col in needed:
+        if col not in columns:
+            problems.append(Problem(None, col, "column is missing"))
+    for col in columns:
+        if col not in (*needed, ARRIVED_AT):
+            problems.append(Problem(None, col, "column is not expected in a labels file"))
+    if problems:
+        return _finish(pd.DataFrame(), None, problems, columns, len(raw))
+
+    text = _as_text(raw, view.import_options.missing_values)
+    entity, dates = _keys(view, text, rows, problems)
+    values, present = _label(view, text[view.label.name], rows, problems)
+    _report(~present, rows, view.label.name, "label is missing", problems)
+    arrived = _arrived(text, present, arrived_at_default, rows, problems)
+    labels = pd.DataFrame(
+        {
+            view.entity: entity,
+            view.event_date: dates,
+            view.label.name: values,
+            ARRIVED_AT: arrived,
+            "_present": present.to_numpy(),
+        }
+    )
+    _duplicates(view, labels, rows, problems)
+    return _finish(pd.DataFrame(), labels, problems, columns, len(raw))
 
 
 def good_rows(result: ValidatedFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
