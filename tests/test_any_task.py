@@ -104,6 +104,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert done.returncode == 0, done.stdout + done.stderr
             imported[name] = done.stdout
         store = FeatureStore(url)
+        import mlflow
+
+        # models:/ URIs resolve through MLflow's process-wide registry URI
+        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
         settings = Settings(
             data_dir=tmp / "data", features_dir=features_dir, feature_store_url=url,
             mlflow_tracking_uri=tracking_uri,
@@ -115,6 +121,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                    "views": {n: load_view_file(features_dir / f"{n}.yaml") for n in VIEWS},
                    "runs": {}}  # fmt: skip
         finally:
+            mlflow.set_tracking_uri(before[0])
+            mlflow.set_registry_uri(before[1])
             airflow.close()
             store.dispose()
 

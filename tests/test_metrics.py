@@ -1,0 +1,131 @@
+"""Metrics by label kind: directions, tolerances, binary decisions, naive floors, view
+defaults. Pure functions on a few rows, no services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop import metrics
+from ctloop.errors import FeatureViewError
+from ctloop.featureview import FeatureView, LabelKind, load_view_file
+from tests.conftest import ROOT
+
+
+def make_view(label: dict[str, Any], **gates: Any) -> FeatureView:
+    raw = {
+        "name": "toy",
+        "entity": "id",
+        "label": label,
+        "features": [{"name": "x", "type": "numeric"}],
+        "gates": {"model": gates} if gates else {},
+    }
+    return FeatureView.model_validate(raw)
+
+
+BINARY = {"name": "y", "kind": "binary", "classes": ["no", "yes"], "positive_class": "yes"}
+REGRESSION = {"name": "y", "kind": "regression"}
+MULTI = {"name": "y", "kind": "multiclass", "classes": ["a", "b", "c"]}
+
+
+@pytest.mark.parametrize(
+    ("label", "metric", "degradation", "live_drop"),
+    [(BINARY, "roc_auc", 0.01, 0.05), (MULTI, "macro_f1", 0.01, 0.05),
+     (REGRESSION, "rmse", 0.02, 0.10)],
+)  # fmt: skip
+def test_each_kind_gets_its_metric_and_tolerances(label, metric, degradation, live_drop) -> None:
+    view = make_view(label)
+    assert view.primary_metric == metric
+    assert view.gates.model.max_degradation == degradation
+    assert view.drift.max_accuracy_drop == live_drop
+    assert view.gates.model.min_value is None  # floor: beat the naive model
+
+
+def test_defaults_are_not_shared_between_views() -> None:
+    make_view(REGRESSION)
+    assert make_view(BINARY).primary_metric == "roc_auc"
+    assert FeatureView.model_fields["gates"].default.model.primary_metric is None
+
+
+def test_a_metric_that_does_not_fit_the_kind_is_refused_when_the_view_loads() -> None:
+    with pytest.raises(ValueError, match="does not fit a regression label"):
+        make_view(REGRESSION, primary_metric="roc_auc")
+    assert make_view(REGRESSION, primary_metric="mae").primary_metric == "mae"
+
+
+def test_the_shipped_views_load_with_their_kinds() -> None:
+    kinds = {
+        "breast_cancer": LabelKind.BINARY,
+        "wine": LabelKind.MULTICLASS,
+        "diabetes": LabelKind.REGRESSION,
+    }
+    for name, kind in kinds.items():
+        assert load_view_file(ROOT / "examples" / "views" / f"{name}.yaml").label.kind is kind
+    credit = load_view_file(ROOT / "features" / "credit_score.yaml")
+    assert credit.label.kind is LabelKind.MULTICLASS and credit.primary_metric == "macro_f1"
+
+
+def test_a_category_that_is_also_a_missing_marker_is_refused(tmp_path) -> None:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "features" / "credit_score.yaml").read_text())
+    raw["features"][1]["categories"].append("NA")
+    path = tmp_path / "credit_score.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FeatureViewError, match="missing_values"):
+        load_view_file(path)
+
+
+def test_direction_and_tolerance_units() -> None:
+    auc, rmse = metrics.metric("roc_auc"), metrics.metric("rmse")
+    assert auc.better(0.9, 0.8) and not auc.better(0.8, 0.9)
+    assert rmse.better(10.0, 12.0) and not rmse.better(12.0, 10.0)
+    assert auc.worsening(0.88, 0.90) == pytest.approx(0.02)  # points
+    assert auc.worsening(0.95, 0.90) < 0
+    assert rmse.worsening(11.0, 10.0) == pytest.approx(0.10)  # a fraction of the reference
+    assert rmse.worsening(9.0, 10.0) < 0
+
+
+def test_binary_decision_uses_the_positive_class_and_threshold() -> None:
+    view = make_view({**BINARY, "decision_threshold": 0.3})
+    # the model's own class order is [yes, no]: the output is in the view's order
+    out = metrics.output_from_proba(view, np.array([[0.35, 0.65], [0.2, 0.8]]), ["yes", "no"])
+    np.testing.assert_allclose(out.proba, [[0.65, 0.35], [0.8, 0.2]])
+    assert out.predictions == ["yes", "no"]  # 0.35 >= 0.3 is positive
+    np.testing.assert_allclose(out.score_column(view), [0.35, 0.2])
+
+
+def test_binary_scores_name_the_positive_class() -> None:
+    view = make_view(BINARY)
+    y = pd.Series(["yes", "no", "yes", "no"])
+    proba = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    perfect = metrics.output_from_proba(view, proba, ["no", "yes"])
+    scores = metrics.score(view, y, perfect)
+    assert scores["roc_auc"] == 1.0 and scores["f1"] == 1.0 and scores["pr_auc"] == 1.0
+    inverted = metrics.score(view, y.map({"yes": "no", "no": "yes"}), perfect)
+    assert inverted["roc_auc"] == 0.0
+    one_class = metrics.score(view, pd.Series(["yes"] * 4), perfect)
+    assert "roc_auc" not in one_class  # left out, not faked
+
+
+def test_regression_scores() -> None:
+    view = make_view(REGRESSION)
+    out = metrics.output_from_values(np.array([1.0, 2.0, 4.0]))
+    scores = metrics.score(view, pd.Series([1.0, 3.0, 4.0]), out)
+    assert scores["rmse"] == pytest.approx(np.sqrt(1 / 3))
+    assert scores["mae"] == pytest.approx(1 / 3)
+    assert scores["r2"] < 1
+
+
+def test_naive_model_is_the_floor_to_beat() -> None:
+    reg = make_view(REGRESSION)
+    naive = metrics.naive_output(reg, pd.Series([1.0, 2.0, 3.0]), 2)
+    np.testing.assert_allclose(naive.values, [2.0, 2.0])
+    binary = make_view(BINARY)
+    naive = metrics.naive_output(binary, pd.Series(["yes", "no", "no", "no"]), 3)
+    assert naive.predictions == ["no"] * 3
+    y = pd.Series(["yes", "no", "yes"])
+    assert metrics.score(binary, y, naive)["roc_auc"] == 0.5
