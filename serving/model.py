@@ -33,7 +33,7 @@ import pandas as pd
 from ctloop.featureview import FeatureView
 from ctloop.metrics import Output
 from ctloop.predictor import Predictor, answer_problems
-from ctloop.registry import Registry, VersionInfo
+from ctloop.registry import Registry, VersionInfo, untrusted_reason
 from ctloop.service_schema import example_record, model_rows
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rejected_version: str | None = None
+        self.refused_version: str | None = None  # champion alias on an ungated version
         self.last_check_at: dt.datetime | None = None
         self.last_error: str | None = None
         self.last_error_at: dt.datetime | None = None
@@ -169,7 +170,16 @@ class ModelManager:
                 return self._failed("registry", f"model '{self.view.name}' has no champion",
                                     before)  # fmt: skip
             if before == info.version:
+                self.refused_version = None  # the alias is back on what this worker serves
                 return {"status": "unchanged", "version": before, "reason": reason}
+            untrusted = untrusted_reason(info)
+            if untrusted is not None:  # an alias moved around the gates: keep what we serve
+                if self.refused_version == info.version:  # said once, not on every poll
+                    return {"status": "refused", "version": before, "champion": info.version,
+                            "error": self.last_error, "reason": reason}  # fmt: skip
+                self.refused_version = info.version
+                return self._failed("untrusted", untrusted, before, info.version)
+            self.refused_version = None
             if info.version == self.rejected_version and not force:
                 return {"status": "rejected", "version": before, "champion": info.version,
                         "error": self.last_error, "reason": reason}  # fmt: skip
@@ -283,6 +293,7 @@ class ModelManager:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "rejected_version": self.rejected_version,
+            "refused_version": self.refused_version,
             "swaps": self.swaps,
             "poll_seconds": self.poll_seconds,
         }

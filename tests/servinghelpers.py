@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from ctloop.featureview import FeatureView
-from ctloop.registry import Registry
+from ctloop.registry import GATES, Registry
 from ctloop.synth import StreamConfig, stream
 from tests.conftest import ROOT
 
@@ -50,7 +50,7 @@ def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
-def register_version(view: FeatureView, registry: Registry, seed: int) -> str:
+def register_version(view: FeatureView, registry: Registry, seed: int, gated: bool = True) -> str:
     """Train a small real CatBoost model and register it as the pipeline does."""
     import mlflow
     import mlflow.catboost
@@ -72,6 +72,8 @@ def register_version(view: FeatureView, registry: Registry, seed: int) -> str:
     f1 = result.metrics["macro_f1"]
     registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20",
                                            "metric.macro_f1": f"{f1:.4f}"})  # fmt: skip
+    if gated:  # as the pipeline's gates tag a version they passed; serving refuses others
+        registry.set_tags(view.name, version, {f"gate.{g}": "passed" for g in GATES})
     return version
 
 

@@ -49,6 +49,12 @@ def test_make_demo_closes_the_loop(tmp_path: Path) -> None:
     later = timeline[timeline.index(promoted[0]) + 1 :]
     assert later and all(d["served_versions"] == [new_version] for d in later[:1])
     assert summary["served_accuracy_last_days"] > summary["static_accuracy_last_days"] + 0.05
+    # the schedule kept retraining after the drift, and the served model kept up with a
+    # model retrained each day on every label since the change
+    assert any(d["scheduled_promoted"] for d in later)
+    oracle = summary["oracle_accuracy_last_days"]
+    assert oracle is not None and summary["served_accuracy_last_days"] >= oracle - 0.02
+    assert "[ok] served within 0.02 of the oracle" in done.stdout
     png = out / "demo_accuracy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     # the timeline table and the checks are printed
@@ -68,9 +74,12 @@ def test_verdict_names_the_broken_link(tmp_path: Path) -> None:
         _day("d1", False, served_versions=["1"], served_accuracy=0.9, static_accuracy=0.9),
         _day("d2", True, served_versions=["1"], monitor_status="decay", triggered=True,
              ct_version="2", ct_promoted=True, served_accuracy=0.5, static_accuracy=0.5),
-        _day("d3", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5),
-        _day("d4", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5),
-        _day("d5", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5),
+        _day("d3", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5,
+             oracle_accuracy=0.81),
+        _day("d4", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5,
+             oracle_accuracy=0.81),
+        _day("d5", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5,
+             oracle_accuracy=0.81),
     ]  # fmt: skip
     assert _verdict(config, healthy, 4800, 4800, "1")["closed"] is True
 
@@ -86,7 +95,12 @@ def test_verdict_names_the_broken_link(tmp_path: Path) -> None:
     failed = {k for k, ok in _verdict(config, never_swapped, 4800, 4800, "1")["checks"].items()
               if not ok}  # fmt: skip
     assert failed == {"drift-triggered model promoted", "new model served",
-                      "live accuracy recovered"}  # fmt: skip
+                      "live accuracy recovered", "served within 0.02 of the oracle"}  # fmt: skip
+
+    lagging = [DayRecord(**{**r.__dict__, "served_accuracy": 0.75}) if r.drifting and
+               r.day != "d2" else r for r in healthy]  # fmt: skip
+    checks = _verdict(config, lagging, 4800, 4800, "1")["checks"]
+    assert [k for k, ok in checks.items() if not ok] == ["served within 0.02 of the oracle"]
 
     false_alarm = [DayRecord(**{**healthy[0].__dict__, "triggered": True}), *healthy[1:]]
     checks = _verdict(config, false_alarm, 4800, 4800, "1")["checks"]

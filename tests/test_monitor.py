@@ -79,14 +79,18 @@ def log_day(world: dict, day: dt.date, features: pd.DataFrame) -> None:
             "request_id": uuid.uuid4().hex, "feature_view": view.name,
             "model_version": predictor.version, "entity_id": record[view.entity],
             "features": json.dumps(sent, default=str), "prediction": cls,
-            "probabilities": json.dumps(dict(zip(predictor.classes, map(float, p), strict=True))),
+            "probabilities": json.dumps(dict(zip(view.label.class_list, map(float, p),
+                                                  strict=True))),
             "latency_ms": 1.0, "created_at": start + dt.timedelta(seconds=20 * i),
         })  # fmt: skip
     world["store"].write_prediction_logs(rows)
 
 
-def live_days(world: dict, cfg: StreamConfig, days: int) -> Iterator[tuple[dt.date, dict]]:
-    """Log each live day, then run the monitor on that day's window (end of the day)."""
+def live_days(
+    world: dict, cfg: StreamConfig, days: int, scheduled: bool = False
+) -> Iterator[tuple[dt.date, dict]]:
+    """Log each live day, then run the monitor at the end of the day: on that day's window,
+    or (`scheduled`) from where the last check left off, as the monitor DAG does."""
     view, store, registry = world["view"], world["store"], world["registry"]
     for offset in range(days):
         day = GO_LIVE + dt.timedelta(days=offset)
@@ -95,13 +99,47 @@ def live_days(world: dict, cfg: StreamConfig, days: int) -> Iterator[tuple[dt.da
         log_day(world, day, features)
         since = dt.datetime.combine(day, dt.time.min)
         until = since + dt.timedelta(days=1)
+        if scheduled and offset > 0:
+            since = None  # type: ignore[assignment]
         yield day, monitor.monitor_step(view, store, registry, since, until)
 
 
-def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: dict) -> None:
-    cfg = StreamConfig(seed=99, rows_per_day=ROWS, label_delay_days=7)
-    statuses = [decision["status"] for _, decision in live_days(fresh_logs, cfg, 30)]
-    assert statuses == ["ok"] * 30
+@pytest.mark.parametrize("rows", [120, ROWS])
+def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: dict, rows: int) -> None:
+    """Checked daily as the DAG does: small days add up until a window is big enough to
+    judge (500 rows), and no window of training-distribution traffic alarms."""
+    cfg = StreamConfig(seed=99, rows_per_day=rows, label_delay_days=7)
+    decisions = [d for _, d in live_days(fresh_logs, cfg, 30, scheduled=True)]
+    statuses = [d["status"] for d in decisions]
+    alarms = [d["summary"] for d in decisions if d["status"] in ("drift", "decay")]
+    assert alarms == []
+    judged = [d for d in decisions if d["status"] == "ok"]
+    if rows >= fresh_logs["view"].drift.min_rows:
+        assert statuses == ["ok"] * 30
+    else:  # 120 rows a day: every fifth check has the 500 rows it needs
+        assert len(judged) == 30 * rows // 600, statuses
+        assert all(d["result"]["rows"] >= 500 for d in judged)
+    # a check's labelled look-back is judged too, at its own minimum of labels
+    assert any(d["result"]["labelled_rows"] >= 200 for d in decisions)
+
+
+def test_small_days_find_covariate_shift_on_the_first_check_with_enough_rows(
+    fresh_logs: dict,
+) -> None:
+    cfg = StreamConfig(seed=99, rows_per_day=120, scenario=Scenario.COVARIATE_SHIFT,
+                       drift_start=GO_LIVE)  # fmt: skip
+    statuses = [d["status"] for _, d in live_days(fresh_logs, cfg, 5, scheduled=True)]
+    assert statuses == ["not_enough_data"] * 4 + ["drift"]
+
+
+def test_small_days_find_concept_drift_once_enough_labels_land(fresh_logs: dict) -> None:
+    """Decay needs labels, not a full drift window: found as soon as 200 labels landed."""
+    cfg = StreamConfig(seed=99, rows_per_day=120, scenario=Scenario.CONCEPT_DRIFT,
+                       drift_start=GO_LIVE, label_delay_days=2)  # fmt: skip
+    decisions = [d for _, d in live_days(fresh_logs, cfg, 4, scheduled=True)]
+    # day 2: 120 labels have landed (< 200); day 3: 240
+    assert [d["status"] for d in decisions] == ["not_enough_data"] * 3 + ["decay"]
+    assert decisions[3]["result"]["labelled_rows"] == 240
 
 
 @pytest.mark.parametrize("scenario", [Scenario.COVARIATE_SHIFT])
@@ -142,6 +180,11 @@ def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: 
     assert first["result"]["live_metrics"]["macro_f1"] < 0.7
     assert "accuracy decay" in first["conf"]["reason"]
     assert first["trigger"] is True
+    # the change is dated to the first day of the bad run and recorded for later runs
+    assert first["result"]["onset"] == first["conf"]["onset"] == onset.isoformat()
+    registry = fresh_logs["registry"]
+    found = (onset + dt.timedelta(days=2)).isoformat()  # the day the check looked at last
+    assert registry.change_onset("credit_score") == (onset.isoformat(), found)
     assert decisions[3]["status"] == "decay"
     assert decisions[3]["result"]["labelled_rows"] == 2 * ROWS
     assert decisions[3]["trigger"] is False  # inside the cooldown

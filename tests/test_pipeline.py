@@ -25,7 +25,7 @@ from ctloop.synth import StreamConfig, stream
 from tests.conftest import ROOT, mariadb_database
 
 START = dt.date(2026, 1, 1)
-DAYS = 30
+DAYS = 45
 AS_OF = START + dt.timedelta(days=DAYS)
 
 
@@ -271,3 +271,87 @@ def test_manual_promote_and_rollback(world: dict) -> None:
     assert new.version == champion
     assert registry.champion(view.name).version == champion
     assert registry.previous(view.name).version == old.version == refused[-1].version
+
+
+def test_a_backfill_never_rolls_the_champion_back(world: dict) -> None:
+    """A run as of 30 days before the champion's trains on older data: it is registered,
+    refused by the freshness check with the reason, and moves the alias only when forced,
+    which is recorded; the forced re-run reuses the version and leaves its trace."""
+    registry, view = world["registry"], world["view"]
+    champion = registry.champion(view.name)
+    earlier = AS_OF - dt.timedelta(days=30)
+    reason = "retrain after backfill"
+    backfill = pipeline.Run(view, earlier, "manual", reason, "test__backfill", world["settings"])
+    out = pipeline.run_all(backfill)
+    assert out["promoted"] is False
+    checks = {c["name"]: c for c in out["model_gate"]["checks"]}
+    assert checks["freshness"]["passed"] is False
+    assert "backfill" in checks["freshness"]["detail"]
+    assert champion.tags["as_of"] in checks["freshness"]["detail"]
+    assert registry.champion(view.name).version == champion.version
+    version = out["train"]["version"]
+    assert registry.version(view.name, version).tags["gate.model.freshness"] == "failed"
+
+    forced = pipeline.run_all(backfill, force_promote=True)
+    assert forced["train"]["reused"] is True and forced["train"]["version"] == version
+    assert forced["promoted"] is True and forced["promote"]["forced"] is True
+    tags = registry.version(view.name, version).tags
+    assert tags["forced"] == "true" and tags["forced_by"] == "test__backfill"
+    assert tags["forced_reason"] == "retrain after backfill"
+    traces = [v for k, v in tags.items() if k.startswith("reused.")]
+    assert traces and "reason=retrain after backfill" in traces[-1]
+    registry.promote(view.name, champion.version)
+
+
+def test_a_recorded_change_onset_shapes_every_later_window(world: dict) -> None:
+    """Rows from before a change the monitor recorded are dropped once the days since it
+    hold `min_rows` labelled rows, weighed down before that; a change older than the
+    window changes nothing."""
+    from ctloop.registry import ONSET_FOUND_TAG, ONSET_TAG
+
+    registry, view, store = world["registry"], world["view"], world["store"]
+    run = pipeline.Run(view, AS_OF, "schedule", "", "", world["settings"])
+    client = registry.client
+    try:
+        recent = AS_OF - dt.timedelta(days=10)  # ~3 labelled days since: too few rows
+        assert registry.record_change_onset(view.name, recent.isoformat(), AS_OF.isoformat())
+        days, change = pipeline.training_window(run, store)
+        assert days == view.training.window_days and change["pre_change"] == "weighted"
+        # an earlier onset is the same change seen again: not moved back
+        assert not registry.record_change_onset(view.name, START.isoformat(), AS_OF.isoformat())
+        client.delete_registered_model_tag(view.name, ONSET_TAG)
+        older = AS_OF - dt.timedelta(days=25)  # ~18 labelled days since: enough rows
+        registry.record_change_onset(view.name, older.isoformat(), AS_OF.isoformat())
+        days, change = pipeline.training_window(run, store)
+        assert (days, change["pre_change"]) == (25, "dropped")
+        summary = pipeline.extract(run)
+        assert summary["window_start"] == older.isoformat()
+        assert summary["change_onset"] == older.isoformat()
+        client.delete_registered_model_tag(view.name, ONSET_TAG)
+        registry.record_change_onset(view.name, "2025-01-01", AS_OF.isoformat())
+        assert pipeline.training_window(run, store) == (view.training.window_days, {})
+    finally:
+        for tag in (ONSET_TAG, ONSET_FOUND_TAG):
+            client.delete_registered_model_tag(view.name, tag)
+
+
+def test_weighted_rows_before_a_change_count_less() -> None:
+    """`fit` gives rows before `weigh_before` the view's `pre_change_weight`: a model that
+    sees the old rule at weight 0.1 and the new one at 1 learns mostly the new one."""
+    from ctloop import training
+    from tests.servinghelpers import labelled
+
+    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+    small = view.model_copy(update={"training": view.training.model_copy(
+        update={"iterations": 60, "validation_days": 2})})  # fmt: skip
+    frame = labelled(view, START, 8, seed=3)
+    change = pd.Timestamp(START + dt.timedelta(days=4))
+    flipped = frame[view.event_date] >= change  # the new rule: Good and Poor swap
+    label = view.label.name
+    frame.loc[flipped, label] = frame.loc[flipped, label].map(
+        {"Good": "Poor", "Poor": "Good", "Standard": "Standard"}
+    )
+    plain = training.fit(small, frame, pd.Timestamp(START + dt.timedelta(days=8)))
+    weighted = training.fit(small, frame, pd.Timestamp(START + dt.timedelta(days=8)),
+                            weigh_before=change)  # fmt: skip
+    assert weighted.metrics["macro_f1"] > plain.metrics["macro_f1"] + 0.05

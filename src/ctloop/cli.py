@@ -297,13 +297,20 @@ def train(
 @cli.command()
 @click.argument("view")
 @click.argument("version")
-@click.option("--force", is_flag=True, help="Promote even if a gate did not pass.")
-def promote(view: str, version: str, force: bool) -> None:
-    """Point alias `champion` at VERSION (the old champion becomes `previous`)."""
+@click.option("--force", is_flag=True, help="Promote even if a gate did not pass (needs --reason).")
+@click.option("--reason", default="", help="Why: recorded on the version (forced_reason).")
+def promote(view: str, version: str, force: bool, reason: str) -> None:
+    """Point alias `champion` at VERSION (the old champion becomes `previous`).
+
+    A version that did not pass its gates serves only when promoted here with --force and
+    a --reason; who and why are written on the version, and serving refuses a champion
+    moved any other way (the MLflow UI's alias pencil, a script)."""
     from ctloop.pipeline import Run
     from ctloop.pipeline import promote as promote_step
 
-    _echo_json(promote_step(Run.make(view), version, force=force))
+    if force and not reason.strip():
+        raise click.UsageError("--force needs --reason: say why this version should serve")
+    _echo_json(promote_step(Run.make(view, reason=reason), version, force=force))
 
 
 @cli.command()
@@ -463,7 +470,9 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
     """Run the whole loop on the embedded default and check that it closes.
 
     Real DAGs in Airflow (dag.test), a real `bentoml serve`, HTTP traffic with a concept
-    drift part-way, the monitor, drift-triggered retraining and a hot swap. Prints a
+    drift part-way, the monitor, drift-triggered and daily scheduled retraining, hot
+    swaps, and an oracle (retrained daily on every label since the change) to measure
+    the served model against. Prints a
     day-by-day timeline, writes demo_accuracy.png and demo_summary.json to the demo folder,
     and exits 1 if the loop did not close.
     """
@@ -479,9 +488,11 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
     for name, ok in summary["checks"].items():
         click.echo(f"  [{'ok' if ok else 'FAILED'}] {name}")
     served, static = summary["served_accuracy_last_days"], summary["static_accuracy_last_days"]
+    oracle = summary.get("oracle_accuracy_last_days")
     if served is not None and static is not None:
+        against = f" vs oracle {oracle:.3f}" if oracle is not None else ""
         click.echo(f"live accuracy, last 3 days: served {served:.3f} vs never retrained "
-                   f"{static:.3f}")  # fmt: skip
+                   f"{static:.3f}{against}")  # fmt: skip
     click.echo(f"answered {summary['answered']}, logged {summary['logged']}; "
                f"{summary['elapsed_s']:.0f}s; plot: {summary['plot']}")  # fmt: skip
     if not summary["closed"]:

@@ -74,6 +74,7 @@ class DemoConfig:
     seed: int = 2026
     workers: int = 2
     min_recovery: float = 0.05
+    oracle_tolerance: float = 0.02
 
     def __post_init__(self) -> None:
         if self.days < 4 or not 1 <= self.drift_day < self.days - 2:
@@ -96,8 +97,11 @@ class DayRecord:
     triggered: bool = False
     ct_version: str | None = None
     ct_promoted: bool = False
+    scheduled_version: str | None = None
+    scheduled_promoted: bool = False
     served_accuracy: float | None = None
     static_accuracy: float | None = None
+    oracle_accuracy: float | None = None
 
 
 # ---------------------------------------------------------------------------- processes
@@ -307,6 +311,41 @@ def daily_accuracy(
     return out
 
 
+def oracle_accuracy(
+    view: Any, store: Any, change: dt.date, days: dict[str, pd.DataFrame]
+) -> dict[str, float]:
+    """Per day after the change: the accuracy of a model retrained that morning on every
+    labelled row since the (true) change that had landed by then, with the view's CatBoost
+    parameters. No retraining policy can know more at that moment: the line the served
+    model is measured against."""
+    from ctloop import training
+    from ctloop.predictor import Predictor, to_model_frame
+
+    labels = store.labels_for_days(view, change, max(dt.date.fromisoformat(d) for d in days),
+                                   dt.datetime(2100, 1, 1))  # fmt: skip
+    truth = labels.assign(_day=pd.to_datetime(labels[view.event_date]).dt.strftime("%Y-%m-%d"))
+    out: dict[str, float] = {}
+    params = training.catboost_params(view)
+    params.pop("early_stopping_rounds", None)
+    for day, features in days.items():
+        as_of = dt.date.fromisoformat(day)
+        if as_of <= change:
+            continue
+        rows = store.training_set(view, as_of, (as_of - change).days)
+        if len(rows) < 100 or rows[view.label.name].nunique() < len(view.label.class_list):
+            continue
+        model = training.new_model(view, params)
+        model.fit(to_model_frame(view, rows), training.labels_of(view, rows))
+        answered = Predictor(view, model, "oracle", "").predict(features).predictions
+        known = features[[view.entity]].astype(str).assign(_answer=answered, _day=day).merge(
+            truth.assign(**{view.entity: truth[view.entity].astype(str)}),
+            on=[view.entity, "_day"],
+        )  # fmt: skip
+        if len(known):
+            out[day] = float((known["_answer"] == known[view.label.name]).mean())
+    return out
+
+
 def plot(records: list[DayRecord], drift_day: str, path: Path) -> None:
     """Live accuracy per day: continuously trained vs never retrained."""
     import matplotlib
@@ -315,18 +354,23 @@ def plot(records: list[DayRecord], drift_day: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     x = list(range(len(records)))
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     served = [r.served_accuracy for r in records]
     static = [r.static_accuracy for r in records]
     ax.plot(x, served, "o-", color="tab:blue", label="served (continuously trained)")
     ax.plot(x, static, "s--", color="tab:gray", label="first champion, never retrained")
+    oracle = [r.oracle_accuracy for r in records]
+    ax.plot(x, oracle, "^:", color="tab:orange",
+            label="oracle: retrained daily on every label since the change")  # fmt: skip
     onset = next((i for i, r in enumerate(records) if r.day == drift_day), None)
     if onset is not None:
         ax.axvline(onset - 0.5, color="tab:red", linestyle=":", label="concept drift starts")
     for i, r in enumerate(records):
-        if r.ct_promoted:  # promoted at the end of day i: serves from day i + 1
+        if r.ct_promoted or r.scheduled_promoted:  # promoted end of day i: serves from i + 1
+            version = r.ct_version if r.ct_promoted else r.scheduled_version
+            how = "drift" if r.ct_promoted else "schedule"
             ax.axvline(i + 0.5, color="tab:green", alpha=0.4)
-            ax.annotate(f"v{r.ct_version} promoted", (i + 0.5, 0.05), rotation=90,
+            ax.annotate(f"v{version} ({how})", (i + 0.5, 0.05), rotation=90,
                         color="tab:green", ha="right", va="bottom")  # fmt: skip
     ax.set_xticks(x, [r.day[5:] for r in records], rotation=45)
     ax.set_xlabel("day")
@@ -334,7 +378,7 @@ def plot(records: list[DayRecord], drift_day: str, path: Path) -> None:
     ax.set_title("ctloop demo: the loop closes")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -459,6 +503,15 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
                 rec.ct_promoted = bool(retrain["xcom"].get("promote"))
                 if rec.ct_promoted and not wait_served(service.url, rec.ct_version):
                     raise CtloopError(f"serving did not swap to version {rec.ct_version}")
+            else:  # the CT DAG's own timetable: one run per day, as of the next day
+                conf = {"as_of": (day + dt.timedelta(days=1)).isoformat(),
+                        "trigger": "schedule", "reason": "daily schedule"}  # fmt: skip
+                scheduled = runner.trigger(ct_dag, conf)
+                rec.scheduled_version = (scheduled["xcom"].get("train") or {}).get("version")
+                rec.scheduled_promoted = bool(scheduled["xcom"].get("promote"))
+                version = str(rec.scheduled_version)
+                if rec.scheduled_promoted and not wait_served(service.url, version):
+                    raise CtloopError(f"serving did not swap to version {version}")
             records.append(rec)
             say(_line(rec))
 
@@ -468,8 +521,10 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
             store.upsert_labels(view, rest)
         service.stop()  # SIGTERM: the writers flush before exit
         scores = daily_accuracy(view, store, static_model, day_features)
+        oracle = oracle_accuracy(view, store, drift_start, day_features)
         for rec in records:
             rec.served_accuracy, rec.static_accuracy = scores[rec.day]
+            rec.oracle_accuracy = oracle.get(rec.day)
         logged = store.count_prediction_logs(view.name)
 
     summary = _verdict(config, records, sent_total, logged, v1)
@@ -487,6 +542,9 @@ def _line(rec: DayRecord) -> str:
     ct = ""
     if rec.triggered:
         ct = f" -> ct run: v{rec.ct_version} " + ("promoted" if rec.ct_promoted else "refused")
+    elif rec.scheduled_version:
+        verdict = "promoted" if rec.scheduled_promoted else "champion kept"
+        ct = f" -> scheduled ct run: v{rec.scheduled_version} {verdict}"
     return (f"{rec.day} {drift} traffic {rec.answered} ({served}), labels +{rec.labels_landed}; "
             f"monitor: {rec.monitor}{ct}")  # fmt: skip
 
@@ -504,6 +562,7 @@ def _verdict(
 
     served_tail = mean([r.served_accuracy for r in tail])
     static_tail = mean([r.static_accuracy for r in tail])
+    oracle_tail = mean([r.oracle_accuracy for r in tail])
     drifting = [r for r in records if r.drifting]
     checks = {
         "first champion promoted": bool(first),
@@ -520,6 +579,10 @@ def _verdict(
             served_tail is not None and static_tail is not None
             and served_tail >= static_tail + config.min_recovery
         ),
+        f"served within {config.oracle_tolerance} of the oracle": (
+            served_tail is not None and oracle_tail is not None
+            and served_tail >= oracle_tail - config.oracle_tolerance
+        ),
     }  # fmt: skip
     return {
         "closed": all(checks.values()),
@@ -530,22 +593,28 @@ def _verdict(
         "promoted": [r.ct_version for r in promoted],
         "served_accuracy_last_days": served_tail,
         "static_accuracy_last_days": static_tail,
+        "oracle_accuracy_last_days": oracle_tail,
         "timeline": [asdict(r) for r in records],
     }
 
 
 def timeline_table(summary: dict[str, Any]) -> str:
     """The day-by-day timeline as a text table."""
-    head = f"{'day':<11} {'drift':<5} {'traffic':>7} {'served':<9} {'acc':>5} {'static':>6}  events"
+    head = (f"{'day':<11} {'drift':<5} {'traffic':>7} {'served':<9} {'acc':>5} {'static':>6} "
+            f"{'oracle':>6}  events")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in summary["timeline"]:
         acc = "" if r["served_accuracy"] is None else f"{r['served_accuracy']:.3f}"
         static = "" if r["static_accuracy"] is None else f"{r['static_accuracy']:.3f}"
+        oracle = "" if r.get("oracle_accuracy") is None else f"{r['oracle_accuracy']:.3f}"
         events = r["monitor_status"] or ""
         if r["triggered"]:
             verdict = "promoted" if r["ct_promoted"] else "refused"
             events += f"; retrain -> v{r['ct_version']} {verdict}"
+        elif r.get("scheduled_version"):
+            verdict = "promoted" if r["scheduled_promoted"] else "kept champion"
+            events += f"; schedule -> v{r['scheduled_version']} {verdict}"
         served = ",".join(f"v{v}" for v in r["served_versions"])
         lines.append(f"{r['day']:<11} {'yes' if r['drifting'] else '':<5} {r['answered']:>7} "
-                     f"{served:<9} {acc:>5} {static:>6}  {events}")  # fmt: skip
+                     f"{served:<9} {acc:>5} {static:>6} {oracle:>6}  {events}")  # fmt: skip
     return "\n".join(lines)

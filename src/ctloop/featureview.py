@@ -185,6 +185,9 @@ class Training(_Strict):
     # the newest share of the training rows early stopping watches; the validation days
     # stay unseen until the model gate (0: no early stopping, all iterations)
     early_stopping_share: float = Field(default=0.15, ge=0, lt=0.5)
+    # after a concept change the monitor found, rows from before it weigh this much while
+    # the days since the change hold fewer than gates.data.min_rows labelled rows
+    pre_change_weight: float = Field(default=0.1, gt=0, le=1)
     seed: int = 42
 
     @model_validator(mode="after")
@@ -231,6 +234,9 @@ class DriftPolicy(_Strict):
     """When the monitor calls drift and triggers retraining."""
 
     numeric_threshold: float = Field(default=0.1, gt=0)
+    # chance that one check alarms on traffic from the training distribution: thresholds
+    # rise to the distances a window of the check's size reaches by noise alone
+    false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
     categorical_threshold: float = Field(default=0.1, gt=0)
     psi_threshold: float = Field(default=0.2, gt=0)
     drift_share: float = Field(default=0.5, gt=0, le=1)

@@ -28,7 +28,13 @@ import pandas as pd
 from ctloop.featureview import FeatureView
 from ctloop.metrics import Output, metric, output_from_values, score
 from ctloop.registry import Registry
-from ctloop.stats import feature_distance, js_distance, normed_wasserstein
+from ctloop.stats import (
+    feature_distance,
+    js_distance,
+    noise_floor,
+    normed_wasserstein,
+    z_for,
+)
 from ctloop.store import FeatureStore
 from ctloop.training import REFERENCE_ARTIFACT
 
@@ -64,6 +70,7 @@ class MonitorResult:
     findings: list[Finding] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     live_metrics: dict[str, float] = field(default_factory=dict)
+    onset: str | None = None  # estimated first day of a concept change (ISO), on decay
 
     @property
     def retrain(self) -> bool:
@@ -95,13 +102,20 @@ def _clean(value: float | None) -> float | None:
 
 
 def last_window_end(store: FeatureStore, view: str) -> dt.datetime | None:
-    """Where the previous check stopped, so each check reads only new traffic."""
+    """Where the next check starts, so each check reads only new traffic, and a window too
+    small to judge is not thrown away: after checks that had too few rows, the next one
+    starts where they started, until the rows add up to `drift.min_rows`."""
     import sqlalchemy as sa
 
     table = store.drift_report
-    query = sa.select(sa.func.max(table.c.window_end)).where(table.c.feature_view == view)
+    mine = sa.and_(table.c.feature_view == view, table.c.kind == "status")
+    judged = sa.select(sa.func.max(table.c.window_end)).where(mine, table.c.statistic != NOT_ENOUGH)
     with store.begin() as conn:
-        return conn.execute(query).scalar_one_or_none()
+        end = conn.execute(judged).scalar_one_or_none()
+        if end is not None:
+            return end
+        first = sa.select(sa.func.min(table.c.window_start)).where(mine)
+        return conn.execute(first).scalar_one_or_none()
 
 
 def last_drift_trigger(store: FeatureStore, view: str) -> dt.datetime | None:
@@ -121,17 +135,29 @@ def last_drift_trigger(store: FeatureStore, view: str) -> dt.datetime | None:
 
 
 def data_drift(view: FeatureView, reference: dict[str, Any], logs: pd.DataFrame) -> list[Finding]:
-    """Per-feature distance, PSI, unseen categories and missing-rate change."""
+    """Per-feature distance, PSI, unseen categories and missing-rate change.
+
+    A feature drifts when its distance passes the larger of the view's threshold and the
+    window's noise floor (`stats.noise_floor` at the check's `false_alarm_rate`, shared by
+    all features), so small windows do not alarm on sampling noise; the floor is reported
+    as `noise_floor`: the smallest shift this window can see.
+    """
     policy = view.drift
+    present = [f for f in view.features if reference["features"].get(f.name) is not None
+               and f.name in logs.columns]  # fmt: skip
+    z = z_for(policy.false_alarm_rate, len(present))
     out: list[Finding] = []
-    for feature in view.features:
-        ref = reference["features"].get(feature.name)
-        if ref is None or feature.name not in logs.columns:
-            continue
-        dist = feature_distance(feature.name, ref, logs[feature.name])
+    for feature in present:
+        ref = reference["features"][feature.name]
+        column = logs[feature.name]
+        dist = feature_distance(feature.name, ref, column)
+        n = int(column.notna().sum()) if feature.is_numeric else len(column)
+        floor = noise_floor(ref, n, z)
         limit = policy.numeric_threshold if feature.is_numeric else policy.categorical_threshold
+        limit = max(limit, floor)
         drifted = bool(math.isfinite(dist.value) and dist.value > limit)
         out.append(Finding("data", feature.name, dist.statistic, dist.value, limit, drifted))
+        out.append(Finding("data", feature.name, "noise_floor", floor, None, False))
         out.append(Finding("data", feature.name, "psi", dist.psi, policy.psi_threshold,
                            bool(dist.psi > policy.psi_threshold)))  # fmt: skip
         change = abs(dist.missing_rate_cur - dist.missing_rate_ref)
@@ -161,21 +187,65 @@ def logged_output(view: FeatureView, logs: pd.DataFrame) -> Output:
     return Output(logs["prediction"].astype(str).tolist(), proba=proba)
 
 
-def live_accuracy(
-    view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame
-) -> tuple[int, dict[str, float]]:
-    """Join logged predictions to labels that have landed; score them like validation."""
+def _labelled(view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Logged predictions joined to the labels that have landed (entity and event day)."""
     if logs.empty or labels.empty or "entity_id" not in logs.columns:
-        return 0, {}
+        return logs.iloc[0:0]
     keyed = logs.assign(_day=_event_dates(view, logs), _entity=logs["entity_id"].astype(str))
     lab = labels.assign(
         _day=pd.to_datetime(labels[view.event_date]).dt.normalize(),
         _entity=labels[view.entity].astype(str),
     )[["_entity", "_day", view.label.name]]
-    joined = keyed.merge(lab, on=["_entity", "_day"], how="inner")
+    return keyed.merge(lab, on=["_entity", "_day"], how="inner")
+
+
+def live_accuracy(
+    view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame
+) -> tuple[int, dict[str, float]]:
+    """Join logged predictions to labels that have landed; score them like validation."""
+    joined = _labelled(view, logs, labels)
     if joined.empty:
         return 0, {}
     return len(joined), score(view, joined[view.label.name], logged_output(view, joined))
+
+
+def change_onset(
+    view: FeatureView, joined: pd.DataFrame, baseline: float, limit: float
+) -> str | None:
+    """The first day of the trailing run of days whose live metric is worse than the
+    model's validation figure by more than `limit`: when the concept changed, as far as
+    the landed labels tell. Days too small to score (under 30 labels) neither start nor
+    break the run."""
+    rule = metric(view.primary_metric)
+    onset = None
+    for day, rows in sorted(joined.groupby("_day"), key=lambda item: item[0], reverse=True):
+        if len(rows) < 30:
+            continue
+        value = score(view, rows[view.label.name], logged_output(view, rows)).get(rule.name)
+        if value is None or not math.isfinite(value):
+            continue
+        if rule.worsening(value, baseline) <= limit:
+            break
+        onset = pd.Timestamp(day).date().isoformat()
+    return onset
+
+
+def metric_noise(view: FeatureView, joined: pd.DataFrame, name: str, seed: int = 0) -> float:
+    """Bootstrap standard error of the live metric on these labelled rows: a few hundred
+    labels move macro-F1 or AUC by points on their own, which a fixed decay limit would
+    read as decay."""
+    rng = np.random.default_rng(seed)
+    y, output = joined[view.label.name].reset_index(drop=True), logged_output(view, joined)
+    values = []
+    for _ in range(50):
+        idx = rng.integers(0, len(joined), len(joined))
+        resampled = Output([output.predictions[i] for i in idx],
+                           None if output.proba is None else output.proba[idx],
+                           None if output.values is None else output.values[idx])  # fmt: skip
+        value = score(view, y.iloc[idx], resampled).get(name)
+        if value is not None and math.isfinite(value):
+            values.append(value)
+    return float(np.std(values)) if len(values) > 1 else 0.0
 
 
 def prediction_drift(
@@ -183,15 +253,20 @@ def prediction_drift(
 ) -> list[Finding]:
     """Has what the model answers moved? Class shares (Jensen-Shannon) for classes; the
     score's (binary) or the value's (regression) distribution (normed Wasserstein)."""
-    limit = view.drift.prediction_threshold
+    policy = view.drift
     ref = reference.get("prediction", {})
+    z = z_for(policy.false_alarm_rate, 2)
     out: list[Finding] = []
+    shares: dict[str, float] = {}
     if not view.label.is_regression:
         # models trained before label kinds stored the shares at the top level
-        shares = ref.get("shares", ref) if isinstance(ref.get("shares"), dict) else ref
-        shares = {k: v for k, v in shares.items() if not isinstance(v, dict)}
+        table = ref["shares"] if isinstance(ref.get("shares"), dict) else ref
+        shares = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    if shares:
         cur = logs["prediction"].astype(str).value_counts(normalize=True).to_dict()
         dist = js_distance(shares, cur)
+        floor = noise_floor({"type": "categorical", "shares": shares}, len(logs), z)
+        limit = max(policy.prediction_threshold, floor)
         out.append(Finding("prediction", "prediction", "jensen_shannon", dist, limit,
                            bool(math.isfinite(dist) and dist > limit)))  # fmt: skip
     distribution = ref.get("distribution")
@@ -201,6 +276,8 @@ def prediction_drift(
         if column is not None:
             cur = np.asarray(column, dtype=float)
             dist = normed_wasserstein(np.asarray(distribution["sample"], dtype=float), cur)
+            floor = noise_floor({"type": "numeric", **distribution}, len(cur), z)
+            limit = max(policy.prediction_threshold, floor)
             what = "value" if view.label.is_regression else "score"
             out.append(Finding("prediction", what, "normed_wasserstein", dist, limit,
                                bool(math.isfinite(dist) and dist > limit)))  # fmt: skip
@@ -229,44 +306,53 @@ def check(
     logs = store.read_prediction_logs(view.name, since, until, model_version=champion.version)
     result.rows = len(logs)
     policy = view.drift
-    if len(logs) < policy.min_rows:
-        result.status = NOT_ENOUGH
-        result.reasons.append(
-            f"not enough data: {len(logs)} predictions (minimum {policy.min_rows})"
-        )
-        return result
+    enough = len(logs) >= policy.min_rows
 
     import mlflow
 
     mlflow.set_tracking_uri(registry.tracking_uri)
     reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}")
-
-    findings = data_drift(view, reference, logs)
-    distance_findings = [
-        f for f in findings if f.statistic in ("normed_wasserstein", "jensen_shannon")
-    ]
-    drifted = [f.feature for f in distance_findings if f.drifted]
-    share = len(drifted) / max(len(distance_findings), 1)
-    dataset_drift = share >= policy.drift_share
-    findings.append(
-        Finding("dataset", "*", "drifted_share", share, policy.drift_share, dataset_drift)
-    )
-
-    pred_findings = prediction_drift(view, reference, logs)
-    findings.extend(pred_findings)
-    pred_drift = any(f.drifted for f in pred_findings)
+    findings: list[Finding] = []
+    drifted: list[str] = []
+    distance_findings: list[Finding] = []
+    pred_findings: list[Finding] = []
+    dataset_drift = pred_drift = False
+    if enough:
+        findings = data_drift(view, reference, logs)
+        distance_findings = [
+            f for f in findings if f.statistic in ("normed_wasserstein", "jensen_shannon")
+        ]
+        drifted = [f.feature for f in distance_findings if f.drifted]
+        share = len(drifted) / max(len(distance_findings), 1)
+        dataset_drift = share >= policy.drift_share
+        findings.append(
+            Finding("dataset", "*", "drifted_share", share, policy.drift_share, dataset_drift)
+        )
+        pred_findings = prediction_drift(view, reference, logs)
+        findings.extend(pred_findings)
+        pred_drift = any(f.drifted for f in pred_findings)
+    else:
+        result.reasons.append(
+            f"not enough data: {len(logs)} predictions (minimum {policy.min_rows}); the next "
+            "check reads this window again with the traffic that follows"
+        )
 
     # Labels land days late, so live accuracy looks back `accuracy_window_days` over this
-    # champion's predictions and joins the labels that have landed by `until`.
+    # champion's predictions and joins the labels that have landed by `until`; it has its
+    # own minimum (`min_labelled_rows`), independent of the drift window's size.
     lookback = until - dt.timedelta(days=policy.accuracy_window_days)
     scored = (
         store.read_prediction_logs(view.name, lookback, until, model_version=champion.version)
         if lookback < since
         else logs
     )
-    days = _event_dates(view, scored)
-    labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
-    n_lab, live = live_accuracy(view, scored, labels)
+    joined = scored.iloc[0:0]
+    if not scored.empty:
+        days = _event_dates(view, scored)
+        labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
+        joined = _labelled(view, scored, labels)
+    live = score(view, joined[view.label.name], logged_output(view, joined)) if len(joined) else {}
+    n_lab = len(joined)
     result.labelled_rows, result.live_metrics = n_lab, live
     decay = False
     name = view.primary_metric
@@ -274,10 +360,17 @@ def check(
     baseline = reference.get("validation_metrics", {}).get(name)
     limit = float(policy.max_accuracy_drop or 0)
     if n_lab >= policy.min_labelled_rows and baseline is not None and name in live:
+        # the live figure's own noise at this many labels raises the limit (one-sided)
+        noise = z_for(policy.false_alarm_rate, 1) * metric_noise(view, joined, name)
+        if rule.relative_tolerance and baseline:
+            noise /= abs(baseline)
+        limit = max(limit, noise)
         drop = rule.worsening(live[name], baseline)
         decay = drop > limit
         findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
         findings.append(Finding("accuracy", name, "live", live[name], None, False))
+        if decay:
+            result.onset = change_onset(view, joined, baseline, float(policy.max_accuracy_drop))
     result.findings = findings
 
     if dataset_drift:
@@ -292,8 +385,14 @@ def check(
         result.reasons.append(
             f"accuracy decay: live {name} {live[name]:.3f} vs validation {baseline:.3f} "
             f"on {n_lab} labelled predictions (limit {rule.tolerance_text(limit)})"
+            + (f", change from {result.onset}" if result.onset else "")
         )
-    result.status = DECAY if decay else DRIFT if (dataset_drift or pred_drift) else OK
+    if decay:
+        result.status = DECAY
+    elif not enough:
+        result.status = NOT_ENOUGH
+    else:
+        result.status = DRIFT if (dataset_drift or pred_drift) else OK
     return result
 
 
@@ -336,6 +435,12 @@ def record(store: FeatureStore, result: MonitorResult, triggered: bool | None = 
     return len(rows)
 
 
+def until_day(result: MonitorResult) -> str:
+    """The day a check looked at last (its window ends at midnight or during the day)."""
+    end = result.window_end - dt.timedelta(microseconds=1)
+    return end.date().isoformat()
+
+
 def findings_json(result: MonitorResult) -> str:
     """The findings as compact JSON, for a DAG run's conf."""
     data = result.to_dict()
@@ -366,6 +471,8 @@ def monitor_step(
         )
     trigger = result.retrain and blocked is None
     record(store, result, triggered=trigger if result.retrain else None)
+    if result.onset is not None:  # every later run learns from the new concept
+        registry.record_change_onset(view.name, result.onset, until_day(result))
     report_run = None
     if report_to_mlflow and result.status not in (NOT_ENOUGH, NO_CHAMPION):
         from ctloop.drift_html import log_to_mlflow
@@ -387,6 +494,7 @@ def monitor_step(
             "trigger": "drift",
             "reason": reason,
             "check_id": result.check_id,
+            "onset": result.onset,
             "findings": json.loads(findings_json(result)),
         },
         "result": result.to_dict(),

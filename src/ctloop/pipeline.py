@@ -8,6 +8,7 @@ set and checks its fingerprint), artifacts through MLflow: no shared filesystem 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ from ctloop.datagate import DataGateError, GateReport, check_data, split_days
 from ctloop.errors import CtloopError
 from ctloop.featureview import FeatureView, load_view
 from ctloop.predictor import Predictor, answer_problems
-from ctloop.registry import Registry, VersionInfo
+from ctloop.registry import Registry, VersionInfo, untrusted_reason
 from ctloop.settings import Settings, get_settings, project_root
 from ctloop.store import FeatureStore, to_date
 from ctloop.training import REFERENCE_ARTIFACT
@@ -131,13 +132,38 @@ def git_commit() -> str:
     return out.stdout.strip()
 
 
+def training_window(run: Run, store: FeatureStore) -> tuple[int, dict[str, Any]]:
+    """How many days the run reads, and what it does with rows from before a concept
+    change the monitor recorded (`registry.change_onset`).
+
+    After a change, rows from before it teach the old rule. When the days since the onset
+    hold at least `gates.data.min_rows` labelled rows, the window starts at the onset (the
+    older rows are dropped); with fewer, the whole window is read and the older rows are
+    weighed down by `training.pre_change_weight`, so the first runs after a change still
+    have enough rows and already lean to the new concept.
+    """
+    days = run.window_days
+    change = run.registry().change_onset(run.view.name)
+    if change is None:
+        return days, {}
+    onset = dt.date.fromisoformat(change[0])
+    info = {"change_onset": change[0], "change_found": change[1]}
+    since = (run.as_of - onset).days
+    if since <= 0 or since >= days:
+        return days, {}  # the change is after this run's date, or before its whole window
+    if store.labelled_rows(run.view, run.as_of, since) >= run.view.gates.data.min_rows:
+        return since, {**info, "pre_change": "dropped"}
+    return days, {**info, "pre_change": "weighted"}
+
+
 def _load(run: Run, store_url: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     store = run.store(store_url)
     try:
-        frame = store.training_set(run.view, run.as_of, run.window_days)
+        days, change = training_window(run, store)
+        frame = store.training_set(run.view, run.as_of, days)
     finally:
         store.dispose()
-    start, end = store.window(run.view, run.as_of, run.window_days)
+    start, end = store.window(run.view, run.as_of, days)
     is_val = split_days(run.view, frame)
     summary = {
         "view": run.view.name,
@@ -148,6 +174,7 @@ def _load(run: Run, store_url: str | None) -> tuple[pd.DataFrame, dict[str, Any]
         "train_rows": int((~is_val).sum()),
         "validation_rows": int(is_val.sum()),
         "fingerprint": fingerprint(frame),
+        **change,
     }
     return frame, summary
 
@@ -204,6 +231,18 @@ def validate_data(
     return {**report.to_dict(), "champion": champion.version if champion else None}
 
 
+def record_reuse(run: Run, registry: Registry, version: VersionInfo) -> str:
+    """Leave this run's trigger and reason on a version it reuses (and on its MLflow run),
+    so a reason typed in the Trigger form is never lost because no new model was needed."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    trace = (f"trigger={run.trigger}; run={run.airflow_run_id or 'cli'}; "
+             f"as_of={run.as_of.isoformat()}; reason={run.reason[:300]}")  # fmt: skip
+    registry.set_tags(run.view.name, version.version, {f"reused.{stamp}": trace})
+    if version.run_id:
+        registry.client.set_tag(version.run_id, f"ctloop.reused.{stamp}", trace)
+    return trace
+
+
 def train(
     run: Run, store_url: str | None = None, expected_fingerprint: str | None = None
 ) -> dict[str, Any]:
@@ -227,9 +266,13 @@ def train(
         log.info(
             "version %s of %s was already trained on this data; reusing it", version.version, name
         )
+        record_reuse(run, registry, version)
         return {**summary, "version": version.version, "run_id": version.run_id, "reused": True}
 
-    result = training.fit(run.view, frame, pd.Timestamp(run.as_of))
+    weigh_before = (
+        pd.Timestamp(summary["change_onset"]) if summary.get("pre_change") == "weighted" else None
+    )
+    result = training.fit(run.view, frame, pd.Timestamp(run.as_of), weigh_before=weigh_before)
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_registry_uri(registry.tracking_uri)
     experiment_id = registry.experiment_id(name)
@@ -245,6 +288,8 @@ def train(
         "airflow_run_id": run.airflow_run_id or "none",
         "gate.data": "passed",
     }
+    if summary.get("pre_change"):
+        tags["change_onset"] = f"{summary['change_onset']} ({summary['pre_change']} before)"
     run_name = f"{name}-{summary['as_of']}-{run.trigger}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as active:
         mlflow.set_tags({f"ctloop.{k}": v for k, v in tags.items()})
@@ -315,7 +360,7 @@ def _metric(metrics: dict[str, float], name: str) -> float:
 
 
 def _labels_vs_champion(
-    run: Run, champion: VersionInfo, scores: dict[str, float]
+    run: Run, champion: VersionInfo, scores: dict[str, float], summary: dict[str, Any]
 ) -> tuple[bool, str, float | None, float]:
     """Do this run's labels still agree with the champion as well as its own validation did?
 
@@ -343,14 +388,43 @@ def _labels_vs_champion(
         f"{rule.tolerance_text(limit)})"
     )
     ok = drop <= limit
+    found = summary.get("change_found")
     if not ok and run.trigger == "drift":
         ok, detail = True, detail + "; accepted: decay measured by the drift monitor"
+    elif not ok and found and champion.tags.get("as_of", "") <= found:
+        ok, detail = (
+            True,
+            detail
+            + (
+                f"; accepted: the monitor found a change from {summary['change_onset']} after "
+                "this champion was trained"
+            ),
+        )
     elif not ok:
         detail += (
             ": the labels contradict the champion (corrupted labels, or concept drift the "
             "monitor has not measured)"
         )
     return ok, detail, drop, limit
+
+
+def _freshness(as_of: str, champion: VersionInfo) -> tuple[bool, str]:
+    """A candidate of older data never replaces a champion of newer data.
+
+    The comparison below runs on the candidate's validation days; for a backfill (a run
+    as of a date before the champion's) those are days the champion trained on, so the
+    champion would look worse than it is and be rolled back by a model of the past. The
+    later of the two windows decides: such a candidate is registered and refused, and only
+    `--force-promote` (recorded on the version) moves the alias.
+    """
+    theirs = champion.tags.get("as_of")
+    if theirs is None or theirs <= as_of:
+        return True, f"candidate as of {as_of}, champion v{champion.version} as of {theirs}"
+    return False, (
+        f"backfill: candidate trained as of {as_of}, champion v{champion.version} as of "
+        f"{theirs} on newer data; a model of older data never replaces it "
+        "(--force-promote overrides and is recorded)"
+    )
 
 
 def _floor_check(
@@ -411,6 +485,7 @@ def evaluate(
     champ_value = None
     tolerance = float(gate.max_degradation or 0)
     if champion is not None and champion.version != candidate.version:
+        report.add("freshness", *_freshness(summary["as_of"], champion))
         champ_scores = score(champion)
         champ_value = _metric(champ_scores, metric)
         change = rule.worsening(cand, champ_value)
@@ -420,7 +495,7 @@ def evaluate(
             f"(may trail by at most {rule.tolerance_text(tolerance)})",
             change, tolerance,
         )  # fmt: skip
-        report.add("labels_vs_champion", *_labels_vs_champion(run, champion, champ_scores))
+        report.add("labels_vs_champion", *_labels_vs_champion(run, champion, champ_scores, summary))
     else:
         report.add("vs_champion", True, "no other champion: only the floor applies")
     blessed = report.passed
@@ -511,24 +586,29 @@ def notify_serving(cfg: Settings, view: str, version: str) -> str:
 def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
     """Step 6: move `champion` to the version (old champion -> `previous`), tell serving.
 
-    Refuses a version whose gates did not pass, unless forced (which is tagged).
+    Refuses a version whose gates did not pass, unless forced. A forced promotion writes
+    who (`forced_by`: the Airflow run, else `cli:<user>`) and why (`forced_reason`: the
+    run's reason) on the version *before* the alias moves, because serving refuses a
+    champion that has neither passed its gates nor carries that record
+    (`registry.untrusted_reason`).
     """
     registry = run.registry()
     name = run.view.name
     info = registry.version(name, version)
-    gates = {g: info.tags.get(f"gate.{g}", "missing") for g in ("data", "model", "infra")}
-    if not force and any(state != "passed" for state in gates.values()):
-        raise ModelGateError(
-            f"{name} version {version} cannot be promoted: gates {gates} (use --force to override)"
-        )
+    problem = untrusted_reason(info)
+    if problem is not None and not force:
+        raise ModelGateError(f"{problem}: not promoted (use --force with --reason to override)")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    who = run.airflow_run_id or f"cli:{getpass.getuser()}"
+    if force:
+        reason = run.reason or "forced without a reason"
+        registry.set_tags(name, version, {"forced": "true", "forced_by": who, "forced_at": now,
+                                          "forced_reason": reason[:500]})  # fmt: skip
     new, old = registry.promote(name, version)
-    registry.set_tags(name, version, {
-        "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "promoted_by": run.airflow_run_id or "cli",
-        **({"forced": "true"} if force else {}),
-    })  # fmt: skip
+    registry.set_tags(name, version, {"promoted_at": now, "promoted_by": who})
     serving = notify_serving(run.cfg, name, new.version)
-    return {"champion": new.version, "previous": old.version if old else None, "serving": serving}
+    return {"champion": new.version, "previous": old.version if old else None,
+            "forced": force, "serving": serving}  # fmt: skip
 
 
 def run_all(run: Run, store_url: str | None = None, force_promote: bool = False) -> dict[str, Any]:

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
+GATES = ("data", "model", "infra")
+ONSET_TAG = "ctloop.change_onset"
+ONSET_FOUND_TAG = "ctloop.change_onset_found"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,22 @@ class VersionInfo:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+
+def untrusted_reason(info: VersionInfo) -> str | None:
+    """Why a version may not serve (None: it may): every gate passed, or a person or run
+    forced it with `ctloop promote --force --reason`, which records who and why. An alias
+    moved by any other hand (the MLflow UI's pencil, a script) does not make a version
+    fit to serve."""
+    states = {g: info.tags.get(f"gate.{g}", "missing") for g in GATES}
+    if all(state == "passed" for state in states.values()):
+        return None
+    if info.tags.get("forced") == "true" and info.tags.get("forced_by"):
+        return None
+    return (
+        f"version {info.version} of {info.name} has not passed the gates {states} and was not "
+        "promoted with `ctloop promote --force --reason ...`"
+    )
 
 
 def _info(mv: Any) -> VersionInfo:
@@ -128,6 +147,31 @@ class Registry:
         log.info("promoted %s version %s (previous: %s)", name, target.version,
                  current.version if current else None)  # fmt: skip
         return target, current
+
+    def change_onset(self, name: str) -> tuple[str, str] | None:
+        """The last change onset the monitor recorded for this model: (onset day, day it
+        was found), ISO dates; None when no change was found."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(name).tags or {}
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        onset, found = tags.get(ONSET_TAG), tags.get(ONSET_FOUND_TAG)
+        return (onset, found or onset) if onset else None
+
+    def record_change_onset(self, name: str, onset: str, found: str) -> bool:
+        """Remember when the concept changed (the monitor's estimate), so every later run,
+        whatever its trigger, learns from the new concept. An onset at or before the one
+        already recorded is the same change seen again: kept, not moved."""
+        current = self.change_onset(name)
+        if current is not None and onset <= current[0]:
+            return False
+        self.client.set_registered_model_tag(name, ONSET_TAG, onset)
+        self.client.set_registered_model_tag(name, ONSET_FOUND_TAG, found)
+        return True
 
     def rollback(self, name: str) -> tuple[VersionInfo, VersionInfo]:
         """Swap `champion` and `previous`, so a rollback can itself be undone."""

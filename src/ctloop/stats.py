@@ -114,6 +114,52 @@ def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.bincount(idx, minlength=len(edges) + 1) / values.size
 
 
+NOISE_DRAWS = 100
+NOISE_MAX_ROWS = 5_000  # beyond this the noise is computed here and scaled by sqrt(n)
+
+
+def noise_floor(ref: dict[str, Any], n: int, z: float, seed: int = 0) -> float:
+    """The distance that `n` rows drawn from the reference itself reach by chance.
+
+    Fixed thresholds (Evidently's 0.1) are sized for thousands of rows; at 50 rows the
+    sampling noise of a Wasserstein or Jensen-Shannon distance alone exceeds them, so
+    traffic from the training distribution raises alarms (evidently #50, #509). This
+    draws `NOISE_DRAWS` windows of `n` rows from the reference profile (its value sample,
+    or its category shares) and returns mean + z * sd of their distances to it: the
+    smallest shift a window of this size can tell from noise at the false-alarm rate that
+    `z` encodes. Both distances shrink as 1/sqrt(n), which sets the value for big windows.
+    """
+    if n <= 0:
+        return math.inf
+    rng = np.random.default_rng(seed)
+    m = min(n, NOISE_MAX_ROWS)
+    if ref["type"] == "numeric":
+        sample = np.asarray(ref["sample"], dtype=float)
+        if sample.size < 2:
+            return 0.0
+        draws = [normed_wasserstein(sample, rng.choice(sample, m)) for _ in range(NOISE_DRAWS)]
+    else:
+        shares = {k: float(v) for k, v in ref["shares"].items()}
+        keys, p = list(shares), np.array(list(shares.values()))
+        p = p / p.sum()
+        draws = []
+        for _ in range(NOISE_DRAWS):
+            counts = rng.multinomial(m, p) / m
+            draws.append(js_distance(shares, dict(zip(keys, counts, strict=True))))
+    values = np.asarray([d for d in draws if math.isfinite(d)])
+    if values.size == 0:
+        return math.inf
+    return float((values.mean() + z * values.std()) * math.sqrt(m / n))
+
+
+def z_for(false_alarm_rate: float, tests: int) -> float:
+    """The one-sided z of a per-test rate that keeps the whole check's false-alarm rate at
+    `false_alarm_rate` across `tests` tests (Bonferroni)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - false_alarm_rate / max(tests, 1)))
+
+
 @dataclass(frozen=True)
 class FeatureDistance:
     """How far one feature's current distribution is from its reference."""

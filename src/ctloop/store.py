@@ -568,6 +568,20 @@ class FeatureStore:
         with self._translate(), self.engine.connect() as conn:
             return pd.read_sql(query, conn)
 
+    def labelled_rows(self, view: FeatureView, as_of: dt.date | str, window_days: int) -> int:
+        """Labels of the window's days that had arrived by the as-of instant: the size of
+        the point-in-time training set, counted without reading it."""
+        start, end = self.window(view, as_of, window_days)
+        _, ltable = self.view_tables(view)
+        day = ltable.c[view.event_date]
+        query = (
+            sa.select(sa.func.count())
+            .select_from(ltable)
+            .where(day >= start, day < end, ltable.c.arrived_at < as_of_instant(end))
+        )
+        with self._translate(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def waiting_labels(self, view: FeatureView, as_of: dt.date | str, window_days: int) -> int:
         """Labels of the window's days that arrived on or after the as-of instant: stored,
         but invisible to a point-in-time run as of that date."""

@@ -99,9 +99,16 @@ def early_stopping_split(view: FeatureView, train: pd.DataFrame) -> np.ndarray:
     return mask
 
 
-def fit(view: FeatureView, frame: pd.DataFrame, as_of: pd.Timestamp, threads: int = 2):
+def fit(
+    view: FeatureView,
+    frame: pd.DataFrame,
+    as_of: pd.Timestamp,
+    threads: int = 2,
+    weigh_before: pd.Timestamp | None = None,
+):
     """Train CatBoost on the older days, early-stop on their newest slice, score on the
-    validation days nothing has seen."""
+    validation days nothing has seen. Rows dated before `weigh_before` (a concept change)
+    count `training.pre_change_weight` as much as the others."""
     frame = frame.sort_values([view.event_date, view.entity], kind="stable").reset_index(drop=True)
     is_val = split_days(view, frame).to_numpy()
     train, valid = frame.loc[~is_val], frame.loc[is_val]
@@ -109,11 +116,12 @@ def fit(view: FeatureView, frame: pd.DataFrame, as_of: pd.Timestamp, threads: in
     stop = early_stopping_split(view, train)
     fit_rows, stop_rows = train.loc[~stop], train.loc[stop]
     kwargs: dict[str, Any] = {}
+    if weigh_before is not None:
+        older = (fit_rows[view.event_date] < weigh_before).to_numpy()
+        kwargs["sample_weight"] = np.where(older, view.training.pre_change_weight, 1.0)
     if len(stop_rows):
-        kwargs = {
-            "eval_set": (to_model_frame(view, stop_rows), labels_of(view, stop_rows)),
-            "use_best_model": True,
-        }
+        kwargs["eval_set"] = (to_model_frame(view, stop_rows), labels_of(view, stop_rows))
+        kwargs["use_best_model"] = True
     else:
         params.pop("early_stopping_rounds", None)
     model = new_model(view, params)
