@@ -346,7 +346,7 @@ def test_weighted_rows_before_a_change_count_less() -> None:
         update={"iterations": 60, "validation_days": 2})})  # fmt: skip
     frame = labelled(view, START, 8, seed=3)
     change = pd.Timestamp(START + dt.timedelta(days=4))
-    flipped = frame[view.event_date] >= change  # the new rule: Good and Poor swap
+    flipped = pd.to_datetime(frame[view.event_date]) >= change  # the new rule: Good <-> Poor
     label = view.label.name
     frame.loc[flipped, label] = frame.loc[flipped, label].map(
         {"Good": "Poor", "Poor": "Good", "Standard": "Standard"}

@@ -597,7 +597,10 @@ def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
     info = registry.version(name, version)
     problem = untrusted_reason(info)
     if problem is not None and not force:
-        raise ModelGateError(f"{problem}: not promoted (use --force with --reason to override)")
+        raise ModelGateError(
+            f"{name} version {version} cannot be promoted: {problem} "
+            "(use --force with --reason to override)"
+        )
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     who = run.airflow_run_id or f"cli:{getpass.getuser()}"
     if force:

@@ -117,7 +117,7 @@ def fit(
     fit_rows, stop_rows = train.loc[~stop], train.loc[stop]
     kwargs: dict[str, Any] = {}
     if weigh_before is not None:
-        older = (fit_rows[view.event_date] < weigh_before).to_numpy()
+        older = (pd.to_datetime(fit_rows[view.event_date]) < weigh_before).to_numpy()
         kwargs["sample_weight"] = np.where(older, view.training.pre_change_weight, 1.0)
     if len(stop_rows):
         kwargs["eval_set"] = (to_model_frame(view, stop_rows), labels_of(view, stop_rows))
