@@ -54,12 +54,19 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 @pytest.fixture
 def fresh_logs(champion: dict) -> Iterator[dict]:
-    """Each test starts with empty prediction_log and drift_report tables."""
-    store = champion["store"]
+    """Each test starts with empty prediction_log and drift_report tables, and no change
+    onset recorded on the model."""
+    from ctloop.registry import ONSET_FOUND_TAG, ONSET_TAG
+
+    store, registry = champion["store"], champion["registry"]
     yield champion
     with store.begin() as conn:
         conn.execute(store.prediction_log.delete())
         conn.execute(store.drift_report.delete())
+    tags = registry.client.get_registered_model("credit_score").tags
+    for tag in (ONSET_TAG, ONSET_FOUND_TAG):
+        if tag in tags:
+            registry.client.delete_registered_model_tag("credit_score", tag)
 
 
 def log_day(world: dict, day: dt.date, features: pd.DataFrame) -> None:
