@@ -94,7 +94,7 @@ def test_verdict_names_the_broken_link(tmp_path: Path) -> None:
     ]  # fmt: skip
     failed = {k for k, ok in _verdict(config, never_swapped, 4800, 4800, "1")["checks"].items()
               if not ok}  # fmt: skip
-    assert failed == {"drift-triggered model promoted", "new model served",
+    assert failed == {"drift-triggered model promoted", "drift-triggered model served",
                       "live accuracy recovered", "served within 0.02 of the oracle"}  # fmt: skip
 
     lagging = [DayRecord(**{**r.__dict__, "served_accuracy": 0.75}) if r.drifting and

@@ -300,7 +300,23 @@ def test_a_backfill_never_rolls_the_champion_back(world: dict) -> None:
     assert tags["forced_reason"] == "retrain after backfill"
     traces = [v for k, v in tags.items() if k.startswith("reused.")]
     assert traces and "reason=retrain after backfill" in traces[-1]
-    registry.promote(view.name, champion.version)
+
+    # The backfill version is champion now, the first one `previous`. Were the champion
+    # newer, a re-run of the first one's date would reuse the first one and the gate would
+    # refuse it (freshness): it keeps the verdict it served on, so rollback stays possible.
+    registry.set_tags(view.name, version, {"as_of": (AS_OF + dt.timedelta(days=1)).isoformat()})
+    rerun = pipeline.run_all(
+        pipeline.Run(view, AS_OF, "manual", "rerun", "test__rerun", world["settings"])
+    )
+    assert rerun["train"]["reused"] is True
+    assert rerun["train"]["version"] == champion.version
+    assert rerun["promoted"] is False
+    kept = registry.version(view.name, champion.version).tags
+    assert kept["gate.model"] == "passed"
+    assert any(v.startswith(f"as_of={AS_OF.isoformat()}; gate.model=failed (freshness")
+               for k, v in kept.items() if k.startswith("reevaluated."))  # fmt: skip
+    back, _ = registry.rollback(view.name)
+    assert back.version == champion.version == registry.champion(view.name).version
 
 
 def test_a_recorded_change_onset_shapes_every_later_window(world: dict) -> None:
@@ -312,25 +328,39 @@ def test_a_recorded_change_onset_shapes_every_later_window(world: dict) -> None:
     registry, view, store = world["registry"], world["view"], world["store"]
     run = pipeline.Run(view, AS_OF, "schedule", "", "", world["settings"])
     client = registry.client
+    found = (AS_OF - dt.timedelta(days=8)).isoformat()  # the newest labelled day
+
+    def record(onset: dt.date | str, seen: str = found) -> bool:
+        for tag in (ONSET_TAG, ONSET_FOUND_TAG):
+            if tag in client.get_registered_model(view.name).tags:
+                client.delete_registered_model_tag(view.name, tag)
+        return registry.record_change_onset(view.name, str(onset), seen)
+
     try:
-        recent = AS_OF - dt.timedelta(days=10)  # ~3 labelled days since: too few rows
-        assert registry.record_change_onset(view.name, recent.isoformat(), AS_OF.isoformat())
+        assert record(AS_OF - dt.timedelta(days=10))  # ~3 labelled days since: too few rows
         days, change = pipeline.training_window(run, store)
         assert days == view.training.window_days and change["pre_change"] == "weighted"
-        # an earlier onset is the same change seen again: not moved back
-        assert not registry.record_change_onset(view.name, START.isoformat(), AS_OF.isoformat())
-        client.delete_registered_model_tag(view.name, ONSET_TAG)
+        # an onset before the newest day that showed the change is the same change
+        assert not registry.record_change_onset(view.name, START.isoformat(), found)
+        # 7 labelled days since (2,100 rows >= min_rows), but all of them validation days:
+        # weighted, never a window with nothing to train on
+        assert record(AS_OF - dt.timedelta(days=14))
+        days, change = pipeline.training_window(run, store)
+        assert change["pre_change"] == "weighted"
+        assert pipeline.validate_data(run)["passed"] is True
         older = AS_OF - dt.timedelta(days=25)  # ~18 labelled days since: enough rows
-        registry.record_change_onset(view.name, older.isoformat(), AS_OF.isoformat())
+        assert record(older)
         days, change = pipeline.training_window(run, store)
         assert (days, change["pre_change"]) == (25, "dropped")
         summary = pipeline.extract(run)
         assert summary["window_start"] == older.isoformat()
         assert summary["change_onset"] == older.isoformat()
-        client.delete_registered_model_tag(view.name, ONSET_TAG)
-        registry.record_change_onset(view.name, "2025-01-01", AS_OF.isoformat())
+        assert record("2025-01-01")  # before the whole window: nothing changes
+        assert pipeline.training_window(run, store) == (view.training.window_days, {})
+        assert record(older, seen=AS_OF.isoformat())  # not known as of AS_OF yet
         assert pipeline.training_window(run, store) == (view.training.window_days, {})
     finally:
+        record("2000-01-01")
         for tag in (ONSET_TAG, ONSET_FOUND_TAG):
             client.delete_registered_model_tag(view.name, tag)
 

@@ -507,6 +507,9 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
                 conf = {"as_of": (day + dt.timedelta(days=1)).isoformat(),
                         "trigger": "schedule", "reason": "daily schedule"}  # fmt: skip
                 scheduled = runner.trigger(ct_dag, conf)
+                if scheduled["state"] != "success":  # a gate's refusal still succeeds
+                    raise CtloopError(f"the scheduled CT run of {day} ended "
+                                      f"{scheduled['state']}:\n{scheduled['log'][-3000:]}")  # fmt: skip
                 rec.scheduled_version = (scheduled["xcom"].get("train") or {}).get("version")
                 rec.scheduled_promoted = bool(scheduled["xcom"].get("promote"))
                 version = str(rec.scheduled_version)
@@ -571,8 +574,9 @@ def _verdict(
             r.triggered for r in records if not r.drifting
         ),
         "drift-triggered model promoted": bool(promoted),
-        "new model served": any(
-            set(r.served_versions) - {first} for r in records
+        "drift-triggered model served": any(
+            r.ct_version in later.served_versions
+            for i, r in enumerate(records) if r.ct_promoted for later in records[i + 1 :]
         ),
         "every answer logged": sent == logged,
         "live accuracy recovered": (

@@ -184,6 +184,62 @@ def _classification(view: FeatureView, y: np.ndarray, output: Output) -> dict[st
     return out
 
 
+def score_one(view: FeatureView, y_true: pd.Series, output: Output, name: str) -> float | None:
+    """One metric only, for loops that score many resamples (the monitor's bootstrap):
+    `score` computes every metric of the kind, ten times the work."""
+    if view.label.is_regression:
+        y = pd.to_numeric(y_true).to_numpy(dtype=float)
+        pred = np.asarray(output.values, dtype=float)
+        if name == "rmse":
+            return float(np.sqrt(np.mean((y - pred) ** 2)))
+        if name == "mae":
+            return float(np.mean(np.abs(y - pred)))
+        return _regression(y, output).get(name)
+    y = y_true.astype(str).to_numpy()
+    pred = np.asarray(output.predictions, dtype=object).astype(str)
+    if name == "accuracy":
+        return float(np.mean(y == pred))
+    if name == "macro_f1":
+        classes = view.label.class_list
+        return float(skm.f1_score(y, pred, average="macro", labels=classes, zero_division=0))
+    return _classification(view, y, output).get(name)
+
+
+BOOTSTRAP_DRAWS = 50
+BOOTSTRAP_MAX_ROWS = 20_000
+
+
+def bootstrap_se(
+    view: FeatureView, y_true: pd.Series, output: Output, name: str, seed: int = 0
+) -> float:
+    """Bootstrap standard error of one metric on these rows. Past `BOOTSTRAP_MAX_ROWS` rows
+    it is measured on a sample of that size and scaled by sqrt(sample / rows), so a check
+    over millions of rows stays cheap."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    if n < 2:
+        return 0.0
+    take = rng.choice(n, BOOTSTRAP_MAX_ROWS, replace=False) if n > BOOTSTRAP_MAX_ROWS else None
+    y = y_true.reset_index(drop=True)
+    if take is not None:
+        y = y.iloc[take].reset_index(drop=True)
+        output = Output([output.predictions[i] for i in take],
+                        None if output.proba is None else output.proba[take],
+                        None if output.values is None else output.values[take])  # fmt: skip
+    m = len(y)
+    values = []
+    for _ in range(BOOTSTRAP_DRAWS):
+        idx = rng.integers(0, m, m)
+        resampled = Output([output.predictions[i] for i in idx],
+                           None if output.proba is None else output.proba[idx],
+                           None if output.values is None else output.values[idx])  # fmt: skip
+        value = score_one(view, y.iloc[idx], resampled, name)
+        if value is not None and np.isfinite(value):
+            values.append(value)
+    spread = float(np.std(values)) if len(values) > 1 else 0.0
+    return spread * float(np.sqrt(m / n))
+
+
 def naive_output(view: FeatureView, train_labels: pd.Series, n: int) -> Output:
     """What a model that learnt nothing but the training labels' distribution answers:
     the class shares (classification) or the mean (regression) for every row. The model

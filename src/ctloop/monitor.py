@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 
 from ctloop.featureview import FeatureView
-from ctloop.metrics import Output, metric, output_from_values, score
+from ctloop.metrics import (
+    Output,
+    bootstrap_se,
+    metric,
+    output_from_values,
+    score,
+    score_one,
+)
 from ctloop.registry import Registry
 from ctloop.stats import (
     feature_distance,
@@ -71,6 +78,7 @@ class MonitorResult:
     reasons: list[str] = field(default_factory=list)
     live_metrics: dict[str, float] = field(default_factory=dict)
     onset: str | None = None  # estimated first day of a concept change (ISO), on decay
+    onset_found: str | None = None  # the newest labelled day that showed it
 
     @property
     def retrain(self) -> bool:
@@ -103,18 +111,20 @@ def _clean(value: float | None) -> float | None:
 
 def last_window_end(store: FeatureStore, view: str) -> dt.datetime | None:
     """Where the next check starts, so each check reads only new traffic, and a window too
-    small to judge is not thrown away: after checks that had too few rows, the next one
-    starts where they started, until the rows add up to `drift.min_rows`."""
+    small to judge is not thrown away: after checks whose drift window had too few rows
+    (even if they found accuracy decay, which has its own minimum), the next one starts
+    where they started, until the rows add up to `drift.min_rows`. A window was judged
+    when its check wrote a `dataset` row."""
     import sqlalchemy as sa
 
     table = store.drift_report
-    mine = sa.and_(table.c.feature_view == view, table.c.kind == "status")
-    judged = sa.select(sa.func.max(table.c.window_end)).where(mine, table.c.statistic != NOT_ENOUGH)
+    mine = table.c.feature_view == view
+    judged = sa.select(sa.func.max(table.c.window_end)).where(mine, table.c.kind == "dataset")
     with store.begin() as conn:
         end = conn.execute(judged).scalar_one_or_none()
         if end is not None:
             return end
-        first = sa.select(sa.func.min(table.c.window_start)).where(mine)
+        first = sa.select(sa.func.min(table.c.window_start)).where(mine, table.c.kind == "status")
         return conn.execute(first).scalar_one_or_none()
 
 
@@ -210,42 +220,36 @@ def live_accuracy(
 
 
 def change_onset(
-    view: FeatureView, joined: pd.DataFrame, baseline: float, limit: float
-) -> str | None:
-    """The first day of the trailing run of days whose live metric is worse than the
-    model's validation figure by more than `limit`: when the concept changed, as far as
-    the landed labels tell. Days too small to score (under 30 labels) neither start nor
-    break the run."""
+    view: FeatureView, joined: pd.DataFrame, baseline: float, limit: float, z: float
+) -> tuple[str, str] | None:
+    """(onset, found): the first day of the trailing run of days whose live metric is
+    worse than the model's validation figure by more than `limit` (or than that day's own
+    noise, z bootstrap standard errors, when larger), and the newest labelled day that
+    showed it. Both are event dates, so a run as of D can tell whether the change was
+    known before D. Days under 30 labels neither start nor break the run."""
     rule = metric(view.primary_metric)
-    onset = None
+    onset, newest = None, None
     for day, rows in sorted(joined.groupby("_day"), key=lambda item: item[0], reverse=True):
         if len(rows) < 30:
             continue
-        value = score(view, rows[view.label.name], logged_output(view, rows)).get(rule.name)
+        value = score_one(view, rows[view.label.name], logged_output(view, rows), rule.name)
         if value is None or not math.isfinite(value):
             continue
-        if rule.worsening(value, baseline) <= limit:
+        noise = z * metric_noise(view, rows, rule.name)
+        if rule.relative_tolerance and baseline:
+            noise /= abs(baseline)
+        if rule.worsening(value, baseline) <= max(limit, noise):
             break
         onset = pd.Timestamp(day).date().isoformat()
-    return onset
+        newest = newest or onset
+    return (onset, newest) if onset and newest else None
 
 
 def metric_noise(view: FeatureView, joined: pd.DataFrame, name: str, seed: int = 0) -> float:
     """Bootstrap standard error of the live metric on these labelled rows: a few hundred
     labels move macro-F1 or AUC by points on their own, which a fixed decay limit would
     read as decay."""
-    rng = np.random.default_rng(seed)
-    y, output = joined[view.label.name].reset_index(drop=True), logged_output(view, joined)
-    values = []
-    for _ in range(50):
-        idx = rng.integers(0, len(joined), len(joined))
-        resampled = Output([output.predictions[i] for i in idx],
-                           None if output.proba is None else output.proba[idx],
-                           None if output.values is None else output.values[idx])  # fmt: skip
-        value = score(view, y.iloc[idx], resampled).get(name)
-        if value is not None and math.isfinite(value):
-            values.append(value)
-    return float(np.std(values)) if len(values) > 1 else 0.0
+    return bootstrap_se(view, joined[view.label.name], logged_output(view, joined), name, seed)
 
 
 def prediction_drift(
@@ -255,7 +259,7 @@ def prediction_drift(
     score's (binary) or the value's (regression) distribution (normed Wasserstein)."""
     policy = view.drift
     ref = reference.get("prediction", {})
-    z = z_for(policy.false_alarm_rate, 2)
+    z = z_for(policy.false_alarm_rate, 2 if view.label.is_binary else 1)  # tests below
     out: list[Finding] = []
     shares: dict[str, float] = {}
     if not view.label.is_regression:
@@ -265,7 +269,8 @@ def prediction_drift(
     if shares:
         cur = logs["prediction"].astype(str).value_counts(normalize=True).to_dict()
         dist = js_distance(shares, cur)
-        floor = noise_floor({"type": "categorical", "shares": shares}, len(logs), z)
+        counted = {"type": "categorical", "shares": shares, "count": ref.get("count", 0)}
+        floor = noise_floor(counted, len(logs), z)
         limit = max(policy.prediction_threshold, floor)
         out.append(Finding("prediction", "prediction", "jensen_shannon", dist, limit,
                            bool(math.isfinite(dist) and dist > limit)))  # fmt: skip
@@ -341,11 +346,12 @@ def check(
     # champion's predictions and joins the labels that have landed by `until`; it has its
     # own minimum (`min_labelled_rows`), independent of the drift window's size.
     lookback = until - dt.timedelta(days=policy.accuracy_window_days)
-    scored = (
-        store.read_prediction_logs(view.name, lookback, until, model_version=champion.version)
-        if lookback < since
-        else logs
-    )
+    if lookback < since:
+        scored = store.read_prediction_logs(
+            view.name, lookback, until, model_version=champion.version
+        )
+    else:  # an accumulated window longer than the look-back: only its recent part
+        scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
     joined = scored.iloc[0:0]
     if not scored.empty:
         days = _event_dates(view, scored)
@@ -360,8 +366,11 @@ def check(
     baseline = reference.get("validation_metrics", {}).get(name)
     limit = float(policy.max_accuracy_drop or 0)
     if n_lab >= policy.min_labelled_rows and baseline is not None and name in live:
-        # the live figure's own noise at this many labels raises the limit (one-sided)
-        noise = z_for(policy.false_alarm_rate, 1) * metric_noise(view, joined, name)
+        # the noise of both figures (the live one at this many labels, the validation one
+        # at its own) raises the limit (one-sided)
+        se_val = float(reference.get("validation_se", {}).get(name, 0.0))
+        se_live = metric_noise(view, joined, name)
+        noise = z_for(policy.false_alarm_rate, 1) * math.hypot(se_live, se_val)
         if rule.relative_tolerance and baseline:
             noise /= abs(baseline)
         limit = max(limit, noise)
@@ -370,7 +379,9 @@ def check(
         findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
         findings.append(Finding("accuracy", name, "live", live[name], None, False))
         if decay:
-            result.onset = change_onset(view, joined, baseline, float(policy.max_accuracy_drop))
+            change = _dated_change(view, store, lookback, until, baseline)
+            if change is not None:
+                result.onset, result.onset_found = change
     result.findings = findings
 
     if dataset_drift:
@@ -394,6 +405,27 @@ def check(
     else:
         result.status = DRIFT if (dataset_drift or pred_drift) else OK
     return result
+
+
+def _dated_change(
+    view: FeatureView,
+    store: FeatureStore,
+    lookback: dt.datetime,
+    until: dt.datetime,
+    baseline: float,
+) -> tuple[str, str] | None:
+    """Date a change on every version's labelled answers of the look-back, not only the
+    champion's: after a promotion the champion has answered for a day or two only."""
+    everyone = store.read_prediction_logs(view.name, lookback, until)
+    if everyone.empty:
+        return None
+    days = _event_dates(view, everyone)
+    labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
+    policy = view.drift
+    return change_onset(
+        view, _labelled(view, everyone, labels), baseline,
+        float(policy.max_accuracy_drop or 0), z_for(policy.false_alarm_rate, 1),
+    )  # fmt: skip
 
 
 def cooldown_blocks(store: FeatureStore, view: FeatureView, now: dt.datetime) -> str | None:
@@ -435,12 +467,6 @@ def record(store: FeatureStore, result: MonitorResult, triggered: bool | None = 
     return len(rows)
 
 
-def until_day(result: MonitorResult) -> str:
-    """The day a check looked at last (its window ends at midnight or during the day)."""
-    end = result.window_end - dt.timedelta(microseconds=1)
-    return end.date().isoformat()
-
-
 def findings_json(result: MonitorResult) -> str:
     """The findings as compact JSON, for a DAG run's conf."""
     data = result.to_dict()
@@ -471,8 +497,9 @@ def monitor_step(
         )
     trigger = result.retrain and blocked is None
     record(store, result, triggered=trigger if result.retrain else None)
-    if result.onset is not None:  # every later run learns from the new concept
-        registry.record_change_onset(view.name, result.onset, until_day(result))
+    if result.onset is not None and result.onset_found is not None:
+        # every later run learns from the new concept
+        registry.record_change_onset(view.name, result.onset, result.onset_found)
     report_run = None
     if report_to_mlflow and result.status not in (NOT_ENOUGH, NO_CHAMPION):
         from ctloop.drift_html import log_to_mlflow

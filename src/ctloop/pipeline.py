@@ -136,22 +136,29 @@ def training_window(run: Run, store: FeatureStore) -> tuple[int, dict[str, Any]]
     """How many days the run reads, and what it does with rows from before a concept
     change the monitor recorded (`registry.change_onset`).
 
-    After a change, rows from before it teach the old rule. When the days since the onset
-    hold at least `gates.data.min_rows` labelled rows, the window starts at the onset (the
-    older rows are dropped); with fewer, the whole window is read and the older rows are
-    weighed down by `training.pre_change_weight`, so the first runs after a change still
-    have enough rows and already lean to the new concept.
+    After a change, rows from before it teach the old rule. The onset counts for a run as
+    of D only if the labels that showed the change are of days before D (point in time).
+    When the days since the onset hold at least `gates.data.min_rows` labelled rows, of
+    which at least `gates.data.min_validation_rows` lie before the validation days, the
+    window starts at the onset (older rows are dropped); with fewer, the whole window is
+    read and the older rows weigh `training.pre_change_weight`, so the first runs after
+    a change still have enough rows and already lean to the new concept.
     """
     days = run.window_days
     change = run.registry().change_onset(run.view.name)
     if change is None:
         return days, {}
-    onset = dt.date.fromisoformat(change[0])
-    info = {"change_onset": change[0], "change_found": change[1]}
+    onset, found = dt.date.fromisoformat(change[0]), dt.date.fromisoformat(change[1])
     since = (run.as_of - onset).days
-    if since <= 0 or since >= days:
-        return days, {}  # the change is after this run's date, or before its whole window
-    if store.labelled_rows(run.view, run.as_of, since) >= run.view.gates.data.min_rows:
+    if found >= run.as_of or since <= 0 or since >= days:
+        return days, {}  # not known as of this date, or the whole window is on one side
+    info = {"change_onset": change[0], "change_found": change[1]}
+    per_day = store.labelled_per_day(run.view, run.as_of, since)
+    newest = sorted(per_day, reverse=True)
+    held_out = newest[: run.view.training.validation_days]
+    train_rows = sum(n for d, n in per_day.items() if d not in held_out)
+    gate = run.view.gates.data
+    if sum(per_day.values()) >= gate.min_rows and train_rows >= gate.min_validation_rows:
         return since, {**info, "pre_change": "dropped"}
     return days, {**info, "pre_change": "weighted"}
 
@@ -176,6 +183,10 @@ def _load(run: Run, store_url: str | None) -> tuple[pd.DataFrame, dict[str, Any]
         "fingerprint": fingerprint(frame),
         **change,
     }
+    if change.get("pre_change") == "weighted":  # same rows, other weights: another model
+        weight = run.view.training.pre_change_weight
+        salt = f"{summary['fingerprint']}|{change['change_onset']}|{weight}".encode()
+        summary["fingerprint"] = hashlib.sha256(salt).hexdigest()[:16]
     return frame, summary
 
 
@@ -391,7 +402,7 @@ def _labels_vs_champion(
     found = summary.get("change_found")
     if not ok and run.trigger == "drift":
         ok, detail = True, detail + "; accepted: decay measured by the drift monitor"
-    elif not ok and found and champion.tags.get("as_of", "") <= found:
+    elif not ok and found and champion.tags.get("as_of") and champion.tags["as_of"] <= found:
         ok, detail = (
             True,
             detail
@@ -505,7 +516,20 @@ def evaluate(
     if champ_value is not None:
         tags["gate.model.champion_version"] = champion.version
         tags[f"gate.model.champion_{metric}"] = f"{champ_value:.4f}"
-    registry.set_tags(name, candidate.version, tags)
+    if (
+        not blessed
+        and "promoted_at" in candidate.tags
+        and candidate.tags.get("gate.model") == ("passed")
+    ):
+        # a version that served once (the `previous` a rollback returns to) keeps the
+        # verdict it was promoted on; a later re-run that reuses it records its own
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        failed = ",".join(c.name for c in report.failed)
+        registry.set_tags(name, candidate.version, {
+            f"reevaluated.{stamp}": f"as_of={summary['as_of']}; gate.model=failed ({failed})"
+        })  # fmt: skip
+    else:
+        registry.set_tags(name, candidate.version, tags)
     log.info(report.summary())
     return {**report.to_dict(), "blessed": blessed, "version": candidate.version,
             "metric": metric, "candidate_metric": cand, "champion_metric": champ_value,

@@ -45,7 +45,9 @@ def untrusted_reason(info: VersionInfo) -> str | None:
     states = {g: info.tags.get(f"gate.{g}", "missing") for g in GATES}
     if all(state == "passed" for state in states.values()):
         return None
-    if info.tags.get("forced") == "true" and info.tags.get("forced_by"):
+    if info.tags.get("forced") == "true" and (
+        info.tags.get("forced_by") or info.tags.get("promoted_by")  # forced before forced_by
+    ):
         return None
     return (
         f"version {info.version} of {info.name} has not passed the gates {states} and was not "
@@ -165,9 +167,11 @@ class Registry:
     def record_change_onset(self, name: str, onset: str, found: str) -> bool:
         """Remember when the concept changed (the monitor's estimate), so every later run,
         whatever its trigger, learns from the new concept. An onset at or before the one
-        already recorded is the same change seen again: kept, not moved."""
+        already recorded, or before the newest day that showed it, is the same change
+        seen again: kept, not moved (a look-back that no longer reaches the first bad day
+        would otherwise creep the onset forward day by day)."""
         current = self.change_onset(name)
-        if current is not None and onset <= current[0]:
+        if current is not None and onset <= current[1]:  # not after what was already seen
             return False
         self.client.set_registered_model_tag(name, ONSET_TAG, onset)
         self.client.set_registered_model_tag(name, ONSET_FOUND_TAG, found)
@@ -178,6 +182,9 @@ class Registry:
         current, previous = self.champion(name), self.previous(name)
         if previous is None or current is None:
             raise CtloopError(f"model '{name}' has no previous champion to roll back to")
+        problem = untrusted_reason(previous)
+        if problem is not None:  # serving would refuse it and keep the current model
+            raise CtloopError(f"cannot roll back: {problem}")
         self.client.set_registered_model_alias(name, CHAMPION, previous.version)
         self.client.set_registered_model_alias(name, PREVIOUS, current.version)
         return previous, current

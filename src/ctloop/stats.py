@@ -127,7 +127,9 @@ def noise_floor(ref: dict[str, Any], n: int, z: float, seed: int = 0) -> float:
     draws `NOISE_DRAWS` windows of `n` rows from the reference profile (its value sample,
     or its category shares) and returns mean + z * sd of their distances to it: the
     smallest shift a window of this size can tell from noise at the false-alarm rate that
-    `z` encodes. Both distances shrink as 1/sqrt(n), which sets the value for big windows.
+    `z` encodes (mean + z * sd is a normal approximation of the upper tail; the distances
+    are somewhat right-skewed, so it is a little lenient at very small windows). The
+    live-window part shrinks as 1/sqrt(n), which sets the value for big windows.
     """
     if n <= 0:
         return math.inf
@@ -149,7 +151,12 @@ def noise_floor(ref: dict[str, Any], n: int, z: float, seed: int = 0) -> float:
     values = np.asarray([d for d in draws if math.isfinite(d)])
     if values.size == 0:
         return math.inf
-    return float((values.mean() + z * values.std()) * math.sqrt(m / n))
+    # the windows above come from the reference itself, which is also only a sample (S
+    # rows): the live window and the reference each carry their own noise, so the
+    # distance between two samples of one distribution is larger by sqrt(1 + n / S)
+    size = len(ref["sample"]) if ref["type"] == "numeric" else int(ref.get("count") or 0)
+    both = math.sqrt(1 + n / size) if size > 0 else 1.0
+    return float((values.mean() + z * values.std()) * math.sqrt(m / n) * both)
 
 
 def z_for(false_alarm_rate: float, tests: int) -> float:

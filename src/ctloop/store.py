@@ -568,19 +568,22 @@ class FeatureStore:
         with self._translate(), self.engine.connect() as conn:
             return pd.read_sql(query, conn)
 
-    def labelled_rows(self, view: FeatureView, as_of: dt.date | str, window_days: int) -> int:
-        """Labels of the window's days that had arrived by the as-of instant: the size of
-        the point-in-time training set, counted without reading it."""
+    def labelled_per_day(
+        self, view: FeatureView, as_of: dt.date | str, window_days: int
+    ) -> dict[dt.date, int]:
+        """Labels per event date of the window that had arrived by the as-of instant: the
+        shape of the point-in-time training set (and its validation split), counted
+        without reading it."""
         start, end = self.window(view, as_of, window_days)
         _, ltable = self.view_tables(view)
         day = ltable.c[view.event_date]
         query = (
-            sa.select(sa.func.count())
-            .select_from(ltable)
+            sa.select(day, sa.func.count())
             .where(day >= start, day < end, ltable.c.arrived_at < as_of_instant(end))
+            .group_by(day)
         )
         with self._translate(), self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return {to_date(d): int(n) for d, n in conn.execute(query).all()}
 
     def waiting_labels(self, view: FeatureView, as_of: dt.date | str, window_days: int) -> int:
         """Labels of the window's days that arrived on or after the as-of instant: stored,

@@ -133,6 +133,14 @@ def fit(
     reference = profile(view, train, seed=view.training.seed)
     reference["prediction"] = prediction_profile(view, output, view.training.seed)
     reference["validation_metrics"] = {k: v for k, v in scores.items() if k != "best_iteration"}
+    # how much the validation figure itself could move by chance: the monitor's decay limit
+    # adds it to the live figure's own noise
+    primary = view.primary_metric
+    reference["validation_se"] = {
+        primary: metrics.bootstrap_se(
+            view, valid[view.label.name], output, primary, view.training.seed
+        )
+    }
     reference["primary_metric"] = view.primary_metric
     log.info(
         "trained %s (%s) on %d rows (early stopping on %d), validated on %d: %s=%.4f",
@@ -147,7 +155,7 @@ def fit(
 def prediction_profile(view: FeatureView, output: metrics.Output, seed: int) -> dict[str, Any]:
     """The reference the monitor's prediction drift compares with: predicted-class shares
     for classes, plus the score's (binary) or the value's (regression) distribution."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"count": len(output.predictions)}
     if not view.label.is_regression:
         out["shares"] = pd.Series(output.predictions).value_counts(normalize=True).to_dict()
     column = output.values if view.label.is_regression else output.score_column(view)
