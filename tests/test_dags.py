@@ -709,8 +709,13 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     assert after.tags["trigger"] == "drift"
     assert "accuracy decay" in after.tags["reason"]
     assert registry.previous(VIEW).version == before.version
-    window_start = (retrain_day - dt.timedelta(days=view.training.drift_window_days)).isoformat()
-    assert after.tags["window"].startswith(window_start)  # the recent drift window
+    # the monitor dated the change to its first day and the run learnt from there on,
+    # inside the shorter drift window
+    assert queued["conf"]["onset"] == AS_OF.isoformat()
+    assert registry.change_onset(VIEW)[0] == AS_OF.isoformat()
+    assert retrain_day - dt.timedelta(days=view.training.drift_window_days) < AS_OF
+    assert after.tags["window"].startswith(AS_OF.isoformat())
+    assert after.tags["change_onset"] == f"{AS_OF.isoformat()} (dropped before)"
     airflow.retire_queued()
 
     # a second drift right away: recorded, but inside the cooldown nothing is triggered
