@@ -508,8 +508,10 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
                         "trigger": "schedule", "reason": "daily schedule"}  # fmt: skip
                 scheduled = runner.trigger(ct_dag, conf)
                 if scheduled["state"] != "success":  # a gate's refusal still succeeds
-                    raise CtloopError(f"the scheduled CT run of {day} ended "
-                                      f"{scheduled['state']}:\n{scheduled['log'][-3000:]}")  # fmt: skip
+                    tail = scheduled["log"][-3000:]
+                    raise CtloopError(
+                        f"the scheduled CT run of {day} ended {scheduled['state']}:\n{tail}"
+                    )
                 rec.scheduled_version = (scheduled["xcom"].get("train") or {}).get("version")
                 rec.scheduled_promoted = bool(scheduled["xcom"].get("promote"))
                 version = str(rec.scheduled_version)
