@@ -64,6 +64,10 @@ def raw() -> dict:
         (lambda d: d["training"].update(validation_days=90), "training", "validation_days"),
         (lambda d: d["gates"]["data"].update(max_missing_rate=2), "max_missing_rate", "less than"),
         (lambda d: d.update(entity="Customer Id"), "entity", "pattern"),
+        (lambda d: d["features"][0].update(name="arrived_at"), "features[0]", "ctloop adds"),
+        (lambda d: d["features"][0].update(name="proba_good"), "features[0]", "proba_"),
+        (lambda d: d["label"].update(name="prediction"), "label.name", "clashes"),
+        (lambda d: d.update(event_date="customer_id"), "(top level)", "different columns"),
     ],
 )
 def test_malformed_view_names_file_key_and_problem(tmp_path, raw, mutate, key, problem) -> None:

@@ -278,6 +278,7 @@ def test_arrived_at_offsets_are_converted_to_utc(tmp_path, store: FeatureStore, 
         "2026-04-07T23:30:00-05:00",
     ]
     frame.loc[4, "event_date"] = "2026-04-01T18:45:00"  # a date-time is cut to its day
+    frame.loc[3, "event_date"] = "2026-04-01T00:30:00+02:00"  # the date as written, not UTC's
     result = import_csv(store, view, _save(frame, tmp_path))
     assert result.labels_written == 5
     back = store.labels_arrived(view, None, dt.datetime(2030, 1, 1)).set_index(view.entity)
@@ -447,3 +448,34 @@ def test_regression_labels_file(tmp_path, store: FeatureStore, regression: Featu
         "row 1, column 'y': -0.5 is below the minimum 0.0",
         "row 2, column 'y': 'twelve' is not a number",
     ]
+
+
+def test_whole_numbers_from_parquet_stay_whole(tmp_path, store: FeatureStore) -> None:
+    """pandas turns an integer column with a missing value into floats; `1.0` must still be
+    the class `1`, and an entity id `123.0` the customer `123`."""
+    from ctloop.featureview import FeatureView
+
+    raw = {
+        "name": "churn", "entity": "customer_id",
+        "label": {"name": "churned", "kind": "binary", "classes": ["0", "1"],
+                  "positive_class": "1"},
+        "features": [{"name": "minutes", "type": "numeric"}],
+    }  # fmt: skip
+    view = FeatureView.model_validate(raw)
+    store.init([view])
+    frame = pd.DataFrame({
+        "customer_id": pd.array([123, 124, None], dtype="Int64").astype("float"),
+        "event_date": [DAY, DAY, DAY],
+        "minutes": [10.5, 3.0, 4.0],
+        "churned": pd.array([1, 0, None], dtype="Int64").astype("float"),
+    })  # fmt: skip
+    path = tmp_path / "churn.parquet"
+    frame.iloc[:2].to_parquet(path, index=False)
+    result = import_csv(store, view, path)
+    assert (result.features_written, result.labels_written) == (2, 2)
+    labels = store.labels_arrived(view, None, dt.datetime(2100, 1, 1))
+    assert sorted(labels["customer_id"]) == ["123", "124"]
+    assert sorted(labels["churned"]) == ["0", "1"]
+    frame.to_parquet(path, index=False)  # the third row has no entity: refused by name
+    with pytest.raises(DataValidationError, match="row 3, column 'customer_id'"):
+        import_csv(store, view, path)

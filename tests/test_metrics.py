@@ -129,3 +129,19 @@ def test_naive_model_is_the_floor_to_beat() -> None:
     assert naive.predictions == ["no"] * 3
     y = pd.Series(["yes", "no", "yes"])
     assert metrics.score(binary, y, naive)["roc_auc"] == 0.5
+
+
+def test_class_names_become_metric_names_mlflow_accepts() -> None:
+    """`<=50K` is a fine class and an invalid MLflow metric name."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    view = make_view({"name": "y", "kind": "binary", "classes": ["<=50K", ">50K"],
+                      "positive_class": ">50K"})  # fmt: skip
+    out = metrics.output_from_proba(view, np.array([[0.8, 0.2], [0.3, 0.7]]), ["<=50K", ">50K"])
+    scores = metrics.score(view, pd.Series(["<=50K", ">50K"]), out)
+    per_class = sorted(k for k in scores if k.startswith(("precision_", "recall_")))
+    assert per_class == ["precision_c0___50K", "precision_c1__50K",
+                         "recall_c0___50K", "recall_c1__50K"]  # fmt: skip
+    for name in scores:
+        _validate_metric_name(f"val_{name}")
+    assert metrics.class_key(make_view(MULTI), "b") == "b"  # plain names stay as they are

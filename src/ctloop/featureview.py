@@ -276,6 +276,13 @@ class ImportOptions(_Strict):
     extra_columns: Literal["error", "ignore"] = "error"
 
 
+# Columns the store, the prediction log and the monitor add next to a view's own: a
+# feature, entity or label with one of these names would collide with them.
+RESERVED_COLUMNS = ("ingested_at", "arrived_at", "created_at", "request_id", "feature_view",
+                    "model_version", "entity_id", "features", "prediction", "probabilities",
+                    "latency_ms", "id")  # fmt: skip
+
+
 class FeatureView(_Strict):
     """A model's whole data contract, loaded from `features/<name>.yaml`."""
 
@@ -329,8 +336,16 @@ class FeatureView(_Strict):
     @model_validator(mode="after")
     def _names_unique(self) -> FeatureView:
         seen: dict[str, str] = {}
-        reserved = {self.entity: "entity", self.event_date: "event_date"}
+        if self.entity == self.event_date:
+            raise ValueError("entity and event_date must be different columns")
+        reserved = {self.entity: "entity", self.event_date: "event_date",
+                    **dict.fromkeys(RESERVED_COLUMNS, "a column ctloop adds")}  # fmt: skip
         for i, feature in enumerate(self.features):
+            if feature.name.startswith("proba_"):
+                raise ValueError(
+                    f"features[{i}]: '{feature.name}': the prefix proba_ names class "
+                    "probabilities in the prediction log"
+                )
             if feature.name in reserved:
                 raise ValueError(
                     f"features[{i}]: '{feature.name}' is already the {reserved[feature.name]}"

@@ -84,8 +84,16 @@ def _cell_text(column: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(column.dtype):  # naive or with a zone
         text = column.map(lambda v: v.isoformat(), na_action="ignore")
     else:
-        text = column.astype(object).map(str, na_action="ignore")
+        text = column.astype(object).map(_plain, na_action="ignore")
     return text.astype("string")
+
+
+def _plain(value: object) -> str:
+    """A cell as a person would write it: a whole float as an integer (pandas turns an
+    integer column with a missing value into floats, and `1.0` is not the class `1`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -96,7 +104,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     A named index (pandas writes it as one) comes back as a column.
     """
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
     except FileNotFoundError as exc:
         raise CtloopError(f"{path}: file not found") from exc
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid/ArrowIOError among them

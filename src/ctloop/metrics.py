@@ -11,6 +11,7 @@ absolute RMSE tolerance would mean something different for every target's scale.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,6 +150,15 @@ def _regression(y: np.ndarray, output: Output) -> dict[str, float]:
     return out
 
 
+def class_key(view: FeatureView, cls: str) -> str:
+    """A class as MLflow accepts it in a metric or tag name (letters, digits and `_-./ :`):
+    `<=50K` becomes `c0__50K` (position and a slug), other names stay as they are."""
+    if re.fullmatch(r"[A-Za-z0-9_\-./ :]+", cls):
+        return cls
+    slug = re.sub(r"[^A-Za-z0-9_\-.]", "_", cls)
+    return f"c{view.label.class_list.index(cls)}_{slug}"
+
+
 def _classification(view: FeatureView, y: np.ndarray, output: Output) -> dict[str, float]:
     classes = view.label.class_list
     proba = output.proba
@@ -165,8 +175,8 @@ def _classification(view: FeatureView, y: np.ndarray, output: Output) -> dict[st
         y, pred, labels=classes, zero_division=0
     )
     for cls, p, r in zip(classes, precision, recall, strict=True):
-        out[f"precision_{cls}"] = float(p)
-        out[f"recall_{cls}"] = float(r)
+        out[f"precision_{class_key(view, cls)}"] = float(p)
+        out[f"recall_{class_key(view, cls)}"] = float(r)
     present = set(y)
     if view.label.is_binary:
         positive = view.label.positive_class

@@ -69,7 +69,10 @@ def profile(view: FeatureView, frame: pd.DataFrame, seed: int = 0) -> dict[str, 
             if feature.is_numeric
             else {"type": "categorical", **categorical_profile(col)}
         )
-    if view.label.name in frame.columns:
+    if view.label.name in frame.columns and view.label.is_regression:
+        values = pd.to_numeric(frame[view.label.name], errors="coerce")
+        out["label"] = {k: v for k, v in numeric_profile(values, rng).items() if k != "sample"}
+    elif view.label.name in frame.columns:
         out["label"] = categorical_profile(frame[view.label.name])["shares"]
     return out
 

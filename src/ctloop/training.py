@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 
 from ctloop import metrics
 from ctloop.datagate import split_days
+from ctloop.errors import CtloopError
 from ctloop.featureview import FeatureView
 from ctloop.predictor import Predictor, to_model_frame
 from ctloop.stats import numeric_profile, profile
@@ -124,6 +125,14 @@ def fit(
         kwargs["use_best_model"] = True
     else:
         params.pop("early_stopping_rounds", None)
+    if not view.label.is_regression:
+        absent = sorted(set(view.label.class_list) - set(labels_of(view, fit_rows)))
+        if absent:  # CatBoost cannot fit a class it never sees (binary: not at all)
+            raise CtloopError(
+                f"class(es) {', '.join(absent)} have no rows in the training part of the "
+                f"window (before the newest {view.training.validation_days} validation days "
+                "and the early-stopping slice): widen training.window_days or wait for labels"
+            )
     model = new_model(view, params)
     model.fit(to_model_frame(view, fit_rows), labels_of(view, fit_rows), **kwargs)
     predictor = Predictor(view, model, "candidate", "")

@@ -176,6 +176,17 @@ def parse_times(text: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize(None)
 
 
+def parse_calendar_dates(text: pd.Series) -> pd.Series:
+    """ISO 8601 dates, or date-times cut to the date they are written with (their offset
+    ignored); what does not parse becomes NaT."""
+    day = text.str.strip().str.slice(0, 10)
+    rest = text.str.strip().str.slice(10)
+    parsed = pd.to_datetime(day, errors="coerce", format="%Y-%m-%d")
+    whole = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    # the rest must itself be a time of that date (or nothing), not trailing garbage
+    return parsed.where(rest.fillna("").eq("") | whole.notna())
+
+
 def _to_float(text: pd.Series) -> pd.Series:
     """Numbers as float64: NaN where the cell is missing or not a number."""
     values = pd.to_numeric(text, errors="coerce")
@@ -264,13 +275,15 @@ def _nulls(feature: Feature, missing: pd.Series, rows: np.ndarray, problems: lis
 def _keys(
     view: FeatureView, text: pd.DataFrame, rows: np.ndarray, problems: list[Problem]
 ) -> tuple[pd.Series, pd.Series]:
-    """Entity keys and event dates (a plain date or an ISO date-time, cut to its UTC day)."""
+    """Entity keys and event dates: a plain date or an ISO date-time whose calendar date is
+    taken as written (`2026-01-05T00:30+01:00` is 2026-01-05, never moved to its UTC day:
+    clients send the same date with a request, and the monitor joins on it)."""
     entity = text[view.entity]
     _report(entity.isna(), rows, view.entity, "entity key is missing", problems)
     too_long = (entity.str.len() > 64).fillna(False).astype(bool)
     _report(too_long, rows, view.entity, "entity key longer than 64 characters", problems)
     raw_dates = text[view.event_date]
-    dates = parse_times(raw_dates)
+    dates = parse_calendar_dates(raw_dates)
     _report(raw_dates.isna(), rows, view.event_date, "event date is missing", problems)
     _report(
         dates.isna() & raw_dates.notna(),
