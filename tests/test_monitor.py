@@ -190,8 +190,8 @@ def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: 
     # the change is dated to the first day of the bad run and recorded for later runs
     assert first["result"]["onset"] == first["conf"]["onset"] == onset.isoformat()
     registry = fresh_logs["registry"]
-    found = (onset + dt.timedelta(days=2)).isoformat()  # the day the check looked at last
-    assert registry.change_onset("credit_score") == (onset.isoformat(), found)
+    # found: the newest labelled day that showed it (day 0, whose labels landed on day 2)
+    assert registry.change_onset("credit_score") == (onset.isoformat(), onset.isoformat())
     assert decisions[3]["status"] == "decay"
     assert decisions[3]["result"]["labelled_rows"] == 2 * ROWS
     assert decisions[3]["trigger"] is False  # inside the cooldown

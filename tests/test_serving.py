@@ -29,7 +29,7 @@ from serving.model import ModelManager, check_model, sample_records
 
 from ctloop.featureview import FeatureView, load_view_file
 from ctloop.predictor import Predictor, to_model_frame
-from ctloop.registry import Registry, VersionInfo
+from ctloop.registry import GATES, Registry, VersionInfo
 from ctloop.service_schema import entity_of, model_rows, record_model
 from ctloop.store import FeatureStore
 from tests.conftest import ROOT, mariadb_database
@@ -174,10 +174,17 @@ class _Unreachable:
 
 
 class _Pointing:
-    """A registry whose champion is a version that cannot be loaded."""
+    """A registry whose champion is a (gated) version that cannot be loaded."""
 
     def champion(self, name: str) -> VersionInfo:
-        return VersionInfo(name, "99", None, {})
+        return VersionInfo(name, "99", None, {f"gate.{g}": "passed" for g in GATES})
+
+
+class _Ungated:
+    """A registry whose champion alias was moved to a version no gate passed."""
+
+    def champion(self, name: str) -> VersionInfo:
+        return VersionInfo(name, "100", None, {"gate.data": "passed"})
 
 
 def test_manager_keeps_serving_through_registry_failures(world: dict[str, Any]) -> None:
@@ -196,6 +203,11 @@ def test_manager_keeps_serving_through_registry_failures(world: dict[str, Any]) 
     assert manager.refresh("poll")["status"] == "error"
     assert manager.current is serving and manager.rejected_version == "99"
     assert manager.refresh("poll")["status"] == "rejected"  # not reloaded on every poll
+    manager.registry = _Ungated()  # type: ignore[assignment]
+    refused = manager.refresh("poll")
+    assert refused["status"] == "error" and "has not passed the gates" in refused["error"]
+    assert manager.current is serving and manager.refused_version == "100"
+    assert manager.refresh("poll")["status"] == "refused"  # said once, not on every poll
 
 
 def test_a_model_with_other_classes_fails_the_serving_check(world: dict[str, Any]) -> None:
