@@ -32,7 +32,7 @@ import pandas as pd
 
 from ctloop.featureview import FeatureView
 from ctloop.metrics import Output
-from ctloop.predictor import Predictor, answer_problems
+from ctloop.predictor import Predictor, answer_problems, kind_problems
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
 from ctloop.service_schema import example_record, model_rows
 
@@ -101,12 +101,9 @@ def check_model(
     view: FeatureView, predictor: Predictor, records: Sequence[dict[str, Any]], threads: int = 1
 ) -> list[str]:
     """What is wrong with a model's answers on these records (empty: fit to serve)."""
-    problems = []
-    if view.label.is_regression != predictor.is_regressor:
-        kind = "regressor" if predictor.is_regressor else "classifier"
-        return [f"a {kind} for a {view.label.kind} view"]
-    if sorted(predictor.classes) != sorted(view.label.class_list):
-        return [f"model classes {predictor.classes} != view classes"]
+    problems = kind_problems(view, predictor)
+    if problems:
+        return problems
     candidate = LoadedModel(predictor, VersionInfo(view.name, "?", None, {}), _now(), {}, threads)
     fast = candidate.predict(view, records)
     problems += answer_problems(view, fast, len(records))

@@ -72,6 +72,12 @@ class DataGateError(CtloopError):
         self.report = report
 
 
+def validation_start(view: FeatureView, newest: Any) -> Any:
+    """The first validation day, given the newest labelled day (a date or a Timestamp):
+    the training split and the pre-change window (`pipeline.training_window`) share it."""
+    return newest - pd.Timedelta(days=view.training.validation_days - 1)
+
+
 def split_days(view: FeatureView, frame: pd.DataFrame) -> pd.Series:
     """True for validation rows: the newest `validation_days` days that have labels.
 
@@ -80,9 +86,7 @@ def split_days(view: FeatureView, frame: pd.DataFrame) -> pd.Series:
     """
     if frame.empty:
         return pd.Series(False, index=frame.index)
-    newest = frame[view.event_date].max()
-    cutoff = newest - pd.Timedelta(days=view.training.validation_days - 1)
-    return frame[view.event_date] >= cutoff
+    return frame[view.event_date] >= validation_start(view, frame[view.event_date].max())
 
 
 def _check_labels(view: FeatureView, labels: pd.Series, report: GateReport) -> None:

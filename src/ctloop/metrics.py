@@ -45,6 +45,10 @@ class Metric:
             return worse / abs(reference) if reference else (0.0 if worse <= 0 else np.inf)
         return worse
 
+    def in_tolerance_units(self, spread: float, reference: float) -> float:
+        """A spread of the metric (a standard error) in the unit its tolerances use."""
+        return spread / abs(reference) if self.relative_tolerance and reference else spread
+
     def tolerance_text(self, tolerance: float) -> str:
         return f"{tolerance:.1%} relative" if self.relative_tolerance else f"{tolerance:g}"
 
@@ -72,8 +76,8 @@ DEFAULT_PRIMARY = {B: "roc_auc", M: "macro_f1", R: "rmse"}
 # tolerance defaults: (absolute for bounded metrics, relative for error metrics)
 DEFAULT_MAX_DEGRADATION = (0.01, 0.02)
 DEFAULT_MAX_LIVE_DROP = (0.05, 0.10)
+# the loss of each kind, also the metric early stopping watches (smoother than F1)
 CATBOOST_LOSS = {B: "Logloss", M: "MultiClass", R: "RMSE"}
-CATBOOST_EVAL = {B: "Logloss", M: "MultiClass", R: "RMSE"}
 
 
 def metric(name: str) -> Metric:
@@ -100,6 +104,14 @@ class Output:
     predictions: list
     proba: np.ndarray | None = None
     values: np.ndarray | None = None
+
+    def take(self, rows: np.ndarray) -> Output:
+        """The answers of these row positions (repeats allowed: bootstrap draws)."""
+        return Output(
+            [self.predictions[i] for i in rows],
+            None if self.proba is None else self.proba[rows],
+            None if self.values is None else self.values[rows],
+        )
 
     def score_column(self, view: FeatureView) -> np.ndarray | None:
         """Binary: the positive class's probability (the score); otherwise None."""
@@ -232,18 +244,12 @@ def bootstrap_se(
     take = rng.choice(n, BOOTSTRAP_MAX_ROWS, replace=False) if n > BOOTSTRAP_MAX_ROWS else None
     y = y_true.reset_index(drop=True)
     if take is not None:
-        y = y.iloc[take].reset_index(drop=True)
-        output = Output([output.predictions[i] for i in take],
-                        None if output.proba is None else output.proba[take],
-                        None if output.values is None else output.values[take])  # fmt: skip
+        y, output = y.iloc[take].reset_index(drop=True), output.take(take)
     m = len(y)
     values = []
     for _ in range(BOOTSTRAP_DRAWS):
         idx = rng.integers(0, m, m)
-        resampled = Output([output.predictions[i] for i in idx],
-                           None if output.proba is None else output.proba[idx],
-                           None if output.values is None else output.values[idx])  # fmt: skip
-        value = score_one(view, y.iloc[idx], resampled, name)
+        value = score_one(view, y.iloc[idx], output.take(idx), name)
         if value is not None and np.isfinite(value):
             values.append(value)
     spread = float(np.std(values)) if len(values) > 1 else 0.0

@@ -209,14 +209,15 @@ def _labelled(view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame) -> pd
     return keyed.merge(lab, on=["_entity", "_day"], how="inner")
 
 
-def live_accuracy(
-    view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame
-) -> tuple[int, dict[str, float]]:
-    """Join logged predictions to labels that have landed; score them like validation."""
-    joined = _labelled(view, logs, labels)
-    if joined.empty:
-        return 0, {}
-    return len(joined), score(view, joined[view.label.name], logged_output(view, joined))
+def labelled_logs(
+    view: FeatureView, store: FeatureStore, logs: pd.DataFrame, until: dt.datetime
+) -> pd.DataFrame:
+    """These logged predictions joined to their labels that had landed by `until`."""
+    if logs.empty:
+        return logs
+    days = _event_dates(view, logs)
+    labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
+    return _labelled(view, logs, labels)
 
 
 def change_onset(
@@ -235,9 +236,7 @@ def change_onset(
         value = score_one(view, rows[view.label.name], logged_output(view, rows), rule.name)
         if value is None or not math.isfinite(value):
             continue
-        noise = z * metric_noise(view, rows, rule.name)
-        if rule.relative_tolerance and baseline:
-            noise /= abs(baseline)
+        noise = rule.in_tolerance_units(z * metric_noise(view, rows, rule.name), baseline)
         if rule.worsening(value, baseline) <= max(limit, noise):
             break
         onset = pd.Timestamp(day).date().isoformat()
@@ -352,11 +351,7 @@ def check(
         )
     else:  # an accumulated window longer than the look-back: only its recent part
         scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
-    joined = scored.iloc[0:0]
-    if not scored.empty:
-        days = _event_dates(view, scored)
-        labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
-        joined = _labelled(view, scored, labels)
+    joined = labelled_logs(view, store, scored, until)
     live = score(view, joined[view.label.name], logged_output(view, joined)) if len(joined) else {}
     n_lab = len(joined)
     result.labelled_rows, result.live_metrics = n_lab, live
@@ -370,10 +365,8 @@ def check(
         # at its own) raises the limit (one-sided)
         se_val = float(reference.get("validation_se", {}).get(name, 0.0))
         se_live = metric_noise(view, joined, name)
-        noise = z_for(policy.false_alarm_rate, 1) * math.hypot(se_live, se_val)
-        if rule.relative_tolerance and baseline:
-            noise /= abs(baseline)
-        limit = max(limit, noise)
+        spread = z_for(policy.false_alarm_rate, 1) * math.hypot(se_live, se_val)
+        limit = max(limit, rule.in_tolerance_units(spread, baseline))
         drop = rule.worsening(live[name], baseline)
         decay = drop > limit
         findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
@@ -419,11 +412,9 @@ def _dated_change(
     everyone = store.read_prediction_logs(view.name, lookback, until)
     if everyone.empty:
         return None
-    days = _event_dates(view, everyone)
-    labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
     policy = view.drift
     return change_onset(
-        view, _labelled(view, everyone, labels), baseline,
+        view, labelled_logs(view, store, everyone, until), baseline,
         float(policy.max_accuracy_drop or 0), z_for(policy.false_alarm_rate, 1),
     )  # fmt: skip
 

@@ -25,10 +25,16 @@ from typing import Any
 import pandas as pd
 
 from ctloop import metrics
-from ctloop.datagate import DataGateError, GateReport, check_data, split_days
+from ctloop.datagate import (
+    DataGateError,
+    GateReport,
+    check_data,
+    split_days,
+    validation_start,
+)
 from ctloop.errors import CtloopError
 from ctloop.featureview import FeatureView, load_view
-from ctloop.predictor import Predictor, answer_problems
+from ctloop.predictor import Predictor, answer_problems, kind_problems
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
 from ctloop.settings import Settings, get_settings, project_root
 from ctloop.store import FeatureStore, to_date
@@ -154,9 +160,8 @@ def training_window(run: Run, store: FeatureStore) -> tuple[int, dict[str, Any]]
         return days, {}  # not known as of this date, or the whole window is on one side
     info = {"change_onset": change[0], "change_found": change[1]}
     per_day = store.labelled_per_day(run.view, run.as_of, since)
-    newest = sorted(per_day, reverse=True)
-    held_out = newest[: run.view.training.validation_days]
-    train_rows = sum(n for d, n in per_day.items() if d not in held_out)
+    cutoff = validation_start(run.view, max(per_day)) if per_day else run.as_of
+    train_rows = sum(n for day, n in per_day.items() if day < cutoff)
     gate = run.view.gates.data
     if sum(per_day.values()) >= gate.min_rows and train_rows >= gate.min_validation_rows:
         return since, {**info, "pre_change": "dropped"}
@@ -558,12 +563,7 @@ def infra_check(
             raise InfraCheckError(
                 f"no feature rows in the window [{first_day}, {run.as_of}) to query the model with"
             )
-        problems = []
-        if run.view.label.is_regression != predictor.is_regressor:
-            problems.append(f"a {'regressor' if predictor.is_regressor else 'classifier'} "
-                            f"for a {run.view.label.kind} view")  # fmt: skip
-        elif sorted(predictor.classes) != sorted(run.view.label.class_list):
-            problems.append(f"model classes {predictor.classes} != view classes")
+        problems = kind_problems(run.view, predictor)
         if problems:
             raise InfraCheckError("; ".join(problems))
         start = time.perf_counter()

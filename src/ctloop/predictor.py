@@ -80,6 +80,17 @@ class Predictor:
         return self.answer(to_model_frame(self.view, frame))
 
 
+def kind_problems(view: FeatureView, predictor: Predictor) -> list[str]:
+    """Is this a model for this view at all: a regressor for a regression label, a
+    classifier with exactly the view's classes otherwise (empty: it is)."""
+    if view.label.is_regression != predictor.is_regressor:
+        kind = "regressor" if predictor.is_regressor else "classifier"
+        return [f"a {kind} for a {view.label.kind} view"]
+    if sorted(predictor.classes) != sorted(view.label.class_list):
+        return [f"model classes {predictor.classes} != view classes"]
+    return []
+
+
 def answer_problems(view: FeatureView, output: Output, rows: int) -> list[str]:
     """What is wrong with a model's answers to `rows` rows (empty: fit to serve). The one
     definition of "answers as served" that the infra check and serving's loader share."""

@@ -59,7 +59,7 @@ def catboost_params(view: FeatureView, threads: int = 2) -> dict[str, Any]:
         "iterations": cfg.iterations,
         "depth": cfg.depth,
         "loss_function": metrics.CATBOOST_LOSS[kind],
-        "eval_metric": metrics.CATBOOST_EVAL[kind],
+        "eval_metric": metrics.CATBOOST_LOSS[kind],
         "random_seed": cfg.seed,
         "thread_count": threads,
         "allow_writing_files": False,
