@@ -107,7 +107,7 @@ serve-bento: bento ## Serve the Bento just built, by its exact tag (never :lates
 # The long-running stack as processes of this machine (no Docker): Airflow api-server,
 # scheduler, dag-processor and triggerer, the MLflow server, the BentoML service.
 .PHONY: up down stack-status
-STACK := $(RUN) python -m ctloop.stack
+STACK := $(RUN) python -m ctloop.dev.stack
 
 up: install ## Start Airflow, the MLflow server and serving as processes; print URLs and login
 	$(STACK) up

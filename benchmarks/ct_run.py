@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from ctloop import pipeline
-from ctloop.featureview import load_view
-from ctloop.predictor import to_model_frame
+from ctloop.core.predictor import to_model_frame
+from ctloop.features.view import load_view
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, stream
+from ctloop.store.features import FeatureStore
+from ctloop.training import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def bare_fit(view, frame: pd.DataFrame) -> float:
     """CatBoost alone on the same rows and split, with the same parameters."""
     from catboost import CatBoostClassifier
 
-    from ctloop.datagate import split_days
+    from ctloop.training.datagate import split_days
 
     is_val = split_days(view, frame).to_numpy()
     train, valid = frame.loc[~is_val], frame.loc[is_val]

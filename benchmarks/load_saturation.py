@@ -95,8 +95,8 @@ def main() -> None:
     from benchmarks.serving.serving_throughput import Server
     from benchmarks.serving.world import register_version
 
-    from ctloop.featureview import load_view
-    from ctloop.store import FeatureStore
+    from ctloop.features.view import load_view
+    from ctloop.store.features import FeatureStore
 
     view = load_view("credit_score", ROOT / "features")
     db = f"ctloop_bench_load_{uuid.uuid4().hex[:8]}"

@@ -40,8 +40,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ctloop.logrow import encode_row  # noqa: E402
-from ctloop.store import FeatureStore  # noqa: E402
+from ctloop.predlog.row import encode_row  # noqa: E402
+from ctloop.store.features import FeatureStore  # noqa: E402
 
 FIELDS_FIRST = "mysqldb json_table, JSON fields first"
 SERVER = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")

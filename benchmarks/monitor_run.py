@@ -23,13 +23,14 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from ctloop import monitor, pipeline
-from ctloop.featureview import load_view
-from ctloop.predictor import Predictor
+from ctloop.core.predictor import Predictor
+from ctloop.features.view import load_view
+from ctloop.ingest.synth import StreamConfig, generate_day, stream
+from ctloop.monitoring import check as monitor
 from ctloop.registry import Registry
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, generate_day, stream
+from ctloop.store.features import FeatureStore
+from ctloop.training import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

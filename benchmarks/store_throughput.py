@@ -165,8 +165,8 @@ def worker(spec: dict) -> dict:
 
     import pandas as pd
 
-    from ctloop.featureview import load_view
-    from ctloop.store import FeatureStore
+    from ctloop.features.view import load_view
+    from ctloop.store.features import FeatureStore
 
     logging.basicConfig(level=logging.WARNING)
     view = load_view(VIEW, ROOT / "features")
@@ -219,9 +219,9 @@ def bench(args: argparse.Namespace, url, results: list[Measure]) -> dict:
     import pandas as pd
     import sqlalchemy as sa
 
-    from ctloop.featureview import load_view
-    from ctloop.store import FeatureStore
-    from ctloop.synth import StreamConfig, generate_day
+    from ctloop.features.view import load_view
+    from ctloop.ingest.synth import StreamConfig, generate_day
+    from ctloop.store.features import FeatureStore
 
     view = load_view(VIEW, ROOT / "features")
     per_day, as_of, window_days = plan(args.rows, args.days)

@@ -1,7 +1,7 @@
 """Continuous-training DAGs: one `ct_<view>` DAG per feature view in the features folder.
 
-Thin wiring only: every task body is one call into `ctloop.orchestration`, which builds
-the pipeline `Run` from the Airflow context and calls the step in `ctloop.pipeline`. No
+Thin wiring only: every task body is one call into `ctloop.orchestration.tasks`, which builds
+the pipeline `Run` from the Airflow context and calls the step in `ctloop.training.pipeline`. No
 pandas, MLflow or database access happens at parse time.
 """
 
@@ -19,8 +19,8 @@ from airflow.sdk import (
     task,
 )
 
-from ctloop import orchestration
-from ctloop.featureview import list_views
+from ctloop.features.view import list_views
+from ctloop.orchestration import tasks as orchestration
 
 SCHEDULE_CRON = "0 3 * * *"  # daily at 03:00 UTC, after the nightly ingestion
 RETRY = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}

@@ -12,8 +12,8 @@ from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_parsing_context, task
 
-from ctloop import orchestration
-from ctloop.featureview import list_views
+from ctloop.features.view import list_views
+from ctloop.orchestration import tasks as orchestration
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
 

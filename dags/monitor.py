@@ -1,7 +1,7 @@
 """Drift-monitor DAGs: one `monitor_<view>` DAG per feature view, closing the loop.
 
-Thin wiring only: the check is one call into `ctloop.orchestration.monitor`, which runs
-`ctloop.monitor.monitor_step` with the feature store from the Airflow connection and asks
+Thin wiring only: the check is one call into `ctloop.orchestration.tasks.monitor`, which runs
+`ctloop.monitoring.check.monitor_step` with the feature store from the Airflow connection and asks
 Airflow whether a CT run of the view is in flight. On drift or decay outside the cooldown
 it triggers `ct_<view>` with the reason and the findings in the run's conf.
 """
@@ -14,8 +14,8 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_parsing_context, task
 
-from ctloop import orchestration
-from ctloop.featureview import list_views
+from ctloop.features.view import list_views
+from ctloop.orchestration import tasks as orchestration
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.featureview import FeatureView
-from ctloop.metrics import Output
-from ctloop.predictor import Predictor, answer_problems, kind_problems
+from ctloop.core.metrics import Output
+from ctloop.core.predictor import Predictor, answer_problems, kind_problems
+from ctloop.features.records import example_record, model_rows
+from ctloop.features.view import FeatureView
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
-from ctloop.service_schema import example_record, model_rows
 
 log = logging.getLogger(__name__)
 

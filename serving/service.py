@@ -39,13 +39,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ctloop.featureview import load_view
-from ctloop.logwriter import PredictionLogWriter, WriterConfig
-from ctloop.metrics import Output
+from ctloop.core.metrics import Output
+from ctloop.features.records import entity_of, logged_features, record_model
+from ctloop.features.view import load_view
+from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.registry import Registry
-from ctloop.service_schema import entity_of, logged_features, record_model
 from ctloop.settings import get_settings
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
 from serving.config import ServingConfig
 from serving.limits import BodySizeLimit
 from serving.metrics import worker_metrics

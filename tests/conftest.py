@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ctloop.featureview import FeatureView, load_view_file
-from ctloop.store import FeatureStore
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.store.features import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MARIADB_SERVER = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")

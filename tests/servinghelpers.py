@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.featureview import FeatureView
+from ctloop.features.view import FeatureView
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import GATES, Registry
-from ctloop.synth import StreamConfig, stream
 from tests.conftest import ROOT
 
 START = dt.date(2026, 1, 1)
@@ -55,7 +55,7 @@ def register_version(view: FeatureView, registry: Registry, seed: int, gated: bo
     import mlflow
     import mlflow.catboost
 
-    from ctloop import training
+    from ctloop.training import fit as training
 
     small = view.model_copy(
         update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}

@@ -29,14 +29,17 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from ctloop import metrics, monitor, pipeline, training
-from ctloop.datagate import split_days
-from ctloop.featureview import FeatureView, load_view_file
-from ctloop.predictor import Predictor, to_model_frame
+from ctloop.core import metrics
+from ctloop.core.predictor import Predictor, to_model_frame
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.ingest.sample import sample_frame
+from ctloop.monitoring import check as monitor
 from ctloop.registry import Registry
-from ctloop.sampledata import sample_frame
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
+from ctloop.training import fit as training
+from ctloop.training import pipeline
+from ctloop.training.datagate import split_days
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import Server, client, service_env
 from tests.test_dags import AirflowProcess, airflow_env

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ctloop.featureview import load_view_file
+from ctloop.features.view import load_view_file
 from ctloop.registry import Registry
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import Server, records, register_version, service_env
 

@@ -32,13 +32,13 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from ctloop import orchestration
-from ctloop.dagrunner import DagRunner
+from ctloop.dev.dagrunner import DagRunner
 from ctloop.errors import CtloopError
-from ctloop.featureview import list_views, load_view_file
+from ctloop.features.view import list_views, load_view_file
+from ctloop.ingest.synth import StreamConfig, stream
+from ctloop.orchestration import tasks as orchestration
 from ctloop.registry import Registry
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, stream
+from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
 
 DAGS = ROOT / "dags"
@@ -137,7 +137,7 @@ for dag_id, dag in bag.dags.items():
 
 # The glue as tasks use it, with Airflow's own parsing of AIRFLOW_CONN_* variables.
 from airflow.sdk.exceptions import AirflowFailException
-from ctloop import orchestration
+from ctloop.orchestration import tasks as orchestration
 from ctloop.errors import CtloopError, StoreUnavailableError
 
 facts["urls"] = {conn_id: orchestration.feature_store_url(conn_id) for conn_id in conn_ids}
@@ -394,7 +394,7 @@ def test_short_circuit_condition() -> None:
 
 
 class AirflowProcess(DagRunner):
-    """`ctloop.dagrunner` (what `make demo` uses) as the tests drive it: one long-lived
+    """`ctloop.dev.dagrunner` (what `make demo` uses) as the tests drive it: one long-lived
     Airflow child that runs each DAG run with `dag.test()`; failures fail the test."""
 
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
@@ -661,8 +661,8 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     monitor finds accuracy decay. dag.test() has no scheduler, so the test runs the CT DAG
     with the conf the monitor's trigger queued, then retires the queued copy.
     """
-    from ctloop.predictor import Predictor
-    from ctloop.synth import Scenario, generate_day
+    from ctloop.core.predictor import Predictor
+    from ctloop.ingest.synth import Scenario, generate_day
     from tests.test_monitor import log_day
 
     view, store, registry, airflow = (

@@ -11,10 +11,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from ctloop.datagate import GateReport, check_data
-from ctloop.featureview import FeatureView
-from ctloop.stats import profile
-from ctloop.synth import NEW_OCCUPATION, Scenario, StreamConfig, generate_day
+from ctloop.core.stats import profile
+from ctloop.features.view import FeatureView
+from ctloop.ingest.synth import NEW_OCCUPATION, Scenario, StreamConfig, generate_day
+from ctloop.training.datagate import GateReport, check_data
 
 DAY = dt.date(2026, 5, 1)
 AS_OF = pd.Timestamp(DAY + dt.timedelta(days=10))

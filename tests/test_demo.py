@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.demo import DayRecord, DemoConfig, _verdict
+from ctloop.dev.demo import DayRecord, DemoConfig, _verdict
 from tests.conftest import ROOT
 
 
@@ -108,7 +108,7 @@ def test_verdict_names_the_broken_link(tmp_path: Path) -> None:
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
-    from ctloop.demo import prepare_folder
+    from ctloop.dev.demo import prepare_folder
     from ctloop.errors import CtloopError
 
     (tmp_path / "precious.txt").write_text("keep me")

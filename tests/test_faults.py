@@ -46,12 +46,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from ctloop import pipeline
-from ctloop.featureview import FeatureView, load_view_file
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import Registry
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, stream
+from ctloop.store.features import FeatureStore
+from ctloop.training import pipeline
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import (
     Server,
@@ -672,8 +672,8 @@ import sys
 
 from mlflow import MlflowClient
 
-from ctloop import pipeline
-from ctloop.featureview import load_view_file
+from ctloop.training import pipeline
+from ctloop.features.view import load_view_file
 from ctloop.registry import Registry
 from ctloop.settings import Settings
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ctloop.errors import FeatureViewError
-from ctloop.featureview import FeatureView, list_views, load_view, load_view_file
+from ctloop.features.view import FeatureView, list_views, load_view, load_view_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

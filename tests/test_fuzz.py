@@ -35,9 +35,9 @@ from schemathesis.checks import not_a_server_error
 from serving.config import ServingConfig
 from serving.limits import BodySizeLimit
 
-from ctloop.featureview import FeatureView, load_view_file
+from ctloop.features.view import FeatureView, load_view_file
 from ctloop.registry import Registry
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import Server, client, records, register_version, service_env
 

@@ -33,14 +33,14 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from ctloop import pipeline
-from ctloop.datagate import DataGateError
 from ctloop.errors import CtloopError, FeatureViewError, StoreUnavailableError
-from ctloop.featureview import load_view_file
+from ctloop.features.view import load_view_file
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import Registry
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, stream
+from ctloop.store.features import FeatureStore
+from ctloop.training import pipeline
+from ctloop.training.datagate import DataGateError
 from tests.conftest import ROOT, mariadb_database
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from ctloop.errors import CtloopError, DataValidationError
-from ctloop.featureview import FeatureView, ImportOptions
-from ctloop.importer import import_csv, import_labels_csv
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, generate_day
+from ctloop.features.view import FeatureView, ImportOptions
+from ctloop.ingest.files import import_csv, import_labels_csv
+from ctloop.ingest.synth import StreamConfig, generate_day
+from ctloop.store.features import FeatureStore
 
 DAY = dt.date(2026, 4, 1)
 
@@ -453,7 +453,7 @@ def test_regression_labels_file(tmp_path, store: FeatureStore, regression: Featu
 def test_whole_numbers_from_parquet_stay_whole(tmp_path, store: FeatureStore) -> None:
     """pandas turns an integer column with a missing value into floats; `1.0` must still be
     the class `1`, and an entity id `123.0` the customer `123`."""
-    from ctloop.featureview import FeatureView
+    from ctloop.features.view import FeatureView
 
     raw = {
         "name": "churn", "entity": "customer_id",

@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ctloop.featureview import load_view_file
-from ctloop.logrow import encode_row
+from ctloop.features.view import load_view_file
+from ctloop.predlog.row import encode_row
 from ctloop.registry import Registry
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import Server, register_version, service_env
 

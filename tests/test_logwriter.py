@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from ctloop.errors import StoreUnavailableError
-from ctloop.logrow import encode_row
-from ctloop.logwriter import PredictionLogWriter, WriterConfig
-from ctloop.store import FeatureStore
+from ctloop.predlog.row import encode_row
+from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
+from ctloop.store.features import FeatureStore
 
 DOWN_URL = "mysql+pymysql://root@127.0.0.1:1/ctloop_down"  # nothing listens on port 1
 
@@ -124,7 +124,7 @@ def test_a_spilled_row_is_replayed_exactly_as_it_would_have_been_written(
 ) -> None:
     """A value orjson refuses (an integer beyond 64 bits, a numpy float) must not come back
     from a spill file changed, nor make the line unreadable."""
-    from ctloop.logwriter import _from_line, _to_line
+    from ctloop.predlog.writer import _from_line, _to_line
 
     odd = {**row(1), "features": {"id": 2**70, "age": np.float64(0.25), "x": float("nan")}}
     back = _from_line(_to_line(odd))

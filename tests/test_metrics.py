@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop import metrics
+from ctloop.core import metrics
 from ctloop.errors import FeatureViewError
-from ctloop.featureview import FeatureView, LabelKind, load_view_file
+from ctloop.features.view import FeatureView, LabelKind, load_view_file
 from tests.conftest import ROOT
 
 

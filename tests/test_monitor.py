@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctloop import monitor, pipeline
-from ctloop.featureview import FeatureView, load_view_file
-from ctloop.predictor import Predictor
+from ctloop.core.predictor import Predictor
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, stream
+from ctloop.monitoring import check as monitor
 from ctloop.registry import Registry
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
-from ctloop.synth import Scenario, StreamConfig, generate_day, stream
+from ctloop.store.features import FeatureStore
+from ctloop.training import pipeline
 from tests.conftest import ROOT, mariadb_database
 
 START = dt.date(2026, 1, 1)

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop import pipeline
-from ctloop.datagate import DataGateError, check_data
-from ctloop.featureview import FeatureView, load_view_file
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import Registry
 from ctloop.settings import Settings
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, stream
+from ctloop.store.features import FeatureStore
+from ctloop.training import pipeline
+from ctloop.training.datagate import DataGateError, check_data
 from tests.conftest import ROOT, mariadb_database
 
 START = dt.date(2026, 1, 1)
@@ -368,7 +368,7 @@ def test_a_recorded_change_onset_shapes_every_later_window(world: dict) -> None:
 def test_weighted_rows_before_a_change_count_less() -> None:
     """`fit` gives rows before `weigh_before` the view's `pre_change_weight`: a model that
     sees the old rule at weight 0.1 and the new one at 1 learns mostly the new one."""
-    from ctloop import training
+    from ctloop.training import fit as training
     from tests.servinghelpers import labelled
 
     view = load_view_file(ROOT / "features" / "credit_score.yaml")

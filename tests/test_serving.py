@@ -27,11 +27,11 @@ import pytest
 from pydantic import ValidationError
 from serving.model import ModelManager, check_model, sample_records
 
-from ctloop.featureview import FeatureView, load_view_file
-from ctloop.predictor import Predictor, to_model_frame
+from ctloop.core.predictor import Predictor, to_model_frame
+from ctloop.features.records import entity_of, model_rows, record_model
+from ctloop.features.view import FeatureView, load_view_file
 from ctloop.registry import GATES, Registry, VersionInfo
-from ctloop.service_schema import entity_of, model_rows, record_model
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import (
     START,

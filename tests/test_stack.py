@@ -1,18 +1,18 @@
 """The long-running stack: `make up` as real processes, and docker-compose.yml against it.
 
-`ctloop.stack.SERVICES` is the one definition of what runs (names, ports, health checks,
+`ctloop.dev.stack.SERVICES` is the one definition of what runs (names, ports, health checks,
 the variables each process gets). The compose tests parse `docker-compose config` and hold
 every compose service to that table; the unit tests hold the local stack's environments
 to it; the end-to-end test runs the local stack for real.
 
-The end-to-end test starts the stack exactly as `make up` does (`python -m ctloop.stack
+The end-to-end test starts the stack exactly as `make up` does (`python -m ctloop.dev.stack
 up`, the Makefile's command) on a MariaDB feature store and MLflow backend of its own, a
 temporary data folder, free ports and a small copy of the feature view, then drives it
 only through its public surfaces: the `ctloop` CLI writes data, the Airflow REST API
 triggers DAGs as the UI does (token from /auth/token, unpause, POST dagRuns), the
 BentoML service takes HTTP traffic, the MLflow server answers for the registry. Every
 wait has a deadline and fails with the tail of the relevant log; teardown always runs
-`python -m ctloop.stack down` (what `make down` runs) and checks that no process of the
+`python -m ctloop.dev.stack down` (what `make down` runs) and checks that no process of the
 stack is left.
 """
 
@@ -40,8 +40,9 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
-from ctloop import orchestration, stack
+from ctloop.dev import stack
 from ctloop.errors import CtloopError
+from ctloop.orchestration import tasks as orchestration
 from tests.conftest import ROOT, mariadb_database, postgres_database
 
 VIEW = "credit_score"
@@ -374,9 +375,9 @@ class LiveStack:
         self._token: str | None = None
 
     def command(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """`python -m ctloop.stack ...`: the command `make up/down/stack-status` runs."""
+        """`python -m ctloop.dev.stack ...`: the command `make up/down/stack-status` runs."""
         return subprocess.run(
-            [sys.executable, "-m", "ctloop.stack", *args], cwd=self.cwd, env=self.env,
+            [sys.executable, "-m", "ctloop.dev.stack", *args], cwd=self.cwd, env=self.env,
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -556,7 +557,7 @@ def stack_ports() -> dict[str, int]:
 
 @contextlib.contextmanager
 def stack_up(env: dict[str, str], cwd: Path) -> Iterator[dict[str, Any]]:
-    """`python -m ctloop.stack up` (what `make up` runs); always `down` afterwards, and
+    """`python -m ctloop.dev.stack up` (what `make up` runs); always `down` afterwards, and
     fail if any process of the stack or a pid file is left."""
     live_stack = LiveStack(env, cwd, {
         "airflow": int(env["CTLOOP_STACK_AIRFLOW_PORT"]),
@@ -727,8 +728,8 @@ def test_a_manual_run_trains_a_champion_that_serving_loads(
 @pytest.fixture(scope="module")
 def drift_loop(live: dict[str, Any], first_model: dict[str, Any]) -> dict[str, Any]:
     """Covariate-shifted days land, drifted traffic is served, the monitor is triggered."""
-    from ctloop.store import FeatureStore
-    from ctloop.synth import Scenario, StreamConfig, generate_day
+    from ctloop.ingest.synth import Scenario, StreamConfig, generate_day
+    from ctloop.store.features import FeatureStore
 
     s: LiveStack = live["stack"]
     today = first_model["today"]
@@ -743,7 +744,7 @@ def drift_loop(live: dict[str, Any], first_model: dict[str, Any]) -> dict[str, A
     day = today - dt.timedelta(days=1)
     features, _ = generate_day(day, config)
     assert (features["occupation"] == "Gig_Worker").any()  # the shift is really there
-    from ctloop.featureview import load_view
+    from ctloop.features.view import load_view
 
     view = load_view(VIEW, live["tmp"] / "features")
     frame = features[[view.entity, view.event_date, *view.feature_names]].copy()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.stats import (
+from ctloop.core.stats import (
     bin_shares,
     categorical_profile,
     feature_distance,

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from ctloop.errors import DataValidationError, StoreUnavailableError
-from ctloop.featureview import FeatureView
-from ctloop.logrow import encode_json
-from ctloop.store import FeatureStore
-from ctloop.synth import StreamConfig, generate_day
+from ctloop.features.view import FeatureView
+from ctloop.ingest.synth import StreamConfig, generate_day
+from ctloop.predlog.row import encode_json
+from ctloop.store.features import FeatureStore
 
 DAY = dt.date(2026, 3, 1)
 

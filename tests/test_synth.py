@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from ctloop.errors import CtloopError
-from ctloop.featureview import FeatureView
-from ctloop.synth import NEW_OCCUPATION, Scenario, StreamConfig, generate_day, stream
-from ctloop.validation import validate_frame
+from ctloop.features.frames import validate_frame
+from ctloop.features.view import FeatureView
+from ctloop.ingest.synth import NEW_OCCUPATION, Scenario, StreamConfig, generate_day, stream
 
 DAY = dt.date(2026, 5, 1)
 

@@ -196,7 +196,7 @@ def make_records(view: Any, n: int) -> list[dict[str, Any]]:
     """Request bodies from an unseen synthetic day, missing values as null."""
     import numpy as np
 
-    from ctloop.synth import StreamConfig, stream
+    from ctloop.ingest.synth import StreamConfig, stream
 
     config = StreamConfig(seed=123, rows_per_day=n)
     frame = next(iter(stream(view, dt.date(2026, 3, 1), 1, config)))[1]
@@ -214,7 +214,7 @@ def make_records(view: Any, n: int) -> list[dict[str, Any]]:
 
 def mlflow_record(view: Any, rec: dict[str, Any]) -> dict[str, Any]:
     """The same record typed as the logged signature expects (what a pyfunc client sends)."""
-    from ctloop.service_schema import model_rows
+    from ctloop.features.records import model_rows
 
     row = model_rows(view, [rec])[0]
     return {name: (None if v != v else v) for name, v in zip(view.feature_names, row, strict=True)}
@@ -319,8 +319,8 @@ def main() -> None:
     import sqlalchemy as sa
     from benchmarks.serving.world import register_version
 
-    from ctloop.featureview import load_view
-    from ctloop.store import FeatureStore
+    from ctloop.features.view import load_view
+    from ctloop.store.features import FeatureStore
 
     view = load_view("credit_score", ROOT / "features")
     server_url = MARIADB.replace("+pymysql", f"+{args.driver}")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctloop import training
-from ctloop.featureview import FeatureView
-from ctloop.pipeline import model_signature
-from ctloop.predictor import to_model_frame
+from ctloop.core.predictor import to_model_frame
+from ctloop.features.view import FeatureView
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import GATES, Registry
-from ctloop.synth import StreamConfig, stream
+from ctloop.training import fit as training
+from ctloop.training.pipeline import model_signature
 
 START = dt.date(2026, 1, 1)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ctloop.errors import CtloopError
-from ctloop.featureview import FeatureView, list_views, load_view
+from ctloop.features.view import FeatureView, list_views, load_view
 
 log = logging.getLogger("ctloop")
 
@@ -30,7 +30,7 @@ def _view(name: str | None) -> FeatureView:
 
 
 def _store():
-    from ctloop.store import FeatureStore
+    from ctloop.store.features import FeatureStore
 
     return FeatureStore.from_settings()
 
@@ -163,7 +163,7 @@ def generate(
     Re-running the same command writes the same rows again (idempotent upserts), so the
     row counts do not change.
     """
-    from ctloop.synth import Scenario, StreamConfig, stream
+    from ctloop.ingest.synth import Scenario, StreamConfig, stream
 
     fv = _view(view)
     if scenario != "none" and drift_start is None:
@@ -217,7 +217,7 @@ def import_(view: str, file: Path, skip_bad_rows: bool) -> None:
     Header names resolve through the view's `import:` block. Nothing of a failing file
     is written unless --skip-bad-rows is given.
     """
-    from ctloop.importer import import_csv
+    from ctloop.ingest.files import import_csv
 
     fv = _view(view)
     result = import_csv(_store(), fv, file, skip_bad_rows=skip_bad_rows)
@@ -285,7 +285,7 @@ def train(
     A candidate the model gate refuses stays registered (tagged gate.model=failed) but is
     not promoted; that is a normal outcome, exit status 0.
     """
-    from ctloop.pipeline import Run, run_all
+    from ctloop.training.pipeline import Run, run_all
 
     run = Run.make(_view(view).name, as_of, trigger, reason)
     result = run_all(run, force_promote=force_promote)
@@ -305,8 +305,8 @@ def promote(view: str, version: str, force: bool, reason: str) -> None:
     A version that did not pass its gates serves only when promoted here with --force and
     a --reason; who and why are written on the version, and serving refuses a champion
     moved any other way (the MLflow UI's alias pencil, a script)."""
-    from ctloop.pipeline import Run
-    from ctloop.pipeline import promote as promote_step
+    from ctloop.training.pipeline import Run
+    from ctloop.training.pipeline import promote as promote_step
 
     if force and not reason.strip():
         raise click.UsageError("--force needs --reason: say why this version should serve")
@@ -317,7 +317,7 @@ def promote(view: str, version: str, force: bool, reason: str) -> None:
 @click.argument("view")
 def rollback(view: str) -> None:
     """Swap `champion` and `previous`: one command back to the last champion."""
-    from ctloop.pipeline import Run, notify_serving
+    from ctloop.training.pipeline import Run, notify_serving
 
     run = Run.make(view)
     new, old = run.registry().rollback(run.view.name)
@@ -382,7 +382,7 @@ def labels(
     store = _store()
     store.require_tables(fv)
     if file is not None:
-        from ctloop.importer import import_labels_csv
+        from ctloop.ingest.files import import_labels_csv
 
         result = import_labels_csv(store, fv, file)
         _echo_columns(result.renamed, result.ignored)
@@ -390,7 +390,7 @@ def labels(
         return
     if start is None or days is None:
         raise click.UsageError("give --file, or --start and --days for the synthetic stream")
-    from ctloop.synth import Scenario, StreamConfig, stream
+    from ctloop.ingest.synth import Scenario, StreamConfig, stream
 
     config = StreamConfig(
         seed=seed, rows_per_day=rows_per_day, scenario=Scenario(scenario), drift_start=drift_start,
@@ -421,14 +421,14 @@ def monitor(
     drift or decay outside the cooldown runs `ctloop train --trigger drift` in-process
     (inside Airflow the monitor DAG triggers the CT DAG instead).
     """
-    from ctloop.monitor import monitor_step
+    from ctloop.monitoring.check import monitor_step
     from ctloop.registry import Registry
 
     fv = _view(view)
     decision = monitor_step(fv, _store(), Registry.from_settings(), since, until)
     click.echo(decision["summary"])
     if retrain and decision["trigger"]:
-        from ctloop.pipeline import Run, run_all
+        from ctloop.training.pipeline import Run, run_all
 
         drifted = decision["conf"]["findings"].get("drifted_features", [])
         run = Run.make(fv.name, None, "drift", decision["conf"]["reason"], "", drifted)
@@ -476,7 +476,7 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
     day-by-day timeline, writes demo_accuracy.png and demo_summary.json to the demo folder,
     and exits 1 if the loop did not close.
     """
-    from ctloop.demo import DemoConfig, run_demo, timeline_table
+    from ctloop.dev.demo import DemoConfig, run_demo, timeline_table
     from ctloop.settings import get_settings
 
     folder = out or get_settings().data_dir / "demo"
@@ -515,7 +515,7 @@ def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_day
     """Write a real data set bundled with scikit-learn (breast_cancer: binary, wine:
     multiclass, diabetes: regression) as a CSV with its own column names, for the views in
     examples/views/ and the README's "Bring your own data" walkthrough."""
-    from ctloop.sampledata import write_sample
+    from ctloop.ingest.sample import write_sample
 
     path = write_sample(name, out, start=start, days=days, label_delay_days=label_delay_days)
     click.echo(f"wrote {path} ({name}, {days} days from {start}, "
@@ -528,7 +528,7 @@ def main() -> None:
 
 
 def run_command(command: click.Command) -> None:
-    """Run a click command as ctloop's entry points do (`ctloop`, `python -m ctloop.stack`):
+    """Run a click command as ctloop's entry points do (`ctloop`, `python -m ctloop.dev.stack`):
     a CtloopError is the user's to fix, so it prints one line and exits 2, no traceback."""
     try:
         command.main(standalone_mode=False)

@@ -5,7 +5,7 @@
 
 or `make load-test`, or without `--headless` for locust's web UI on http://127.0.0.1:8089.
 
-Each simulated client draws its own pool of customers from `ctloop.synth`, the same seeded
+Each simulated client draws its own pool of customers from `ctloop.ingest.synth`, the same seeded
 world the models are trained on (optionally drifted: `--drift covariate_shift`), so the
 service sees the feature view's real distributions, missing values and customer ids, not
 one fixed payload. A client sends single records to `/predict`, batches to
@@ -41,8 +41,8 @@ import gevent
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 
-from ctloop.featureview import FeatureView, load_view
-from ctloop.synth import Scenario, StreamConfig, check_view, generate_day
+from ctloop.features.view import FeatureView, load_view
+from ctloop.ingest.synth import Scenario, StreamConfig, check_view, generate_day
 
 HEAVY = ("airflow", "mlflow", "bentoml", "catboost")
 if _loaded := [name for name in HEAVY if name in sys.modules]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ctloop.store import FeatureStore
+from ctloop.store.features import FeatureStore
 
 VALID_NAMES = ("predict", "predict_batch")
 

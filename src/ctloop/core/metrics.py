@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from ctloop.featureview import FeatureView, LabelKind
+from ctloop.features.view import FeatureView, LabelKind
 
 B, M, R = LabelKind.BINARY, LabelKind.MULTICLASS, LabelKind.REGRESSION
 

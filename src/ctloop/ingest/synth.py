@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.errors import CtloopError
-from ctloop.featureview import FeatureView
+from ctloop.features.view import FeatureView
 
 
 class Scenario(StrEnum):

@@ -5,7 +5,7 @@ service validates exactly the contract the data gate enforces on training data: 
 nullability, ranges, whole numbers and closed category lists. Bad input is refused at the
 edge with every bad field named, and never reaches the model.
 
-`model_rows` is the serving twin of `ctloop.predictor.to_model_frame`: the same typing
+`model_rows` is the serving twin of `ctloop.core.predictor.to_model_frame`: the same typing
 (numbers as floats with NaN for missing, categories as strings with an explicit missing
 marker) built as plain lists. A one-row pandas frame costs ~10 ms to build and type on
 pandas 3, a list ~10 µs; CatBoost gives identical probabilities for both, and the service
@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from ctloop.featureview import Feature, FeatureView
-from ctloop.stats import MISSING
-from ctloop.tables import CATEGORY_LEN, ENTITY_LEN
+from ctloop.core.stats import MISSING
+from ctloop.features.view import Feature, FeatureView
+from ctloop.store.tables import CATEGORY_LEN, ENTITY_LEN
 
 # Integers whose decimal text (with a sign) fits the entity column.
 ENTITY_INT_MAX = 10 ** (ENTITY_LEN - 1) - 1

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.featureview import FeatureView
-from ctloop.metrics import Output, output_from_proba, output_from_values
-from ctloop.stats import MISSING
+from ctloop.core.metrics import Output, output_from_proba, output_from_values
+from ctloop.core.stats import MISSING
+from ctloop.features.view import FeatureView
 
 
 def to_model_frame(view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctloop.core.stats import MISSING, feature_distance
 from ctloop.errors import CtloopError
-from ctloop.featureview import FeatureView
-from ctloop.stats import MISSING, feature_distance
+from ctloop.features.view import FeatureView
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ class ModelGate(_Strict):
     """Gate 2 (TFX Evaluator style): never promote a worse model.
 
     Left out, each value takes its label kind's default when the view loads (see
-    `ctloop.metrics`): the primary metric (roc_auc / macro_f1 / rmse), the tolerance, and a
+    `ctloop.core.metrics`): the primary metric (roc_auc / macro_f1 / rmse), the tolerance, and a
     floor that is "beat a model that learnt only the label distribution" (the training
     mean for regression, the class shares for classification) on the same validation days.
     """
@@ -303,7 +303,7 @@ class FeatureView(_Strict):
     def _kind_defaults(self) -> FeatureView:
         """Fill what the label kind decides: metric, tolerances (the view is frozen, so
         this is the one moment they can be set)."""
-        from ctloop import metrics  # metrics reads LabelKind from this module
+        from ctloop.core import metrics  # metrics reads LabelKind from this module
 
         kind = self.label.kind
         gate = self.gates.model

@@ -26,10 +26,10 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
-from ctloop import tables
 from ctloop.errors import CtloopError, DataValidationError, StoreUnavailableError
-from ctloop.featureview import FeatureView
-from ctloop.logrow import JSON_FIELDS, encode_row
+from ctloop.features.view import FeatureView
+from ctloop.predlog.row import JSON_FIELDS, encode_row
+from ctloop.store import tables
 
 log = logging.getLogger(__name__)
 

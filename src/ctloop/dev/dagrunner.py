@@ -45,7 +45,7 @@ class DagRunner:
         self._log = self.log_path.open("w")
         self.runs = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctloop.dagrunner", str(dags_folder)],
+            [sys.executable, "-m", "ctloop.dev.dagrunner", str(dags_folder)],
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, cwd=workdir, text=True,
         )  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from ctloop.featureview import FeatureView
+from ctloop.features.view import FeatureView
 
 ENTITY_LEN = 64
 CATEGORY_LEN = 64

@@ -5,7 +5,7 @@ What runs is what production runs, only with a clock that moves a day per step:
 * the feature store is an embedded SQLite file and MLflow a local SQLite store, both under
   the demo folder (nothing to install or configure);
 * Airflow runs the repository's real DAGs (`ct_<view>`, `monitor_<view>`) through
-  `dag.test()` in one child process (`ctloop.dagrunner`), with SQLite metadata;
+  `dag.test()` in one child process (`ctloop.dev.dagrunner`), with SQLite metadata;
 * the BentoML service runs as `bentoml serve` with two workers, loads the champion from
   the registry, logs every answer to the feature store and hot-swaps on promotion (the CT
   DAG's promote step calls its admin endpoint);
@@ -318,8 +318,8 @@ def oracle_accuracy(
     labelled row since the (true) change that had landed by then, with the view's CatBoost
     parameters. No retraining policy can know more at that moment: the line the served
     model is measured against."""
-    from ctloop import training
-    from ctloop.predictor import Predictor, to_model_frame
+    from ctloop.core.predictor import Predictor, to_model_frame
+    from ctloop.training import fit as training
 
     labels = store.labels_for_days(view, change, max(dt.date.fromisoformat(d) for d in days),
                                    dt.datetime(2100, 1, 1))  # fmt: skip
@@ -401,13 +401,13 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
     """Run the loop; returns the summary (also written to `<out>/demo_summary.json`)."""
     import logging
 
-    from ctloop.dagrunner import DagRunner, airflow_env
-    from ctloop.featureview import load_view_file
-    from ctloop.predictor import Predictor
+    from ctloop.core.predictor import Predictor
+    from ctloop.dev.dagrunner import DagRunner, airflow_env
+    from ctloop.features.view import load_view_file
+    from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, stream
     from ctloop.registry import Registry
     from ctloop.settings import get_settings, project_root
-    from ctloop.store import FeatureStore
-    from ctloop.synth import Scenario, StreamConfig, generate_day, stream
+    from ctloop.store.features import FeatureStore
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     root = project_root()

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ctloop.monitor import MonitorResult
+    from ctloop.monitoring.check import MonitorResult
     from ctloop.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ transaction: a failing file leaves the store exactly as it was, unless the user 
 skip the bad rows, in which case only the rows without problems land.
 
 Every cell is read as text, whatever the format, so that one set of rules (the view's
-`import:` block and `ctloop.validation`) decides column names, missing values, numbers and
+`import:` block and `ctloop.features.frames`) decides column names, missing values, numbers and
 times, instead of a reader's guesses (pandas reading `NA` as missing in one column and a
 string in the next, or a Parquet file's float where the view wants an integer).
 """
@@ -20,9 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ctloop.errors import CtloopError, DataValidationError
-from ctloop.featureview import FeatureView
-from ctloop.store import FeatureStore
-from ctloop.validation import (
+from ctloop.features.frames import (
     ARRIVED_AT,
     MAX_REPORTED,
     Problem,
@@ -32,6 +30,8 @@ from ctloop.validation import (
     validate_frame,
     validate_labels,
 )
+from ctloop.features.view import FeatureView
+from ctloop.store.features import FeatureStore
 
 log = logging.getLogger(__name__)
 

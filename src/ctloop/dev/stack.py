@@ -22,7 +22,7 @@ variables each process is started with. `docker-compose.yml` runs the same servi
 the same names with the same variables, and `tests/test_stack.py` holds the two against
 this table.
 
-    python -m ctloop.stack up | down | status
+    python -m ctloop.dev.stack up | down | status
 """
 
 from __future__ import annotations
@@ -409,7 +409,7 @@ def airflow_connection_json(store_url: str) -> str:
     """The feature store as an Airflow connection (AIRFLOW_CONN_FEATURE_STORE, JSON form).
 
     JSON, not a URI, so passwords need no escaping; the SQLAlchemy driver travels in the
-    `sqlalchemy_scheme` extra, which `ctloop.orchestration.connection_to_url` reads back.
+    `sqlalchemy_scheme` extra, which `ctloop.orchestration.tasks.connection_to_url` reads back.
     """
     from sqlalchemy.engine import make_url
 
@@ -763,8 +763,8 @@ def _check_ports(stack: Stack, starting: list[ServiceSpec]) -> None:
 
 def _prepare_stores(stack: Stack, say: Say) -> None:
     """Feature store tables (and the MariaDB databases) exist before anything reads them."""
-    from ctloop.featureview import list_views, load_view
-    from ctloop.store import FeatureStore
+    from ctloop.features.view import list_views, load_view
+    from ctloop.store.features import FeatureStore
 
     views = [load_view(name, stack.features_dir) for name in list_views(stack.features_dir)]
     store = FeatureStore(stack.store_url)
@@ -1039,7 +1039,7 @@ def status_command(as_json: bool) -> None:
 
 
 def main() -> None:
-    """`python -m ctloop.stack`: user errors print one line and exit with status 2."""
+    """`python -m ctloop.dev.stack`: user errors print one line and exit with status 2."""
     from ctloop.cli import run_command
 
     run_command(stack_cli)

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
-from ctloop.featureview import FeatureView
+from ctloop.features.view import FeatureView
 
 MISSING = "__missing__"
 SAMPLE_SIZE = 5000

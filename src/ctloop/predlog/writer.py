@@ -50,7 +50,7 @@ from typing import IO, Any
 
 import orjson
 
-from ctloop.logrow import encode_json, encode_row
+from ctloop.predlog.row import encode_json, encode_row
 
 log = logging.getLogger(__name__)
 

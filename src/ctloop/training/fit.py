@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from ctloop import metrics
-from ctloop.datagate import split_days
+from ctloop.core import metrics
+from ctloop.core.predictor import Predictor, to_model_frame
+from ctloop.core.stats import numeric_profile, profile
 from ctloop.errors import CtloopError
-from ctloop.featureview import FeatureView
-from ctloop.predictor import Predictor, to_model_frame
-from ctloop.stats import numeric_profile, profile
+from ctloop.features.view import FeatureView
+from ctloop.training.datagate import split_days
 
 log = logging.getLogger(__name__)
 

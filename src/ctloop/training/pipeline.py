@@ -24,21 +24,21 @@ from typing import Any
 
 import pandas as pd
 
-from ctloop import metrics
-from ctloop.datagate import (
+from ctloop.core import metrics
+from ctloop.core.predictor import Predictor, answer_problems, kind_problems
+from ctloop.errors import CtloopError
+from ctloop.features.view import FeatureView, load_view
+from ctloop.registry import Registry, VersionInfo, untrusted_reason
+from ctloop.settings import Settings, get_settings, project_root
+from ctloop.store.features import FeatureStore, to_date
+from ctloop.training.datagate import (
     DataGateError,
     GateReport,
     check_data,
     split_days,
     validation_start,
 )
-from ctloop.errors import CtloopError
-from ctloop.featureview import FeatureView, load_view
-from ctloop.predictor import Predictor, answer_problems, kind_problems
-from ctloop.registry import Registry, VersionInfo, untrusted_reason
-from ctloop.settings import Settings, get_settings, project_root
-from ctloop.store import FeatureStore, to_date
-from ctloop.training import REFERENCE_ARTIFACT
+from ctloop.training.fit import REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def train(
     import mlflow
     import mlflow.catboost
 
-    from ctloop import training
+    from ctloop.training import fit as training
 
     frame, summary = _load(run, store_url)
     _same_data(summary, expected_fingerprint)
@@ -315,7 +315,7 @@ def train(
              "validation_days": run.view.training.validation_days}
         )  # fmt: skip
         mlflow.log_metrics({f"val_{k}": v for k, v in result.metrics.items()})
-        from ctloop.predictor import to_model_frame
+        from ctloop.core.predictor import to_model_frame
 
         features = to_model_frame(run.view, frame)
         is_val = split_days(run.view, frame).to_numpy()
@@ -384,7 +384,7 @@ def _labels_vs_champion(
     (Good <-> Poor) the candidate learns the flip, scores as well as the champion did, and
     the champion scores far worse on the same rows, so the candidate "wins". A champion
     whose primary metric on the new validation labels is worse by more than the monitor's
-    decay limit (`drift.max_accuracy_drop`, read as `ctloop.metrics` reads tolerances)
+    decay limit (`drift.max_accuracy_drop`, read as `ctloop.core.metrics` reads tolerances)
     than its recorded validation figure means the labels changed meaning: corruption, or
     concept drift. Concept drift reaches training as a drift-triggered run (the monitor
     measured the decay), which accepts the drop; any other trigger is refused, exactly as

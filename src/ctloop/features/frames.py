@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ctloop.featureview import Feature, FeatureView
+from ctloop.features.view import Feature, FeatureView
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.featureview import FeatureView
-from ctloop.metrics import (
+from ctloop.core.metrics import (
     Output,
     bootstrap_se,
     metric,
@@ -34,16 +33,17 @@ from ctloop.metrics import (
     score,
     score_one,
 )
-from ctloop.registry import Registry
-from ctloop.stats import (
+from ctloop.core.stats import (
     feature_distance,
     js_distance,
     noise_floor,
     normed_wasserstein,
     z_for,
 )
-from ctloop.store import FeatureStore
-from ctloop.training import REFERENCE_ARTIFACT
+from ctloop.features.view import FeatureView
+from ctloop.registry import Registry
+from ctloop.store.features import FeatureStore
+from ctloop.training.fit import REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ def monitor_step(
         registry.record_change_onset(view.name, result.onset, result.onset_found)
     report_run = None
     if report_to_mlflow and result.status not in (NOT_ENOUGH, NO_CHAMPION):
-        from ctloop.drift_html import log_to_mlflow
+        from ctloop.monitoring.report import log_to_mlflow
 
         report_run = log_to_mlflow(registry, result)
     line = result.summary() + (f"; retrain NOT triggered: {blocked}" if blocked else "")

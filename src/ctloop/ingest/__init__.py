@@ -1,0 +1,2 @@
+"""Getting rows into the feature store: files (CSV, Parquet), the synthetic stream and
+sample datasets, all through the view's validation."""
