@@ -17,6 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ctloop.features.kinds import LabelKind
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,47}$"
+# The longest entity key and category the store's columns, the prediction log and the
+# request model take: one figure, so a value the edge accepts always fits the table.
+ENTITY_LEN = 64
+CATEGORY_LEN = 64
+# What a missing category becomes in model input and in drift profiles: CatBoost needs a
+# string, and "missing" must stay one category apart from every real one.
+MISSING = "__missing__"
+
 # names become SQL columns and MLflow keys: lower-case identifiers only
 Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 
@@ -66,8 +74,8 @@ class Feature(StrictModel):
                 raise ValueError("categorical features need a non-empty 'categories' list")
             if len(set(self.categories)) != len(self.categories):
                 raise ValueError("'categories' has duplicates")
-            if any(len(c) > 64 for c in self.categories):
-                raise ValueError("a category is longer than 64 characters")
+            if any(len(c) > CATEGORY_LEN for c in self.categories):
+                raise ValueError(f"a category is longer than {CATEGORY_LEN} characters")
         if not self.nullable and self.max_missing_rate not in (None, 0):
             raise ValueError("max_missing_rate needs nullable: true")
         return self
@@ -102,8 +110,8 @@ class Label(StrictModel):
         classes = self.classes
         if classes is not None and len(set(classes)) != len(classes):
             raise ValueError("'classes' has duplicates")
-        if classes is not None and any(len(c) > 64 or not c for c in classes):
-            raise ValueError("a class is empty or longer than 64 characters")
+        if classes is not None and any(len(c) > CATEGORY_LEN or not c for c in classes):
+            raise ValueError(f"a class is empty or longer than {CATEGORY_LEN} characters")
         kind = self.kind
         if kind is None:
             if classes is None:
