@@ -80,15 +80,16 @@ def _mask(series: pd.Series) -> np.ndarray:
 
 def _bounds(column: str, values: pd.Series, low: float | None, high: float | None) -> list[Breach]:
     """Finite values below `low` or above `high`, each with the value and the bound."""
-    finite = np.isfinite(values.to_numpy())
+    array = values.to_numpy()
+    finite = np.isfinite(array)
     out = []
     if low is not None:
-        below = finite & (values < low).to_numpy()
+        below = finite & (array < low)
         out.append(
             Breach(column, "min", below, lambda i: f"{values.iloc[i]} is below the minimum {low}")
         )
     if high is not None:
-        above = finite & (values > high).to_numpy()
+        above = finite & (array > high)
         out.append(
             Breach(column, "max", above, lambda i: f"{values.iloc[i]} is above the maximum {high}")
         )
