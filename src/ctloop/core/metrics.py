@@ -1,5 +1,7 @@
-"""Metrics by label kind: which exist, which way is better, how a tolerance is read, and
-how a model's output is scored. The one place that knows that lower RMSE is better.
+"""How a model's output is scored, by label kind.
+
+Which metrics exist, which way is better and how a tolerance is read is the view
+contract's table (`ctloop.features.kinds`, re-exported here); this module computes them.
 
 Every consumer (training's validation metrics, the model gate, the monitor's live metric,
 `ctloop models`, the demo) scores through `score`, so a metric means the same number
@@ -18,78 +20,15 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from ctloop.features.view import FeatureView, LabelKind
+# the metric table and the per-kind defaults are the view contract's; the two names
+# callers read through this module are re-exported
+from ctloop.features.kinds import DEFAULT_PRIMARY as DEFAULT_PRIMARY
+from ctloop.features.kinds import B, M, R
+from ctloop.features.kinds import metric as metric
+from ctloop.features.view import FeatureView
 
-B, M, R = LabelKind.BINARY, LabelKind.MULTICLASS, LabelKind.REGRESSION
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A metric's name, direction and how tolerances on it are read."""
-
-    name: str
-    higher_is_better: bool
-    relative_tolerance: bool  # unbounded error metric: tolerances are fractions of it
-    kinds: frozenset[LabelKind]
-    description: str
-
-    def better(self, a: float, b: float) -> bool:
-        """Is `a` strictly better than `b`?"""
-        return a > b if self.higher_is_better else a < b
-
-    def worsening(self, new: float, reference: float) -> float:
-        """How much worse `new` is than `reference`, in the unit tolerances use (<= 0: not
-        worse): metric points for bounded metrics, a fraction of `reference` otherwise."""
-        worse = (reference - new) if self.higher_is_better else (new - reference)
-        if self.relative_tolerance:
-            return worse / abs(reference) if reference else (0.0 if worse <= 0 else np.inf)
-        return worse
-
-    def in_tolerance_units(self, spread: float, reference: float) -> float:
-        """A spread of the metric (a standard error) in the unit its tolerances use."""
-        return spread / abs(reference) if self.relative_tolerance and reference else spread
-
-    def tolerance_text(self, tolerance: float) -> str:
-        return f"{tolerance:.1%} relative" if self.relative_tolerance else f"{tolerance:g}"
-
-
-_C = frozenset({B, M})
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("roc_auc", True, False, _C, "area under the ROC curve (one-vs-rest for classes)"),
-        Metric("pr_auc", True, False, frozenset({B}), "average precision of the positive class"),
-        Metric("macro_f1", True, False, _C, "F1 averaged over classes, unweighted"),
-        Metric("f1", True, False, frozenset({B}), "F1 of the positive class at the threshold"),
-        Metric("precision", True, False, frozenset({B}), "precision of the positive class"),
-        Metric("recall", True, False, frozenset({B}), "recall of the positive class"),
-        Metric("accuracy", True, False, _C, "share of correct classes"),
-        Metric("log_loss", False, True, _C, "cross-entropy of the class probabilities"),
-        Metric("brier", False, False, frozenset({B}), "mean squared error of the score"),
-        Metric("rmse", False, True, frozenset({R}), "root mean squared error"),
-        Metric("mae", False, True, frozenset({R}), "mean absolute error"),
-        Metric("r2", True, False, frozenset({R}), "coefficient of determination"),
-    )
-}
-
-DEFAULT_PRIMARY = {B: "roc_auc", M: "macro_f1", R: "rmse"}
-# tolerance defaults: (absolute for bounded metrics, relative for error metrics)
-DEFAULT_MAX_DEGRADATION = (0.01, 0.02)
-DEFAULT_MAX_LIVE_DROP = (0.05, 0.10)
 # the loss of each kind, also the metric early stopping watches (smoother than F1)
 CATBOOST_LOSS = {B: "Logloss", M: "MultiClass", R: "RMSE"}
-
-
-def metric(name: str) -> Metric:
-    return METRICS[name]
-
-
-def names_for(kind: LabelKind) -> list[str]:
-    return [name for name, m in METRICS.items() if kind in m.kinds]
-
-
-def default_tolerance(name: str, defaults: tuple[float, float]) -> float:
-    return defaults[1] if METRICS[name].relative_tolerance else defaults[0]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Row-level validation of incoming data against a feature view.
+"""Row-level validation of incoming files against a feature view.
 
-Used wherever outside data enters: file import now, the serving edge later. Checks are
-vectorised per column (a 1M-row file is checked in seconds) and every problem is reported
-with its row, column and reason, sorted by row, so a user can fix a file in one pass.
+Used where outside data enters in bulk (file import). The value rules of each feature and
+of the label come from `ctloop.features.schema`, the one reader of them; this module owns
+the file's shape (column names, keys, duplicates, arrival times) and turns every breach
+into a problem with its row, column and reason, sorted by row, so a user can fix a file
+in one pass. Checks are vectorised per column (a 1M-row file is checked in seconds).
 
 Cells arrive as text and only this module decides what they mean: a cell equal to one of
 the view's `import.missing_values` markers (after trimming spaces) or empty is missing,
@@ -21,7 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ctloop.features.view import Feature, FeatureView
+from ctloop.features.schema import Breach, schema_of
+from ctloop.features.spec import ENTITY_LEN
+from ctloop.features.view import FeatureView
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +191,6 @@ def parse_calendar_dates(text: pd.Series) -> pd.Series:
     return parsed.where(rest.fillna("").eq("") | whole.notna())
 
 
-def _to_float(text: pd.Series) -> pd.Series:
-    """Numbers as float64: NaN where the cell is missing or not a number."""
-    values = pd.to_numeric(text, errors="coerce")
-    return pd.Series(values.to_numpy(dtype="float64", na_value=np.nan), index=text.index)
-
-
 def _report(
     mask: pd.Series | np.ndarray,
     rows: np.ndarray,
@@ -202,74 +200,14 @@ def _report(
 ) -> None:
     """Add one problem per flagged row; `reason` is a string or a function of the position."""
     flags = mask.to_numpy() if isinstance(mask, pd.Series) else mask
-    for i in np.flatnonzero(flags):
-        problems.append(Problem(int(rows[i]), column, reason(i) if callable(reason) else reason))
+    _add(Breach(column, "", flags, reason), rows, problems)
 
 
-def _range(
-    name: str,
-    values: pd.Series,
-    low: float | None,
-    high: float | None,
-    rows: np.ndarray,
-    problems: list[Problem],
-) -> None:
-    finite = np.isfinite(values.to_numpy())
-    if low is not None:
-        _report(
-            finite & (values < low).to_numpy(),
-            rows,
-            name,
-            lambda i: f"{values.iloc[i]} is below the minimum {low}",
-            problems,
-        )
-    if high is not None:
-        _report(
-            finite & (values > high).to_numpy(),
-            rows,
-            name,
-            lambda i: f"{values.iloc[i]} is above the maximum {high}",
-            problems,
-        )
-
-
-def _numeric(feature: Feature, text: pd.Series, rows: np.ndarray, problems: list[Problem]):
-    missing = text.isna()
-    values = _to_float(text)
-    bad_type = values.isna() & ~missing
-    _report(bad_type, rows, feature.name, lambda i: f"'{text.iloc[i]}' is not a number", problems)
-    _report(np.isinf(values.to_numpy()), rows, feature.name, "value is not finite", problems)
-    _range(feature.name, values, feature.min, feature.max, rows, problems)
-    if feature.integer:
-        whole = np.isfinite(values.to_numpy()) & (values % 1 != 0).to_numpy()
-        _report(
-            whole, rows, feature.name, lambda i: f"{values.iloc[i]} is not a whole number", problems
-        )
-    _nulls(feature, missing, rows, problems)
-    return values
-
-
-def _categorical(feature: Feature, text: pd.Series, rows: np.ndarray, problems: list[Problem]):
-    missing = text.isna()
-    if not feature.allow_unseen:
-        allowed = set(feature.categories or [])
-        unknown = ~missing & ~text.isin(allowed)
-        _report(
-            unknown,
-            rows,
-            feature.name,
-            lambda i: f"unknown category '{text.iloc[i]}' (allowed: {', '.join(sorted(allowed))})",
-            problems,
-        )
-    too_long = (~missing & (text.str.len() > 64)).fillna(False).astype(bool)
-    _report(too_long, rows, feature.name, "category longer than 64 characters", problems)
-    _nulls(feature, missing, rows, problems)
-    return text.astype(object).where(~missing, None)
-
-
-def _nulls(feature: Feature, missing: pd.Series, rows: np.ndarray, problems: list[Problem]) -> None:
-    if not feature.nullable:
-        _report(missing, rows, feature.name, "value is missing (not nullable)", problems)
+def _add(breaches: Breach | Iterable[Breach], rows: np.ndarray, problems: list[Problem]) -> None:
+    """One problem per flagged row of each breach, in the schema's order of rules."""
+    for breach in [breaches] if isinstance(breaches, Breach) else breaches:
+        for i in breach.positions():
+            problems.append(Problem(int(rows[i]), breach.column, breach.message(i)))
 
 
 def _keys(
@@ -280,8 +218,10 @@ def _keys(
     clients send the same date with a request, and the monitor joins on it)."""
     entity = text[view.entity]
     _report(entity.isna(), rows, view.entity, "entity key is missing", problems)
-    too_long = (entity.str.len() > 64).fillna(False).astype(bool)
-    _report(too_long, rows, view.entity, "entity key longer than 64 characters", problems)
+    too_long = (entity.str.len() > ENTITY_LEN).fillna(False).astype(bool)
+    _report(
+        too_long, rows, view.entity, f"entity key longer than {ENTITY_LEN} characters", problems
+    )
     raw_dates = text[view.event_date]
     dates = parse_calendar_dates(raw_dates)
     _report(raw_dates.isna(), rows, view.event_date, "event date is missing", problems)
@@ -295,28 +235,30 @@ def _keys(
     return entity.astype(object), dates.dt.normalize()
 
 
-def _label(
-    view: FeatureView, text: pd.Series, rows: np.ndarray, problems: list[Problem]
-) -> tuple[pd.Series, pd.Series]:
-    """The label values (float64 for regression, class names otherwise) and where present."""
-    label = view.label
-    present = text.notna()
-    if label.is_regression:
-        values = _to_float(text)
-        bad = present & ~np.isfinite(values.to_numpy())
-        _report(bad, rows, label.name, lambda i: f"'{text.iloc[i]}' is not a number", problems)
-        _range(label.name, values, label.min, label.max, rows, problems)
-        return values, present
-    classes = label.class_list
-    bad = present & ~text.isin(classes)
-    _report(
-        bad,
-        rows,
-        label.name,
-        lambda i: f"unknown class '{text.iloc[i]}' (classes: {', '.join(classes)})",
-        problems,
-    )
-    return text.astype(object).where(present, None), present
+def _labels(
+    view: FeatureView,
+    text: pd.DataFrame,
+    keys: tuple[pd.Series, pd.Series],
+    arrived_at_default: pd.Timestamp | None,
+    rows: np.ndarray,
+    problems: list[Problem],
+) -> pd.DataFrame:
+    """Every row's label (float64 for regression, class names otherwise), its arrival time
+    and whether it is present (`_present`), with the label rules' breaches reported."""
+    values, present, breaches = schema_of(view).label.parse(text[view.label.name])
+    _add(breaches, rows, problems)
+    arrived = _arrived(text, present, arrived_at_default, rows, problems)
+    return pd.DataFrame({view.entity: keys[0], view.event_date: keys[1],
+                         view.label.name: values, ARRIVED_AT: arrived,
+                         "_present": present.to_numpy()})  # fmt: skip
+
+
+def _column_problems(
+    columns: Sequence[str], needed: Sequence[str], allowed: Sequence[str], extra: str
+) -> list[Problem]:
+    """Whole-file problems: a needed column absent, a column that is not `allowed`."""
+    problems = [Problem(None, col, "column is missing") for col in needed if col not in columns]
+    return problems + [Problem(None, col, extra) for col in columns if col not in allowed]
 
 
 def _arrived(
@@ -389,42 +331,28 @@ def validate_frame(
     of this module (offsets converted to UTC, no offset taken as UTC, stored naive).
     A regression label becomes float64; a classification label stays its class name.
     """
-    problems: list[Problem] = []
     columns = [str(c) for c in raw.columns]
     rows = np.arange(1, len(raw) + 1)
     expected = [view.entity, view.event_date, *view.feature_names]
-    optional = [view.label.name, ARRIVED_AT]
-    for col in expected:
-        if col not in columns:
-            problems.append(Problem(None, col, "column is missing"))
-    for col in columns:
-        if col not in expected and col not in optional:
-            problems.append(Problem(None, col, "column is not part of the feature view"))
+    allowed = [*expected, view.label.name, ARRIVED_AT]
+    extra = "column is not part of the feature view"
+    problems = _column_problems(columns, expected, allowed, extra)
     if problems:
         return _finish(pd.DataFrame(), None, problems, columns, len(raw))
 
     text = _as_text(raw, view.import_options.missing_values)
     out: dict[str, pd.Series] = {}
     out[view.entity], out[view.event_date] = _keys(view, text, rows, problems)
-    for feature in view.features:
-        check = _numeric if feature.is_numeric else _categorical
-        out[feature.name] = check(feature, text[feature.name], rows, problems)
+    for rule in schema_of(view).features:
+        out[rule.name], breaches = rule.parse(text[rule.name])
+        _add(breaches, rows, problems)
     features = pd.DataFrame(out)
 
     labels = None
     has_label = view.label.name in columns if label_column is None else label_column
     if has_label:
-        values, present = _label(view, text[view.label.name], rows, problems)
-        arrived = _arrived(text, present, arrived_at_default, rows, problems)
-        labels = pd.DataFrame(
-            {
-                view.entity: out[view.entity],
-                view.event_date: out[view.event_date],
-                view.label.name: values,
-                ARRIVED_AT: arrived,
-                "_present": present.to_numpy(),
-            }
-        )
+        keys = (out[view.entity], out[view.event_date])
+        labels = _labels(view, text, keys, arrived_at_default, rows, problems)
     _duplicates(view, features, rows, problems)
     return _finish(features, labels, problems, columns, len(raw))
 
@@ -438,33 +366,18 @@ def validate_labels(
     labels file has nothing else to say about it. `features` is empty; `labels` carries
     every row (with `_present`) so the caller can pick the good ones.
     """
-    problems: list[Problem] = []
     columns = [str(c) for c in raw.columns]
     rows = np.arange(1, len(raw) + 1)
     needed = [view.entity, view.event_date, view.label.name]
-    for col in needed:
-        if col not in columns:
-            problems.append(Problem(None, col, "column is missing"))
-    for col in columns:
-        if col not in (*needed, ARRIVED_AT):
-            problems.append(Problem(None, col, "column is not expected in a labels file"))
+    extra = "column is not expected in a labels file"
+    problems = _column_problems(columns, needed, [*needed, ARRIVED_AT], extra)
     if problems:
         return _finish(pd.DataFrame(), None, problems, columns, len(raw))
 
     text = _as_text(raw, view.import_options.missing_values)
-    entity, dates = _keys(view, text, rows, problems)
-    values, present = _label(view, text[view.label.name], rows, problems)
-    _report(~present, rows, view.label.name, "label is missing", problems)
-    arrived = _arrived(text, present, arrived_at_default, rows, problems)
-    labels = pd.DataFrame(
-        {
-            view.entity: entity,
-            view.event_date: dates,
-            view.label.name: values,
-            ARRIVED_AT: arrived,
-            "_present": present.to_numpy(),
-        }
-    )
+    keys = _keys(view, text, rows, problems)
+    labels = _labels(view, text, keys, arrived_at_default, rows, problems)
+    _report(~labels["_present"], rows, view.label.name, "label is missing", problems)
     _duplicates(view, labels, rows, problems)
     return _finish(pd.DataFrame(), labels, problems, columns, len(raw))
 

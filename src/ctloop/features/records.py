@@ -1,8 +1,8 @@
 """What the prediction service accepts and how a request becomes model input.
 
-The request schema is derived from the feature view, never written by hand, so the
-service validates exactly the contract the data gate enforces on training data: types,
-nullability, ranges, whole numbers and closed category lists. Bad input is refused at the
+The request schema is derived from the feature view, never written by hand: each field's
+type comes from `ctloop.features.schema`, the same rules import and the data gate apply
+(types, nullability, ranges, whole numbers and closed category lists). Bad input is refused at the
 edge with every bad field named, and never reaches the model.
 
 `model_rows` is the serving twin of `ctloop.core.predictor.to_model_frame`: the same typing
@@ -17,59 +17,37 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from ctloop.core.stats import MISSING
-from ctloop.features.view import Feature, FeatureView
-from ctloop.store.tables import CATEGORY_LEN, ENTITY_LEN
+from ctloop.features.schema import schema_of
+from ctloop.features.spec import ENTITY_LEN, MISSING
+from ctloop.features.view import FeatureView
 
 # Integers whose decimal text (with a sign) fits the entity column.
 ENTITY_INT_MAX = 10 ** (ENTITY_LEN - 1) - 1
 
 
-def _whole_number(value: float) -> float:
-    if not float(value).is_integer():
-        raise ValueError("must be a whole number")
-    return value
-
-
-def _feature_type(feature: Feature) -> Any:
-    """The pydantic type of one feature, with its constraints from the view."""
-    meta: dict[str, Any] = {"description": feature.description or None}
-    if feature.is_numeric:
-        meta.update(strict=True, allow_inf_nan=False)
-        if feature.min is not None:
-            meta["ge"] = feature.min
-        if feature.max is not None:
-            meta["le"] = feature.max
-        typ: Any = Annotated[float, Field(**meta)]
-        if feature.integer:
-            typ = Annotated[typ, AfterValidator(_whole_number)]
-    elif feature.allow_unseen:
-        # unseen categories are passed through to CatBoost as strings
-        typ = Annotated[
-            str,
-            StringConstraints(strict=True, min_length=1, max_length=CATEGORY_LEN),
-            Field(**meta),
-        ]
-    else:
-        typ = Annotated[Literal[tuple(feature.categories or ())], Field(**meta)]
-    return typ
-
-
 def example_record(view: FeatureView) -> dict[str, Any]:
-    """A valid record (mid-range numbers, first categories) for docs and smoke tests."""
-    out: dict[str, Any] = {view.entity: "customer-1"}
-    for f in view.features:
-        if f.is_numeric:
-            lo = f.min if f.min is not None else 0.0
-            hi = f.max if f.max is not None else lo + 1.0
-            mid = lo + (hi - lo) / 4
-            out[f.name] = float(round(mid)) if f.integer else round(mid, 2)
-        else:
-            out[f.name] = (f.categories or [""])[0]
+    """A valid record (values a quarter into each range, first categories) for docs and
+    smoke tests."""
+    return {view.entity: "customer-1", **{r.name: r.example() for r in schema_of(view).features}}
+
+
+def sample_records(view: FeatureView) -> list[dict[str, Any]]:
+    """Edge-case records from the view alone (no database needed): bounds, every category,
+    missing values where allowed. Used to check a model before it may serve."""
+    rules = schema_of(view).features
+    base = example_record(view)
+    out = [base]
+    for which in ("min", "max"):
+        edges = {r.name: r.edge(which) for r in rules}
+        out.append({**base, **{name: v for name, v in edges.items() if v is not None}})
+    lists = [r for r in rules if not r.numeric]
+    for i in range(max((len(r.categories) for r in lists), default=0)):
+        out.append({**base, **{r.name: r.categories[i % len(r.categories)] for r in lists}})
+    out.append({**base, **{r.name: r.absent(base[r.name]) for r in rules}})
     return out
 
 
@@ -96,12 +74,8 @@ def record_model(view: FeatureView) -> type[BaseModel]:
                           "stored in the prediction log to join labels that land later"),
     ]  # fmt: skip
     fields: dict[str, Any] = {view.entity: (entity_type, None), view.event_date: (date_type, None)}
-    for feature in view.features:
-        typ = _feature_type(feature)
-        if feature.nullable:
-            fields[feature.name] = (typ | None, None)
-        else:
-            fields[feature.name] = (typ, ...)
+    for rule in schema_of(view).features:
+        fields[rule.name] = rule.request_field()
     config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),

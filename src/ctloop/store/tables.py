@@ -9,10 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from ctloop.features.spec import CATEGORY_LEN, ENTITY_LEN
 from ctloop.features.view import FeatureView
-
-ENTITY_LEN = 64
-CATEGORY_LEN = 64
 
 # DATETIME with microseconds on MariaDB (its default keeps whole seconds only).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")

@@ -2,7 +2,9 @@
 
 Every check runs and is reported, so one failing run names all that is wrong with its
 data, not just the first thing. Thresholds come from the feature view's `gates.data`;
-the skew check compares with the current champion's training profile when there is one.
+what each feature and the label allow is read by `ctloop.features.schema` (the same rules
+import and serving apply); the skew check compares with the current champion's training
+profile when there is one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ctloop.core.stats import MISSING, feature_distance
 from ctloop.errors import CtloopError
+from ctloop.features.schema import schema_of
 from ctloop.features.view import FeatureView
 
 
@@ -93,29 +95,14 @@ def _check_labels(view: FeatureView, labels: pd.Series, report: GateReport) -> N
     """Labels fit the kind: known classes in a workable balance, or finite numbers in the
     label's range (a regression target with a NaN or an impossible value stops the run)."""
     gate = view.gates.data
+    report.add(*schema_of(view).label.measure(labels))
     if view.label.is_regression:
         values = pd.to_numeric(labels, errors="coerce")
-        bad = int((values.isna() | ~np.isfinite(values.fillna(0))).sum())
-        lo, hi = view.label.min, view.label.max
-        outside = int(((values < lo).sum() if lo is not None else 0)
-                      + ((values > hi).sum() if hi is not None else 0))  # fmt: skip
-        report.add(
-            "label_values", bad == 0 and outside == 0,
-            f"{bad} missing or non-numeric labels, {outside} outside [{lo}, {hi}]"
-            if bad or outside else "all labels are finite numbers in range",
-            bad + outside, 0,
-        )  # fmt: skip
         spread = float(values.std()) if values.notna().sum() > 1 else 0.0
         report.add("label_spread", spread > 0, f"label standard deviation {spread:.4g}",
                    spread, 0)  # fmt: skip
         return
     classes = view.label.class_list
-    unknown_labels = sorted(set(labels.dropna().astype(str)) - set(classes))
-    report.add(
-        "label_values", not unknown_labels and labels.notna().all(),
-        f"unknown or missing labels: {unknown_labels or 'missing values'}"
-        if unknown_labels or labels.isna().any() else "all labels are known classes",
-    )  # fmt: skip
     shares = labels.astype(str).value_counts(normalize=True)
     smallest = min(float(shares.get(c, 0.0)) for c in classes)
     rare = [c for c in classes if shares.get(c, 0.0) < gate.min_class_share]
@@ -183,55 +170,15 @@ def check_data(
     if n == 0:
         return report
 
-    for feature in view.features:
-        col = frame[feature.name]
-        limit = feature.max_missing_rate if feature.max_missing_rate is not None else (
-            gate.max_missing_rate if feature.nullable else 0.0
-        )  # fmt: skip
-        rate = float(col.isna().mean())
-        report.add(
-            f"missing_rate:{feature.name}", rate <= limit,
-            f"{feature.name}: {rate:.1%} missing (limit {limit:.1%})", rate, limit,
-        )  # fmt: skip
-        if feature.is_numeric:
-            values = pd.to_numeric(col, errors="coerce")
-            bad_type = int((values.isna() & col.notna()).sum())
-            report.add(
-                f"type:{feature.name}", bad_type == 0,
-                f"{feature.name}: {bad_type} non-numeric values", bad_type, 0,
-            )  # fmt: skip
-            present = values.dropna()
-            out = pd.Series(False, index=present.index)
-            if feature.min is not None:
-                out |= present < feature.min
-            if feature.max is not None:
-                out |= present > feature.max
-            out |= ~np.isfinite(present)
-            rate_out = float(out.mean()) if len(present) else 0.0
-            report.add(
-                f"range:{feature.name}", rate_out <= gate.max_out_of_range_rate,
-                f"{feature.name}: {rate_out:.2%} outside [{feature.min}, {feature.max}] "
-                f"(limit {gate.max_out_of_range_rate:.2%})",
-                rate_out, gate.max_out_of_range_rate,
-            )  # fmt: skip
-        else:
-            present = col.dropna().astype(str)
-            known = set(feature.categories or [])
-            if feature.allow_unseen and reference is not None:
-                # an open category the champion was already trained on is no longer new
-                ref = reference["features"].get(feature.name) or {}
-                known |= set(ref.get("shares", {})) - {MISSING}
-            unknown = ~present.isin(known)
-            rate_unk = float(unknown.mean()) if len(present) else 0.0
-            limit = gate.max_unseen_category_rate if feature.allow_unseen else 0.0
-            examples = ", ".join(sorted(present[unknown].unique()[:5]))
-            ok = rate_unk <= limit
-            detail = f"{feature.name}: {rate_unk:.2%} unknown categories (limit {limit:.2%})" + (
-                f": {examples}" if examples else ""
-            )
-            if not ok and feature.allow_unseen and feature.name in expected_drift:
-                ok, detail = True, detail + "; accepted: drift measured by the monitor"
-            report.add(f"categories:{feature.name}", ok, detail, rate_unk, limit)
+    for rule in schema_of(view).features:
+        trained: set[str] = set()
+        if reference is not None:
+            # an open category the champion was already trained on is no longer new
+            shares = (reference["features"].get(rule.name) or {}).get("shares", {})
+            trained = set(shares) - {MISSING}
+        drifted = rule.name in expected_drift
+        for measure in rule.measure(frame[rule.name], gate, trained, drifted):
+            report.add(*measure)
 
     _check_labels(view, frame[view.label.name], report)
 
