@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ctloop.dev.launcher import Server, bentoml_command, free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MARIADB = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
@@ -92,7 +94,6 @@ def main() -> None:
     users = [int(u) for u in args.users.split(",") if u.strip()]
 
     import sqlalchemy as sa
-    from benchmarks.serving.serving_throughput import Server
     from benchmarks.serving.world import register_version
 
     from ctloop.features.view import load_view
@@ -123,9 +124,10 @@ def main() -> None:
                 CTLOOP_SERVING_WORKERS=str(args.workers), BENTOML_HOME=str(tmp / "bentoml"),
                 BENTOML_DO_NOT_TRACK="True",
             )  # fmt: skip
-            cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
-                   "--host", "127.0.0.1", "--port", "{port}"]  # fmt: skip
-            server = Server(cmd, env, tmp / "serve.log", "/readyz")
+            port = free_port()
+            server = Server(
+                bentoml_command(port), env, port, tmp / "serve.log", ROOT, ready_timeout=300
+            ).start()
             server.wait_ready()
             time.sleep(5)  # the second worker loads its model too
             print(f"warm-up: 10 s at {users[0]} users", flush=True)

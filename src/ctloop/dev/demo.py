@@ -31,10 +31,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -44,6 +40,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ctloop.dev.launcher import Server, bentoml_command, every_worker_loaded, free_port
 from ctloop.errors import CtloopError
 
 Say = Callable[[str], None]
@@ -102,60 +99,6 @@ class DayRecord:
     served_accuracy: float | None = None
     static_accuracy: float | None = None
     oracle_accuracy: float | None = None
-
-
-# ---------------------------------------------------------------------------- processes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Service:
-    """`bentoml serve` in its own process group, stopped with SIGTERM (flushes the log)."""
-
-    def __init__(self, root: Path, env: dict[str, str], log_path: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def wait_ready(self, workers: int, timeout: float = 240) -> None:
-        """Until every worker serves a model: /readyz answers for one worker only, so the
-        per-worker `ctloop_model_version` samples on /metrics are counted too."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CtloopError(f"bentoml serve exited; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    metrics = httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines()
-                    loaded = [m for m in metrics if m.startswith("ctloop_model_version{")]
-                    if len(loaded) >= workers:
-                        return
-            time.sleep(1)
-        raise CtloopError(f"the service was not ready after {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
 
 
 # ---------------------------------------------------------------------------- set-up
@@ -419,14 +362,15 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
     view_file = write_demo_view(get_settings().features_dir / f"{SOURCE_VIEW}.yaml",
                                 out / "features")  # fmt: skip
     view = load_view_file(view_file)
-    port = _free_port()
+    port = free_port()
     env = demo_env(out, root, port, secrets.token_urlsafe(24), config.workers)
     say(f"demo folder {out} (feature store, MLflow, Airflow metadata, logs)")
 
     runner = DagRunner(
         root / "dags", out / "airflow", airflow_env(out / "airflow", root / "dags", env)
     )
-    service = Service(root, env, out / "serving.log", port)
+    service = Server(bentoml_command(port), env, port, out / "serving.log", root,
+                     ready=every_worker_loaded(config.workers)).start()  # fmt: skip
     closers: list[Any] = [runner, service]
     store = FeatureStore(env["FEATURE_STORE_URL"])
     registry = Registry(env["MLFLOW_TRACKING_URI"], Path(env["CTLOOP_MLFLOW_ARTIFACT_ROOT"]))
@@ -463,7 +407,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         say(f"airflow: ct run {first['state']}: version {v1} is champion")
         info = registry.champion(view.name)
         static_model = Predictor.load(view, info.uri, info.version)
-        service.wait_ready(config.workers)
+        service.wait_ready()
         say(f"serving: {service.url} ready with version {v1} ({config.workers} workers)")
 
         # 3. the days
