@@ -33,6 +33,7 @@ READY_TIMEOUT = 240
 
 
 def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.DataFrame:
+    """Synthetic features with their labels joined: a training set without a store."""
     parts = []
     for _, features, labels in stream(view, start, days, StreamConfig(seed=seed, rows_per_day=300)):
         keys = [view.entity, view.event_date]
@@ -123,6 +124,7 @@ class TcpProxy:
     """A TCP relay in front of MariaDB that the test can cut and restore."""
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 3306)) -> None:
+        """Relay to `target` on a free port, from an event loop in a thread of its own."""
         self.target = target
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
@@ -135,6 +137,8 @@ class TcpProxy:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def start(self) -> None:
+        """Accept connections again: the database is back."""
+
         async def go() -> None:
             self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
@@ -154,6 +158,7 @@ class TcpProxy:
         self._call(go())
 
     def close(self) -> None:
+        """Cut everything and stop the relay's thread."""
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
