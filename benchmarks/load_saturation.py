@@ -106,7 +106,6 @@ def main() -> None:
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
     rows: list[dict[str, Any]] = []
-    server = None
     try:
         with tempfile.TemporaryDirectory(prefix="ctloop-load-bench-") as tmp_name:
             tmp = args.keep or Path(tmp_name)
@@ -125,31 +124,28 @@ def main() -> None:
                 BENTOML_DO_NOT_TRACK="True",
             )  # fmt: skip
             port = free_port()
-            server = Server(
-                bentoml_command(port), env, port, tmp / "serve.log", ROOT, ready_timeout=300
-            ).start()
-            server.wait_ready()
-            time.sleep(5)  # the second worker loads its model too
-            print(f"warm-up: 10 s at {users[0]} users", flush=True)
-            run_locust(server.url, users[0], 10, tmp / "warmup", env)
-            for n in users:
-                runs = []
-                for i in range(args.repeats):
-                    out = tmp / f"u{n}-{i}"
-                    run_locust(server.url, n, args.duration, out, env)
-                    stats = aggregated(out / "locust_stats.csv")
-                    comparison = compare(out, store_url, env)
-                    runs.append({**stats, "answered": comparison["answered"],
-                                 "logged": comparison["logged"],
-                                 "report_ok": comparison["report_ok"]})  # fmt: skip
-                    print(f"{n:>4} users run {i + 1}: {stats['rps']:.0f} req/s, p50 "
-                          f"{stats['p50']:.0f} ms, p99 {stats['p99']:.0f} ms, failures "
-                          f"{stats['failures']:.0f}; answered {comparison['answered']}, "
-                          f"logged {comparison['logged']}", flush=True)  # fmt: skip
-                rows.append({"users": n, "runs": runs})
+            served = Server(bentoml_command(port), env, port, tmp / "serve.log", ROOT,
+                            ready_timeout=300)  # fmt: skip
+            with served as server:  # ready on entry; stopped (log flushed) on the way out
+                time.sleep(5)  # the second worker loads its model too
+                print(f"warm-up: 10 s at {users[0]} users", flush=True)
+                run_locust(server.url, users[0], 10, tmp / "warmup", env)
+                for n in users:
+                    runs = []
+                    for i in range(args.repeats):
+                        out = tmp / f"u{n}-{i}"
+                        run_locust(server.url, n, args.duration, out, env)
+                        stats = aggregated(out / "locust_stats.csv")
+                        comparison = compare(out, store_url, env)
+                        runs.append({**stats, "answered": comparison["answered"],
+                                     "logged": comparison["logged"],
+                                     "report_ok": comparison["report_ok"]})  # fmt: skip
+                        print(f"{n:>4} users run {i + 1}: {stats['rps']:.0f} req/s, p50 "
+                              f"{stats['p50']:.0f} ms, p99 {stats['p99']:.0f} ms, failures "
+                              f"{stats['failures']:.0f}; answered {comparison['answered']}, "
+                              f"logged {comparison['logged']}", flush=True)  # fmt: skip
+                    rows.append({"users": n, "runs": runs})
     finally:
-        if server is not None:
-            server.stop()
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
         admin.dispose()

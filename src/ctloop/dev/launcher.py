@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -127,9 +127,10 @@ class Server:
     def __init__(
         self, command: list[str], env: Mapping[str, str], port: int, log_path: Path,
         cwd: Path, host: str = "127.0.0.1", ready: Ready | None = None,
-        ready_timeout: float = READY_TIMEOUT,
+        ready_timeout: float = READY_TIMEOUT, stop_timeout: float = STOP_TIMEOUT,
     ) -> None:  # fmt: skip
-        """`command` already names `port`; `ready` defaults to /readyz answering 200."""
+        """`command` already names `port`; `ready` defaults to /readyz answering 200;
+        `stop_timeout` is how long SIGTERM gets before the group is killed."""
         self.command = list(command)
         self.env = dict(env)
         self.port = port
@@ -138,6 +139,7 @@ class Server:
         self.cwd = cwd
         self.ready = ready or path_answers("/readyz")
         self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
 
@@ -185,7 +187,7 @@ class Server:
             f"log {self.log_path}:\n{self.tail()}"
         )
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM to the server, SIGKILL to its group after `timeout`; its exit code.
 
         SIGTERM goes to the server alone: BentoML's arbiter stops its workers in order, and
@@ -195,6 +197,7 @@ class Server:
         if self._proc is None or self._stopped:
             return None if self._proc is None else self._proc.returncode
         proc = self._proc
+        timeout = self.stop_timeout if timeout is None else timeout
         self._stopped = True
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -226,16 +229,3 @@ class Server:
     ) -> None:  # fmt: skip
         """Always stop; never swallow the error of the block."""
         self.stop()
-
-
-@contextlib.contextmanager
-def serving(
-    env: Mapping[str, str], log_path: Path, cwd: Path, port: int | None = None,
-    target: str = SERVICE_TARGET, ready: Ready | None = None,
-    ready_timeout: float = READY_TIMEOUT,
-) -> Iterator[Server]:  # fmt: skip
-    """The prediction service (`bentoml serve`) for the block, on a free port by default."""
-    port = port or free_port()
-    with Server(bentoml_command(port, target=target), env, port, log_path, cwd, ready=ready,
-                ready_timeout=ready_timeout) as server:  # fmt: skip
-        yield server
