@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ctloop.dev.launcher import Server, bentoml_command, free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MARIADB = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
@@ -92,7 +94,6 @@ def main() -> None:
     users = [int(u) for u in args.users.split(",") if u.strip()]
 
     import sqlalchemy as sa
-    from benchmarks.serving.serving_throughput import Server
     from benchmarks.serving.world import register_version
 
     from ctloop.features.view import load_view
@@ -105,7 +106,6 @@ def main() -> None:
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
     rows: list[dict[str, Any]] = []
-    server = None
     try:
         with tempfile.TemporaryDirectory(prefix="ctloop-load-bench-") as tmp_name:
             tmp = args.keep or Path(tmp_name)
@@ -123,31 +123,29 @@ def main() -> None:
                 CTLOOP_SERVING_WORKERS=str(args.workers), BENTOML_HOME=str(tmp / "bentoml"),
                 BENTOML_DO_NOT_TRACK="True",
             )  # fmt: skip
-            cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService",
-                   "--host", "127.0.0.1", "--port", "{port}"]  # fmt: skip
-            server = Server(cmd, env, tmp / "serve.log", "/readyz")
-            server.wait_ready()
-            time.sleep(5)  # the second worker loads its model too
-            print(f"warm-up: 10 s at {users[0]} users", flush=True)
-            run_locust(server.url, users[0], 10, tmp / "warmup", env)
-            for n in users:
-                runs = []
-                for i in range(args.repeats):
-                    out = tmp / f"u{n}-{i}"
-                    run_locust(server.url, n, args.duration, out, env)
-                    stats = aggregated(out / "locust_stats.csv")
-                    comparison = compare(out, store_url, env)
-                    runs.append({**stats, "answered": comparison["answered"],
-                                 "logged": comparison["logged"],
-                                 "report_ok": comparison["report_ok"]})  # fmt: skip
-                    print(f"{n:>4} users run {i + 1}: {stats['rps']:.0f} req/s, p50 "
-                          f"{stats['p50']:.0f} ms, p99 {stats['p99']:.0f} ms, failures "
-                          f"{stats['failures']:.0f}; answered {comparison['answered']}, "
-                          f"logged {comparison['logged']}", flush=True)  # fmt: skip
-                rows.append({"users": n, "runs": runs})
+            port = free_port()
+            served = Server(bentoml_command(port), env, port, tmp / "serve.log", ROOT,
+                            ready_timeout=300)  # fmt: skip
+            with served as server:  # ready on entry; stopped (log flushed) on the way out
+                time.sleep(5)  # the second worker loads its model too
+                print(f"warm-up: 10 s at {users[0]} users", flush=True)
+                run_locust(server.url, users[0], 10, tmp / "warmup", env)
+                for n in users:
+                    runs = []
+                    for i in range(args.repeats):
+                        out = tmp / f"u{n}-{i}"
+                        run_locust(server.url, n, args.duration, out, env)
+                        stats = aggregated(out / "locust_stats.csv")
+                        comparison = compare(out, store_url, env)
+                        runs.append({**stats, "answered": comparison["answered"],
+                                     "logged": comparison["logged"],
+                                     "report_ok": comparison["report_ok"]})  # fmt: skip
+                        print(f"{n:>4} users run {i + 1}: {stats['rps']:.0f} req/s, p50 "
+                              f"{stats['p50']:.0f} ms, p99 {stats['p99']:.0f} ms, failures "
+                              f"{stats['failures']:.0f}; answered {comparison['answered']}, "
+                              f"logged {comparison['logged']}", flush=True)  # fmt: skip
+                    rows.append({"users": n, "runs": runs})
     finally:
-        if server is not None:
-            server.stop()
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
         admin.dispose()

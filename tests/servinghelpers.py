@@ -1,7 +1,7 @@
 """Helpers for tests that run the prediction service as it runs in production.
 
-A real `bentoml serve` process (in its own process group, so a stuck one can be killed
-whole), a small real CatBoost champion registered the way the pipeline registers it,
+A real `bentoml serve` process (started by `ctloop.dev.launcher`, as the demo and the
+benchmarks start it), a small real CatBoost champion registered the way the pipeline registers it,
 request bodies drawn from the synthetic stream, and a TCP relay that lets a test cut the
 service's database and bring it back. Shared by the serving, load and fuzz tests so each
 starts the service the same way.
@@ -10,15 +10,9 @@ starts the service the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.dev import launcher
+from ctloop.dev.launcher import free_port
 from ctloop.features.view import FeatureView
 from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import GATES, Registry
@@ -36,13 +32,8 @@ START = dt.date(2026, 1, 1)
 READY_TIMEOUT = 240
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.DataFrame:
+    """Synthetic features with their labels joined: a training set without a store."""
     parts = []
     for _, features, labels in stream(view, start, days, StreamConfig(seed=seed, rows_per_day=300)):
         keys = [view.entity, view.event_date]
@@ -133,6 +124,7 @@ class TcpProxy:
     """A TCP relay in front of MariaDB that the test can cut and restore."""
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 3306)) -> None:
+        """Relay to `target` on a free port, from an event loop in a thread of its own."""
         self.target = target
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
@@ -145,6 +137,8 @@ class TcpProxy:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def start(self) -> None:
+        """Accept connections again: the database is back."""
+
         async def go() -> None:
             self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
@@ -164,6 +158,7 @@ class TcpProxy:
         self._call(go())
 
     def close(self) -> None:
+        """Cut everything and stop the relay's thread."""
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -191,65 +186,27 @@ class TcpProxy:
         self.writers.discard(up_writer)
 
 
-class Server:
-    """`bentoml serve` in its own process group; stopped with SIGTERM, killed if stuck."""
+class Server(launcher.Server):
+    """The prediction service as the tests run it: started at once on a free port, and
+    failing the test (with the log's tail) when it does not get ready."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, target: str = "serving.service:ModelService",
+        self, env: dict[str, str], log_path: Path, target: str = launcher.SERVICE_TARGET,
         cwd: Path = ROOT,
     ) -> None:  # fmt: skip
         """`target` is what `bentoml serve` gets: the service in the checkout, or a Bento tag."""
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target,
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        port = free_port()
+        super().__init__(launcher.bentoml_command(port, target=target), env, port, log_path,
+                         cwd, ready_timeout=READY_TIMEOUT)  # fmt: skip
+        self.start()
 
-    def tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {self.proc.returncode}:\n{self.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(1)
-        pytest.fail(f"service not ready after {READY_TIMEOUT}s:\n{self.tail()}")
+    def wait_ready(self, timeout: float | None = None, ready: launcher.Ready | None = None) -> None:
+        """Until /readyz answers 200 (or `ready` passes); fails the test otherwise."""
+        try:
+            super().wait_ready(timeout, ready)
+        except launcher.ServerNotReadyError as exc:
+            pytest.fail(str(exc))
 
     def wait_every_worker(self, workers: int = 2) -> None:
-        """Wait until every worker serves a model, not only the one /readyz reached.
-
-        /readyz answers for the worker that took the connection; under load the other one
-        can still be loading and answer 503 to the next request. Each worker sets its own
-        `ctloop_model_version` sample (one per live pid) when its first model is in.
-        """
-        self.wait_ready()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                metrics = httpx.get(f"{self.url}/metrics", timeout=5).text
-                samples = [m for m in metrics.splitlines() if m.startswith("ctloop_model_version{")]
-                if len(samples) >= workers:
-                    return
-            time.sleep(1)
-        pytest.fail(f"not every worker ready after {READY_TIMEOUT}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 60) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
+        """Wait until every worker serves a model, not only the one /readyz reached."""
+        self.wait_ready(ready=launcher.every_worker_loaded(workers))

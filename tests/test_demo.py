@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.dev.demo import DayRecord, DemoConfig, _verdict
+from ctloop.dev.demo import DayRecord, DemoConfig, verdict
 from tests.conftest import ROOT
 
 
@@ -81,9 +81,9 @@ def test_verdict_names_the_broken_link(tmp_path: Path) -> None:
         _day("d5", True, served_versions=["2"], served_accuracy=0.8, static_accuracy=0.5,
              oracle_accuracy=0.81),
     ]  # fmt: skip
-    assert _verdict(config, healthy, 4800, 4800, "1")["closed"] is True
+    assert verdict(config, healthy, 4800, 4800, "1")["closed"] is True
 
-    lost = _verdict(config, healthy, 4800, 4799, "1")
+    lost = verdict(config, healthy, 4800, 4799, "1")
     assert lost["closed"] is False
     assert [k for k, ok in lost["checks"].items() if not ok] == ["every answer logged"]
 
@@ -92,18 +92,18 @@ def test_verdict_names_the_broken_link(tmp_path: Path) -> None:
                      "served_accuracy": r.static_accuracy})
         for r in healthy
     ]  # fmt: skip
-    failed = {k for k, ok in _verdict(config, never_swapped, 4800, 4800, "1")["checks"].items()
+    failed = {k for k, ok in verdict(config, never_swapped, 4800, 4800, "1")["checks"].items()
               if not ok}  # fmt: skip
     assert failed == {"drift-triggered model promoted", "drift-triggered model served",
                       "live accuracy recovered", "served within 0.02 of the oracle"}  # fmt: skip
 
     lagging = [DayRecord(**{**r.__dict__, "served_accuracy": 0.75}) if r.drifting and
                r.day != "d2" else r for r in healthy]  # fmt: skip
-    checks = _verdict(config, lagging, 4800, 4800, "1")["checks"]
+    checks = verdict(config, lagging, 4800, 4800, "1")["checks"]
     assert [k for k, ok in checks.items() if not ok] == ["served within 0.02 of the oracle"]
 
     false_alarm = [DayRecord(**{**healthy[0].__dict__, "triggered": True}), *healthy[1:]]
-    checks = _verdict(config, false_alarm, 4800, 4800, "1")["checks"]
+    checks = verdict(config, false_alarm, 4800, 4800, "1")["checks"]
     assert checks["no false alarm before drift"] is False
 
 

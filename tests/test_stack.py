@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -41,6 +42,10 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from ctloop.dev import stack
+from ctloop.dev.launcher import tail
+from ctloop.dev.stack import commands as stack_commands
+from ctloop.dev.stack.health import wait_healthy
+from ctloop.dev.stack.supervisor import Supervisor, Watcher, kill_sessions, session_processes
 from ctloop.errors import CtloopError
 from ctloop.orchestration import tasks as orchestration
 from tests.conftest import ROOT, mariadb_database, postgres_database
@@ -325,6 +330,91 @@ def test_feature_store_connection_round_trips_to_the_same_url(url: str) -> None:
     assert make_url(orchestration.connection_to_url(airflow_conn)) == make_url(url)
 
 
+# ------------------------------------------------------------------ supervision (circusd)
+
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops it
+child = "import os, time; os.setpgid(0, 0); time.sleep(600)"  # a group of its own
+subprocess.Popen([sys.executable, "-c", child])
+print("stubborn up", flush=True)
+time.sleep(600)
+"""
+
+
+def python_watcher(tmp: Path, name: str, code: str) -> Watcher:
+    """A service circusd runs: this venv's Python running `code`, logging to tmp/logs."""
+    env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+    return Watcher(name, [sys.executable, "-c", code], env, tmp, tmp / "logs" / f"{name}.log")
+
+
+def test_circusd_stops_every_service_and_what_it_started(tmp_path: Path) -> None:
+    """`down`'s guarantee: SIGTERM, SIGKILL after the stop timeout, for the service and
+    everything in its session (also a child in a process group of its own), then circusd."""
+    circus = Supervisor(tmp_path / "run", tmp_path / "logs" / "circusd.log", stop_timeout=3)
+    daemon = circus.start_daemon()
+    try:
+        polite = circus.start(python_watcher(tmp_path, "polite", "import time; time.sleep(600)"))
+        stubborn = circus.start(python_watcher(tmp_path, "stubborn", STUBBORN))
+        assert circus.running() == {"polite": polite, "stubborn": stubborn}
+        assert circus.start_daemon() == daemon  # one daemon per state folder
+        deadline = time.monotonic() + 30
+        while len(session_processes(stubborn)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(session_processes(stubborn)) == 2, tail(tmp_path / "logs" / "stubborn.log")
+        assert circus.command("polite") == [sys.executable, "-c", "import time; time.sleep(600)"]
+        circus.quit()
+        assert circus.daemon_pid() is None and not circus.pidfile.exists()
+        assert not session_processes(polite) and not session_processes(stubborn)
+        assert "stubborn up" in (tmp_path / "logs" / "stubborn.log").read_text()
+    finally:
+        with contextlib.suppress(CtloopError):
+            circus.quit()
+
+
+def test_a_service_that_dies_while_starting_is_named_with_its_log(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    resolved = stack.resolve(clean_env, cwd=tmp_path)
+    circus = stack_commands.supervisor(resolved)
+    circus.start_daemon()
+    try:
+        resolved.log_dir.mkdir(parents=True, exist_ok=True)
+        crash = "import time; time.sleep(0.5); print('boom: no model store', flush=True); exit(3)"
+        watcher = python_watcher(tmp_path, "serving", crash)
+        watcher = Watcher(watcher.name, watcher.command, watcher.env, tmp_path,
+                          resolved.log_path("serving"))  # fmt: skip
+        pid = circus.start(watcher)
+        with pytest.raises(CtloopError, match="exited during start-up") as err:
+            wait_healthy(resolved, circus, {"serving": pid}, time.monotonic())
+        assert "BentoML prediction service (serving)" in str(err.value)
+        assert "boom: no model store" in str(err.value)  # the log's tail says why
+    finally:
+        circus.quit()
+    assert not session_processes(pid)
+
+
+def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path: Path) -> None:
+    ports = stack_ports()
+    env = stack_env(tmp_path, ports)
+    cli = LiveStack(env, tmp_path, ports)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports["mlflow"]))
+        busy.listen()
+        up = cli.command("up", timeout=120)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert f"port {ports['mlflow']} for mlflow is already in use" in up.stderr
+    assert "CTLOOP_STACK_MLFLOW_PORT" in up.stderr
+    assert cli.circusd() is None and not (cli.state / "run" / "circusd.pid").exists()
+    # with nothing running: status says so (exit 1), down has nothing to stop (exit 0)
+    status = cli.command("status", "--json", timeout=120)
+    assert status.returncode == 1
+    assert not any(row["running"] for row in json.loads(status.stdout))
+    down = cli.command("down", timeout=120)
+    assert down.returncode == 0 and "nothing of the stack is running" in down.stderr
+    cli.http.close()
+
+
 # ------------------------------------------------------------------ end to end: `make up`
 
 
@@ -391,16 +481,20 @@ class LiveStack:
         return done.stdout + done.stderr
 
     def log(self, name: str, lines: int = 40) -> str:
-        return f"--- {name}.log ---\n{stack.tail(self.state / 'logs' / f'{name}.log', lines)}"
+        return f"--- {name}.log ---\n{tail(self.state / 'logs' / f'{name}.log', lines)}"
 
     def logs(self, *names: str) -> str:
         return "\n".join(self.log(n) for n in names)
 
-    def records(self) -> dict[str, stack.PidRecord]:
-        out = {}
-        for path in (self.state / "run").glob("*.json"):
-            out[path.stem] = stack.PidRecord(**json.loads(path.read_text()))
-        return out
+    def pids(self) -> dict[str, int]:
+        """Each running service's pid (also its session id), as `status --json` says."""
+        done = self.command("status", "--json", timeout=120)
+        assert done.returncode in (0, 1), f"stack status failed:\n{done.stdout}\n{done.stderr}"
+        return {row["service"]: row["pid"] for row in json.loads(done.stdout) if row["running"]}
+
+    def circusd(self) -> int | None:
+        """The pid of the stack's circusd while it runs."""
+        return Supervisor(self.state / "run", self.state / "logs" / "circusd.log", 30).daemon_pid()
 
     # ---- Airflow REST API, as the UI uses it
     def password(self) -> str:
@@ -567,23 +661,27 @@ def stack_up(env: dict[str, str], cwd: Path) -> Iterator[dict[str, Any]]:
     started = time.monotonic()
     up = live_stack.command("up")
     up_seconds = time.monotonic() - started
-    records = live_stack.records()
+    pids = live_stack.pids()
+    daemon = live_stack.circusd()
     try:
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
-        yield {"stack": live_stack, "up": up, "up_seconds": up_seconds, "records": records}
+        assert daemon is not None, "no circusd after `up`"
+        yield {"stack": live_stack, "up": up, "up_seconds": up_seconds, "pids": pids}
     finally:
-        records = live_stack.records() or records
+        pids = live_stack.pids() or pids
         down = live_stack.command("down", timeout=240)
-        left = {
-            name: [p.pid for p in stack.session_processes(r.sid)] for name, r in records.items()
-        }
-        left = {name: pids for name, pids in left.items() if pids}
+        left = {name: [p.pid for p in session_processes(pid)] for name, pid in pids.items()}
+        left = {name: found for name, found in left.items() if found}
         if left:  # never leave processes behind, even when `down` is broken
-            stack.stop_sessions([records[n] for n in left], timeout=10)
+            kill_sessions({name: pids[name] for name in left})
+        daemon_left = live_stack.circusd()
+        if daemon_left is not None:
+            os.kill(daemon_left, signal.SIGKILL)
         live_stack.http.close()
         assert down.returncode == 0, f"stack down failed:\n{down.stdout}\n{down.stderr}"
         assert not left, f"processes left after `down`: {left}\n{down.stderr}"
-        assert not list((live_stack.state / "run").glob("*.json")), "pid files left"
+        assert daemon_left is None, "circusd still runs after `down`"
+        assert not (live_stack.state / "run" / "circusd.pid").exists(), "circusd's pid file left"
 
 
 @pytest.mark.slow
@@ -640,7 +738,7 @@ def test_up_starts_every_service_once_and_healthy(live: dict[str, Any]) -> None:
     out = live["up"].stdout
     assert s.airflow in out and s.mlflow in out and s.serving in out
     assert f"login admin / {s.password()}" in out
-    assert set(live["records"]) == set(stack.SERVICE_NAMES)
+    assert set(live["pids"]) == set(stack.SERVICE_NAMES)
     status = s.command("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     assert all(row["healthy"] for row in json.loads(status.stdout)), status.stdout
@@ -648,8 +746,8 @@ def test_up_starts_every_service_once_and_healthy(live: dict[str, Any]) -> None:
     again = s.command("up")
     assert again.returncode == 0, again.stderr
     for name in stack.SERVICE_NAMES:
-        assert f"{name}: already running (pid {live['records'][name].pid})" in again.stderr
-    assert s.records() == live["records"]
+        assert f"{name}: already running (pid {live['pids'][name]})" in again.stderr
+    assert s.pids() == live["pids"]
     # Airflow: metadata in the PostgreSQL database `up` created, never in a SQLite file
     up_output = live["up"].stdout + live["up"].stderr
     assert f"created Airflow's metadata database {live['airflow_url']}" in up_output

@@ -29,8 +29,6 @@ import datetime as dt
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from ctloop.dev.launcher import Server, bentoml_command, free_port, path_answers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -133,54 +133,6 @@ def loadgen_main(argv: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- orchestration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A server process in its own process group: SIGTERM to stop, SIGKILL if stuck."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path, ready: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ready_path = ready
-        self.log_path = log_path
-        self.log = log_path.open("w")
-        cmd = [c.replace("{port}", str(self.port)) for c in cmd]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        import urllib.error
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"server not ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
 
 
 def run_load(url: str, path: str, bodies_file: Path, concurrency: int, duration: float):
@@ -369,12 +321,13 @@ def main() -> None:
             )  # fmt: skip
             targets: dict[str, tuple[tuple[str, str], tuple[Path, Path]]] = {}
             for mode in modes:  # all servers start first; only one is loaded at a time
+                port = free_port()
                 env = {**base_env, "CTLOOP_DATA_DIR": str(tmp / mode),
                        "BENTOML_HOME": str(tmp / mode / "bentoml")}  # fmt: skip
                 if mode == "mlflow":
                     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                            f"models:/{view.name}/{version}", "--env-manager", "local",
-                           "-h", "127.0.0.1", "-p", "{port}", "-w", str(args.workers)]  # fmt: skip
+                           "-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers)]  # fmt: skip
                     ready = "/ping"
                     targets[mode] = (("/invocations", "/invocations"),
                                      (files["mlflow_single"], files["mlflow_batch"]))  # fmt: skip
@@ -382,14 +335,20 @@ def main() -> None:
                     env["CTLOOP_SERVING_LOG_MODE"] = mode
                     db = dbs.get(mode, dbs["async"])
                     env["FEATURE_STORE_URL"] = f"{server_url}/{db}"
-                    cmd = [sys.executable, "-m", "bentoml", "serve",
-                           "serving.service:ModelService", "--host", "127.0.0.1",
-                           "--port", "{port}"]  # fmt: skip
+                    cmd = bentoml_command(port)
                     ready = "/readyz"
                     targets[mode] = (("/predict", "/predict_batch"),
                                      (files["single"], files["batch"]))  # fmt: skip
                 print(f"[{mode}] starting server ...", flush=True)
-                servers[mode] = Server(cmd, env, tmp / f"{mode}.log", ready)
+                servers[mode] = Server(
+                    cmd,
+                    env,
+                    port,
+                    tmp / f"{mode}.log",
+                    ROOT,
+                    ready=path_answers(ready),
+                    ready_timeout=300,
+                ).start()
             for mode, server in servers.items():
                 server.wait_ready()
                 (single_path, batch_path), (single_file, batch_file) = targets[mode]

@@ -39,6 +39,7 @@ class DagRunner:
     """The parent side: start the child, run DAGs in it, read the outcomes."""
 
     def __init__(self, dags_folder: Path, workdir: Path, env: dict[str, str]) -> None:
+        """Start the child at once, so it parses the DAGs while the caller goes on."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "airflow-dagrunner.log"
@@ -128,6 +129,7 @@ def _plain(value: Any) -> Any:
 
 
 def _child(dags_folder: str) -> None:  # pragma: no cover - runs in the Airflow child
+    # Airflow is imported here only: the parent side (DagRunner) must stay light to import.
     from airflow.utils.db import initdb
 
     initdb()  # what `airflow db migrate` does on an empty database

@@ -1,0 +1,277 @@
+"""The local stack resolved once: folders, URLs, secrets and each service's environment.
+
+`resolve()` reads ctloop's settings and the stack's own (`CTLOOP_STACK_*`), environment
+over `.env`, as the processes will, and works out every path, URL and secret; `Stack`
+then answers, for each service of the table, its command line and its whole environment.
+Nothing here starts a process: `up` hands these to the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from dotenv import dotenv_values
+from pydantic import ValidationError
+
+from ctloop.dev.launcher import bentoml_command, local_host
+from ctloop.dev.stack.services import (
+    PASSWORDS_FILE,
+    SIMPLE_AUTH_MANAGER,
+    ServiceSpec,
+    StackConfig,
+    service,
+)
+from ctloop.dev.stack.urls import absolute_sqlite, airflow_connection_json, airflow_metadata_url
+from ctloop.errors import CtloopError
+from ctloop.settings import Settings, project_root, settings_error
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Everything resolved once: folders, URLs, secrets, and each service's environment."""
+
+    root: Path
+    config: StackConfig
+    data_dir: Path
+    features_dir: Path
+    state_dir: Path
+    store_url: str
+    mlflow_backend: str
+    artifacts: Path
+    airflow_home: Path
+    airflow_db: str
+    base_env: dict[str, str]
+    secrets: dict[str, str]
+
+    @property
+    def run_dir(self) -> Path:
+        """circusd's pid file, control sockets and configuration."""
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        """One log file per service (and one for circusd and the migration)."""
+        return self.state_dir / "logs"
+
+    def log_path(self, name: str) -> Path:
+        """The log file of a service."""
+        return self.log_dir / f"{name}.log"
+
+    def local_url(self, spec: ServiceSpec) -> str | None:
+        """Where this machine reaches the service (a 0.0.0.0 bind is reached on 127.0.0.1)."""
+        port = self.config.port(spec)
+        if port is None:
+            return None
+        return f"http://{local_host(self.config.host)}:{port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        """The tracking server, as every other process reaches it."""
+        return str(self.local_url(service("mlflow")))
+
+    @property
+    def serving_url(self) -> str:
+        """The prediction service (the promote step calls its admin endpoint)."""
+        return str(self.local_url(service("serving")))
+
+    @property
+    def airflow_url(self) -> str:
+        """The api-server: UI, REST API and the task processes' execution API."""
+        return str(self.local_url(service("airflow-api-server")))
+
+    @property
+    def passwords_file(self) -> Path:
+        """Where Airflow's SimpleAuthManager writes the passwords it generated."""
+        configured = self.base_env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+        return Path(configured) if configured else self.airflow_home / PASSWORDS_FILE
+
+    def managed_env(self, spec: ServiceSpec) -> dict[str, str]:
+        """Exactly the variables of `spec.env`, with this stack's values."""
+        given = self.base_env
+        ctloop = {
+            "CTLOOP_DATA_DIR": str(self.data_dir),
+            "CTLOOP_FEATURES_DIR": str(self.features_dir),
+            "FEATURE_STORE_URL": self.store_url,
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+        }
+        if spec.kind == "mlflow":
+            values = {
+                "MLFLOW_BACKEND_STORE_URI": self.mlflow_backend,
+                "MLFLOW_ARTIFACTS_DESTINATION": str(self.artifacts),
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": given.get(
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+                ),
+            }
+        elif spec.kind == "serving":
+            values = {
+                **ctloop,
+                "CTLOOP_ADMIN_TOKEN": self.secrets["admin_token"],
+                "BENTOML_DO_NOT_TRACK": given.get("BENTOML_DO_NOT_TRACK", "True"),
+            }
+        elif spec.kind == "airflow":
+            values = {
+                **ctloop,
+                "AIRFLOW_HOME": str(self.airflow_home),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": given.get(
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"
+                ),
+                # Task processes report to the api-server's execution API: on our port.
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+                "AIRFLOW__CORE__FERNET_KEY": self.secrets["fernet_key"],
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_db,
+                "AIRFLOW__API__SECRET_KEY": self.secrets["api_secret_key"],
+                "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["jwt_secret"],
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(
+                    self.config.airflow_worker_log_port
+                ),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(
+                    self.config.airflow_trigger_log_port
+                ),
+                "AIRFLOW_CONN_FEATURE_STORE": given.get("AIRFLOW_CONN_FEATURE_STORE")
+                or airflow_connection_json(self.store_url),
+                "CTLOOP_SERVING_URL": self.serving_url,
+                "CTLOOP_ADMIN_TOKEN": self.secrets["admin_token"],
+            }
+        else:  # pragma: no cover - a new env set must get its values here
+            raise CtloopError(f"no environment defined for service {spec.name}")
+        return values
+
+    def env(self, spec: ServiceSpec) -> dict[str, str]:
+        """The whole environment of a service's process: the caller's, then the stack's."""
+        env = dict(self.base_env)
+        if spec.kind == "mlflow":  # the server is the tracking URI; it must not chase it
+            env.pop("MLFLOW_TRACKING_URI", None)
+        env.update(self.managed_env(spec))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def command(self, spec: ServiceSpec) -> list[str]:
+        """The command line of a service (the venv's Python, no PATH lookup)."""
+        py = sys.executable
+        host, port = self.config.host, self.config.port(spec)
+        if spec.name == "serving":  # the same command line as the demo and the tests
+            return bentoml_command(int(port or 0), host, working_dir=self.root)
+        commands = {
+            "mlflow": [py, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+                       "--workers", str(self.config.mlflow_workers), "--serve-artifacts"],
+            "airflow-api-server": [py, "-m", "airflow", "api-server", "--host", host,
+                                   "--port", str(port)],
+            "airflow-scheduler": [py, "-m", "airflow", "scheduler"],
+            "airflow-dag-processor": [py, "-m", "airflow", "dag-processor"],
+            "airflow-triggerer": [py, "-m", "airflow", "triggerer"],
+        }  # fmt: skip
+        return commands[spec.name]
+
+
+def _load_env_file(path: Path) -> dict[str, str]:
+    """`.env` values (the environment wins over them, as in ctloop's settings)."""
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _load_secrets(path: Path, given: Mapping[str, str]) -> dict[str, str]:
+    """Secrets shared by the processes, generated once into the state folder (mode 0600).
+
+    Kept across restarts: the Fernet key encrypts what Airflow stores, and a new admin token
+    would lock out a promote step started before the restart. A value in the environment
+    or `.env` wins over the file.
+    """
+    stored: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    wanted = {
+        "admin_token": lambda: secrets.token_urlsafe(32),
+        "jwt_secret": lambda: secrets.token_urlsafe(48),
+        "api_secret_key": lambda: secrets.token_urlsafe(32),
+        "fernet_key": lambda: Fernet.generate_key().decode(),
+    }
+    changed = False
+    for key, make in wanted.items():
+        if not stored.get(key):
+            stored[key] = make()
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh, indent=2)
+    overrides = {
+        "admin_token": "CTLOOP_ADMIN_TOKEN",
+        "jwt_secret": "AIRFLOW__API_AUTH__JWT_SECRET",
+        "api_secret_key": "AIRFLOW__API__SECRET_KEY",
+        "fernet_key": "AIRFLOW__CORE__FERNET_KEY",
+    }
+    return {key: given.get(var) or stored[key] for key, var in overrides.items()}
+
+
+def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Stack:
+    """Read settings (environment over `.env`) and work out every path, URL and secret."""
+    root = project_root()
+    if root is None or not (root / "dags").is_dir() or not (root / "serving").is_dir():
+        raise CtloopError("the local stack runs from a ctloop checkout (dags/ and serving/)")
+    cwd = cwd or Path.cwd()
+    given = {**_load_env_file(cwd / ".env"), **(os.environ if environ is None else environ)}
+    with _environ(given), contextlib.chdir(cwd):
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            raise settings_error(Settings, exc) from exc
+        try:
+            config = StackConfig()
+        except ValidationError as exc:
+            raise settings_error(StackConfig, exc) from exc
+    data_dir = (cwd / settings.data_dir).resolve()
+    features_dir = (cwd / settings.features_dir).resolve()
+    state_dir = (cwd / (config.state_dir or data_dir / "stack")).resolve()
+    store_url = absolute_sqlite(
+        settings.feature_store_url or f"sqlite:///{data_dir / 'feature_store.db'}"
+    )
+    tracking = settings.mlflow_tracking_uri or ""
+    if config.mlflow_backend_store_uri:
+        backend = config.mlflow_backend_store_uri
+    elif tracking and not tracking.startswith(("http://", "https://")):
+        backend = tracking  # MLFLOW_TRACKING_URI names a database: the server serves it
+    else:
+        backend = f"sqlite:///{data_dir / 'mlflow.db'}"
+    if backend.startswith(("http://", "https://")):
+        raise CtloopError(
+            f"CTLOOP_STACK_MLFLOW_BACKEND_STORE_URI={backend}: the MLflow server needs a "
+            "database URL (sqlite:///... or mysql+pymysql://...), not a server"
+        )
+    with contextlib.chdir(cwd):
+        backend = absolute_sqlite(backend) if "://" in backend else backend
+    artifacts = (cwd / (settings.mlflow_artifact_root or data_dir / "mlartifacts")).resolve()
+    # Never an inherited AIRFLOW_HOME: that may well be another project's Airflow.
+    airflow_home = state_dir / "airflow"
+    with contextlib.chdir(cwd):
+        airflow_db = airflow_metadata_url(given, airflow_home)
+    return Stack(
+        root=root, config=config, data_dir=data_dir, features_dir=features_dir,
+        state_dir=state_dir, store_url=store_url, mlflow_backend=backend,
+        artifacts=artifacts, airflow_home=airflow_home, airflow_db=airflow_db,
+        base_env=dict(given), secrets=_load_secrets(state_dir / "secrets.json", given),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Settings classes read os.environ: let them read `values` instead, then restore."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
