@@ -13,7 +13,8 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_parsing_context, task
 
 from ctloop.features.view import list_views
-from ctloop.orchestration import tasks as orchestration
+from ctloop.orchestration.connection import feature_store_asset
+from ctloop.orchestration.ingest import ingest_day
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
 
@@ -48,7 +49,7 @@ PARAMS = {
 
 def build_ingest_dag(view: str) -> Any:
     """The ingestion DAG of one feature view."""
-    asset = orchestration.feature_store_asset(view)
+    asset = feature_store_asset(view)
 
     @dag(
         dag_id=f"ingest_{view}",
@@ -74,7 +75,7 @@ def build_ingest_dag(view: str) -> Any:
         )
         def land_day(**context: Any) -> dict:
             """Land the day's feature rows and the labels that arrived during it."""
-            return orchestration.ingest_day(view, context)
+            return ingest_day(view, context)
 
         land_day()
 

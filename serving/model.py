@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from ctloop.core.metrics import Output
-from ctloop.core.predictor import Predictor, answer_problems, kind_problems
-from ctloop.features.records import example_record, model_rows
+from ctloop.core.predictor import Predictor
+from ctloop.features.records import model_rows
 from ctloop.features.view import FeatureView
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
+from ctloop.training.infra import check_model, sample_records
 
 log = logging.getLogger(__name__)
 
@@ -64,55 +62,6 @@ class LoadedModel:
         """The answers for validated records: classes with probabilities in the view's class
         order, or values (regression)."""
         return self.predictor.answer(model_rows(view, records), thread_count=self.threads)
-
-
-def sample_records(view: FeatureView) -> list[dict[str, Any]]:
-    """Edge-case records from the view alone (no database needed): bounds, every category,
-    missing values where allowed. Used to check a model before it may serve."""
-    base = example_record(view)
-    out = [base]
-    for which in ("min", "max"):
-        rec = dict(base)
-        for f in view.numeric_features:
-            bound = getattr(f, which)
-            if bound is not None:
-                rec[f.name] = float(bound)
-        out.append(rec)
-    width = max(len(f.categories or []) for f in view.categorical_features) if any(
-        not f.is_numeric for f in view.features
-    ) else 0  # fmt: skip
-    for i in range(width):
-        rec = dict(base)
-        for f in view.categorical_features:
-            cats = f.categories or []
-            rec[f.name] = cats[i % len(cats)]
-        out.append(rec)
-    nulls = dict(base)
-    for f in view.features:
-        if f.nullable:
-            nulls[f.name] = None
-        if f.allow_unseen:
-            nulls[f.name] = "__never_seen_category__"
-    out.append(nulls)
-    return out
-
-
-def check_model(
-    view: FeatureView, predictor: Predictor, records: Sequence[dict[str, Any]], threads: int = 1
-) -> list[str]:
-    """What is wrong with a model's answers on these records (empty: fit to serve)."""
-    problems = kind_problems(view, predictor)
-    if problems:
-        return problems
-    candidate = LoadedModel(predictor, VersionInfo(view.name, "?", None, {}), _now(), {}, threads)
-    fast = candidate.predict(view, records)
-    problems += answer_problems(view, fast, len(records))
-    reference = predictor.predict(pd.DataFrame.from_records(list(records)))
-    a = fast.values if view.label.is_regression else fast.proba
-    b = reference.values if view.label.is_regression else reference.proba
-    if a is None or b is None or a.shape != b.shape or not np.allclose(a, b, atol=1e-9):
-        problems.append("the serving fast path disagrees with Predictor.predict")
-    return problems
 
 
 class ModelManager:
