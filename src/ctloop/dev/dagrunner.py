@@ -142,7 +142,7 @@ def _child(dags_folder: str) -> None:  # pragma: no cover - runs in the Airflow 
     bag = DagBag(dag_folder=dags_folder)
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    import ctloop.pipeline  # noqa: F401  warm the heavy imports before the first request
+    import ctloop.training.pipeline  # noqa: F401  warm the heavy imports before the first request
 
     print("dagrunner ready", flush=True)  # noqa: T201
     for line in sys.stdin:
