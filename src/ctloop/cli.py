@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ctloop.errors import CtloopError
+from ctloop.clirunner import run_command
 from ctloop.features.view import FeatureView, list_views, load_view
 
 log = logging.getLogger("ctloop")
@@ -525,22 +525,6 @@ def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_day
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     run_command(cli)
-
-
-def run_command(command: click.Command) -> None:
-    """Run a click command as ctloop's entry points do (`ctloop`, `python -m ctloop.dev.stack`):
-    a CtloopError is the user's to fix, so it prints one line and exits 2, no traceback."""
-    try:
-        command.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except CtloopError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

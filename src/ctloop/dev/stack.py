@@ -1040,7 +1040,7 @@ def status_command(as_json: bool) -> None:
 
 def main() -> None:
     """`python -m ctloop.dev.stack`: user errors print one line and exit with status 2."""
-    from ctloop.cli import run_command
+    from ctloop.clirunner import run_command
 
     run_command(stack_cli)
 
