@@ -22,6 +22,7 @@ from airflow.sdk import (
 from ctloop.features.view import list_views
 from ctloop.orchestration import ct
 from ctloop.orchestration.connection import feature_store_asset
+from ctloop.orchestration.dagargs import dag_args
 
 SCHEDULE_CRON = "0 3 * * *"  # daily at 03:00 UTC, after the nightly ingestion
 RETRY = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
@@ -94,20 +95,19 @@ def build_ct_dag(view: str) -> Any:
     asset = feature_store_asset(view)
 
     @dag(
-        dag_id=f"ct_{view}",
-        dag_display_name=f"Continuous training: {view}",
         description=f"Extract, validate, train, evaluate, infra-check and promote {view}",
         doc_md=DOC_MD.format(view=view, cron=SCHEDULE_CRON, asset=asset.uri),
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable(SCHEDULE_CRON, timezone="UTC"), assets=[asset]
         ),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=dt.timedelta(hours=6),
-        params=PARAMS,
-        default_args={"owner": "ctloop"},
-        tags=["ctloop", "continuous-training", view],
+        **dag_args(
+            view,
+            "ct",
+            "Continuous training",
+            "continuous-training",
+            dagrun_timeout=dt.timedelta(hours=6),
+            params=PARAMS,
+        ),
     )
     def ct_training() -> None:
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=30))

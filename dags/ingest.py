@@ -14,6 +14,7 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_parsing_context, t
 
 from ctloop.features.view import list_views
 from ctloop.orchestration.connection import feature_store_asset
+from ctloop.orchestration.dagargs import dag_args
 from ctloop.orchestration.ingest import ingest_day
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
@@ -52,18 +53,17 @@ def build_ingest_dag(view: str) -> Any:
     asset = feature_store_asset(view)
 
     @dag(
-        dag_id=f"ingest_{view}",
-        dag_display_name=f"Ingest (synthetic): {view}",
         description=f"Land one day of synthetic {view} data and update its Asset",
         doc_md=DOC_MD.format(view=view, cron=SCHEDULE_CRON, asset=asset.uri),
         schedule=CronTriggerTimetable(SCHEDULE_CRON, timezone="UTC", interval=dt.timedelta(days=1)),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=True,
-        params=PARAMS,
-        default_args={"owner": "ctloop"},
-        tags=["ctloop", "ingestion", "synthetic", view],
+        **dag_args(
+            view,
+            "ingest",
+            "Ingest (synthetic)",
+            "ingestion",
+            is_paused_upon_creation=True,
+            params=PARAMS,
+        ),
     )
     def ingest() -> None:
         @task(

@@ -16,6 +16,7 @@ from airflow.sdk import Param, dag, get_parsing_context, task
 
 from ctloop.features.view import list_views
 from ctloop.orchestration import monitor as monitoring
+from ctloop.orchestration.dagargs import dag_args
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 
@@ -50,12 +51,7 @@ def build(view: str) -> Any:
     """The monitor DAG of one feature view."""
 
     @dag(
-        dag_id=f"monitor_{view}",
         schedule=SCHEDULE_CRON,
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        tags=["ctloop", "monitoring", view],
         doc_md=DOC_MD.format(view=view),
         params={
             "since": Param(
@@ -63,7 +59,13 @@ def build(view: str) -> Any:
             ),
             "until": Param("", type="string", description="Window end (ISO, UTC); empty: now"),
         },
-        default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        **dag_args(
+            view,
+            "monitor",
+            "Drift monitor",
+            "monitoring",
+            default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        ),
     )
     def monitor() -> None:
         @task

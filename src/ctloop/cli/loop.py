@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -137,6 +138,13 @@ def monitor(
         click.echo(f"drift retrain: version {result['train']['version']} {verdict}")
 
 
+def bounded_int(name: str, low: int, high: int, default: int, text: str) -> Any:
+    """A whole-number option within [low, high], shown with its default."""
+    return click.option(
+        name, type=click.IntRange(low, high), default=default, show_default=True, help=text
+    )
+
+
 @cli.command()
 @click.option(
     "--out",
@@ -144,28 +152,10 @@ def monitor(
     default=None,
     help="Demo folder (wiped first). Default: <data dir>/demo.",
 )
-@click.option(
-    "--days",
-    type=click.IntRange(4, 60),
-    default=12,
-    show_default=True,
-    help="Simulated days of traffic.",
-)
-@click.option(
-    "--drift-day",
-    type=click.IntRange(1, 57),
-    default=3,
-    show_default=True,
-    help="Day (0-based) on which the concept drift starts.",
-)
-@click.option(
-    "--rows-per-day",
-    type=click.IntRange(500, 20000),
-    default=800,
-    show_default=True,
-    help="Customers (requests) per simulated day.",
-)
-@click.option("--seed", type=int, default=2026, show_default=True)
+@bounded_int("--days", 4, 60, 12, "Simulated days of traffic.")
+@bounded_int("--drift-day", 1, 57, 3, "Day (0-based) on which the concept drift starts.")
+@bounded_int("--rows-per-day", 500, 20000, 800, "Customers (requests) per simulated day.")
+@click.option("--seed", type=int, default=2026, show_default=True, help="Seed of every draw.")
 def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: int) -> None:
     """Run the whole loop on the embedded default and check that it closes.
 
