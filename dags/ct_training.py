@@ -1,6 +1,6 @@
 """Continuous-training DAGs: one `ct_<view>` DAG per feature view in the features folder.
 
-Thin wiring only: every task body is one call into `ctloop.orchestration.tasks`, which builds
+Thin wiring only: every task body is one call into `ctloop.orchestration.ct`, which builds
 the pipeline `Run` from the Airflow context and calls the step in `ctloop.training.pipeline`. No
 pandas, MLflow or database access happens at parse time.
 """
@@ -20,7 +20,9 @@ from airflow.sdk import (
 )
 
 from ctloop.features.view import list_views
-from ctloop.orchestration import tasks as orchestration
+from ctloop.orchestration import ct
+from ctloop.orchestration.connection import feature_store_asset
+from ctloop.orchestration.dagargs import dag_args
 
 SCHEDULE_CRON = "0 3 * * *"  # daily at 03:00 UTC, after the nightly ingestion
 RETRY = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
@@ -90,59 +92,58 @@ PARAMS = {
 
 def build_ct_dag(view: str) -> Any:
     """The CT DAG of one feature view."""
-    asset = orchestration.feature_store_asset(view)
+    asset = feature_store_asset(view)
 
     @dag(
-        dag_id=f"ct_{view}",
-        dag_display_name=f"Continuous training: {view}",
         description=f"Extract, validate, train, evaluate, infra-check and promote {view}",
         doc_md=DOC_MD.format(view=view, cron=SCHEDULE_CRON, asset=asset.uri),
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable(SCHEDULE_CRON, timezone="UTC"), assets=[asset]
         ),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=dt.timedelta(hours=6),
-        params=PARAMS,
-        default_args={"owner": "ctloop"},
-        tags=["ctloop", "continuous-training", view],
+        **dag_args(
+            view,
+            "ct",
+            "Continuous training",
+            "continuous-training",
+            dagrun_timeout=dt.timedelta(hours=6),
+            params=PARAMS,
+        ),
     )
     def ct_training() -> None:
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=30))
         def extract(**context: Any) -> dict:
             """Read the point-in-time training set; return its summary and fingerprint."""
-            return orchestration.extract(view, context)
+            return ct.extract(view, context)
 
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=30))
         def validate_data(summary: dict, **context: Any) -> dict:
             """Gate 1: stop the run on bad data (no retry)."""
-            return orchestration.validate_data(view, context, summary["fingerprint"])
+            return ct.validate_data(view, context, summary["fingerprint"])
 
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(hours=2))
         def train(summary: dict, **context: Any) -> dict:
             """Train and register a candidate version on the same data."""
-            return orchestration.train(view, context, summary["fingerprint"])
+            return ct.train(view, context, summary["fingerprint"])
 
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=30))
         def evaluate(trained: dict, summary: dict, **context: Any) -> dict:
             """Gate 2: bless or refuse the candidate against the floor and the champion."""
-            return orchestration.evaluate(view, context, trained["version"], summary["fingerprint"])
+            return ct.evaluate(view, context, trained["version"], summary["fingerprint"])
 
         @task.short_circuit
         def blessed(verdict: dict, **context: Any) -> bool:
             """Skip infra check and promotion when the candidate was not blessed."""
-            return orchestration.should_promote(verdict, context)
+            return ct.should_promote(verdict, context)
 
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=30))
         def infra_check(trained: dict, **context: Any) -> dict:
             """Gate 3: load and query the candidate as serving does."""
-            return orchestration.infra_check(view, context, trained["version"])
+            return ct.infra_check(view, context, trained["version"])
 
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=10))
         def promote(trained: dict, verdict: dict, **context: Any) -> dict:
             """Point `champion` at the candidate; the old champion becomes `previous`."""
-            return orchestration.promote(view, context, trained["version"], verdict)
+            return ct.promote(view, context, trained["version"], verdict)
 
         summary = extract()
         gate = validate_data(summary)

@@ -13,7 +13,9 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_parsing_context, task
 
 from ctloop.features.view import list_views
-from ctloop.orchestration import tasks as orchestration
+from ctloop.orchestration.connection import feature_store_asset
+from ctloop.orchestration.dagargs import dag_args
+from ctloop.orchestration.ingest import ingest_day
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
 
@@ -48,21 +50,20 @@ PARAMS = {
 
 def build_ingest_dag(view: str) -> Any:
     """The ingestion DAG of one feature view."""
-    asset = orchestration.feature_store_asset(view)
+    asset = feature_store_asset(view)
 
     @dag(
-        dag_id=f"ingest_{view}",
-        dag_display_name=f"Ingest (synthetic): {view}",
         description=f"Land one day of synthetic {view} data and update its Asset",
         doc_md=DOC_MD.format(view=view, cron=SCHEDULE_CRON, asset=asset.uri),
         schedule=CronTriggerTimetable(SCHEDULE_CRON, timezone="UTC", interval=dt.timedelta(days=1)),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=True,
-        params=PARAMS,
-        default_args={"owner": "ctloop"},
-        tags=["ctloop", "ingestion", "synthetic", view],
+        **dag_args(
+            view,
+            "ingest",
+            "Ingest (synthetic)",
+            "ingestion",
+            is_paused_upon_creation=True,
+            params=PARAMS,
+        ),
     )
     def ingest() -> None:
         @task(
@@ -74,7 +75,7 @@ def build_ingest_dag(view: str) -> Any:
         )
         def land_day(**context: Any) -> dict:
             """Land the day's feature rows and the labels that arrived during it."""
-            return orchestration.ingest_day(view, context)
+            return ingest_day(view, context)
 
         land_day()
 

@@ -1,6 +1,6 @@
 """Drift-monitor DAGs: one `monitor_<view>` DAG per feature view, closing the loop.
 
-Thin wiring only: the check is one call into `ctloop.orchestration.tasks.monitor`, which runs
+Thin wiring only: the check is one call into `ctloop.orchestration.monitor.check`, which runs
 `ctloop.monitoring.check.monitor_step` with the feature store from the Airflow connection and asks
 Airflow whether a CT run of the view is in flight. On drift or decay outside the cooldown
 it triggers `ct_<view>` with the reason and the findings in the run's conf.
@@ -15,7 +15,8 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_parsing_context, task
 
 from ctloop.features.view import list_views
-from ctloop.orchestration import tasks as orchestration
+from ctloop.orchestration import monitor as monitoring
+from ctloop.orchestration.dagargs import dag_args
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 
@@ -50,12 +51,7 @@ def build(view: str) -> Any:
     """The monitor DAG of one feature view."""
 
     @dag(
-        dag_id=f"monitor_{view}",
         schedule=SCHEDULE_CRON,
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        tags=["ctloop", "monitoring", view],
         doc_md=DOC_MD.format(view=view),
         params={
             "since": Param(
@@ -63,12 +59,18 @@ def build(view: str) -> Any:
             ),
             "until": Param("", type="string", description="Window end (ISO, UTC); empty: now"),
         },
-        default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        **dag_args(
+            view,
+            "monitor",
+            "Drift monitor",
+            "monitoring",
+            default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        ),
     )
     def monitor() -> None:
         @task
         def check(**context: Any) -> dict[str, Any]:
-            return orchestration.monitor(view, context)
+            return monitoring.check(view, context)
 
         @task.short_circuit
         def retrain_needed(decision: dict[str, Any]) -> bool:

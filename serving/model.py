@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from ctloop.core.metrics import Output
-from ctloop.core.predictor import Predictor, answer_problems, kind_problems
+from ctloop.core.predictor import Predictor
 from ctloop.features.records import model_rows, sample_records
 from ctloop.features.view import FeatureView
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
+from ctloop.training.infra import check_model
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +62,6 @@ class LoadedModel:
         """The answers for validated records: classes with probabilities in the view's class
         order, or values (regression)."""
         return self.predictor.answer(model_rows(view, records), thread_count=self.threads)
-
-
-def check_model(
-    view: FeatureView, predictor: Predictor, records: Sequence[dict[str, Any]], threads: int = 1
-) -> list[str]:
-    """What is wrong with a model's answers on these records (empty: fit to serve)."""
-    problems = kind_problems(view, predictor)
-    if problems:
-        return problems
-    candidate = LoadedModel(predictor, VersionInfo(view.name, "?", None, {}), _now(), {}, threads)
-    fast = candidate.predict(view, records)
-    problems += answer_problems(view, fast, len(records))
-    reference = predictor.predict(pd.DataFrame.from_records(list(records)))
-    a = fast.values if view.label.is_regression else fast.proba
-    b = reference.values if view.label.is_regression else reference.proba
-    if a is None or b is None or a.shape != b.shape or not np.allclose(a, b, atol=1e-9):
-        problems.append("the serving fast path disagrees with Predictor.predict")
-    return problems
 
 
 class ModelManager:

@@ -116,21 +116,18 @@ class ModelService:
     """Serves the `champion` of the configured feature view from the MLflow registry."""
 
     def __init__(self) -> None:
-        import mlflow
 
         for name in ("ctloop", "serving"):  # BentoML shows WARNING+ of other loggers only
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.INFO)
         for key, value in MLFLOW_CLIENT_DEFAULTS.items():  # read by MLflow on every call
             os.environ.setdefault(key, value)
-        mlflow.set_tracking_uri(SETTINGS.tracking_uri)
-        mlflow.set_registry_uri(SETTINGS.tracking_uri)
         state_dir = CONFIG.resolved_state_dir(SETTINGS)
         self.metrics = worker_metrics(VIEW.name)
         self.worker_index = bentoml.server_context.worker_index
         self.manager = ModelManager(
             VIEW,
-            Registry.from_settings(SETTINGS),
+            Registry.from_settings(SETTINGS).activate(),
             poll_seconds=CONFIG.poll_seconds,
             signal_path=state_dir / f"reload-{VIEW.name}.signal",
             model_threads=CONFIG.model_threads,

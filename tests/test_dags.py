@@ -35,8 +35,9 @@ from sqlalchemy.engine import make_url
 from ctloop.dev.dagrunner import DagRunner
 from ctloop.errors import CtloopError
 from ctloop.features.view import list_views, load_view_file
-from ctloop.ingest.synth import StreamConfig, stream
-from ctloop.orchestration import tasks as orchestration
+from ctloop.ingest.synth import StreamConfig, land_synthetic_day, stream
+from ctloop.orchestration import connection, ct
+from ctloop.orchestration import context as runctx
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
@@ -137,10 +138,11 @@ for dag_id, dag in bag.dags.items():
 
 # The glue as tasks use it, with Airflow's own parsing of AIRFLOW_CONN_* variables.
 from airflow.sdk.exceptions import AirflowFailException
-from ctloop.orchestration import tasks as orchestration
+from ctloop.orchestration.connection import feature_store_url
+from ctloop.orchestration.context import fail_fast
 from ctloop.errors import CtloopError, StoreUnavailableError
 
-facts["urls"] = {conn_id: orchestration.feature_store_url(conn_id) for conn_id in conn_ids}
+facts["urls"] = {conn_id: feature_store_url(conn_id) for conn_id in conn_ids}
 raised = {}
 errors = {
     "refusal": CtloopError("refused"),
@@ -149,7 +151,7 @@ errors = {
 }
 for name, error in errors.items():
     try:
-        with orchestration.fail_fast():
+        with fail_fast():
             raise error
     except Exception as exc:
         raised[name] = [type(exc).__name__, isinstance(exc, AirflowFailException)]
@@ -222,9 +224,7 @@ def test_ct_dag_wiring(parsed: dict) -> None:
     # schedule: its own daily timetable OR new data in the feature store
     assert ct["timetable"] == "AssetOrTimeSchedule"
     assert ct["cron"] == "0 3 * * *"
-    assert (
-        ct["assets"] == [orchestration.asset_uri(VIEW)] == ["ctloop://feature_store/credit_score"]
-    )
+    assert ct["assets"] == [connection.asset_uri(VIEW)] == ["ctloop://feature_store/credit_score"]
     params = ct["params"]
     assert set(params) == {"as_of", "force_promote", "reason"}
     assert params["as_of"]["default"] is None
@@ -288,32 +288,31 @@ def conn(**fields: Any) -> SimpleNamespace:
         ({"conn_type": "mariadb", "host": "h", "schema": "fs"}, "mysql+pymysql://h/fs"),
         ({"host": "h", "schema": "fs", "extra_dejson": {"client": "mysqlclient"}},
          "mysql+mysqldb://h/fs"),
-        ({"conn_type": "mysql+pymysql", "host": "h", "schema": "fs"}, "mysql+pymysql://h/fs"),
-        ({"host": "h", "schema": "fs", "extra_dejson": {"sqlalchemy_scheme": "mysql+mysqldb"}},
-         "mysql+mysqldb://h/fs"),
+        ({"host": "h", "schema": "fs", "extra_dejson": {"client": "mysql-connector-python"}},
+         "mysql+mysqlconnector://h/fs"),
         ({"host": "h", "schema": "fs",
-          "extra_dejson": {"ssl": {"ca": "/etc/ca.pem"}, "charset": "utf8mb4", "other": "x"}},
+          "extra_dejson": {"ssl_ca": "/etc/ca.pem", "charset": "utf8mb4"}},
          "mysql+pymysql://h/fs?charset=utf8mb4&ssl_ca=%2Fetc%2Fca.pem"),
         ({"conn_type": "postgres", "host": "pg", "login": "u", "schema": "fs"},
-         "postgresql://u@pg/fs"),
+         "postgresql+psycopg://u@pg/fs"),
         ({"conn_type": "sqlite", "host": "/data/fs.db"}, "sqlite:////data/fs.db"),
     ],
 )  # fmt: skip
-def test_connection_to_url(fields: dict, expected: str) -> None:
-    assert orchestration.connection_to_url(conn(**fields)) == expected
+def test_connection_url_comes_from_the_provider_hooks(fields: dict, expected: str) -> None:
+    assert connection.connection_url(conn(**fields)) == expected
 
 
-def test_connection_to_url_keeps_special_characters_in_passwords() -> None:
-    url = orchestration.connection_to_url(conn(host="h", login="u", password="a@b:c/d%e#f"))
+def test_connection_url_keeps_special_characters_in_passwords() -> None:
+    url = connection.connection_url(conn(host="h", login="u", password="a@b:c/d%e#f"))
     assert make_url(url).password == "a@b:c/d%e#f"
 
 
 @pytest.mark.parametrize(
     "fields", [{"conn_type": "http", "host": "h"}, {"extra_dejson": {"client": "odbc"}}]
 )
-def test_connection_to_url_refuses_what_cannot_be_a_feature_store(fields: dict) -> None:
+def test_connection_url_refuses_what_cannot_be_a_feature_store(fields: dict) -> None:
     with pytest.raises(CtloopError, match="feature_store"):
-        orchestration.connection_to_url(conn(**fields))
+        connection.connection_url(conn(**fields))
 
 
 class RunType(enum.Enum):  # stands in for Airflow's DagRunType enum
@@ -344,50 +343,50 @@ def context(run_type: Any = "manual", conf: dict | None = None, params: dict | N
     ],
 )
 def test_trigger_kind(ctx: dict, expected: str) -> None:
-    assert orchestration.trigger_kind(ctx) == expected
+    assert runctx.trigger_kind(ctx) == expected
 
 
 def test_unknown_conf_trigger_is_refused() -> None:
     with pytest.raises(CtloopError, match="trigger must be one of"):
-        orchestration.trigger_kind(context(conf={"trigger": "whim"}))
+        runctx.trigger_kind(context(conf={"trigger": "whim"}))
 
 
 def test_as_of_comes_from_the_run_never_from_now() -> None:
     interval_end = dt.datetime(2026, 3, 2, 3, 0, tzinfo=dt.UTC)
     scheduled = context(RunType.SCHEDULED, data_interval_end=interval_end, logical_date=None)
-    assert orchestration.as_of_date(scheduled) == dt.date(2026, 3, 2)
+    assert runctx.as_of_date(scheduled) == dt.date(2026, 3, 2)
     # param (from the trigger form or conf) wins; blank means "not given"
-    assert orchestration.as_of_date(
+    assert runctx.as_of_date(
         context(params={"as_of": "2026-02-01"}, data_interval_end=interval_end)
     ) == dt.date(2026, 2, 1)
-    assert orchestration.as_of_date(
+    assert runctx.as_of_date(
         context(params={"as_of": " "}, data_interval_end=interval_end)
     ) == dt.date(2026, 3, 2)
     # an aware time is taken in UTC: 23:30 in New York on 1 March is 2 March in UTC
     new_york = dt.timezone(dt.timedelta(hours=-5))
     late = dt.datetime(2026, 3, 1, 23, 30, tzinfo=new_york)
-    assert orchestration.as_of_date(context(logical_date=late)) == dt.date(2026, 3, 2)
+    assert runctx.as_of_date(context(logical_date=late)) == dt.date(2026, 3, 2)
     # asset-triggered and manual runs may have no logical date: the run's run_after
-    assert orchestration.as_of_date(context(RunType.ASSET_TRIGGERED)) == dt.date(2026, 3, 5)
+    assert runctx.as_of_date(context(RunType.ASSET_TRIGGERED)) == dt.date(2026, 3, 5)
     with pytest.raises(CtloopError, match="not a date"):
-        orchestration.as_of_date(context(params={"as_of": "March 3rd"}))
+        runctx.as_of_date(context(params={"as_of": "March 3rd"}))
 
 
 def test_make_run_carries_trigger_reason_and_run_id() -> None:
     drift = context(conf={"trigger": "drift", "reason": "psi 0.4 on income"},
                     params={"as_of": "2026-02-01", "reason": "psi 0.4 on income"})  # fmt: skip
-    run = orchestration.make_run(VIEW, drift)
+    run = runctx.make_run(VIEW, drift)
     assert (run.view.name, run.as_of, run.trigger) == (VIEW, dt.date(2026, 2, 1), "drift")
     assert (run.reason, run.airflow_run_id) == ("psi 0.4 on income", "run__1")
-    scheduled = orchestration.make_run(VIEW, context(RunType.SCHEDULED))
+    scheduled = runctx.make_run(VIEW, context(RunType.SCHEDULED))
     assert (scheduled.trigger, scheduled.reason) == ("schedule", "scheduled retraining")
 
 
 def test_short_circuit_condition() -> None:
     refused = {"blessed": False, "version": "3", "checks": [{"name": "floor", "passed": False}]}
-    assert orchestration.should_promote({"blessed": True}, context()) is True
-    assert orchestration.should_promote(refused, context()) is False
-    assert orchestration.should_promote(refused, context(params={"force_promote": True})) is True
+    assert ct.should_promote({"blessed": True}, context()) is True
+    assert ct.should_promote(refused, context()) is False
+    assert ct.should_promote(refused, context(params={"force_promote": True})) is True
 
 
 # ------------------------------------------------------------------ the CT DAG run by Airflow
@@ -639,13 +638,13 @@ def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: dict) -> None:
     assert {d: c for d, c in after.items() if d not in (AS_OF, label_day)} == {
         d: c for d, c in before.items() if d != label_day
     }
-    asset = orchestration.asset_uri(VIEW)
+    asset = connection.asset_uri(VIEW)
     assert outcome["asset_events"] == [{"uri": asset, "extra": outcome["xcom"]["land_day"]}]
     assert outcome["xcom"]["land_day"]["day"] == AS_OF.isoformat()
     assert [asset, CT_DAG] in outcome["queued"]  # the scheduler would now start ct_<view>
     # landing the same day again changes nothing (idempotent upserts)
     url = store.url.render_as_string(hide_password=False)
-    orchestration.land_synthetic_day(VIEW, AS_OF, ROWS_PER_DAY, SEED, url)
+    land_synthetic_day(VIEW, AS_OF, ROWS_PER_DAY, SEED, url)
     assert counts() == after
 
 

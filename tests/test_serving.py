@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
-from serving.model import ModelManager, check_model, sample_records
+from serving.model import ModelManager
 
 from ctloop.core.predictor import Predictor, to_model_frame
-from ctloop.features.records import entity_of, model_rows, record_model
+from ctloop.features.records import entity_of, model_rows, record_model, sample_records
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.registry import GATES, Registry, VersionInfo
 from ctloop.store.features import FeatureStore
+from ctloop.training.infra import check_model
 from tests.conftest import ROOT, mariadb_database
 from tests.servinghelpers import (
     START,

@@ -47,7 +47,7 @@ from ctloop.dev.stack import commands as stack_commands
 from ctloop.dev.stack.health import wait_healthy
 from ctloop.dev.stack.supervisor import Supervisor, Watcher, kill_sessions, session_processes
 from ctloop.errors import CtloopError
-from ctloop.orchestration import tasks as orchestration
+from ctloop.orchestration.connection import connection_url
 from tests.conftest import ROOT, mariadb_database, postgres_database
 
 VIEW = "credit_score"
@@ -317,6 +317,7 @@ def test_up_creates_a_missing_postgres_metadata_database_once() -> None:
     [
         "mysql+pymysql://ctloop:p%40ss%2Fw%3Ard@db.internal:3307/features?charset=utf8mb4",
         "mysql+mysqldb://ctloop@db/features",
+        "postgresql+psycopg://ctloop:pw@pg:5432/features",
         "sqlite:////var/lib/ctloop/feature_store.db",
     ],
 )
@@ -327,7 +328,7 @@ def test_feature_store_connection_round_trips_to_the_same_url(url: str) -> None:
         port=conn.get("port"), login=conn.get("login"), password=conn.get("password"),
         schema=conn.get("schema"), extra_dejson=conn.get("extra", {}),
     )  # fmt: skip
-    assert make_url(orchestration.connection_to_url(airflow_conn)) == make_url(url)
+    assert make_url(connection_url(airflow_conn)) == make_url(url)
 
 
 # ------------------------------------------------------------------ supervision (circusd)

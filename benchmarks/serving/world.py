@@ -48,9 +48,7 @@ def register_version(
     frame = labelled_frame(view, seed=seed)
     as_of = pd.Timestamp(START + dt.timedelta(days=20))
     result = training.fit(small, frame, as_of)
-    registry = Registry(tracking_uri, artifact_root)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    registry = Registry(tracking_uri, artifact_root).activate()
     experiment = registry.experiment_id(view.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"serving-bench-{seed}"):
         mlflow.log_metrics({f"val_{k}": v for k, v in result.metrics.items()})

@@ -71,11 +71,26 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> Registry:
+        """The registry the settings name (`MLFLOW_TRACKING_URI`, the artifact root)."""
         if settings is None:
             from ctloop.settings import get_settings
 
             settings = get_settings()
         return cls(settings.tracking_uri, settings.artifact_root)
+
+    def activate(self) -> Registry:
+        """Point MLflow's fluent API (runs, logging, `models:/` loads) at this registry.
+
+        The one place ctloop sets MLflow's process-wide URIs: the client above needs no
+        global state, but `mlflow.start_run`, `log_model` and `mlflow.*.load_model` read
+        it. Called right before such use, so two registries in one process (tests, the
+        demo) never leave one another's URI behind.
+        """
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return self
 
     @property
     def local_store(self) -> bool:

@@ -80,11 +80,17 @@ def airflow_metadata_url(env: Mapping[str, str], airflow_home: Path) -> str:
     )
 
 
+# SQLAlchemy MySQL driver -> the `client` extra of the MySQL provider's hook
+_MYSQL_CLIENTS = {"pymysql": "pymysql", "mysqldb": "mysqlclient",
+                  "mysqlconnector": "mysql-connector-python"}  # fmt: skip
+
+
 def airflow_connection_json(store_url: str) -> str:
     """The feature store as an Airflow connection (AIRFLOW_CONN_FEATURE_STORE, JSON form).
 
-    JSON, not a URI, so passwords need no escaping; the SQLAlchemy driver travels in the
-    `sqlalchemy_scheme` extra, which `ctloop.orchestration.tasks.connection_to_url` reads back.
+    JSON, not a URI, so passwords need no escaping. The driver travels in the extra the
+    providers' hooks read (`ctloop.orchestration.connection.connection_url`): `client` for
+    MySQL/MariaDB (`MySqlHook`), `sqlalchemy_scheme` for PostgreSQL (`PostgresHook`).
     """
     url = make_url(store_url)
     backend = url.get_backend_name()
@@ -93,7 +99,11 @@ def airflow_connection_json(store_url: str) -> str:
     conn_type = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgres"}.get(backend)
     if conn_type is None:
         raise CtloopError(f"FEATURE_STORE_URL={safe_url(store_url)}: unsupported database")
-    extra: dict[str, Any] = {"sqlalchemy_scheme": url.drivername}
+    if conn_type == "mysql":
+        client = _MYSQL_CLIENTS.get(url.get_driver_name(), "mysqlclient")
+        extra: dict[str, Any] = {"client": client}
+    else:
+        extra = {"sqlalchemy_scheme": url.drivername}
     extra.update({k: v for k, v in url.query.items() if isinstance(v, str)})
     conn = {
         "conn_type": conn_type,

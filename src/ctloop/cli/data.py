@@ -1,0 +1,286 @@
+"""Commands that put data in and show it: tables, views, synthetic and sample data,
+file imports, late labels, status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import click
+
+from ctloop.cli.app import (
+    cli,
+    parse_date,
+    parse_datetime,
+    settings_store,
+    view_argument,
+    view_named,
+)
+from ctloop.features.view import FeatureView, list_views
+
+
+@cli.command("init-db")
+@click.argument("views", nargs=-1, metavar="[VIEW]...")
+def init_db(views: tuple[str, ...]) -> None:
+    """Create the feature store tables (all views when none is named); safe to repeat."""
+    names = list(views) or list_views()
+    loaded = [view_named(n) for n in names]
+    store = settings_store()
+    store.init(loaded)
+    click.echo(f"feature store {store.safe_url}: tables ready for {', '.join(names)}")
+
+
+def label_text(fv: FeatureView) -> str:
+    """The label's kind and values in one phrase, for `show-view`."""
+    label = fv.label
+    if label.is_regression:
+        return f"regression, values in [{label.min}, {label.max}]"
+    if label.is_binary:
+        return (f"binary: {', '.join(label.class_list)}; positive {label.positive_class} "
+                f"at score >= {label.decision_threshold}")  # fmt: skip
+    return f"multiclass: {', '.join(label.class_list)}"
+
+
+@cli.command("show-view")
+@view_argument
+def showview_named(view: str | None) -> None:
+    """Validate a feature view file and print its contract."""
+    fv = view_named(view)
+    click.echo(f"{fv.name}: entity {fv.entity}, event date {fv.event_date}")
+    click.echo(f"label {fv.label.name} ({label_text(fv)}), metric {fv.primary_metric}")
+    for f in fv.features:
+        if f.is_numeric:
+            spec = f"numeric [{f.min}, {f.max}]" + (" integer" if f.integer else "")
+        else:
+            spec = f"categorical {len(f.categories or [])} categories" + (
+                " (+unseen)" if f.allow_unseen else ""
+            )
+        click.echo(f"  {f.name:28} {spec}{' nullable' if f.nullable else ''}")
+    click.echo(f"training: {fv.training.model_dump()}")
+    click.echo(f"data gate: {fv.gates.data.model_dump()}")
+    click.echo(f"model gate: {fv.gates.model.model_dump()}")
+    click.echo(f"drift: {fv.drift.model_dump()}")
+
+
+@cli.command()
+@view_argument
+@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--start", callback=parse_date, help="First day (YYYY-MM-DD). Default: --days before today."
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--scenario",
+    type=click.Choice(["none", "covariate_shift", "concept_drift"]),
+    default="none",
+    show_default=True,
+    help="Drift scenario that starts on --drift-start.",
+)
+@click.option("--drift-start", callback=parse_date, help="Day the scenario starts (YYYY-MM-DD).")
+@click.option(
+    "--label-delay-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Days until labels land. Default: the view's training.label_delay_days.",
+)
+@click.option(
+    "--labels-until",
+    callback=parse_datetime,
+    help="Write only labels that arrived before this time. Default: now.",
+)
+@click.option("--no-labels", is_flag=True, help="Write features only.")
+def generate(
+    view: str | None,
+    days: int,
+    rows_per_day: int,
+    start: dt.date | None,
+    seed: int,
+    scenario: str,
+    drift_start: dt.date | None,
+    label_delay_days: int | None,
+    labels_until: dt.datetime | None,
+    no_labels: bool,
+) -> None:
+    """Write a seeded synthetic credit-score stream into the feature store.
+
+    Re-running the same command writes the same rows again (idempotent upserts), so the
+    row counts do not change.
+    """
+    from ctloop.ingest.synth import Scenario, StreamConfig, stream
+
+    fv = view_named(view)
+    if scenario != "none" and drift_start is None:
+        raise click.BadParameter("a drift scenario needs --drift-start", param_hint="--scenario")
+    start = start or (dt.date.today() - dt.timedelta(days=days))
+    until = labels_until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    config = StreamConfig(
+        seed=seed,
+        rows_per_day=rows_per_day,
+        scenario=Scenario(scenario),
+        drift_start=drift_start,
+        label_delay_days=(
+            fv.training.label_delay_days if label_delay_days is None else label_delay_days
+        ),
+    )
+    store = settings_store()
+    store.require_tables(fv)
+    began = time.perf_counter()
+    total_f = total_l = 0
+    for i, (day, features, labels) in enumerate(stream(fv, start, days, config), 1):
+        arrived = labels[labels["arrived_at"] < until]
+        n_f, n_l = store.ingest(fv, features, None if no_labels else arrived)
+        total_f += n_f
+        total_l += n_l
+        click.echo(f"[{i}/{days}] {day}: {n_f} feature rows, {n_l} labels", err=True)
+    took = time.perf_counter() - began
+    click.echo(
+        f"generated {total_f} feature rows and {total_l} labels for {fv.name} "
+        f"({start} .. {start + dt.timedelta(days=days - 1)}) in {took:.1f}s "
+        f"({total_f / max(took, 1e-9):,.0f} rows/s)"
+    )
+
+
+def _echo_columns(renamed: dict[str, str], ignored: list[str]) -> None:
+    """Say how an import read the header, so a wrong mapping is seen, not just its effect."""
+    if renamed:
+        click.echo("renamed columns: " + ", ".join(f"'{s}' -> {t}" for s, t in renamed.items()))
+    if ignored:
+        click.echo("ignored columns: " + ", ".join(f"'{c}'" for c in ignored))
+
+
+@cli.command("import")
+@click.argument("view")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--skip-bad-rows", is_flag=True, help="Import the good rows, report the bad ones.")
+def import_(view: str, file: Path, skip_bad_rows: bool) -> None:
+    """Validate a CSV or Parquet file against VIEW and load it into the feature and label tables.
+
+    Columns: the entity key, the event date, every feature; optionally the label and
+    `arrived_at` (when the label became known, UTC unless it has an offset; default: now).
+    Header names resolve through the view's `import:` block. Nothing of a failing file
+    is written unless --skip-bad-rows is given.
+    """
+    from ctloop.ingest.files import import_csv
+
+    fv = view_named(view)
+    result = import_csv(settings_store(), fv, file, skip_bad_rows=skip_bad_rows)
+    _echo_columns(result.renamed, result.ignored)
+    for problem in result.problems[:50]:
+        click.echo(f"skipped {problem}", err=True)
+    click.echo(
+        f"{file}: {result.rows_read} rows read, {result.features_written} feature rows and "
+        f"{result.labels_written} labels written, {result.skipped_rows} rows skipped"
+    )
+
+
+@cli.command()
+@view_argument
+@click.option("--days", "last_days", type=int, default=14, show_default=True,
+              help="How many of the newest days to list (0: all).")  # fmt: skip
+def status(view: str | None, last_days: int) -> None:
+    """Tables, row counts per day and label coverage."""
+    fv = view_named(view)
+    store = settings_store()
+    click.echo(f"feature store: {store.safe_url}")
+    for table, count in store.table_counts().items():
+        click.echo(f"  {table:32} {count:>10,} rows")
+    st = store.status(fv)
+    if not st.exists:
+        click.echo(f"view {fv.name}: no tables yet (run `ctloop init-db`)")
+        return
+    click.echo(
+        f"view {fv.name}: {len(st.days)} days, {st.feature_rows:,} feature rows, "
+        f"{st.label_rows:,} labels"
+    )
+    shown = st.days[-last_days:] if last_days > 0 else st.days
+    if len(shown) < len(st.days):
+        click.echo(f"  ({len(st.days) - len(shown)} older days not shown)")
+    click.echo(f"  {'event date':12} {'features':>10} {'labels':>10} {'coverage':>9}")
+    for d in shown:
+        click.echo(
+            f"  {d.event_date!s:12} {d.features:>10,} {d.labels:>10,} {d.label_coverage:>8.0%}"
+        )
+
+
+@cli.command()
+@view_argument
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV with entity, event date, label and optional arrived_at.")  # fmt: skip
+@click.option(
+    "--start", callback=parse_date, help="Synthetic stream: first day to land labels for."
+)
+@click.option("--days", type=click.IntRange(min=1), help="Synthetic stream: number of days.")
+@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--scenario", type=click.Choice(["none", "covariate_shift", "concept_drift"]),
+              default="none", show_default=True)  # fmt: skip
+@click.option("--drift-start", callback=parse_date)
+@click.option("--label-delay-days", type=click.IntRange(min=0), default=None)
+@click.option("--until", callback=parse_datetime, help="Land labels that arrived before this time.")
+def labels(
+    view: str | None,
+    file: Path | None,
+    start: dt.date | None,
+    days: int | None,
+    rows_per_day: int,
+    seed: int,
+    scenario: str,
+    drift_start: dt.date | None,
+    label_delay_days: int | None,
+    until: dt.datetime | None,
+) -> None:
+    """Land ground-truth labels for earlier days, so live accuracy can be measured.
+
+    From a CSV (--file), or from the synthetic stream (--start/--days with the same seed and
+    scenario as `generate`): the labels of those days that arrived before --until.
+    """
+    fv = view_named(view)
+    store = settings_store()
+    store.require_tables(fv)
+    if file is not None:
+        from ctloop.ingest.files import import_labels_csv
+
+        result = import_labels_csv(store, fv, file)
+        _echo_columns(result.renamed, result.ignored)
+        click.echo(f"{file}: {result.labels_written} labels written")
+        return
+    if start is None or days is None:
+        raise click.UsageError("give --file, or --start and --days for the synthetic stream")
+    from ctloop.ingest.synth import Scenario, StreamConfig, stream
+
+    config = StreamConfig(
+        seed=seed, rows_per_day=rows_per_day, scenario=Scenario(scenario), drift_start=drift_start,
+        label_delay_days=(
+            fv.training.label_delay_days if label_delay_days is None else label_delay_days
+        ),
+    )  # fmt: skip
+    until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    total = 0
+    for day, _, day_labels in stream(fv, start, days, config):
+        arrived = day_labels[day_labels["arrived_at"] < until]
+        total += store.upsert_labels(fv, arrived) if not arrived.empty else 0
+        click.echo(f"{day}: {len(arrived)} labels landed", err=True)
+    click.echo(f"{total} labels landed for {fv.name}")
+
+
+@cli.command("sample-data")
+@click.argument("name", type=click.Choice(["breast_cancer", "wine", "diabetes"]))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file to write.")  # fmt: skip
+@click.option("--start", callback=parse_date, default="2026-01-01", show_default=True,
+              help="First event date.")  # fmt: skip
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Event dates the rows are spread over.")  # fmt: skip
+@click.option("--label-delay-days", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Days after its event date each label arrives (arrived_at).")  # fmt: skip
+def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_days: int) -> None:
+    """Write a real data set bundled with scikit-learn (breast_cancer: binary, wine:
+    multiclass, diabetes: regression) as a CSV with its own column names, for the views in
+    examples/views/ and the README's "Bring your own data" walkthrough."""
+    from ctloop.ingest.sample import write_sample
+
+    path = write_sample(name, out, start=start, days=days, label_delay_days=label_delay_days)
+    click.echo(f"wrote {path} ({name}, {days} days from {start}, "
+               f"labels {label_delay_days} days late)")  # fmt: skip

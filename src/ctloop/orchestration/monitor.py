@@ -1,0 +1,40 @@
+"""The monitor DAG's task: one drift/decay check of a view's prediction log against its
+champion, and the decision whether to trigger retraining."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ctloop.orchestration.connection import feature_store_url
+from ctloop.orchestration.context import fail_fast, jsonable, param_time
+
+log = logging.getLogger(__name__)
+
+
+def ct_in_flight(view: str, context: Mapping[str, Any]) -> bool:
+    """Whether a run of `ct_<view>` is queued or running, asked of Airflow itself."""
+    ti = context["ti"]
+    return ti.get_dr_count(dag_id=f"ct_{view}", states=["queued", "running"]) > 0
+
+
+def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The monitor DAG's check: drift/decay vs the champion, decision, report; one log line."""
+    # heavy: only when the task runs (DAG files import this module at parse time)
+    from ctloop.features.view import load_view
+    from ctloop.monitoring.check import monitor_step
+    from ctloop.registry import Registry
+    from ctloop.store.features import FeatureStore
+
+    since, until = param_time(context, "since"), param_time(context, "until")
+    with fail_fast():
+        store = FeatureStore(feature_store_url())
+        try:
+            decision = monitor_step(
+                load_view(view), store, Registry.from_settings(), since, until,
+                ct_in_flight=ct_in_flight(view, context),
+            )  # fmt: skip
+        finally:
+            store.dispose()
+    return jsonable(decision)
