@@ -45,6 +45,7 @@ import pandas as pd
 import yaml
 
 from ctloop.errors import CtloopError
+from ctloop.predlog.store import PredictionLog
 
 Say = Callable[[str], None]
 
@@ -249,10 +250,11 @@ def send_day(url: str, bodies: list[dict[str, Any]], batch: int = 100) -> list[d
 def wait_logged(store: Any, view: str, expected: int, timeout: float = 60) -> int:
     """Wait until the prediction log holds `expected` rows (the writer flushes every 0.5 s)."""
     deadline = time.monotonic() + timeout
-    count = store.count_prediction_logs(view)
+    predictions = PredictionLog(store)
+    count = predictions.count(view)
     while count < expected and time.monotonic() < deadline:
         time.sleep(0.2)
-        count = store.count_prediction_logs(view)
+        count = predictions.count(view)
     return count
 
 
@@ -277,7 +279,7 @@ def daily_accuracy(
 ) -> dict[str, tuple[float | None, float | None]]:
     """Per day: accuracy of what was served (prediction log joined to landed labels) and of
     the first champion on the same customers."""
-    logs = store.read_prediction_logs(
+    logs = PredictionLog(store).read(
         view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1)
     )  # fmt: skip
     first = min(days)
@@ -530,7 +532,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         for rec in records:
             rec.served_accuracy, rec.static_accuracy = scores[rec.day]
             rec.oracle_accuracy = oracle.get(rec.day)
-        logged = store.count_prediction_logs(view.name)
+        logged = PredictionLog(store).count(view.name)
 
     summary = _verdict(config, records, sent_total, logged, v1)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -5,7 +5,7 @@ A request hands its row to `submit`, which only puts it on a bounded in-memory q
 microseconds, never blocks, never raises). One background thread per process drains the
 queue in batches (`batch_size` rows or `flush_seconds` after the first, whichever comes
 first) and inserts each batch in one transaction through the sink, normally
-`FeatureStore.write_prediction_logs`.
+`PredictionLog.write` (`ctloop.predlog.store`).
 
 When the database is down or slow, requests are still answered:
 
