@@ -20,8 +20,9 @@ import sqlalchemy as sa
 
 from ctloop.errors import StoreUnavailableError
 from ctloop.predlog.row import encode_row
+from ctloop.predlog.spill import from_line, to_line
 from ctloop.predlog.store import PredictionLog
-from ctloop.predlog.writer import PredictionLogWriter, WriterConfig, _from_line, _to_line
+from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.store.features import FeatureStore
 
 DOWN_URL = "mysql+pymysql://root@127.0.0.1:1/ctloop_down"  # nothing listens on port 1
@@ -131,7 +132,7 @@ def test_a_spilled_row_is_replayed_exactly_as_it_would_have_been_written(
     """A value orjson refuses (an integer beyond 64 bits, a numpy float) must not come back
     from a spill file changed, nor make the line unreadable."""
     odd = {**row(1), "features": {"id": 2**70, "age": np.float64(0.25), "x": float("nan")}}
-    back = _from_line(_to_line(odd))
+    back = from_line(to_line(odd))
     assert log.write([back]) == 1
     with log.db.engine.connect() as conn:
         stored = conn.execute(sa.select(log.table.c.features)).scalar_one()
