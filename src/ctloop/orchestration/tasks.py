@@ -212,7 +212,7 @@ def as_of_date(context: Mapping[str, Any]) -> dt.date:
     scheduled to start (`run_after`: asset-triggered and manual runs without a logical
     date). Dates are taken in UTC, like the feature store's timestamps.
     """
-    from ctloop.store.dates import to_date
+    from ctloop.store.features import to_date
 
     params = context.get("params") or {}
     raw = params.get("as_of")
@@ -424,8 +424,7 @@ def land_synthetic_day(
     """
     from ctloop.features.view import load_view
     from ctloop.ingest.synth import StreamConfig, check_view, generate_day
-    from ctloop.store.dates import as_of_instant
-    from ctloop.store.features import FeatureStore
+    from ctloop.store.features import FeatureStore, as_of_instant
 
     view = load_view(view_name)
     config = StreamConfig(
@@ -460,7 +459,7 @@ def ingest_day(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     The day is the `day` param when given, else the start of the run's data interval
     (a daily run lands the day that just ended), else the day before `run_after`.
     """
-    from ctloop.store.dates import to_date
+    from ctloop.store.features import to_date
 
     params = context.get("params") or {}
     with fail_fast():

@@ -7,6 +7,10 @@ SQLAlchemy Core with bound parameters. Writes are idempotent upserts keyed on (e
 event date), so re-running a day never duplicates rows. The prediction log
 (`ctloop.predlog.store`) and the drift report (`ctloop.monitoring.reports`) share the
 database and engine but keep their SQL in their own packages.
+
+`to_date` and `as_of_instant` live in `dates`; they are re-exported here because callers
+across the loop (training runs, the Airflow glue, ingestion) import the store's date rules
+from the store's face, and that path stays stable while those parts move.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from sqlalchemy.engine import URL, Connection
 from ctloop.errors import CtloopError, DataValidationError
 from ctloop.features.view import FeatureView
 from ctloop.settings import Settings, get_settings
+from ctloop.store.dates import as_of_instant, to_date
 from ctloop.store.engine import MYSQL_DIALECTS
 from ctloop.store.status import StatusReads
 from ctloop.store.training_sets import TrainingSetReads
+
+__all__ = ["FeatureStore", "as_of_instant", "to_date"]
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,7 @@ from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView, load_view
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
 from ctloop.settings import Settings, get_settings, project_root
-from ctloop.store.dates import to_date
-from ctloop.store.features import FeatureStore
+from ctloop.store.features import FeatureStore, to_date
 from ctloop.training.datagate import (
     DataGateError,
     GateReport,
