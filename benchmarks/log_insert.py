@@ -3,7 +3,7 @@
 The serving writer's cost per logged record is paid twice on a machine that also runs the
 database: in the service process (encoding, the driver) and in `mariadbd` (parsing,
 JSON_TABLE, InnoDB and its four indexes). This measures both for the paths
-`FeatureStore.write_prediction_logs` can take, on a database of its own (dropped after):
+`PredictionLog.write` can take, on a database of its own (dropped after):
 
 * `json_table`: the shipped path, one JSON document per batch (hex-encoded under PyMySQL);
 * `json_table_plain`: the same under PyMySQL without the hex encoding (what it replaced);
@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ctloop.predlog.row import encode_row  # noqa: E402
+from ctloop.predlog.store import PredictionLog  # noqa: E402
 from ctloop.store.features import FeatureStore  # noqa: E402
 
 FIELDS_FIRST = "mysqldb json_table, JSON fields first"
@@ -112,22 +113,23 @@ def main() -> None:
             for driver in ("pymysql", "mysqldb")
         }
         stores["pymysql"].init([])
-        plain = FeatureStore(SERVER + f"/{db}")
+        logs = {driver: PredictionLog(store) for driver, store in stores.items()}
+        plain = PredictionLog(FeatureStore(SERVER + f"/{db}"))
         plain._hex_documents = False  # the PyMySQL path before hex documents
         paths: dict[str, Callable[[list[dict[str, Any]]], int]] = {
-            "pymysql json_table (shipped)": stores["pymysql"].write_prediction_logs,
-            "pymysql json_table_plain": plain.write_prediction_logs,
-            "pymysql executemany": lambda b: stores["pymysql"]._write_prediction_logs_executemany(
+            "pymysql json_table (shipped)": logs["pymysql"].write,
+            "pymysql json_table_plain": plain.write,
+            "pymysql executemany": lambda b: logs["pymysql"]._write_executemany(
                 [encode_row(r) for r in b]
             ),
-            "mysqldb json_table (shipped)": stores["mysqldb"].write_prediction_logs,
-            FIELDS_FIRST: stores["mysqldb"].write_prediction_logs,
-            "mysqldb executemany": lambda b: stores["mysqldb"]._write_prediction_logs_executemany(
+            "mysqldb json_table (shipped)": logs["mysqldb"].write,
+            FIELDS_FIRST: logs["mysqldb"].write,
+            "mysqldb executemany": lambda b: logs["mysqldb"]._write_executemany(
                 [encode_row(r) for r in b]
             ),
         }
-        for store in (*stores.values(), plain):
-            store.write_prediction_logs(make_rows(10, rng))  # connect, and ask for JSON_TABLE
+        for log in (*logs.values(), plain):
+            log.write(make_rows(10, rng))  # connect, and ask for JSON_TABLE
         for repeat in range(args.repeats):
             for name, write in paths.items():
                 rows = make_rows(args.rows, rng)

@@ -27,6 +27,7 @@ from ctloop.core.predictor import Predictor
 from ctloop.features.view import load_view
 from ctloop.ingest.synth import StreamConfig, generate_day, stream
 from ctloop.monitoring import check as monitor
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
@@ -81,7 +82,7 @@ def main() -> None:
                 features[view.entity], records.to_dict("records"), classes, proba, strict=True))
         ]  # fmt: skip
         for i in range(0, len(rows), 10_000):
-            store.write_prediction_logs(rows[i : i + 10_000])
+            PredictionLog(store).write(rows[i : i + 10_000])
         since, until = t0, t0 + dt.timedelta(days=2)
         times = []
         for i in range(args.repeats):

@@ -42,6 +42,7 @@ from starlette.routing import Route
 from ctloop.core.metrics import Output
 from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
+from ctloop.predlog.store import PredictionLog
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.registry import Registry
 from ctloop.settings import get_settings
@@ -134,12 +135,14 @@ class ModelService:
             on_event=self.metrics.model_event,
         )
         self.store: FeatureStore | None = None
+        self.predictions: PredictionLog | None = None
         self.writer: PredictionLogWriter | None = None
         if CONFIG.log_mode != "off":
             self.store = FeatureStore.from_settings(SETTINGS)
-        if self.store is not None and CONFIG.log_mode == "async":
+            self.predictions = PredictionLog(self.store)
+        if self.store is not None and self.predictions is not None and CONFIG.log_mode == "async":
             self.writer = PredictionLogWriter(
-                self.store.write_prediction_logs,
+                self.predictions.write,
                 WriterConfig(
                     spill_dir=state_dir / "spill",
                     batch_size=CONFIG.log_batch_size,
@@ -304,8 +307,8 @@ class ModelService:
         ]
         if self.writer is not None:
             self.writer.submit_many(rows)
-        elif self.store is not None:  # "sync": the naive design, measured in the benchmark
-            self.store.write_prediction_logs(rows)
+        elif self.predictions is not None:  # "sync": the naive design, measured in the benchmark
+            self.predictions.write(rows)
 
 
 def _answers(output: Output) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from ctloop.core.predictor import Predictor, to_model_frame
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest.sample import sample_frame
 from ctloop.monitoring import check as monitor
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
@@ -246,9 +247,9 @@ def wire_records(view: FeatureView, frame: pd.DataFrame) -> list[dict[str, Any]]
 
 def wait_logged(store: FeatureStore, name: str, expected: int, server: Server) -> None:
     deadline = time.monotonic() + 60
-    while store.count_prediction_logs(name) < expected:
+    while PredictionLog(store).count(name) < expected:
         if time.monotonic() > deadline:
-            pytest.fail(f"{store.count_prediction_logs(name)} of {expected} logged\n"
+            pytest.fail(f"{PredictionLog(store).count(name)} of {expected} logged\n"
                         f"{server.tail()}")  # fmt: skip
         time.sleep(0.5)
 

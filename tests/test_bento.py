@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from ctloop.features.view import load_view_file
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
@@ -102,5 +103,5 @@ def test_built_bento_serves_the_champion_and_logs(tmp_path: Path) -> None:
         finally:
             assert server.stop() == 0, server.tail()
         # SIGTERM flushed the log: the one answer is one row
-        assert store.count_prediction_logs(view.name) == 1
+        assert PredictionLog(store).count(view.name) == 1
         store.dispose()

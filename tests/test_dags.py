@@ -455,7 +455,7 @@ def first_run(world: dict) -> dict[str, Any]:
 def replaced_labels(world: dict, change) -> Iterator[None]:
     """Upsert changed labels for the window (same keys), restore the originals afterwards."""
     store, view = world["store"], world["view"]
-    original = store.labels_arrived(view, None, dt.datetime.combine(AS_OF, dt.time.min))
+    original = store.labels_for_days(view, START, AS_OF, dt.datetime.combine(AS_OF, dt.time.min))
     store.upsert_labels(view, change(original.copy()))
     try:
         yield
@@ -466,12 +466,14 @@ def replaced_labels(world: dict, change) -> Iterator[None]:
 @contextlib.contextmanager
 def replaced_features(world: dict, change) -> Iterator[None]:
     store, view = world["store"], world["view"]
-    original = store.features_between(view, START, AS_OF)
-    store.upsert_features(view, change(original.copy()))
+    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
+        [view.event_date, view.entity], ignore_index=True
+    )
+    store.ingest(view, change(original.copy()))
     try:
         yield
     finally:
-        store.upsert_features(view, original)
+        store.ingest(view, original)
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,7 @@ import yaml
 
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest.synth import StreamConfig, stream
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
@@ -299,7 +300,8 @@ class Traffic:
 def logged_ids(store: FeatureStore) -> list[str]:
     """Every request id in prediction_log, read directly (not through the relay)."""
     with store.engine.connect() as conn:
-        return list(conn.execute(sa.select(store.prediction_log.c.request_id)).scalars())
+        table = PredictionLog(store).table
+        return list(conn.execute(sa.select(table.c.request_id)).scalars())
 
 
 def worker_metadata(

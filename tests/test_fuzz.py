@@ -36,6 +36,7 @@ from serving.config import ServingConfig
 from serving.limits import BodySizeLimit
 
 from ctloop.features.view import FeatureView, load_view_file
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
@@ -96,7 +97,7 @@ def api_schema(service: dict[str, Any]) -> schemathesis.BaseSchema:
 
 def logged_row(store: FeatureStore, request_id: str, timeout: float = 10) -> dict[str, Any]:
     """The prediction_log row of one answer, once the writer has flushed it."""
-    table = store.prediction_log
+    table = PredictionLog(store).table
     query = sa.select(table).where(table.c.request_id == request_id)
     deadline = time.monotonic() + timeout
     while True:
@@ -310,7 +311,7 @@ def test_sql_injection_strings_are_answered_and_stored_verbatim(service: dict[st
         check_stored_verbatim(store, view, sent, request_id)
     assert table_names(store) == tables
     with store.engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(sa.select(store.prediction_log.c.request_id))]
+        ids = [r[0] for r in conn.execute(sa.select(PredictionLog(store).table.c.request_id))]
     assert {rid for _, rid in answered} <= set(ids) and len(ids) == len(set(ids))
 
 

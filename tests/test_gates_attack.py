@@ -105,7 +105,7 @@ def corrupted_labels(
 ) -> Iterator[None]:
     """Upsert corrupted labels for the window (same keys); restore the originals after."""
     store, view = world["store"], world["view"]
-    original = store.labels_arrived(view, None, dt.datetime.combine(AS_OF, dt.time.min))
+    original = store.labels_for_days(view, START, AS_OF, dt.datetime.combine(AS_OF, dt.time.min))
     store.upsert_labels(view, corrupt(original.copy()))
     try:
         yield
@@ -118,12 +118,14 @@ def corrupted_features(
     world: dict[str, Any], corrupt: Callable[[pd.DataFrame], pd.DataFrame]
 ) -> Iterator[None]:
     store, view = world["store"], world["view"]
-    original = store.features_between(view, START, AS_OF)
-    store.upsert_features(view, corrupt(original.copy()))
+    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
+        [view.event_date, view.entity], ignore_index=True
+    )
+    store.ingest(view, corrupt(original.copy()))
     try:
         yield
     finally:
-        store.upsert_features(view, original)
+        store.ingest(view, original)
 
 
 # ---------------------------------------------------------------------- poisoned labels
@@ -232,7 +234,9 @@ def dropped_column(world: dict[str, Any], column: str) -> Iterator[None]:
     """Drop a feature column from the table itself (an upstream migration gone wrong);
     add it back and restore its values afterwards."""
     store, view = world["store"], world["view"]
-    original = store.features_between(view, START, AS_OF)
+    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
+        [view.event_date, view.entity], ignore_index=True
+    )
     table = view.features_table
     engine = sa.create_engine(world["url"], poolclass=sa.pool.NullPool)
     try:
@@ -243,7 +247,7 @@ def dropped_column(world: dict[str, Any], column: str) -> Iterator[None]:
         finally:
             with engine.begin() as conn:
                 conn.execute(sa.text(f"ALTER TABLE `{table}` ADD COLUMN `{column}` DOUBLE NULL"))
-            store.upsert_features(view, original)
+            store.ingest(view, original)
     finally:
         engine.dispose()
 

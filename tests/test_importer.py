@@ -21,6 +21,16 @@ from ctloop.store.features import FeatureStore
 DAY = dt.date(2026, 4, 1)
 
 
+def _features_of_day(store: FeatureStore, view: FeatureView) -> pd.DataFrame:
+    """The feature rows stored for DAY."""
+    return store.latest_features(view, DAY + dt.timedelta(days=1), 10**6, since=DAY)
+
+
+def _labels_arrived(store: FeatureStore, view: FeatureView, until: dt.datetime) -> pd.DataFrame:
+    """Every stored label that had arrived before `until`, whatever its event date."""
+    return store.labels_for_days(view, dt.date(2000, 1, 1), dt.date(2100, 1, 1), until)
+
+
 def _csv(tmp_path: Path, view: FeatureView, rows: int = 20, labels: bool = True) -> pd.DataFrame:
     features, lab = generate_day(DAY, StreamConfig(rows_per_day=rows))
     frame = features.copy()
@@ -43,7 +53,7 @@ def test_valid_csv_imports_features_and_labels(tmp_path, store: FeatureStore, vi
     counts = store.table_counts()
     assert counts["credit_score_features"] == 20
     assert counts["credit_score_labels"] == 20
-    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1))
+    back = _features_of_day(store, view)
     merged = back.merge(frame, on=view.entity, suffixes=("", "_csv"))
     assert (merged["annual_income"].fillna(-1) == merged["annual_income_csv"].fillna(-1)).all()
 
@@ -170,7 +180,7 @@ def test_headers_resolve_by_normalised_name_and_explicit_mapping(
     }
     assert result.ignored == []
     assert (result.features_written, result.labels_written) == (20, 20)
-    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1))
+    back = _features_of_day(store, view)
     merged = back.merge(frame, left_on="customer_id", right_on="Customer ID")
     assert (merged["credit_history_age_months"] == merged["History (months)"]).all()
 
@@ -226,7 +236,7 @@ def test_missing_markers_are_missing_values(tmp_path, store: FeatureStore, view,
     frame.loc[4, "occupation"] = marker  # nullable categorical
     result = import_csv(store, view, _save(frame, tmp_path))
     assert result.features_written == 20
-    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1)).set_index(view.entity)
+    back = _features_of_day(store, view).set_index(view.entity)
     assert pd.isna(back.loc[frame.loc[3, view.entity], "annual_income"])
     assert pd.isna(back.loc[frame.loc[4, view.entity], "occupation"])
 
@@ -281,7 +291,7 @@ def test_arrived_at_offsets_are_converted_to_utc(tmp_path, store: FeatureStore, 
     frame.loc[3, "event_date"] = "2026-04-01T00:30:00+02:00"  # the date as written, not UTC's
     result = import_csv(store, view, _save(frame, tmp_path))
     assert result.labels_written == 5
-    back = store.labels_arrived(view, None, dt.datetime(2030, 1, 1)).set_index(view.entity)
+    back = _labels_arrived(store, view, dt.datetime(2030, 1, 1)).set_index(view.entity)
     arrived = [back.loc[e, "arrived_at"] for e in frame[view.entity]]
     assert arrived == [
         pd.Timestamp("2026-04-08 08:00:00"),
@@ -323,11 +333,11 @@ def test_parquet_file_is_imported_through_the_same_checks(
     result = import_csv(store, view, path)
     assert (result.features_written, result.labels_written) == (20, 20)
     assert result.renamed == {"Customer ID": "customer_id"}
-    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1)).set_index(view.entity)
+    back = _features_of_day(store, view).set_index(view.entity)
     src = features.set_index(view.entity).loc[back.index]
     pd.testing.assert_series_equal(back["annual_income"], src["annual_income"])
     pd.testing.assert_series_equal(back["num_of_loan"], src["num_of_loan"], check_dtype=False)
-    stored = store.labels_arrived(view, None, dt.datetime(2030, 1, 1)).set_index(view.entity)
+    stored = _labels_arrived(store, view, dt.datetime(2030, 1, 1)).set_index(view.entity)
     expected = lab.set_index(view.entity)["arrived_at"] - pd.Timedelta(hours=2)  # CEST in April
     assert (stored["arrived_at"] == expected.loc[stored.index]).all()
 
@@ -355,7 +365,7 @@ def test_labels_file_uses_the_same_rules(tmp_path, store: FeatureStore, view) ->
         "Credit Score": "credit_score",
     }
     assert result.ignored == ["Comment"]
-    back = store.labels_arrived(view, None, dt.datetime(2030, 1, 1)).set_index(view.entity)
+    back = _labels_arrived(store, view, dt.datetime(2030, 1, 1)).set_index(view.entity)
     assert back.loc["C1", "arrived_at"] == pd.Timestamp("2026-04-08 10:00:00")
 
     path.write_text(
@@ -376,7 +386,7 @@ def test_labels_file_uses_the_same_rules(tmp_path, store: FeatureStore, view) ->
         "row 5, column 'customer_id': duplicate entity and event date in this file",
     ]
     assert "nothing was written" in str(info.value)
-    assert len(store.labels_arrived(view, None, dt.datetime(2030, 1, 1))) == 2
+    assert len(_labels_arrived(store, view, dt.datetime(2030, 1, 1))) == 2
 
 
 # ---------------------------------------------------------------- regression labels
@@ -412,7 +422,7 @@ def test_regression_labels_import_as_numbers(
     )
     result = import_csv(store, regression, path)
     assert (result.features_written, result.labels_written) == (4, 3)
-    back = store.labels_arrived(regression, None, dt.datetime(2030, 1, 1)).set_index("house_id")
+    back = _labels_arrived(store, regression, dt.datetime(2030, 1, 1)).set_index("house_id")
     assert back["y"].to_dict() == {"H1": 250000.5, "H2": 0.0, "H4": 1000.0}
     assert back["y"].dtype == "float64"
 
@@ -439,7 +449,7 @@ def test_regression_labels_file(tmp_path, store: FeatureStore, regression: Featu
         "H2,2026-04-01, 7 ,2026-04-03\n"
     )
     assert import_labels_csv(store, regression, path).labels_written == 2
-    back = store.labels_arrived(regression, None, dt.datetime(2030, 1, 1)).set_index("house_id")
+    back = _labels_arrived(store, regression, dt.datetime(2030, 1, 1)).set_index("house_id")
     assert back["y"].to_dict() == {"H1": 12.25, "H2": 7.0}
     path.write_text("house_id,event_date,y\nH5,2026-04-01,-0.5\nH6,2026-04-01,twelve\n")
     with pytest.raises(DataValidationError) as info:
@@ -473,7 +483,7 @@ def test_whole_numbers_from_parquet_stay_whole(tmp_path, store: FeatureStore) ->
     frame.iloc[:2].to_parquet(path, index=False)
     result = import_csv(store, view, path)
     assert (result.features_written, result.labels_written) == (2, 2)
-    labels = store.labels_arrived(view, None, dt.datetime(2100, 1, 1))
+    labels = _labels_arrived(store, view, dt.datetime(2100, 1, 1))
     assert sorted(labels["customer_id"]) == ["123", "124"]
     assert sorted(labels["churned"]) == ["0", "1"]
     frame.to_parquet(path, index=False)  # the third row has no entity: refused by name

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from ctloop.features.view import load_view_file
 from ctloop.predlog.row import encode_row
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 from tests.conftest import ROOT, mariadb_database
@@ -127,10 +128,10 @@ def test_load_every_answer_logged_once_every_bad_request_refused(
     assert result["answered"] == result["logged"] == answers["answered_records"], printed
     assert result["not_logged"] == [] and result["not_answered"] == []
     store = service["store"]
-    assert store.count_prediction_logs() == answers["answered_records"]  # nothing outside
+    assert PredictionLog(store).count() == answers["answered_records"]  # nothing outside
 
     # realistic traffic: many customers, the event date sent and stored
-    table = store.prediction_log
+    table = PredictionLog(store).table
     with store.engine.connect() as conn:
         customers = conn.execute(sa.select(sa.func.count(sa.distinct(table.c.entity_id))))
         sample = conn.execute(sa.select(table.c.features).limit(50)).scalars().all()
@@ -154,7 +155,7 @@ def test_the_report_fails_when_a_logged_row_was_not_answered(
          "latency_ms": 1.0, "created_at": now}
         for rid in ids
     ]  # fmt: skip
-    assert store.write_prediction_logs([encode_row(r) for r in rows]) == 3
+    assert PredictionLog(store).write([encode_row(r) for r in rows]) == 3
     store.dispose()
     window = (now - dt.timedelta(seconds=1), now + dt.timedelta(seconds=1))
     answers = {

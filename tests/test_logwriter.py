@@ -20,6 +20,8 @@ import sqlalchemy as sa
 
 from ctloop.errors import StoreUnavailableError
 from ctloop.predlog.row import encode_row
+from ctloop.predlog.spill import from_line, to_line
+from ctloop.predlog.store import PredictionLog
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.store.features import FeatureStore
 
@@ -50,9 +52,16 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 @pytest.fixture
-def down_store() -> Iterator[FeatureStore]:
+def log(store: FeatureStore) -> PredictionLog:
+    """The prediction log of the test's fresh store database (SQLite and MariaDB)."""
+    return PredictionLog(store)
+
+
+@pytest.fixture
+def down_log() -> Iterator[PredictionLog]:
+    """A prediction log whose database never answers."""
     fs = FeatureStore(DOWN_URL)
-    yield fs
+    yield PredictionLog(fs)
     fs.dispose()
 
 
@@ -66,12 +75,12 @@ def spill_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "spill").glob("*.jsonl"))
 
 
-def test_rows_are_batched_by_size_and_by_time(store: FeatureStore, tmp_path: Path) -> None:
+def test_rows_are_batched_by_size_and_by_time(log: PredictionLog, tmp_path: Path) -> None:
     sizes: list[int] = []
 
     def sink(rows: list[dict[str, Any]]) -> int:
         sizes.append(len(rows))
-        return store.write_prediction_logs(rows)
+        return log.write(rows)
 
     writer = PredictionLogWriter(sink, config(tmp_path, batch_size=100, flush_seconds=0.3))
     writer.start()
@@ -88,24 +97,22 @@ def test_rows_are_batched_by_size_and_by_time(store: FeatureStore, tmp_path: Pat
         assert sizes[-1] == 1
     finally:
         writer.close()
-    assert store.count_prediction_logs("credit_score") == 251
+    assert log.count("credit_score") == 251
     stats = writer.stats()
     counts = (stats["queued"], stats["written"], stats["spilled"], stats["failed"])
     assert counts == (251, 251, 0, 0)
-    stored = store.read_prediction_logs(
-        "credit_score", dt.datetime(2026, 1, 1), dt.datetime(2027, 1, 1)
-    )
+    stored = log.read("credit_score", dt.datetime(2026, 1, 1), dt.datetime(2027, 1, 1))
     assert stored["request_id"].is_unique
     assert set(stored.columns) >= {"age", "proba_Good"}  # JSON columns as the monitor reads them
 
 
-def test_close_replays_what_an_overload_spilled(store: FeatureStore, tmp_path: Path) -> None:
+def test_close_replays_what_an_overload_spilled(log: PredictionLog, tmp_path: Path) -> None:
     """Traffic faster than the database fills the queue and spills; a shutdown while the
     database answers puts the spilled rows in the table too, not only on disk."""
 
     def slow_sink(rows: list[dict[str, Any]]) -> int:
         time.sleep(0.05)  # a database slower than the traffic
-        return store.write_prediction_logs(rows)
+        return log.write(rows)
 
     writer = PredictionLogWriter(slow_sink, config(tmp_path, max_queue=100, flush_seconds=60))
     writer.start()
@@ -115,45 +122,41 @@ def test_close_replays_what_an_overload_spilled(store: FeatureStore, tmp_path: P
     writer.close()
     stats = writer.stats()
     assert stats["written"] + stats["replayed"] == 1000 and stats["failed"] == 0
-    assert store.count_prediction_logs() == 1000
+    assert log.count() == 1000
     assert spill_files(tmp_path) == []
 
 
 def test_a_spilled_row_is_replayed_exactly_as_it_would_have_been_written(
-    store: FeatureStore,
+    log: PredictionLog,
 ) -> None:
     """A value orjson refuses (an integer beyond 64 bits, a numpy float) must not come back
     from a spill file changed, nor make the line unreadable."""
-    from ctloop.predlog.writer import _from_line, _to_line
-
     odd = {**row(1), "features": {"id": 2**70, "age": np.float64(0.25), "x": float("nan")}}
-    back = _from_line(_to_line(odd))
-    assert store.write_prediction_logs([back]) == 1
-    with store.engine.connect() as conn:
-        stored = conn.execute(sa.select(store.prediction_log.c.features)).scalar_one()
+    back = from_line(to_line(odd))
+    assert log.write([back]) == 1
+    with log.db.engine.connect() as conn:
+        stored = conn.execute(sa.select(log.table.c.features)).scalar_one()
     assert stored == encode_row(odd)["features"]
     assert stored.startswith('{"id":1180591620717411303424,"age":0.25')
 
 
-def test_close_flushes_everything_queued(store: FeatureStore, tmp_path: Path) -> None:
-    writer = PredictionLogWriter(
-        store.write_prediction_logs, config(tmp_path, batch_size=500, flush_seconds=60)
-    )
+def test_close_flushes_everything_queued(log: PredictionLog, tmp_path: Path) -> None:
+    writer = PredictionLogWriter(log.write, config(tmp_path, batch_size=500, flush_seconds=60))
     writer.start()
     for i in range(7):
         writer.submit(row(i))
     start = time.monotonic()
     writer.close()
     assert time.monotonic() - start < 5  # does not wait out the 60 s flush interval
-    assert store.count_prediction_logs() == 7
+    assert log.count() == 7
     writer.submit(row(99))  # after close a row is still kept: on disk
     assert writer.stats()["spilled"] == 1
 
 
 def test_database_down_spills_then_replays_exactly_once(
-    store: FeatureStore, down_store: FeatureStore, tmp_path: Path
+    log: PredictionLog, down_log: PredictionLog, tmp_path: Path
 ) -> None:
-    writer = PredictionLogWriter(down_store.write_prediction_logs, config(tmp_path))
+    writer = PredictionLogWriter(down_log.write, config(tmp_path))
     writer.start()
     try:
         for i in range(120):
@@ -165,10 +168,10 @@ def test_database_down_spills_then_replays_exactly_once(
         assert spill_files(tmp_path), "rows must be on disk while the database is down"
         lines = sum(len(p.read_text().splitlines()) for p in spill_files(tmp_path))
         assert lines == 120
-        writer.sink = store.write_prediction_logs  # the database comes back
+        writer.sink = log.write  # the database comes back
         for i in range(120, 130):
             writer.submit(row(i))
-        assert wait_for(lambda: store.count_prediction_logs() == 130, 15)
+        assert wait_for(lambda: log.count() == 130, 15)
         assert wait_for(lambda: not spill_files(tmp_path), 5)
     finally:
         writer.close()
@@ -178,32 +181,32 @@ def test_database_down_spills_then_replays_exactly_once(
     assert stats["database_ok"] is True
 
 
-def test_replay_skips_rows_already_stored(store: FeatureStore, tmp_path: Path) -> None:
+def test_replay_skips_rows_already_stored(log: PredictionLog, tmp_path: Path) -> None:
     """A batch that committed although its connection then failed is spilled too."""
     spill = tmp_path / "spill"
     spill.mkdir()
     rows = [encode_row(row(i)) for i in range(40)]
-    store.write_prediction_logs(rows[:15])  # these made it before the "failure"
+    log.write(rows[:15])  # these made it before the "failure"
     lines = [json.dumps({**r, "created_at": r["created_at"].isoformat()}) for r in rows]
     (spill / "spill-424242-1-dead.jsonl").write_text("\n".join(lines) + '\n{"request_id": "tr')
-    writer = PredictionLogWriter(store.write_prediction_logs, config(tmp_path))
+    writer = PredictionLogWriter(log.write, config(tmp_path))
     writer.start()
     try:
         assert wait_for(lambda: not spill_files(tmp_path), 10)
     finally:
         writer.close()
-    assert store.count_prediction_logs() == 40
+    assert log.count() == 40
     stats = writer.stats()
     assert (stats["replayed"], stats["duplicates"]) == (25, 15)
     assert stats["failed"] == 1  # the line cut short by the crash
 
 
-def test_full_queue_spills_instead_of_blocking(store: FeatureStore, tmp_path: Path) -> None:
+def test_full_queue_spills_instead_of_blocking(log: PredictionLog, tmp_path: Path) -> None:
     gate = threading.Event()
 
     def slow_sink(rows: list[dict[str, Any]]) -> int:
         gate.wait(20)  # a database that hangs
-        return store.write_prediction_logs(rows)
+        return log.write(rows)
 
     writer = PredictionLogWriter(slow_sink, config(tmp_path, batch_size=10, max_queue=20))
     writer.start()
@@ -216,7 +219,7 @@ def test_full_queue_spills_instead_of_blocking(store: FeatureStore, tmp_path: Pa
         assert stats["pending"] <= 20
         assert stats["spilled"] >= 200 - 20 - 10  # queue bound + one batch in flight
         gate.set()
-        assert wait_for(lambda: store.count_prediction_logs() == 200, 15)
+        assert wait_for(lambda: log.count() == 200, 15)
         assert wait_for(lambda: not spill_files(tmp_path), 5)
     finally:
         gate.set()
@@ -225,7 +228,7 @@ def test_full_queue_spills_instead_of_blocking(store: FeatureStore, tmp_path: Pa
     assert stats["written"] + stats["replayed"] == 200 and stats["failed"] == 0
 
 
-def test_close_with_a_hung_database_keeps_rows_on_disk(store: FeatureStore, tmp_path: Path) -> None:
+def test_close_with_a_hung_database_keeps_rows_on_disk(log: PredictionLog, tmp_path: Path) -> None:
     gate = threading.Event()
 
     def hung_sink(rows: list[dict[str, Any]]) -> int:
@@ -241,22 +244,20 @@ def test_close_with_a_hung_database_keeps_rows_on_disk(store: FeatureStore, tmp_
     gate.set()
     assert writer.stats()["spilled"] >= 23
     # the next process (same spill dir) replays everything, once
-    successor = PredictionLogWriter(store.write_prediction_logs, config(tmp_path))
+    successor = PredictionLogWriter(log.write, config(tmp_path))
     successor.start()
     try:
-        assert wait_for(lambda: store.count_prediction_logs() == 23, 15)
+        assert wait_for(lambda: log.count() == 23, 15)
         assert wait_for(lambda: not spill_files(tmp_path), 5)
     finally:
         successor.close()
 
 
 def test_live_process_files_are_not_claimed_dead_ones_are_claimed_once(
-    store: FeatureStore, down_store: FeatureStore, tmp_path: Path
+    log: PredictionLog, down_log: PredictionLog, tmp_path: Path
 ) -> None:
     # a live worker whose database is down: its spill file stays locked and its own
-    live = PredictionLogWriter(
-        down_store.write_prediction_logs, config(tmp_path), probe=down_store.ping
-    )
+    live = PredictionLogWriter(down_log.write, config(tmp_path), probe=down_log.db.ping)
     live.start()
     # three dead workers' leftovers
     spill = tmp_path / "spill"
@@ -274,14 +275,12 @@ def test_live_process_files_are_not_claimed_dead_ones_are_claimed_once(
         with (spill / own).open() as handle, pytest.raises(BlockingIOError):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # two healthy workers race for the orphans
-        adopters = [
-            PredictionLogWriter(store.write_prediction_logs, config(tmp_path)) for _ in range(2)
-        ]
+        adopters = [PredictionLogWriter(log.write, config(tmp_path)) for _ in range(2)]
         for a in adopters:
             a.start()
-        assert wait_for(lambda: store.count_prediction_logs() == 90, 15)
+        assert wait_for(lambda: log.count() == 90, 15)
         time.sleep(0.6)  # another scan round: nothing more may appear
-        assert store.count_prediction_logs() == 90
+        assert log.count() == 90
         assert [p.name for p in spill_files(tmp_path)] == [own]  # the live file untouched
         for a in adopters:
             a.close()
@@ -291,21 +290,21 @@ def test_live_process_files_are_not_claimed_dead_ones_are_claimed_once(
         live.close()
     # the live worker stopped with its database still down: its rows wait on disk
     assert len(spill_files(tmp_path)) == 1
-    heir = PredictionLogWriter(store.write_prediction_logs, config(tmp_path))
+    heir = PredictionLogWriter(log.write, config(tmp_path))
     heir.start()
     try:
-        assert wait_for(lambda: store.count_prediction_logs() == 100, 15)
+        assert wait_for(lambda: log.count() == 100, 15)
     finally:
         heir.close()
 
 
-def test_counter_hook_sees_every_event(store: FeatureStore, tmp_path: Path) -> None:
+def test_counter_hook_sees_every_event(log: PredictionLog, tmp_path: Path) -> None:
     seen: dict[str, int] = {}
 
     def hook(event: str, n: int) -> None:
         seen[event] = seen.get(event, 0) + n
 
-    writer = PredictionLogWriter(store.write_prediction_logs, config(tmp_path), on_count=hook)
+    writer = PredictionLogWriter(log.write, config(tmp_path), on_count=hook)
     writer.start()
     for i in range(12):
         writer.submit(row(i))

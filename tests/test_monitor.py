@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,8 @@ from ctloop.core.predictor import Predictor
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, stream
 from ctloop.monitoring import check as monitor
+from ctloop.monitoring.reports import DriftReports
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
@@ -62,8 +66,8 @@ def fresh_logs(champion: dict) -> Iterator[dict]:
     store, registry = champion["store"], champion["registry"]
     yield champion
     with store.begin() as conn:
-        conn.execute(store.prediction_log.delete())
-        conn.execute(store.drift_report.delete())
+        conn.execute(PredictionLog(store).table.delete())
+        conn.execute(DriftReports(store).table.delete())
     tags = registry.client.get_registered_model("credit_score").tags
     for tag in (ONSET_TAG, ONSET_FOUND_TAG):
         if tag in tags:
@@ -91,7 +95,7 @@ def log_day(world: dict, day: dt.date, features: pd.DataFrame) -> None:
                                                   strict=True))),
             "latency_ms": 1.0, "created_at": start + dt.timedelta(seconds=20 * i),
         })  # fmt: skip
-    world["store"].write_prediction_logs(rows)
+    PredictionLog(world["store"]).write(rows)
 
 
 def live_days(
@@ -228,7 +232,7 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict
     assert decision["status"] == "drift"
     assert decision["trigger"] is False
     assert decision["blocked"] == "a CT run is already in flight"
-    rows = pd.read_sql(store.drift_report.select(), store.engine)
+    rows = DriftReports(store).read(view.name)
     assert set(rows["check_id"]) == {decision["check_id"]}
     per_feature = rows[(rows["kind"] == "data") & (rows["statistic"] == "normed_wasserstein")]
     assert len(per_feature) == len(view.numeric_features)
@@ -245,3 +249,11 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict
     text = Path(page).read_text(encoding="utf-8")
     assert "Status: drift" in text
     assert "annual_income" in text
+
+
+def test_the_html_report_does_not_import_the_check() -> None:
+    """One-way: the check renders the report; the report knows only the result record, so
+    the two modules cannot import each other again."""
+    code = "import sys, ctloop.monitoring.report; print('ctloop.monitoring.check' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"

@@ -122,7 +122,7 @@ def test_rerun_same_as_of_reuses_version_and_keeps_champion(world: dict) -> None
 def corrupted_labels(world: dict, corrupt) -> Iterator[None]:
     """Replace the window's labels by a corrupted copy, restore the originals afterwards."""
     store, view = world["store"], world["view"]
-    original = store.labels_arrived(view, None, dt.datetime.combine(AS_OF, dt.time.min))
+    original = store.labels_for_days(view, START, AS_OF, dt.datetime.combine(AS_OF, dt.time.min))
     store.upsert_labels(view, corrupt(original.copy()))
     try:
         yield
@@ -133,12 +133,14 @@ def corrupted_labels(world: dict, corrupt) -> Iterator[None]:
 @contextlib.contextmanager
 def corrupted_features(world: dict, corrupt) -> Iterator[None]:
     store, view = world["store"], world["view"]
-    original = store.features_between(view, START, AS_OF)
-    store.upsert_features(view, corrupt(original.copy()))
+    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
+        [view.event_date, view.entity], ignore_index=True
+    )
+    store.ingest(view, corrupt(original.copy()))
     try:
         yield
     finally:
-        store.upsert_features(view, original)
+        store.ingest(view, original)
 
 
 def test_label_shuffled_data_does_not_move_champion(world: dict) -> None:

@@ -30,6 +30,7 @@ from serving.model import ModelManager
 from ctloop.core.predictor import Predictor, to_model_frame
 from ctloop.features.records import entity_of, model_rows, record_model, sample_records
 from ctloop.features.view import FeatureView, load_view_file
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import GATES, Registry, VersionInfo
 from ctloop.store.features import FeatureStore
 from ctloop.training.infra import check_model
@@ -82,26 +83,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def wait_for_rows(store: FeatureStore, expected: int, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
-    count = store.count_prediction_logs()
+    count = PredictionLog(store).count()
     while count < expected and time.monotonic() < deadline:
         time.sleep(0.25)
-        count = store.count_prediction_logs()
+        count = PredictionLog(store).count()
     return count
 
 
 def settled_count(store: FeatureStore, quiet: float = 2.5) -> int:
     """The row count once earlier tests' rows stopped arriving (flush interval is 2 s)."""
-    count, since = store.count_prediction_logs(), time.monotonic()
+    count, since = PredictionLog(store).count(), time.monotonic()
     while time.monotonic() - since < quiet:
         time.sleep(0.25)
-        now = store.count_prediction_logs()
+        now = PredictionLog(store).count()
         if now != count:
             count, since = now, time.monotonic()
     return count
 
 
 def logged(store: FeatureStore) -> pd.DataFrame:
-    return store.read_prediction_logs(
+    return PredictionLog(store).read(
         "credit_score", dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1), expand_features=False
     )
 
@@ -284,7 +285,7 @@ def test_every_answer_is_logged_exactly_once(world: dict[str, Any]) -> None:
     assert wait_for_rows(store, before + 150) == before + 150
     time.sleep(2.5)  # one more flush interval: nothing else may appear
     rows = logged(store).set_index("request_id").loc[list(ids)]
-    assert store.count_prediction_logs() == before + 150
+    assert PredictionLog(store).count() == before + 150
     assert (rows["model_version"] == world["v1"]).all()
     first, last = next(iter(ids)), list(ids)[-1]
     assert rows.loc[first, "entity_id"] == ids[first]["record"]["customer_id"]
@@ -513,7 +514,7 @@ def test_database_outage_keeps_serving_and_loses_nothing(world: dict[str, Any]) 
             writers = [http.get(f"{url}/metadata").json()["prediction_log"]["writer"]
                        for _ in range(6)]  # fmt: skip
         assert any(w["database_ok"] is False and w["spilled"] > 0 for w in writers)
-        assert store.count_prediction_logs() == before
+        assert PredictionLog(store).count() == before
     finally:
         proxy.start()  # back
     assert wait_for_rows(store, before + 60, timeout=45) == before + 60
@@ -532,5 +533,5 @@ def test_shutdown_flushes_the_log(world: dict[str, Any]) -> None:
     start = time.monotonic()
     assert server.stop() == 0, server.tail()
     assert time.monotonic() - start < 30
-    assert store.count_prediction_logs() == before + 25
+    assert PredictionLog(store).count() == before + 25
     assert not list((world["tmp"] / "serving" / "spill").glob("*.jsonl"))

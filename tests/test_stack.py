@@ -828,6 +828,7 @@ def test_a_manual_run_trains_a_champion_that_serving_loads(
 def drift_loop(live: dict[str, Any], first_model: dict[str, Any]) -> dict[str, Any]:
     """Covariate-shifted days land, drifted traffic is served, the monitor is triggered."""
     from ctloop.ingest.synth import Scenario, StreamConfig, generate_day
+    from ctloop.predlog.store import PredictionLog
     from ctloop.store.features import FeatureStore
 
     s: LiveStack = live["stack"]
@@ -851,7 +852,7 @@ def drift_loop(live: dict[str, Any], first_model: dict[str, Any]) -> dict[str, A
     bodies = json.loads(frame.to_json(orient="records"))
 
     store = FeatureStore(live["store_url"])
-    before = store.count_prediction_logs(VIEW)
+    before = PredictionLog(store).count(VIEW)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     versions = set()
     for body in bodies[:10]:
@@ -864,10 +865,10 @@ def drift_loop(live: dict[str, Any], first_model: dict[str, Any]) -> dict[str, A
         versions.add(r.json()["model_version"])
     assert versions == {first_model["champion"].version}
     deadline = time.monotonic() + 60
-    while store.count_prediction_logs(VIEW) < before + len(bodies):
+    while PredictionLog(store).count(VIEW) < before + len(bodies):
         assert time.monotonic() < deadline, f"prediction log incomplete\n{s.log('serving')}"
         time.sleep(0.5)
-    logged = store.count_prediction_logs(VIEW) - before
+    logged = PredictionLog(store).count(VIEW) - before
     store.dispose()
     until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
 

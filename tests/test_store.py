@@ -9,11 +9,13 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from ctloop.errors import DataValidationError, StoreUnavailableError
 from ctloop.features.view import FeatureView
 from ctloop.ingest.synth import StreamConfig, generate_day
 from ctloop.predlog.row import encode_json
+from ctloop.predlog.store import PredictionLog
 from ctloop.store.features import FeatureStore
 
 DAY = dt.date(2026, 3, 1)
@@ -25,6 +27,16 @@ def _day(day: dt.date, rows: int = 50, delay: int = 3, seed: int = 1):
 
 def _counts(store: FeatureStore) -> dict[str, int]:
     return store.table_counts()
+
+
+def _rows_read_by_sqlalchemy(
+    store: FeatureStore, view: FeatureView, as_of: dt.date
+) -> pd.DataFrame:
+    """The same point-in-time query read the plain way (SQLAlchemy rows, pandas): what
+    `training_set`'s preallocated, cursor-level read must reproduce."""
+    start, end = store.window(view, as_of, 30)
+    with store.engine.connect() as conn:
+        return pd.read_sql(store._training_query(view, start, end), conn)
 
 
 def test_init_is_idempotent_and_creates_all_tables(store: FeatureStore, view: FeatureView) -> None:
@@ -45,19 +57,19 @@ def test_upsert_twice_leaves_same_rows(store: FeatureStore, view: FeatureView) -
 
 def test_upsert_updates_values_in_place(store: FeatureStore, view: FeatureView) -> None:
     features, _ = _day(DAY, rows=5)
-    store.upsert_features(view, features)
+    store.ingest(view, features)
     changed = features.copy()
     changed["age"] = 99.0
-    store.upsert_features(view, changed)
-    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1))
+    store.ingest(view, changed)
+    back = store.latest_features(view, DAY + dt.timedelta(days=1), 10_000, since=DAY)
     assert len(back) == 5
     assert (back["age"] == 99.0).all()
 
 
 def test_missing_values_round_trip_as_missing(store: FeatureStore, view: FeatureView) -> None:
     features, _ = _day(DAY, rows=400)
-    store.upsert_features(view, features)
-    back = store.features_between(view, DAY, DAY + dt.timedelta(days=1))
+    store.ingest(view, features)
+    back = store.latest_features(view, DAY + dt.timedelta(days=1), 10_000, since=DAY)
     assert (
         back["monthly_inhand_salary"].isna().sum() == features["monthly_inhand_salary"].isna().sum()
     )
@@ -125,7 +137,7 @@ def test_training_set_types_order_and_chunking(store: FeatureStore, view: Featur
         assert frame[f.name].dtype == "float64"
     assert frame[view.event_date].is_monotonic_increasing
     assert set(frame[view.label.name]) <= set(view.label.classes)
-    streamed = pd.concat(list(store.iter_training_chunks(view, as_of, window_days=30)))
+    streamed = _rows_read_by_sqlalchemy(store, view, as_of)
     assert len(streamed) == len(frame)
     assert list(streamed[view.entity]) == list(frame[view.entity])
     pd.testing.assert_series_equal(
@@ -136,7 +148,7 @@ def test_training_set_types_order_and_chunking(store: FeatureStore, view: Featur
     # feature rows, so the arrays were allocated too long and are cut to the rows read
     early = DAY + dt.timedelta(days=4)
     partial = store.training_set(view, early, window_days=30)
-    expected = pd.concat(list(store.iter_training_chunks(view, early, window_days=30)))
+    expected = _rows_read_by_sqlalchemy(store, view, early)
     assert len(partial) == len(expected) == 1200
     assert list(partial[view.entity]) == list(expected[view.entity])
     assert partial[view.event_date].max() == pd.Timestamp(DAY + dt.timedelta(days=2))
@@ -155,7 +167,7 @@ def test_labels_with_unknown_class_are_refused_and_nothing_written(
 def test_missing_column_is_refused(store: FeatureStore, view: FeatureView) -> None:
     features, _ = _day(DAY, rows=10)
     with pytest.raises(DataValidationError, match=r"missing column.*interest_rate"):
-        store.upsert_features(view, features.drop(columns=["interest_rate"]))
+        store.ingest(view, features.drop(columns=["interest_rate"]))
 
 
 def test_ingest_is_atomic(store: FeatureStore, view: FeatureView, monkeypatch) -> None:
@@ -194,7 +206,7 @@ def test_latest_features_reads_the_newest_rows_before_a_date(
     store: FeatureStore, view: FeatureView
 ) -> None:
     for offset in range(3):
-        store.upsert_features(view, _day(DAY + dt.timedelta(days=offset), rows=10)[0])
+        store.ingest(view, _day(DAY + dt.timedelta(days=offset), rows=10)[0])
     newest = store.latest_features(view, DAY + dt.timedelta(days=10), 15)
     days = pd.to_datetime(newest[view.event_date]).dt.date
     assert len(newest) == 15
@@ -208,15 +220,14 @@ def test_latest_features_reads_the_newest_rows_before_a_date(
 
 
 def test_prediction_log_window_read_and_replay_dedup(store: FeatureStore) -> None:
+    log = PredictionLog(store)
     t0 = dt.datetime(2026, 3, 1, 12)
     rows = [_log_row("credit_score", t0 + dt.timedelta(minutes=i)) for i in range(10)]
     rows.append(_log_row("other_view", t0))
-    assert store.write_prediction_logs(rows) == 11
-    assert store.write_prediction_logs(rows[:5]) == 0  # replay writes nothing twice
-    assert store.count_prediction_logs() == 11
-    window = store.read_prediction_logs(
-        "credit_score", t0 + dt.timedelta(minutes=2), t0 + dt.timedelta(minutes=5)
-    )
+    assert log.write(rows) == 11
+    assert log.write(rows[:5]) == 0  # replay writes nothing twice
+    assert log.count() == 11
+    window = log.read("credit_score", t0 + dt.timedelta(minutes=2), t0 + dt.timedelta(minutes=5))
     assert len(window) == 3
     assert list(window["age"]) == [30, 30, 30]
     assert list(window["proba_Good"]) == [0.7, 0.7, 0.7]
@@ -227,8 +238,7 @@ def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) ->
     """MariaDB writes the log through one JSON_TABLE document, SQLite through executemany:
     both must store every value as given, NULLs, quotes, backslashes and emoji included
     (the service's schema bounds every length before a row exists)."""
-    import sqlalchemy as sa
-
+    log = PredictionLog(store)
     t0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456)
     tricky = 'O\'Brien \\ "quoted" ; DROP TABLE prediction_log; -- 🙂 ünïcode\n'
     rows = [
@@ -242,8 +252,8 @@ def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) ->
         # values orjson refuses: the batch takes the executemany path, stored as numbers
         {**_log_row("credit_score", t0), "features": {"age": np.float64(0.5), "id": 2**70}},
     ]  # fmt: skip
-    assert store.write_prediction_logs(rows) == 5
-    table = store.prediction_log
+    assert log.write(rows) == 5
+    table = log.table
     with store.engine.connect() as conn:
         stored = {r.request_id: r for r in conn.execute(sa.select(table))}
     for row in rows:
@@ -255,20 +265,21 @@ def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) ->
         assert float(back.latency_ms) == row["latency_ms"]
         assert back.created_at == row["created_at"]
     assert stored[rows[-1]["request_id"]].features == '{"age":0.5,"id":1180591620717411303424}'
-    assert store.write_prediction_logs(rows) == 0  # a replay writes nothing twice
-    assert store.count_prediction_logs() == 5
+    assert log.write(rows) == 0  # a replay writes nothing twice
+    assert log.count() == 5
 
 
 def test_a_large_log_batch_is_split_below_the_packet_budget(store: FeatureStore) -> None:
     """On MariaDB a batch over the statement budget goes in several statements of one
     transaction; every row lands once, whatever the split."""
-    store.json_document_bytes = 3_000  # a few rows per statement
+    log = PredictionLog(store)
+    log.json_document_bytes = 3_000  # a few rows per statement
     t0 = dt.datetime(2026, 3, 1, 12)
     rows = [{**_log_row("credit_score", t0), "features": {"age": i}} for i in range(101)]
-    assert store.write_prediction_logs(rows) == 101
-    assert store.write_prediction_logs(rows[::3]) == 0
-    assert store.count_prediction_logs() == 101
-    window = store.read_prediction_logs("credit_score", t0, t0 + dt.timedelta(seconds=1))
+    assert log.write(rows) == 101
+    assert log.write(rows[::3]) == 0
+    assert log.count() == 101
+    window = log.read("credit_score", t0, t0 + dt.timedelta(seconds=1))
     assert sorted(window["age"]) == list(range(101))
 
 

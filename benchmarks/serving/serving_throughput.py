@@ -272,6 +272,7 @@ def main() -> None:
     from benchmarks.serving.world import register_version
 
     from ctloop.features.view import load_view
+    from ctloop.predlog.store import PredictionLog
     from ctloop.store.features import FeatureStore
 
     view = load_view("credit_score", ROOT / "features")
@@ -403,7 +404,7 @@ def main() -> None:
                 answered = sum(r["requests"] for r in singles) + args.batch_size * sum(
                     r["requests"] for r in batches
                 )
-                logged = stores[mode].count_prediction_logs()
+                logged = PredictionLog(stores[mode]).count()
                 on_disk = sum(  # spilled rows a stopped service left for the next start
                     sum(1 for line in path.open() if line.strip())
                     for path in (tmp / mode).rglob("*.jsonl")

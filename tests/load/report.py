@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ctloop.predlog.store import PredictionLog
 from ctloop.store.features import FeatureStore
 
 VALID_NAMES = ("predict", "predict_batch")
@@ -87,7 +88,7 @@ def logged_ids(
     store: FeatureStore, view: str | None, start: dt.datetime, end: dt.datetime
 ) -> list[str]:
     """Request ids of the prediction_log rows with start <= created_at <= end."""
-    table = store.prediction_log
+    table = PredictionLog(store).table
     query = sa.select(table.c.request_id).where(
         table.c.created_at >= start, table.c.created_at <= end
     )

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ctloop.monitoring.check import MonitorResult
-    from ctloop.registry import Registry
+from ctloop.monitoring.result import MonitorResult
+from ctloop.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ def render(result: MonitorResult) -> str:
 
 def log_to_mlflow(registry: Registry, result: MonitorResult) -> str:
     """Log the report and headline numbers as a run of the view's monitoring experiment."""
-    import mlflow
+    import mlflow  # deferred: a heavy import, needed only when a report is logged
 
     mlflow.set_tracking_uri(registry.tracking_uri)
     experiment = registry.experiment_id(f"{result.view}-monitoring")

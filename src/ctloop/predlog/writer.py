@@ -5,7 +5,7 @@ A request hands its row to `submit`, which only puts it on a bounded in-memory q
 microseconds, never blocks, never raises). One background thread per process drains the
 queue in batches (`batch_size` rows or `flush_seconds` after the first, whichever comes
 first) and inserts each batch in one transaction through the sink, normally
-`FeatureStore.write_prediction_logs`.
+`PredictionLog.write` (`ctloop.predlog.store`).
 
 When the database is down or slow, requests are still answered:
 
@@ -19,12 +19,9 @@ When the database is down or slow, requests are still answered:
   through a replay, a batch that committed although its connection then failed) can never
   write a row twice.
 
-Spill files are per process (pid and a random suffix in the name) in a shared directory.
-A process holds an exclusive `flock` on every file it writes or replays; a file nobody
-holds a lock on belongs to a process that died (or closed it), and any process claims it by
-locking it and renaming it. The rename is the claim: of two processes racing for the same
-file, only one rename succeeds. So a new worker replays what a dead one left behind, and
-no file is replayed by two processes at once.
+Spill files are per process and claimed by renaming under a lock, so a new worker replays
+what a dead one left behind and no file is replayed by two processes at once: see
+`ctloop.predlog.spill`, which owns the files; this module decides when to use them.
 
 `close` (called from the service's shutdown hook, and at interpreter exit as a fallback)
 stops taking rows, writes or spills everything still queued, and releases the files.
@@ -36,34 +33,19 @@ import atexit
 import collections
 import contextlib
 import datetime as dt
-import fcntl
-import json
 import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
-from ctloop.predlog.row import encode_json, encode_row
+from ctloop.predlog.counters import Counters
+from ctloop.predlog.spill import Replayed, Sink, SpillFiles, batches
 
 log = logging.getLogger(__name__)
-
-Sink = Callable[[list[dict[str, Any]]], int]
-"""Inserts rows in one transaction, skipping stored request ids; returns rows inserted."""
-
-COUNTERS = ("queued", "written", "spilled", "replayed", "duplicates", "failed", "write_errors")
-"""queued: rows accepted; written: rows inserted from the live queue; spilled: rows put in a
-spill file; replayed: rows inserted from spill files; duplicates: rows the sink skipped as
-already stored (safe replays); failed: rows that could be neither written nor spilled (lost,
-should stay 0); write_errors: failed insert attempts."""
-
-SPILL_SUFFIX = ".jsonl"
 
 
 @dataclass(frozen=True)
@@ -85,35 +67,6 @@ class WriterConfig:
             raise ValueError("flush_seconds and retry_seconds must be positive")
 
 
-def _to_line(row: dict[str, Any]) -> str:
-    """One spill line. orjson writes naive datetimes as isoformat() does; _from_line reads
-    them back. A row orjson refuses (an integer beyond 64 bits, a float subclass) is written
-    with its JSON fields as text, so that replay stores exactly what the live insert would
-    have: read back as objects, such values would come back changed (a big integer as a
-    float)."""
-    try:
-        return orjson.dumps(row).decode() + "\n"
-    except TypeError:
-        return encode_json(encode_row(row)) + "\n"
-
-
-def _from_line(line: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(line)
-    except orjson.JSONDecodeError:  # e.g. NaN written by the json fallback
-        data = json.loads(line)
-    if not isinstance(data, dict) or "request_id" not in data:
-        raise ValueError("not a prediction log row")
-    if isinstance(data.get("created_at"), str):
-        data["created_at"] = dt.datetime.fromisoformat(data["created_at"])
-    return data
-
-
-def _batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield list(rows[start : start + size])
-
-
 class PredictionLogWriter:
     """One process's prediction-log writer: a bounded queue, a thread, spill files."""
 
@@ -130,19 +83,15 @@ class PredictionLogWriter:
         self.config = config
         self._prepare = prepare
         self._probe = probe
-        self._on_count = on_count
         # A deque, not a queue.Queue: append/popleft are atomic under the GIL and wake
         # nobody. queue.Queue notifies the waiting writer on every put, which costs a
         # thread switch and a GIL hand-off per row and cut batch throughput by half.
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = threading.Event()  # set when a full batch is waiting, or on close
         self._batch_started: float | None = None  # when the oldest queued row arrived
-        self._counts = dict.fromkeys(COUNTERS, 0)
-        self._handled = 0  # rows written, spilled or lost: flush() waits for it to reach queued
-        self._count_lock = threading.Lock()
-        self._spill_lock = threading.Lock()
-        self._spill: tuple[Path, IO[str]] | None = None
-        self._claimed: list[tuple[Path, IO[str]]] = []
+        self._counters = Counters(on_count)
+        self._count = self._counters.add
+        self._files = SpillFiles(config.spill_dir)
         self._inflight: list[dict[str, Any]] = []
         self._db_ok = True
         self._next_try = 0.0
@@ -202,9 +151,8 @@ class PredictionLogWriter:
         """Wait until every submitted row was written or spilled; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._count_lock:
-                if self._handled >= self._counts["queued"]:
-                    return True
+            if self._counters.settled():
+                return True
             time.sleep(0.01)
         return False
 
@@ -223,24 +171,19 @@ class PredictionLogWriter:
             # stuck in a database call: keep its batch and the queue on disk. If the
             # stuck insert commits after all, replay skips those rows (same request ids).
             log.warning("prediction log writer did not stop in %.1fs; spilling", timeout)
-            leftover = list(self._inflight) + self._drain()
+            leftover = list(self._inflight) + self._pop()
             self._spill_rows(leftover, "shutdown timeout")
         else:  # also rows a request added after the thread's last look at the queue
-            self._deliver_all(self._drain())
-        with self._spill_lock:
-            self._close_spill()
-            for _, handle in self._claimed:
-                handle.close()
-            self._claimed = []
+            self._deliver_all(self._pop())
+        self._files.close()
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
         log.info("prediction log writer closed: %s", self.stats())
 
     def stats(self) -> dict[str, Any]:
         """Counters and state of this process's writer (for /metadata)."""
-        with self._count_lock:
-            counts = dict(self._counts)
-        own = self._spill[0].name if self._spill else None
+        counts = self._counters.snapshot()
+        own = self._files.own_name
         return {
             **counts,
             "pending": len(self._queue),
@@ -270,8 +213,7 @@ class PredictionLogWriter:
             self._replay_at_shutdown()
         except Exception:  # the file stays on disk for the next process to replay
             log.exception("prediction log replay at shutdown failed")
-        with self._spill_lock:  # close() may have given up on us: release what we opened
-            self._close_spill()
+        self._files.close_own()  # close() may have given up on us: release what we opened
 
     def _replay_at_shutdown(self) -> None:
         """At shutdown, put what this process spilled (while the database was down or
@@ -285,7 +227,7 @@ class PredictionLogWriter:
         """
         if not self._db_ok:
             return
-        self._claim_own_spill()
+        self._files.claim_own()
         self._replay_claimed(self._replay_deadline)
 
     def _take(self) -> list[dict[str, Any]]:
@@ -316,11 +258,8 @@ class PredictionLogWriter:
             rows.append(self._queue.popleft())
         return rows
 
-    def _drain(self) -> list[dict[str, Any]]:
-        return self._pop()
-
     def _deliver_all(self, rows: list[dict[str, Any]]) -> None:
-        for batch in _batches(rows, self.config.batch_size):
+        for batch in batches(rows, self.config.batch_size):
             self._deliver(batch)
 
     def _deliver(self, rows: list[dict[str, Any]]) -> None:
@@ -371,50 +310,13 @@ class PredictionLogWriter:
 
     # ------------------------------------------------------------------ spill files
 
-    def _open_spill(self) -> IO[str]:
-        if self._spill is None:
-            name = f"spill-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPILL_SUFFIX}"
-            path = self.config.spill_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = path.open("a", encoding="utf-8")
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._spill = (path, handle)
-        return self._spill[1]
-
-    def _close_spill(self) -> None:
-        """Close this process's spill file; unlocked, it becomes claimable for replay."""
-        if self._spill is not None:
-            path, handle = self._spill
-            handle.close()
-            self._spill = None
-            if path.exists() and path.stat().st_size == 0:
-                path.unlink(missing_ok=True)
-
     def _spill_rows(self, rows: list[dict[str, Any]], reason: str) -> None:
-        if not rows:
-            return
-        lines = []
-        for row in rows:
-            try:
-                lines.append(_to_line(row))
-            except (TypeError, ValueError) as exc:  # not JSON-able: report, keep the rest
-                log.error("prediction log row %s cannot be encoded: %s", row.get("request_id"),
-                          exc)  # fmt: skip
-                self._count("failed", 1, handled=1)
-        if not lines:
-            return
-        text, n = "".join(lines), len(lines)
-        with self._spill_lock:
-            try:
-                handle = self._open_spill()
-                handle.write(text)
-                handle.flush()
-            except OSError as exc:
-                log.error("could not spill %d prediction log rows (%s): %s", n, reason,
-                          exc)  # fmt: skip
-                self._count("failed", n, handled=n)
-                return
-        self._count("spilled", n, handled=n)
+        """Keep rows on disk; a row that cannot be encoded, or a disk that refuses them, is
+        counted as lost (`failed`, which should stay 0)."""
+        if rows:
+            spilled, lost = self._files.spill(rows, reason)
+            self._count("failed", lost, handled=lost)
+            self._count("spilled", spilled, handled=spilled)
 
     def _maybe_replay(self) -> None:
         """Replay spill files once the database answers again, and adopt orphans.
@@ -435,29 +337,15 @@ class PredictionLogWriter:
         if not self._db_ok and (now < self._next_try or not self._probe_ok()):
             return
         scan = now >= self._next_scan
-        if not (scan or self._spill is not None):
+        if not (scan or self._files.has_own):
             return
         if scan:
             self._next_scan = now + self.config.orphan_scan_seconds
-            for path in sorted(self.config.spill_dir.glob(f"*{SPILL_SUFFIX}")):
-                claimed = self._claim(path)  # our own open file is locked: skipped
-                if claimed is not None:
-                    self._claimed.append(claimed)
-        if not self._replay_claimed() or self._spill is None:
+            self._files.claim_orphans()
+        if not self._replay_claimed() or not self._files.has_own:
             return
-        if self._claim_own_spill():
+        if self._files.claim_own():
             self._replay_claimed()
-
-    def _claim_own_spill(self) -> bool:
-        """Close this process's spill file (later rows start a new one) and claim it for
-        replay; False when there is none or another process claimed it first."""
-        with self._spill_lock:
-            own = self._spill[0] if self._spill else None
-            self._close_spill()
-        if own is None or (claimed := self._claim(own)) is None:
-            return False
-        self._claimed.append(claimed)
-        return True
 
     def _probe_ok(self) -> bool:
         if self._probe is None:
@@ -472,92 +360,23 @@ class PredictionLogWriter:
         return True
 
     def _replay_claimed(self, deadline: float | None = None) -> bool:
-        """Replay claimed files in order; on a failure release them all (unlocked, any
-        process may claim them later) and say so. Without a deadline it stops when the
-        writer is closing; with one (shutdown) it runs until the deadline instead."""
-        while self._claimed and (
-            not self._stop.is_set() if deadline is None else time.monotonic() < deadline
-        ):
-            path, handle = self._claimed[0]
-            if not self._replay(path, handle, deadline):
-                break
-            self._claimed.pop(0)
-        if not self._claimed:
-            return True
-        for _, handle in self._claimed:
-            handle.close()
-        self._claimed = []
-        return False
+        """Replay claimed files; False when one failed (all released). Without a deadline
+        it stops when the writer is closing; with one (shutdown) it runs until the deadline
+        instead."""
 
-    def _claim(self, path: Path) -> tuple[Path, IO[str]] | None:
-        """Lock and rename a spill file nobody holds; None when it is someone else's."""
-        if any(path == p for p, _ in self._claimed):
-            return None
-        try:
-            handle = path.open("r", encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()  # a live process is writing or replaying it
-            return None
-        target = path.with_name(f"replay-{os.getpid()}-{uuid.uuid4().hex[:12]}{SPILL_SUFFIX}")
-        try:
-            path.rename(target)
-        except FileNotFoundError:
-            handle.close()  # another process claimed (or finished) it first
-            return None
-        log.info("replaying prediction log spill file %s as %s", path.name, target.name)
-        return target, handle
+        def go_on() -> bool:
+            return not self._stop.is_set() if deadline is None else time.monotonic() < deadline
 
-    def _replay(self, path: Path, handle: IO[str], deadline: float | None = None) -> bool:
-        """Insert every row of a claimed file, then delete it; False (the file kept) if the
-        database fails or the deadline passes first."""
-        handle.seek(0)
-        rows, bad = [], 0
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                rows.append(_from_line(line))
-            except ValueError:  # a line cut short by a crash mid-write
-                bad += 1
-        if bad:
-            log.warning("%s: skipped %d unreadable line(s)", path.name, bad)
-        inserted = 0
-        try:
-            for batch in _batches(rows, self.config.batch_size):
-                if deadline is not None and time.monotonic() > deadline:
-                    log.info("%s: out of time after %d rows; kept for the next process",
-                             path.name, inserted)  # fmt: skip
-                    return False
-                try:
-                    inserted += self._write(batch)
-                except Exception as exc:  # keep the file; dedup makes the next attempt safe
-                    self._failed_write(exc, f"replay of {len(batch)} rows")
-                    return False
-        finally:  # what went in is counted, also when the rest of the file waits
-            self._count("replayed", inserted)
-        self._count("duplicates", len(rows) - inserted)
-        if bad:
-            self._count("failed", bad)
-        path.unlink(missing_ok=True)
-        handle.close()
-        log.info("replayed %s: %d rows inserted, %d already stored", path.name, inserted,
-                 len(rows) - inserted)  # fmt: skip
-        return True
+        return self._files.replay_claimed(
+            self._write, self.config.batch_size, go_on, deadline, self._replayed
+        )
 
-    # ------------------------------------------------------------------ counters
-
-    def _count(self, name: str, n: int, handled: int = 0) -> None:
-        if n == 0 and handled == 0:
-            return
-        with self._count_lock:
-            self._counts[name] += n
-            self._handled += handled
-        if self._on_count is not None and n:
-            try:
-                self._on_count(name, n)
-            except Exception:  # metrics must never break logging
-                log.exception("prediction log counter hook failed")
+    def _replayed(self, outcome: Replayed) -> None:
+        """Count what a file's replay did: what went in also when the rest of it waits."""
+        self._count("replayed", outcome.inserted)
+        if outcome.error is not None:
+            self._failed_write(outcome.error, f"replay of {outcome.failed_rows} rows")
+        if outcome.complete:
+            self._count("duplicates", outcome.rows - outcome.inserted)
+            if outcome.unreadable:
+                self._count("failed", outcome.unreadable)

@@ -33,6 +33,7 @@ from ctloop.dev.launcher import Server, bentoml_command, every_worker_loaded, fr
 from ctloop.errors import CtloopError
 from ctloop.features.view import load_view_file
 from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, stream
+from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import get_settings, project_root
 from ctloop.store.features import FeatureStore
@@ -176,7 +177,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         for rec in records:
             rec.served_accuracy, rec.static_accuracy = scores[rec.day]
             rec.oracle_accuracy = oracle.get(rec.day)
-        logged = store.count_prediction_logs(view.name)
+        logged = PredictionLog(store).count(view.name)
 
     summary = verdict(config, records, sent_total, logged, v1)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ctloop.core.predictor import Predictor, to_model_frame
+from ctloop.predlog.store import PredictionLog
 from ctloop.training import fit as training
 
 
@@ -19,7 +20,7 @@ def daily_accuracy(
 ) -> dict[str, tuple[float | None, float | None]]:
     """Per day: accuracy of what was served (prediction log joined to landed labels) and of
     the first champion on the same customers."""
-    logs = store.read_prediction_logs(
+    logs = PredictionLog(store).read(
         view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1)
     )  # fmt: skip
     first = min(days)

@@ -14,6 +14,7 @@ import httpx
 import pandas as pd
 
 from ctloop.errors import CtloopError
+from ctloop.predlog.store import PredictionLog
 
 
 def request_bodies(view: Any, features: pd.DataFrame) -> list[dict[str, Any]]:
@@ -47,10 +48,11 @@ def send_day(url: str, bodies: list[dict[str, Any]], batch: int = 100) -> list[d
 def wait_logged(store: Any, view: str, expected: int, timeout: float = 60) -> int:
     """Wait until the prediction log holds `expected` rows (the writer flushes every 0.5 s)."""
     deadline = time.monotonic() + timeout
-    count = store.count_prediction_logs(view)
+    predictions = PredictionLog(store)
+    count = predictions.count(view)
     while count < expected and time.monotonic() < deadline:
         time.sleep(0.2)
-        count = store.count_prediction_logs(view)
+        count = predictions.count(view)
     return count
 
 

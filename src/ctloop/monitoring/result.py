@@ -1,0 +1,77 @@
+"""What a monitor check found and decided: the record the check builds, the drift report
+stores and the HTML report renders.
+
+Its own module so that the check, the report table and the HTML page all depend on it and
+not on each other (the page used to import the check that imported the page).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+OK, DRIFT, DECAY, NOT_ENOUGH, NO_CHAMPION = "ok", "drift", "decay", "not_enough_data", "no_champion"
+
+
+@dataclass
+class Finding:
+    """One row of the drift report."""
+
+    kind: str  # data / prediction / accuracy / dataset
+    feature: str
+    statistic: str
+    value: float | None
+    threshold: float | None
+    drifted: bool
+
+
+@dataclass
+class MonitorResult:
+    """What one monitor check found and decided."""
+
+    check_id: str
+    view: str
+    model_version: str | None
+    window_start: dt.datetime
+    window_end: dt.datetime
+    rows: int
+    labelled_rows: int = 0
+    status: str = OK
+    findings: list[Finding] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    live_metrics: dict[str, float] = field(default_factory=dict)
+    onset: str | None = None  # estimated first day of a concept change (ISO), on decay
+    onset_found: str | None = None  # the newest labelled day that showed it
+
+    @property
+    def retrain(self) -> bool:
+        """Drift and decay ask for a retrain; the other statuses do not."""
+        return self.status in (DRIFT, DECAY)
+
+    def summary(self) -> str:
+        """One line for the task log."""
+        head = (
+            f"{self.view} v{self.model_version}: {self.status.upper()} on {self.rows} "
+            f"predictions {self.window_start:%Y-%m-%d %H:%M} .. {self.window_end:%Y-%m-%d %H:%M}"
+        )
+        return head + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the derived decision and drifted features spelled out."""
+        out = asdict(self)
+        out["window_start"] = self.window_start.isoformat()
+        out["window_end"] = self.window_end.isoformat()
+        out["retrain"] = self.retrain
+        out["drifted_features"] = [
+            f.feature for f in self.findings if f.kind == "data" and f.drifted
+        ]
+        return out
+
+
+def findings_json(result: MonitorResult) -> str:
+    """The findings as compact JSON, for a DAG run's conf."""
+    data = result.to_dict()
+    data["findings"] = [f for f in data["findings"] if f["drifted"]]
+    return json.dumps(data, default=str)

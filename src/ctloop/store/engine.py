@@ -1,0 +1,134 @@
+"""One database connection for every part that keeps tables in the store's database.
+
+The feature store, the prediction log and the drift report share one MariaDB (or embedded
+SQLite) database and, within a process, one pooled engine: `Database` is that engine with
+what every part needs around it (URL handling, the dialect, one clear error when the server
+cannot be reached, a transaction helper, creating the database itself). It knows nothing of
+feature views or logs, so each part's tables and SQL live in the part's own package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
+
+from ctloop.errors import CtloopError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+MYSQL_DIALECTS = ("mysql", "mariadb")
+_UNKNOWN_DATABASE = 1049
+
+
+def make_engine(url: URL) -> Engine:
+    """A pooled engine tuned per backend: WAL for the embedded SQLite file (readers never
+    wait for the log writer), pre-ping and recycling for a server that drops idle
+    connections, and a short connect timeout so an outage is reported, not waited out."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    connect_args: dict[str, Any] = {}
+    if backend in MYSQL_DIALECTS and url.get_driver_name() == "pymysql":
+        connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
+    return sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
+
+
+class Database:
+    """Access to one store database; cheap to create, holds a pooled engine."""
+
+    def __init__(self, url: str | URL) -> None:
+        self.url = make_url(url)
+        self.engine = make_engine(self.url)
+
+    @property
+    def dialect(self) -> str:
+        """The SQLAlchemy dialect name ("mariadb", "mysql", "sqlite", "postgresql")."""
+        return self.engine.dialect.name
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn "cannot connect" driver errors into one clear, user-facing error."""
+        try:
+            yield
+        except OperationalError as exc:
+            reason = str(exc.orig) if exc.orig is not None else str(exc)
+            raise StoreUnavailableError(
+                f"feature store {self.safe_url} is unreachable or refused the operation: {reason}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection inside one transaction: committed on success, rolled back on error."""
+        with self._translate(), self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reads, with the store's error translation."""
+        with self._translate(), self.engine.connect() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        """Fail fast with a clear message when the database cannot be reached."""
+        with self.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close the pool's connections (a worker's shutdown, a test's teardown)."""
+        self.engine.dispose()
+
+    def create_database_if_missing(self) -> bool:
+        """On MariaDB/MySQL, create the URL's database when the server lacks it."""
+        if self.dialect not in MYSQL_DIALECTS or not self.url.database:
+            return False
+        try:
+            self.ping()
+            return False
+        except StoreUnavailableError as exc:
+            orig = getattr(exc.__cause__, "orig", None)
+            if not (orig is not None and orig.args and orig.args[0] == _UNKNOWN_DATABASE):
+                raise
+        name = self.url.database
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+            raise CtloopError(f"database name '{name}' must be letters, digits and underscores")
+        server_url = URL.create(
+            self.url.drivername,
+            username=self.url.username,
+            password=self.url.password,
+            host=self.url.host,
+            port=self.url.port,
+            query=self.url.query,
+        )  # URL.set(database=None) would keep the database
+        server = sa.create_engine(server_url, poolclass=sa.pool.NullPool)
+        quoted = server.dialect.identifier_preparer.quote_identifier(name)
+        try:
+            with self._translate(), server.begin() as conn:
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {quoted}"))
+        finally:
+            server.dispose()
+        log.info("created database %s", name)
+        return True

@@ -1,0 +1,79 @@
+"""The feature store's tables in one database: defined once per store, created on `init`.
+
+The base the store's reads and writes build on (`training_sets`, `status`, `features`): it
+maps a feature view to its two tables (`tables.py` is the contract) and checks that the
+database holds them as the view describes before anything reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from ctloop.errors import CtloopError
+from ctloop.features.view import FeatureView
+from ctloop.store import tables
+from ctloop.store.engine import Database
+
+
+class StoreSchema(Database):
+    """A database with the feature views' tables and the tables every view shares."""
+
+    def __init__(self, url: str | URL) -> None:
+        super().__init__(url)
+        self.metadata = sa.MetaData()
+        self._view_tables: dict[str, tuple[sa.Table, sa.Table]] = {}
+        # the shared tables are created with the views' (one `ctloop init-db`); the
+        # prediction log and the monitor read and write them through their own modules
+        tables.shared_tables(self.metadata)
+
+    def view_tables(self, view: FeatureView) -> tuple[sa.Table, sa.Table]:
+        """The (features, labels) tables of a view, defined once per store."""
+        if view.name not in self._view_tables:
+            self._view_tables[view.name] = (
+                tables.features_table(view, self.metadata),
+                tables.labels_table(view, self.metadata),
+            )
+        return self._view_tables[view.name]
+
+    def init(self, views: Sequence[FeatureView]) -> None:
+        """Create the tables of these views and the shared tables; existing ones are kept."""
+        self.create_database_if_missing()
+        for view in views:
+            self.view_tables(view)
+        with self.begin() as conn:
+            self.metadata.create_all(conn, checkfirst=True)
+
+    def has_view_tables(self, view: FeatureView) -> bool:
+        """Whether both of the view's tables exist (before `init-db` they do not)."""
+        with self.connect() as conn:
+            insp = sa.inspect(conn)
+            return insp.has_table(view.features_table) and insp.has_table(view.labels_table)
+
+    def require_tables(self, view: FeatureView) -> None:
+        """The view's tables exist and hold every column the view names, else CtloopError.
+
+        A table that lost a column (a migration gone wrong) is a schema mismatch: refused
+        here, naming table and columns. Left to the query it surfaces as a raw driver error
+        ("Unknown column") that reads like an outage and is retried as one.
+        """
+        if not self.has_view_tables(view):
+            raise CtloopError(
+                f"feature store {self.safe_url} has no tables for view '{view.name}': "
+                f"run `ctloop init-db` first"
+            )
+        problems = []
+        with self.connect() as conn:
+            insp = sa.inspect(conn)
+            for table in self.view_tables(view):
+                have = {c["name"] for c in insp.get_columns(table.name)}
+                lacking = [c.name for c in table.columns if c.name not in have]
+                if lacking:
+                    problems.append(f"table {table.name} has no column {', '.join(lacking)}")
+        if problems:
+            raise CtloopError(
+                f"feature store {self.safe_url}: schema mismatch with view '{view.name}': "
+                f"{'; '.join(problems)} (restore the columns, or fix the view)"
+            )
