@@ -16,9 +16,10 @@ help: ## List the targets
 install: ## Install system packages, uv and the locked Python environment
 	@bash scripts/bootstrap.sh
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, and the import contracts (layers, no cycles)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: install ## Apply ruff formatting and safe fixes
 	$(RUN) ruff format .

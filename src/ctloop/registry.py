@@ -21,6 +21,9 @@ PREVIOUS = "previous"
 GATES = ("data", "model", "infra")
 ONSET_TAG = "ctloop.change_onset"
 ONSET_FOUND_TAG = "ctloop.change_onset_found"
+REFERENCE_ARTIFACT = "reference/profile.json"
+"""Where a version's run keeps its training profile: what the data gate measures skew and
+the monitor measures drift against."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,15 @@ class Registry:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         return self
+
+    def reference_profile(self, info: VersionInfo) -> dict[str, Any] | None:
+        """The training profile a version's run logged (None for a version without a run)."""
+        if info.run_id is None:
+            return None
+        import mlflow.artifacts  # heavy: only when a profile is read
+
+        self.activate()  # `runs:/` URIs resolve in this registry
+        return mlflow.artifacts.load_dict(f"runs:/{info.run_id}/{REFERENCE_ARTIFACT}")
 
     @property
     def local_store(self) -> bool:

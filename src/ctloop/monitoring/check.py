@@ -25,6 +25,7 @@ import pandas as pd
 
 from ctloop.core.metrics import metric, score
 from ctloop.core.stats import z_for
+from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
 from ctloop.monitoring.drift import data_drift, prediction_drift
 from ctloop.monitoring.live import dated_change, labelled_logs, logged_output, metric_noise
@@ -43,7 +44,6 @@ from ctloop.monitoring.result import (
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
-from ctloop.training.fit import REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ def check(
     until: dt.datetime | None = None,
 ) -> MonitorResult:
     """Compare the champion's logged traffic in [since, until) with its training reference."""
-    # deferred: mlflow is a heavy import and the CLI and DAG files import this module
-    import mlflow
-    import mlflow.artifacts
-
     until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     since = since or DriftReports(store).last_window_end(view.name)
     since = since or (until - dt.timedelta(days=1))
@@ -76,8 +72,12 @@ def check(
     policy = view.drift
     enough = len(logs) >= policy.min_rows
 
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}")
+    reference = registry.reference_profile(champion)
+    if reference is None:
+        raise CtloopError(
+            f"{view.name} champion v{champion.version} has no training run, so no profile "
+            "to measure drift against"
+        )
     findings: list[Finding] = []
     drifted: list[str] = []
     distance_findings: list[Finding] = []

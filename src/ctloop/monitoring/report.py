@@ -62,7 +62,7 @@ def log_to_mlflow(registry: Registry, result: MonitorResult) -> str:
     """Log the report and headline numbers as a run of the view's monitoring experiment."""
     import mlflow  # deferred: a heavy import, needed only when a report is logged
 
-    mlflow.set_tracking_uri(registry.tracking_uri)
+    registry.activate()
     experiment = registry.experiment_id(f"{result.view}-monitoring")
     name = f"monitor-{result.window_end:%Y%m%d-%H%M}-{result.status}"
     with mlflow.start_run(experiment_id=experiment, run_name=name) as run:

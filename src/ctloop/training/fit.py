@@ -28,8 +28,6 @@ from ctloop.training.datagate import split_days
 
 log = logging.getLogger(__name__)
 
-REFERENCE_ARTIFACT = "reference/profile.json"
-
 
 @dataclass
 class TrainResult:

@@ -15,9 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ctloop.registry import Registry, VersionInfo
 from ctloop.training.datagate import DataGateError, check_data
-from ctloop.training.fit import REFERENCE_ARTIFACT
 from ctloop.training.infra import check_model, infra_check, sample_records
 from ctloop.training.modelgate import decide, evaluate
 from ctloop.training.promotion import notify_serving, promote
@@ -62,25 +60,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _champion_reference(registry: Registry, name: str) -> tuple[VersionInfo | None, dict | None]:
-    """The champion and the training profile it logged (what skew is measured against)."""
-    import mlflow.artifacts  # heavy: imported when the gate runs, not when the CLI starts
-
-    champion = registry.champion(name)
-    if champion is None or champion.run_id is None:
-        return champion, None
-    uri = f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}"
-    return champion, mlflow.artifacts.load_dict(uri)
-
-
 def validate_data(
     run: Run, store_url: str | None = None, expected_fingerprint: str | None = None
 ) -> dict[str, Any]:
     """Step 2 (gate 1): check the training set; raises DataGateError naming every failure."""
     trainset = load(run, store_url, expected_fingerprint)
     frame = trainset.frame
-    registry = run.registry().activate()  # `runs:/` URIs resolve in this registry
-    champion, reference = _champion_reference(registry, run.view.name)
+    registry = run.registry()
+    champion = registry.champion(run.view.name)
+    reference = registry.reference_profile(champion) if champion else None
     waiting = 0
     if len(frame) < run.view.gates.data.min_rows:
         store = run.store(store_url)

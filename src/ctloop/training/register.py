@@ -13,7 +13,7 @@ import pandas as pd
 
 from ctloop.core.predictor import to_model_frame
 from ctloop.features.view import FeatureView
-from ctloop.registry import Registry, VersionInfo
+from ctloop.registry import REFERENCE_ARTIFACT, Registry, VersionInfo
 from ctloop.training import fit as training
 from ctloop.training.datagate import split_days
 from ctloop.training.run import Run, git_commit
@@ -95,7 +95,7 @@ def train(
                 part, name=f"{name}_{context}_{summary['as_of']}", targets=run.view.label.name
             )
             mlflow.log_input(dataset, context=context)
-        mlflow.log_dict(result.reference, training.REFERENCE_ARTIFACT)
+        mlflow.log_dict(result.reference, REFERENCE_ARTIFACT)
         mlflow.log_dict(summary, "data/summary.json")
         figures = training.evaluation_figures(
             run.view, result.validation[run.view.label.name], result.output
