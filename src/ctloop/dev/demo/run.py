@@ -76,11 +76,8 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
                      ready=every_worker_loaded(config.workers)).start()  # fmt: skip
     closers: list[Any] = [runner, service]
     store = FeatureStore(env["FEATURE_STORE_URL"])
-    registry = Registry(env["MLFLOW_TRACKING_URI"], Path(env["CTLOOP_MLFLOW_ARTIFACT_ROOT"]))
-    import mlflow  # deferred: heavy, and only the run needs it (not the verdict's tests)
-
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
+    artifacts = Path(env["CTLOOP_MLFLOW_ARTIFACT_ROOT"])
+    registry = Registry(env["MLFLOW_TRACKING_URI"], artifacts).activate()
     ct_dag, monitor_dag = f"ct_{view.name}", f"monitor_{view.name}"
     day0 = config.start
     drift_start = day0 + dt.timedelta(days=config.drift_day)
