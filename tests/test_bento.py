@@ -85,9 +85,14 @@ def test_built_bento_serves_the_champion_and_logs(tmp_path: Path) -> None:
         assert name == "ctloop" and bento_version
         src = Path(env["BENTOML_HOME"]) / "bentos" / name / bento_version / "src"
         # the service, the library (src layout flattened) and the views; no data, no tests
-        for part in ("serving/service.py", "ctloop/store.py", "features/credit_score.yaml"):
+        for part in (
+            "serving/service.py",
+            "ctloop/store/features.py",
+            "features/credit_score.yaml",
+        ):
             assert (src / part).is_file(), part
         assert not (src / "tests").exists() and not (src / "data").exists()
+        assert not (src / "ctloop" / "dev").exists()  # developer tools stay out
         away = tmp_path / "elsewhere"  # served from the Bento, not from the checkout
         away.mkdir()
         server = Server(env, tmp_path / "serve.log", target=tag, cwd=away)
