@@ -60,8 +60,9 @@ class World:
     @property
     def view(self) -> FeatureView:
         """The world's view, for the (usual) world of one view."""
-        [only] = self.views.values()
-        return only
+        if len(self.views) != 1:
+            raise ValueError(f"this world holds {sorted(self.views)}: take one from `views`")
+        return next(iter(self.views.values()))
 
     def extended(self, cls: type[W], **extra: Any) -> W:
         """This world with a module's own fields: `cls` is a subclass of `World`."""
