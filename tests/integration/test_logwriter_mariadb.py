@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_logwriter import (  # noqa: F401  collected here, on MariaDB
+    down_log,
     log,
     test_a_spilled_row_is_replayed_exactly_as_it_would_have_been_written,
     test_close_flushes_everything_queued,

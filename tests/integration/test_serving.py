@@ -274,7 +274,7 @@ def test_bad_records_are_refused_naming_the_field(
 ) -> None:
     good = records(world.view, 1, seed=9)[0]
     with client() as http:
-        response = http.post(f"{world['server'].url}/predict", json={**good, **change})
+        response = http.post(f"{world.server.url}/predict", json={**good, **change})
     assert response.status_code == 400
     for name in names:
         assert name in response.text
@@ -298,7 +298,7 @@ def test_other_bad_requests(world: ServingWorld) -> None:
 
 
 def test_admin_reload_needs_the_token(world: ServingWorld) -> None:
-    url = f"{world['server'].url}/admin/reload"
+    url = f"{world.server.url}/admin/reload"
     body = {"view": "credit_score", "version": world.v1}
     with client() as http:
         assert http.post(url, json=body).status_code == 401
@@ -370,7 +370,7 @@ def test_promotion_during_a_stream_swaps_with_no_failed_request(world: ServingWo
     with client() as http:
         metrics = http.get(f"{url}/metrics").text
     served = [line for line in metrics.splitlines() if line.startswith("ctloop_model_version{")]
-    assert len(served) == 2 and all(line.endswith(f" {float(world['v2'])}") for line in served)
+    assert len(served) == 2 and all(line.endswith(f" {float(world.v2)}") for line in served)
 
 
 def test_registry_poll_alone_picks_up_a_new_champion(world: ServingWorld) -> None:
