@@ -70,14 +70,17 @@ def build(view: str) -> Any:
     def monitor() -> None:
         @task
         def check(**context: Any) -> dict[str, Any]:
+            """Check the window for drift and decay; the decision goes to XCom."""
             return monitoring.check(view, context)
 
         @task.short_circuit
         def retrain_needed(decision: dict[str, Any]) -> bool:
+            """Skip the trigger when nothing drifted, or a CT run or cooldown says wait."""
             return bool(decision["trigger"])
 
         @task
         def ct_conf(decision: dict[str, Any]) -> dict[str, Any]:
+            """The conf `ct_<view>` is started with: trigger, reason and findings."""
             return decision["conf"]
 
         decision = check()

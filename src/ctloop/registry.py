@@ -37,6 +37,7 @@ class VersionInfo:
 
     @property
     def uri(self) -> str:
+        """The exact `models:/` URI of this version: loads never go through "latest"."""
         return f"models:/{self.name}/{self.version}"
 
 
@@ -131,12 +132,15 @@ class Registry:
             raise
 
     def champion(self, name: str) -> VersionInfo | None:
+        """The version serving should load (None before the first promotion)."""
         return self._by_alias(name, CHAMPION)
 
     def previous(self, name: str) -> VersionInfo | None:
+        """The champion the current one replaced: the target of a rollback."""
         return self._by_alias(name, PREVIOUS)
 
     def version(self, name: str, version: str | int) -> VersionInfo:
+        """One exact version; a missing one is the user's error, an outage is re-raised."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -150,6 +154,7 @@ class Registry:
             raise
 
     def versions(self, name: str) -> list[VersionInfo]:
+        """Every version of a model, oldest first (by number, not by registration time)."""
         found = self.client.search_model_versions(f"name = '{name}'")
         return sorted((_info(mv) for mv in found), key=lambda v: int(v.version))
 
@@ -158,6 +163,8 @@ class Registry:
         return [v for v in self.versions(name) if all(v.tags.get(k) == t for k, t in tags.items())]
 
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        """Record decisions on the version they concern (values become strings, as MLflow
+        stores them)."""
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))
 

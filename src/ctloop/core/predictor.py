@@ -66,6 +66,7 @@ class Predictor:
 
     @property
     def is_regressor(self) -> bool:
+        """A model without classes answers values, not probabilities."""
         return not self.classes
 
     def answer(self, rows: Any, thread_count: int = -1) -> Output:

@@ -53,7 +53,7 @@ class Stack:
 
     @property
     def run_dir(self) -> Path:
-        """circusd's pid file, control sockets and configuration."""
+        """Where circusd keeps its pid file, control sockets and configuration."""
         return self.state_dir / "run"
 
     @property
