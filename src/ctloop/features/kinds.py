@@ -12,10 +12,9 @@ different for every target's scale.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
-
-import numpy as np
 
 
 class LabelKind(StrEnum):
@@ -48,7 +47,7 @@ class Metric:
         worse): metric points for bounded metrics, a fraction of `reference` otherwise."""
         worse = (reference - new) if self.higher_is_better else (new - reference)
         if self.relative_tolerance:
-            return worse / abs(reference) if reference else (0.0 if worse <= 0 else np.inf)
+            return worse / abs(reference) if reference else (0.0 if worse <= 0 else math.inf)
         return worse
 
     def in_tolerance_units(self, spread: float, reference: float) -> float:
