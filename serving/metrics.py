@@ -50,7 +50,9 @@ class Metrics:
 @functools.cache
 def worker_metrics(view: str) -> Metrics:
     """This process's metrics, created on first use (after the multiprocess dir is set)."""
-    from prometheus_client import Counter, Gauge
+    # Deferred: prometheus_client fixes its value class from PROMETHEUS_MULTIPROC_DIR when
+    # first imported, which must happen in the worker, after `bentoml serve` set it.
+    from prometheus_client import Counter, Gauge  # worker only: see above
 
     return Metrics(
         log_rows=Counter(

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.artifacts
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from ctloop.errors import CtloopError
+from ctloop.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,6 @@ class Registry:
     """Registry access bound to one tracking URI, without touching global MLflow state."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -77,8 +81,6 @@ class Registry:
     def from_settings(cls, settings: Any = None) -> Registry:
         """The registry the settings name (`MLFLOW_TRACKING_URI`, the artifact root)."""
         if settings is None:
-            from ctloop.settings import get_settings
-
             settings = get_settings()
         return cls(settings.tracking_uri, settings.artifact_root)
 
@@ -90,8 +92,6 @@ class Registry:
         it. Called right before such use, so two registries in one process (tests, the
         demo) never leave one another's URI behind.
         """
-        import mlflow
-
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         return self
@@ -100,8 +100,6 @@ class Registry:
         """The training profile a version's run logged (None for a version without a run)."""
         if info.run_id is None:
             return None
-        import mlflow.artifacts  # heavy: only when a profile is read
-
         self.activate()  # `runs:/` URIs resolve in this registry
         return mlflow.artifacts.load_dict(f"runs:/{info.run_id}/{REFERENCE_ARTIFACT}")
 
@@ -122,8 +120,6 @@ class Registry:
         return self.client.create_experiment(name, artifact_location=location)
 
     def _by_alias(self, name: str, alias: str) -> VersionInfo | None:
-        from mlflow.exceptions import MlflowException
-
         try:
             return _info(self.client.get_model_version_by_alias(name, alias))
         except MlflowException as exc:
@@ -141,8 +137,6 @@ class Registry:
 
     def version(self, name: str, version: str | int) -> VersionInfo:
         """One exact version; a missing one is the user's error, an outage is re-raised."""
-        from mlflow.exceptions import MlflowException
-
         try:
             return _info(self.client.get_model_version(name, str(version)))
         except MlflowException as exc:
@@ -187,8 +181,6 @@ class Registry:
     def change_onset(self, name: str) -> tuple[str, str] | None:
         """The last change onset the monitor recorded for this model: (onset day, day it
         was found), ISO dates; None when no change was found."""
-        from mlflow.exceptions import MlflowException
-
         try:
             tags = self.client.get_registered_model(name).tags or {}
         except MlflowException as exc:

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ctloop.errors import CtloopError
@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        # (a) settings load at DAG parse time (the views read them) and for `ctloop --help`
+        from sqlalchemy.engine import make_url  # (a) see above
+        from sqlalchemy.exc import ArgumentError  # (a) see above
 
         try:
             make_url(value)
@@ -130,8 +131,6 @@ def settings_error(model: type[BaseSettings], exc: Any) -> CtloopError:
 @functools.cache
 def get_settings() -> Settings:
     """Settings for this process, validated once; errors name the variable at fault."""
-    from pydantic import ValidationError
-
     try:
         return Settings()
     except ValidationError as exc:

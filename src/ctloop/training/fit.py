@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from catboost import CatBoostClassifier, CatBoostRegressor
 from sklearn import metrics as skm
+from sklearn.calibration import CalibrationDisplay
 
 from ctloop.core import metrics
 from ctloop.core.predictor import Predictor, to_model_frame
@@ -74,8 +76,6 @@ def catboost_params(view: FeatureView, threads: int = 2) -> dict[str, Any]:
 
 def new_model(view: FeatureView, params: dict[str, Any]) -> Any:
     """An unfitted CatBoost classifier or regressor, by the view's label kind."""
-    from catboost import CatBoostClassifier, CatBoostRegressor
-
     cls = CatBoostRegressor if view.label.is_regression else CatBoostClassifier
     return cls(**params, cat_features=[f.name for f in view.categorical_features])
 
@@ -171,11 +171,12 @@ def prediction_profile(view: FeatureView, output: metrics.Output, seed: int) -> 
     return out
 
 
-def _pyplot():
-    import matplotlib
+def _pyplot() -> Any:
+    # (c) heavy, and only for figures; the non-GUI backend must be chosen before pyplot loads
+    import matplotlib  # (c) heavy, figures only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (c) heavy, figures only
 
     return plt
 
@@ -218,8 +219,6 @@ def evaluation_figures(
             ax.set_title(f"{title}, {name.replace('_', ' ')}")
             fig.tight_layout()
             figures[f"plots/{name}.png"] = fig
-        from sklearn.calibration import CalibrationDisplay
-
         fig, ax = plt.subplots(figsize=(5, 4.5))
         CalibrationDisplay.from_predictions(truth, score, n_bins=10, strategy="quantile", ax=ax)
         ax.set_title(f"{title}, calibration")
