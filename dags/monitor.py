@@ -12,11 +12,10 @@ import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag, get_parsing_context, task
+from airflow.sdk import Param, dag, task
 
-from ctloop.features.view import list_views
 from ctloop.orchestration import monitor as monitoring
-from ctloop.orchestration.dagargs import dag_args
+from ctloop.orchestration.dagargs import dag_args, views_to_build
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 
@@ -96,7 +95,5 @@ def build(view: str) -> Any:
     return monitor()
 
 
-_current = get_parsing_context().dag_id
-for _view in list_views():
-    if _current is None or _current == f"monitor_{_view}":
-        build(_view)
+for _view in views_to_build("monitor"):
+    build(_view)
