@@ -79,7 +79,8 @@ PARAMS = {
 
 
 def build_ct_dag(view: str) -> Any:
-    """The CT DAG of one feature view."""
+    """The CT DAG of one feature view: three gates between the feature store and the
+    `champion` alias, each task one call into `ctloop.orchestration.ct`."""
     asset = feature_store_asset(view)
 
     @dag(

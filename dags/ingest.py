@@ -42,7 +42,8 @@ PARAMS = {
 
 
 def build_ingest_dag(view: str) -> Any:
-    """The ingestion DAG of one feature view."""
+    """The ingestion DAG of one feature view: its one task's outlet is the view's Asset,
+    which is how a landing starts `ct_<view>`."""
     asset = feature_store_asset(view)
 
     @dag(

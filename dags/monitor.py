@@ -47,7 +47,8 @@ queued or running, or the last drift-triggered retrain is inside `drift.cooldown
 
 
 def build(view: str) -> Any:
-    """The monitor DAG of one feature view."""
+    """The monitor DAG of one feature view: check, then trigger `ct_<view>` only when the
+    check asked for a retrain (drift or decay, no CT run in flight, outside the cooldown)."""
 
     @dag(
         schedule=SCHEDULE_CRON,

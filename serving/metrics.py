@@ -19,7 +19,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Metrics:
-    """The metric objects of one worker process."""
+    """The metric objects of one worker process, created together so the hooks below
+    never meet a half-registered set."""
 
     log_rows: Any
     log_write_errors: Any

@@ -34,7 +34,8 @@ class Check:
 
 @dataclass
 class GateReport:
-    """All checks of one gate run."""
+    """All checks of one gate run, kept whole so a refusal names every failed check at
+    once instead of the first one."""
 
     gate: str
     checks: list[Check] = field(default_factory=list)

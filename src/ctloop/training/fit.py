@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced: the model and everything registration logs with it
+    (metrics, params, the reference profile, figures drawn from the validation rows and
+    answers), so logging needs no second pass over the data."""
 
     model: Any
     metrics: dict[str, float]
