@@ -7,11 +7,11 @@ DAYS ?= 60
 ROWS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test demo test-fast init-db generate status bench-store bench-ct \
+.PHONY: help install lint format test test-unit test-integration test-e2e demo test-fast init-db generate status bench-store bench-ct \
 	bench-monitor bench-log bench-serving bench-load load-test clean serve bento serve-bento
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: ## Install system packages, uv and the locked Python environment
 	@bash scripts/bootstrap.sh
@@ -25,11 +25,24 @@ format: install ## Apply ruff formatting and safe fixes
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-test: install ## Lint, then the whole test suite (needs MariaDB :3306 and PostgreSQL :5432)
+test: install ## Lint, then every tier: unit, integration, e2e (needs MariaDB :3306, PostgreSQL :5432)
 	@bash scripts/ensure-mariadb.sh
 	@bash scripts/ensure-postgres.sh
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
+
+test-unit: ## The unit tier (tests/unit): no service needed, under a minute
+	$(RUN) pytest tests/unit -q
+
+test-integration: install ## The integration tier: real MariaDB, MLflow, bentoml serve, Airflow dag.test()
+	@bash scripts/ensure-mariadb.sh
+	@bash scripts/ensure-postgres.sh
+	$(RUN) pytest tests/integration
+
+test-e2e: install ## The e2e tier: `make up` for real, `make demo`, the load test
+	@bash scripts/ensure-mariadb.sh
+	@bash scripts/ensure-postgres.sh
+	$(RUN) pytest tests/e2e
 
 demo: install ## The whole loop on the embedded default (Airflow, BentoML, drift, retrain, swap)
 	$(RUN) ctloop demo

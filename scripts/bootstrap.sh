@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*" >&2; }
 
 # mysqlclient (for the Airflow MySQL provider) builds from source: it needs these.
-# docker-compose (1.29, Debian) validates docker-compose.yml offline in tests/test_stack.py.
+# docker-compose (1.29, Debian) validates docker-compose.yml offline in tests/unit/test_stack_config.py.
 missing=()
 for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

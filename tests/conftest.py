@@ -1,74 +1,59 @@
-"""Shared fixtures: real databases, created per test and dropped after.
+"""Shared fixtures: the shipped view and real databases, created per test and dropped after.
 
-MariaDB is the production path, so store tests run on it and on embedded SQLite from the
-same test code. A test that needs MariaDB (or PostgreSQL, for Airflow's metadata) and
-cannot reach it fails: it does not skip.
+The tests come in tiers by folder: `unit/` needs no service (embedded SQLite, frames,
+files), `integration/` drives real MariaDB, MLflow stores, `bentoml serve` and Airflow's
+`dag.test()`, `e2e/` runs the whole stack, the demo and the load test. Each test gets its
+tier as a marker too (`-m unit`, `-m "not e2e"`).
+
+MariaDB is the production path, so the store tests run on it (in `integration/`) and on
+embedded SQLite (in `unit/`) from the same test code: `store_url` says which. A test that
+needs MariaDB (or PostgreSQL, for Airflow's metadata) and cannot reach it fails: it does
+not skip. Helpers that are not fixtures live in `tests/support/`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.store.features import FeatureStore
+from tests.support.databases import mariadb_database
+from tests.support.paths import FEATURES_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-MARIADB_SERVER = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
-POSTGRES_SERVER = os.environ.get(
-    "CTLOOP_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432"
-)
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier, so a marker expression can pick tiers."""
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The caller's environment without any ctloop, Airflow, MLflow or BentoML setting, so a
+    developer's exported settings cannot leak into a process the test starts."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "CTLOOP_", "MLFLOW_", "BENTOML_"))
+        and k != "FEATURE_STORE_URL"
+    }
+    env["CTLOOP_DATA_DIR"] = str(tmp_path / "data")
+    return env
 
 
 @pytest.fixture(scope="session")
 def view() -> FeatureView:
-    return load_view_file(ROOT / "features" / "credit_score.yaml")
-
-
-@contextlib.contextmanager
-def mariadb_database(prefix: str = "ctloop_test") -> Iterator[str]:
-    """Create a uniquely named MariaDB database, yield its URL, drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    server = sa.create_engine(MARIADB_SERVER, poolclass=sa.pool.NullPool)
-    try:
-        with server.begin() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"MariaDB is required at {MARIADB_SERVER} and is not answering: {exc}")
-    try:
-        yield f"{MARIADB_SERVER}/{name}"
-    finally:
-        with server.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        server.dispose()
-
-
-@contextlib.contextmanager
-def postgres_database(prefix: str = "ctloop_test") -> Iterator[str]:
-    """The URL of a uniquely named PostgreSQL database that does not exist yet (the code
-    under test creates it); dropped afterwards if it was made. Airflow's metadata lives
-    here: PostgreSQL is its production backend, and Airflow does not support MariaDB."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    server = sa.create_engine(
-        f"{POSTGRES_SERVER}/postgres", poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with server.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required at {POSTGRES_SERVER} and is not answering: {exc}")
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with server.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
+    """The shipped credit_score view, loaded once: tests copy it before changing it."""
+    return load_view_file(FEATURES_DIR / "credit_score.yaml")
 
 
 @pytest.fixture
@@ -80,17 +65,23 @@ def mariadb_url() -> Iterator[str]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
+    """An embedded SQLite store in the test's own folder: the default with no server."""
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])
 def store_url(request: pytest.FixtureRequest) -> str:
-    """The same test on the embedded default and on MariaDB."""
+    """The same test on the embedded default and on MariaDB.
+
+    `unit/conftest.py` narrows this to SQLite and the `*_mariadb` modules of `integration/`
+    to MariaDB, so each backend's cases land in their tier under the same test id.
+    """
     return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture
 def store(store_url: str, view: FeatureView) -> Iterator[FeatureStore]:
+    """A feature store with the view's tables, on the backend `store_url` names."""
     fs = FeatureStore(store_url, chunk_rows=1000, batch_rows=500)
     fs.init([view])
     yield fs

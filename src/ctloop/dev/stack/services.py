@@ -2,7 +2,7 @@
 
 `SERVICES` is the single definition of what runs: names, ports, health checks and the
 variables each process is started with. `docker-compose.yml` runs the same services under
-the same names with the same variables, and `tests/test_stack.py` holds the two against
+the same names with the same variables, and `tests/unit/test_stack_config.py` holds the two against
 this table. Everything else in `ctloop.dev.stack` reads it; nothing here starts anything.
 """
 

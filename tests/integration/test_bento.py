@@ -3,7 +3,8 @@
 `bentoml build -f serving/bentofile.yaml .` packs the service, the library and the feature
 views; `bentoml serve <tag>` of that exact build (never `:latest`) must answer like the
 service in the checkout. Its pinned requirements must be the locked versions, or an image
-built from it would serve with other libraries than the ones the tests ran.
+built from it would serve with other libraries than the ones the tests ran
+(`tests/unit/test_bento_requirements.py`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 import uuid
-from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -23,37 +22,11 @@ from ctloop.features.view import load_view_file
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
-from tests.conftest import ROOT, mariadb_database
-from tests.servinghelpers import Server, records, register_version, service_env
+from tests.support.databases import mariadb_database
+from tests.support.paths import ROOT
+from tests.support.serving import Server, records, register_version, service_env
 
 TOKEN = "bento-test-token-" + uuid.uuid4().hex
-
-
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def test_bento_requirements_pin_the_locked_versions() -> None:
-    """Each pin is a version uv.lock holds and the one this (locked, Python 3.11) environment
-    runs: the lock can hold two versions of a package, one per Python range."""
-    lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    locked: dict[str, set[str]] = {}
-    for package in lock["package"]:
-        if "version" in package:
-            locked.setdefault(normalized(package["name"]), set()).add(package["version"])
-    pins = {}
-    for line in (ROOT / "serving" / "requirements.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[normalized(name)] = version.strip()
-    assert len(pins) >= 10, pins
-    drifted = {
-        name: (pin, sorted(locked.get(name, ())), metadata.version(name))
-        for name, pin in pins.items()
-        if pin not in locked.get(name, ()) or metadata.version(name) != pin
-    }
-    assert not drifted, f"serving/requirements.txt differs from uv.lock: {drifted}"
 
 
 def build_bento(env: dict[str, str]) -> str:
@@ -85,9 +58,14 @@ def test_built_bento_serves_the_champion_and_logs(tmp_path: Path) -> None:
         assert name == "ctloop" and bento_version
         src = Path(env["BENTOML_HOME"]) / "bentos" / name / bento_version / "src"
         # the service, the library (src layout flattened) and the views; no data, no tests
-        for part in ("serving/service.py", "ctloop/store.py", "features/credit_score.yaml"):
+        for part in (
+            "serving/service.py",
+            "ctloop/store/features.py",
+            "features/credit_score.yaml",
+        ):
             assert (src / part).is_file(), part
         assert not (src / "tests").exists() and not (src / "data").exists()
+        assert not (src / "ctloop" / "dev").exists()  # developer tools stay out
         away = tmp_path / "elsewhere"  # served from the Bento, not from the checkout
         away.mkdir()
         server = Server(env, tmp_path / "serve.log", target=tag, cwd=away)

@@ -28,8 +28,8 @@ from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest.files import import_csv
 from ctloop.store.features import FeatureStore
 from ctloop.training.datagate import check_data
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 AS_OF = pd.Timestamp("2026-03-01")
 
 

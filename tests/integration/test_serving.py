@@ -4,11 +4,13 @@ CatBoost champion in a real MLflow store, the prediction log in MariaDB, over HT
 The service reaches MariaDB through a small TCP proxy run by the test, so the test can cut
 the database mid-stream and bring it back. One server serves the whole module (starting
 one takes ~30 s here); the last test stops it to check that shutdown flushes the log.
-Traffic is local (127.0.0.1), bounded in count and time.
+Traffic is local (127.0.0.1), bounded in count and time. The request model on its own
+(no server) is tested in `tests/unit/test_request_schema.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,18 +26,17 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
 from serving.model import ModelManager
 
 from ctloop.core.predictor import Predictor, to_model_frame
-from ctloop.features.records import entity_of, model_rows, record_model, sample_records
-from ctloop.features.view import FeatureView, load_view_file
+from ctloop.features.records import model_rows, sample_records
+from ctloop.features.view import load_view_file
 from ctloop.predlog.store import PredictionLog
-from ctloop.registry import GATES, Registry, VersionInfo
+from ctloop.registry import GATES, VersionInfo
 from ctloop.store.features import FeatureStore
 from ctloop.training.infra import check_model
-from tests.conftest import ROOT, mariadb_database
-from tests.servinghelpers import (
+from tests.support.paths import FEATURES_DIR
+from tests.support.serving import (
     START,
     Server,
     TcpProxy,
@@ -45,6 +46,7 @@ from tests.servinghelpers import (
     register_version,
     service_env,
 )
+from tests.support.world import World, built_world
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -52,33 +54,40 @@ TOKEN = "test-admin-token-" + uuid.uuid4().hex
 JSON = {"Content-Type": "application/json"}
 
 
+@dataclasses.dataclass
+class ServingWorld(World):
+    """The shared world serving two registered versions (v1 the champion) through `server`,
+    which reaches MariaDB through `proxy` so a test can cut the database."""
+
+    server: Server
+    proxy: TcpProxy
+    v1: str
+    v2: str
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingWorld]:
+    """An empty MariaDB store, versions 1 and 2 registered, and one `bentoml serve` for all."""
+    view = load_view_file(FEATURES_DIR / "credit_score.yaml")
     tmp = tmp_path_factory.mktemp("serving")
-    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
-    registry = Registry(tracking, tmp / "mlartifacts")
-    v1 = register_version(view, registry, seed=5)
-    v2 = register_version(view, registry, seed=6)
-    registry.promote(view.name, v1)
-    proxy = TcpProxy()
-    proxy.start()
-    with mariadb_database("ctloop_serving") as url:
-        name = url.rsplit("/", 1)[1]
-        store = FeatureStore(url)
-        store.init([view])
+    with built_world(tmp, [view], prefix="ctloop_serving") as shared:
+        registry = shared.registry
+        v1 = register_version(view, registry, seed=5)
+        v2 = register_version(view, registry, seed=6)
+        registry.promote(view.name, v1)
+        proxy = TcpProxy()
+        proxy.start()
+        name = shared.url.rsplit("/", 1)[1]
         env = service_env(
-            tmp, tracking, f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}", TOKEN
+            tmp, registry.tracking_uri, f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}", TOKEN
         )
         server = Server(env, tmp / "serve.log")
         try:
             server.wait_every_worker(2)  # both workers loaded: /readyz of either is 200
-            yield {"view": view, "registry": registry, "store": store, "server": server,
-                   "proxy": proxy, "v1": v1, "v2": v2, "tmp": tmp}  # fmt: skip
+            yield shared.extended(ServingWorld, server=server, proxy=proxy, v1=v1, v2=v2)
         finally:
             server.stop()
             proxy.close()
-            store.dispose()
 
 
 def wait_for_rows(store: FeatureStore, expected: int, timeout: float = 30) -> int:
@@ -107,56 +116,9 @@ def logged(store: FeatureStore) -> pd.DataFrame:
     )
 
 
-# ---------------------------------------------------------------------- schema (no server)
-
-
-def test_request_schema_follows_the_feature_view(view: FeatureView) -> None:
-    model = record_model(view)
-    good = records(view, 3)[0]
-    assert model.model_validate(good)
-    cases = {
-        "age": ("thirty", "float_type"),
-        "num_of_loan": (2.5, "must be a whole number"),
-        "interest_rate": (99, "less_than_equal"),
-        "credit_mix": ("Excellent", "literal_error"),
-        "payment_behaviour": (None, "literal_error"),
-    }
-    for field, (value, expected) in cases.items():
-        with pytest.raises(ValidationError) as err:
-            model.model_validate({**good, field: value})
-        assert err.value.errors()[0]["loc"] == (field,)
-        assert expected in str(err.value)
-    missing = {k: v for k, v in good.items() if k != "outstanding_debt"}
-    with pytest.raises(ValidationError, match="outstanding_debt"):
-        model.model_validate(missing)
-    with pytest.raises(ValidationError, match="agee"):
-        model.model_validate({**good, "agee": 3})
-    # nullable features may be null or absent; an unseen occupation is allowed by the view
-    lenient = {k: v for k, v in good.items() if k != "annual_income"}
-    assert model.model_validate({**lenient, "occupation": "Astronaut"}).occupation == "Astronaut"
-
-
-@pytest.mark.parametrize(
-    ("entity", "logged"),
-    [("0042", "0042"), (42, "42"), (-(10**63 - 1), str(-(10**63 - 1))), ("x" * 64, "x" * 64)],
-)
-def test_entity_is_logged_as_sent(view: FeatureView, entity: Any, logged: str) -> None:
-    record = record_model(view).model_validate({**records(view, 1)[0], view.entity: entity})
-    assert entity_of(view, record.model_dump()) == logged
-
-
-@pytest.mark.parametrize("entity", ["0" * 65, 10**63, True, 1.5, ""])
-def test_entity_that_cannot_be_logged_as_sent_is_refused(view: FeatureView, entity: Any) -> None:
-    """Found by fuzzing: 65 zeros failed the string branch and the lax int branch took them
-    as 0, so the log held an entity the client never sent."""
-    with pytest.raises(ValidationError) as err:
-        record_model(view).model_validate({**records(view, 1)[0], view.entity: entity})
-    assert {e["loc"][0] for e in err.value.errors()} == {view.entity}
-
-
-def test_fast_path_rows_equal_the_model_frame(world: dict[str, Any]) -> None:
-    view, registry = world["view"], world["registry"]
-    info = registry.version(view.name, world["v1"])
+def test_fast_path_rows_equal_the_model_frame(world: ServingWorld) -> None:
+    view, registry = world.view, world.registry
+    info = registry.version(view.name, world.v1)
     predictor = Predictor.load(view, info.uri, info.version)
     recs = records(view, 200)
     recs[0]["occupation"] = "Astronaut"  # unseen, passed through as a string
@@ -189,18 +151,18 @@ class _Ungated:
         return VersionInfo(name, "100", None, {"gate.data": "passed"})
 
 
-def test_manager_keeps_serving_through_registry_failures(world: dict[str, Any]) -> None:
-    view = world["view"]
-    manager = ModelManager(view, world["registry"])
+def test_manager_keeps_serving_through_registry_failures(world: ServingWorld) -> None:
+    view = world.view
+    manager = ModelManager(view, world.registry)
     assert manager.refresh("start")["status"] == "swapped"
     serving = manager.current
-    assert serving is not None and serving.version == world["v1"]
+    assert serving is not None and serving.version == world.v1
     manager.registry = _Unreachable()  # type: ignore[assignment]
     result = manager.refresh("poll")
     assert result["status"] == "error" and manager.current is serving
     status = manager.status()
     assert status["registry_ok"] is False and "unreachable" in status["last_error"]
-    assert status["version"] == world["v1"]
+    assert status["version"] == world.v1
     manager.registry = _Pointing()  # type: ignore[assignment]
     assert manager.refresh("poll")["status"] == "error"
     assert manager.current is serving and manager.rejected_version == "99"
@@ -212,10 +174,10 @@ def test_manager_keeps_serving_through_registry_failures(world: dict[str, Any]) 
     assert manager.refresh("poll")["status"] == "refused"  # said once, not on every poll
 
 
-def test_a_model_with_other_classes_fails_the_serving_check(world: dict[str, Any]) -> None:
+def test_a_model_with_other_classes_fails_the_serving_check(world: ServingWorld) -> None:
     from catboost import CatBoostClassifier
 
-    view = world["view"]
+    view = world.view
     frame = labelled(view, START, 3, seed=3)
     binary = (frame[view.label.name] == "Good").map({True: "Good", False: "Poor"})
     cats = [f.name for f in view.categorical_features]
@@ -230,14 +192,14 @@ def test_a_model_with_other_classes_fails_the_serving_check(world: dict[str, Any
 # ---------------------------------------------------------------------- the running service
 
 
-def test_probes_metadata_docs(world: dict[str, Any]) -> None:
-    url = world["server"].url
+def test_probes_metadata_docs(world: ServingWorld) -> None:
+    url = world.server.url
     with client() as http:
         assert http.get(f"{url}/livez").status_code == 200
         assert http.get(f"{url}/readyz").status_code == 200
         meta = http.get(f"{url}/metadata").json()
         assert meta["view"] == "credit_score" and meta["model_name"] == "credit_score"
-        assert meta["version"] == world["v1"]
+        assert meta["version"] == world.v1
         assert meta["training_window"] == "2026-01-01..2026-01-20"
         assert "macro_f1" in meta["metrics"]["tags"] and "run" in meta["metrics"]
         assert meta["loaded_at"] and meta["prediction_log"]["mode"] == "async"
@@ -249,8 +211,8 @@ def test_probes_metadata_docs(world: dict[str, Any]) -> None:
         assert "ctloop_model_version" in metrics and "bentoml_service_request" in metrics
 
 
-def test_predictions_match_the_model_loaded_directly(world: dict[str, Any]) -> None:
-    view, registry, url = world["view"], world["registry"], world["server"].url
+def test_predictions_match_the_model_loaded_directly(world: ServingWorld) -> None:
+    view, registry, url = world.view, world.registry, world.server.url
     info = registry.champion(view.name)
     predictor = Predictor.load(view, info.uri, info.version)
     recs = records(view, 40, seed=7)
@@ -268,8 +230,8 @@ def test_predictions_match_the_model_loaded_directly(world: dict[str, Any]) -> N
     assert len({a["request_id"] for a in single + batch["predictions"]}) == 80
 
 
-def test_every_answer_is_logged_exactly_once(world: dict[str, Any]) -> None:
-    store, url, view = world["store"], world["server"].url, world["view"]
+def test_every_answer_is_logged_exactly_once(world: ServingWorld) -> None:
+    store, url, view = world.store, world.server.url, world.view
     before = settled_count(store)
     recs = records(view, 150, seed=8)
     ids: dict[str, dict[str, Any]] = {}
@@ -286,7 +248,7 @@ def test_every_answer_is_logged_exactly_once(world: dict[str, Any]) -> None:
     time.sleep(2.5)  # one more flush interval: nothing else may appear
     rows = logged(store).set_index("request_id").loc[list(ids)]
     assert PredictionLog(store).count() == before + 150
-    assert (rows["model_version"] == world["v1"]).all()
+    assert (rows["model_version"] == world.v1).all()
     first, last = next(iter(ids)), list(ids)[-1]
     assert rows.loc[first, "entity_id"] == ids[first]["record"]["customer_id"]
     assert json.loads(rows.loc[first, "features"])["event_date"] == "2026-02-01"
@@ -308,9 +270,9 @@ def test_every_answer_is_logged_exactly_once(world: dict[str, Any]) -> None:
     ],
 )
 def test_bad_records_are_refused_naming_the_field(
-    world: dict[str, Any], change: dict[str, Any], names: list[str]
+    world: ServingWorld, change: dict[str, Any], names: list[str]
 ) -> None:
-    good = records(world["view"], 1, seed=9)[0]
+    good = records(world.view, 1, seed=9)[0]
     with client() as http:
         response = http.post(f"{world['server'].url}/predict", json={**good, **change})
     assert response.status_code == 400
@@ -318,8 +280,8 @@ def test_bad_records_are_refused_naming_the_field(
         assert name in response.text
 
 
-def test_other_bad_requests(world: dict[str, Any]) -> None:
-    url, view = world["server"].url, world["view"]
+def test_other_bad_requests(world: ServingWorld) -> None:
+    url, view = world.server.url, world.view
     good = records(view, 1, seed=9)[0]
     with client() as http:
         missing = http.post(f"{url}/predict", json={k: v for k, v in good.items() if k != "age"})
@@ -335,9 +297,9 @@ def test_other_bad_requests(world: dict[str, Any]) -> None:
         assert one_bad.json()["detail"][0]["loc"] == ["records", 1, "age"]
 
 
-def test_admin_reload_needs_the_token(world: dict[str, Any]) -> None:
+def test_admin_reload_needs_the_token(world: ServingWorld) -> None:
     url = f"{world['server'].url}/admin/reload"
-    body = {"view": "credit_score", "version": world["v1"]}
+    body = {"view": "credit_score", "version": world.v1}
     with client() as http:
         assert http.post(url, json=body).status_code == 401
         wrong = http.post(url, json=body, headers={"Authorization": "Bearer nope"})
@@ -349,9 +311,9 @@ def test_admin_reload_needs_the_token(world: dict[str, Any]) -> None:
         assert same.status_code == 200 and same.json()["status"] == "unchanged"
 
 
-def test_promotion_during_a_stream_swaps_with_no_failed_request(world: dict[str, Any]) -> None:
-    view, registry, store = world["view"], world["registry"], world["store"]
-    url = world["server"].url
+def test_promotion_during_a_stream_swaps_with_no_failed_request(world: ServingWorld) -> None:
+    view, registry, store = world.view, world.registry, world.store
+    url = world.server.url
     before = settled_count(store)
     recs = records(view, 50, seed=10)
     answers: list[tuple[str, str]] = []
@@ -380,17 +342,17 @@ def test_promotion_during_a_stream_swaps_with_no_failed_request(world: dict[str,
         t.start()
     try:
         time.sleep(2)
-        registry.promote(view.name, world["v2"])
+        registry.promote(view.name, world.v2)
         with client() as http:
             reload = http.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"},
-                               json={"view": view.name, "version": world["v2"]})  # fmt: skip
+                               json={"view": view.name, "version": world.v2})  # fmt: skip
         assert reload.status_code == 200, reload.text
-        assert reload.json()["version"] == world["v2"]
+        assert reload.json()["version"] == world.v2
         # the other worker follows through the reload signal within about a second
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             tail = [v for _, v in answers[-40:]]
-            if len(tail) == 40 and set(tail) == {world["v2"]}:
+            if len(tail) == 40 and set(tail) == {world.v2}:
                 break
             time.sleep(0.2)
     finally:
@@ -399,8 +361,8 @@ def test_promotion_during_a_stream_swaps_with_no_failed_request(world: dict[str,
             t.join(30)
     assert not failures, failures[:5]
     versions = [v for _, v in answers]
-    assert world["v1"] in versions and world["v2"] in versions
-    assert set(versions[-40:]) == {world["v2"]}
+    assert world.v1 in versions and world.v2 in versions
+    assert set(versions[-40:]) == {world.v2}
     assert wait_for_rows(store, before + len(answers)) == before + len(answers)
     rows = logged(store).set_index("request_id")
     for rid, version in answers:
@@ -411,8 +373,8 @@ def test_promotion_during_a_stream_swaps_with_no_failed_request(world: dict[str,
     assert len(served) == 2 and all(line.endswith(f" {float(world['v2'])}") for line in served)
 
 
-def test_registry_poll_alone_picks_up_a_new_champion(world: dict[str, Any]) -> None:
-    view, registry, url = world["view"], world["registry"], world["server"].url
+def test_registry_poll_alone_picks_up_a_new_champion(world: ServingWorld) -> None:
+    view, registry, url = world.view, world.registry, world.server.url
     registry.rollback(view.name)  # champion back to v1; no reload call: polling must see it
     deadline = time.monotonic() + 30
     seen: list[str] = []
@@ -420,17 +382,17 @@ def test_registry_poll_alone_picks_up_a_new_champion(world: dict[str, Any]) -> N
     with client() as http:
         while time.monotonic() < deadline:
             seen.append(http.post(f"{url}/predict", json=good).json()["model_version"])
-            if seen[-20:] == [world["v1"]] * 20:
+            if seen[-20:] == [world.v1] * 20:
                 break
             time.sleep(0.1)
-    assert seen[-20:] == [world["v1"]] * 20
+    assert seen[-20:] == [world.v1] * 20
 
 
-def test_an_alias_moved_around_the_gates_is_refused_until_forced(world: dict[str, Any]) -> None:
+def test_an_alias_moved_around_the_gates_is_refused_until_forced(world: ServingWorld) -> None:
     """The MLflow UI's alias pencil can point `champion` at any version; serving keeps what it
     serves until the version passed its gates or `ctloop promote --force --reason` records
     who and why on it."""
-    view, registry, server = world["view"], world["registry"], world["server"]
+    view, registry, server = world.view, world.registry, world.server
     url = server.url
     serving = registry.champion(view.name).version
     ungated = register_version(view, registry, seed=7, gated=False)
@@ -454,8 +416,8 @@ def test_an_alias_moved_around_the_gates_is_refused_until_forced(world: dict[str
     assert f"version {ungated} of {view.name} has not passed the gates" in server.tail(400)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))}
-    env.update(MLFLOW_TRACKING_URI=registry.tracking_uri, CTLOOP_DATA_DIR=str(world["tmp"]),
-               CTLOOP_FEATURES_DIR=str(ROOT / "features"))  # fmt: skip
+    env.update(MLFLOW_TRACKING_URI=registry.tracking_uri, CTLOOP_DATA_DIR=str(world.tmp),
+               CTLOOP_FEATURES_DIR=str(FEATURES_DIR))  # fmt: skip
     cli = [sys.executable, "-m", "ctloop.cli", "promote", view.name, ungated, "--force"]
     unexplained = subprocess.run(cli, env=env, capture_output=True, text=True, check=False)
     assert unexplained.returncode == 2 and "--reason" in unexplained.stderr
@@ -474,8 +436,8 @@ def test_an_alias_moved_around_the_gates_is_refused_until_forced(world: dict[str
     registry.promote(view.name, serving)  # back to the gated champion for the tests after
 
 
-def test_metrics_add_up_over_both_workers(world: dict[str, Any]) -> None:
-    url, view = world["server"].url, world["view"]
+def test_metrics_add_up_over_both_workers(world: ServingWorld) -> None:
+    url, view = world.server.url, world.view
 
     def scrape(http: httpx.Client) -> tuple[float, float]:
         predictions = queued = 0.0
@@ -498,8 +460,8 @@ def test_metrics_add_up_over_both_workers(world: dict[str, Any]) -> None:
     assert (p1 - p0, q1 - q0) == (30, 30)  # whichever worker answers the scrape
 
 
-def test_database_outage_keeps_serving_and_loses_nothing(world: dict[str, Any]) -> None:
-    store, proxy, url, view = world["store"], world["proxy"], world["server"].url, world["view"]
+def test_database_outage_keeps_serving_and_loses_nothing(world: ServingWorld) -> None:
+    store, proxy, url, view = world.store, world.proxy, world.server.url, world.view
     before = settled_count(store)
     recs = records(view, 60, seed=13)
     ids = []
@@ -523,9 +485,9 @@ def test_database_outage_keeps_serving_and_loses_nothing(world: dict[str, Any]) 
     assert rows["request_id"].is_unique
 
 
-def test_shutdown_flushes_the_log(world: dict[str, Any]) -> None:
+def test_shutdown_flushes_the_log(world: ServingWorld) -> None:
     """Last test: SIGTERM right after answering; every answered request is in the table."""
-    store, server, view = world["store"], world["server"], world["view"]
+    store, server, view = world.store, world.server, world.view
     before = settled_count(store)
     with client() as http:
         for r in records(view, 25, seed=14):
@@ -534,4 +496,4 @@ def test_shutdown_flushes_the_log(world: dict[str, Any]) -> None:
     assert server.stop() == 0, server.tail()
     assert time.monotonic() - start < 30
     assert PredictionLog(store).count() == before + 25
-    assert not list((world["tmp"] / "serving" / "spill").glob("*.jsonl"))
+    assert not list((world.tmp / "serving" / "spill").glob("*.jsonl"))

@@ -2,6 +2,8 @@
 
 Real files name columns their own way, write `NA` for missing values, carry time zones and
 come as Parquet; the tests below feed such files through the view's `import:` rules.
+Into embedded SQLite here; `tests/integration/test_importer_mariadb.py` runs the same
+tests into MariaDB.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Feature store behaviour on MariaDB and SQLite from the same test code."""
+"""Feature store behaviour on embedded SQLite; the same test code runs on MariaDB in
+`tests/integration/test_store_mariadb.py` (the `store` fixture names the backend)."""
 
 from __future__ import annotations
 
@@ -309,18 +310,3 @@ def test_missing_tables_named(sqlite_url: str, view: FeatureView) -> None:
     store = FeatureStore(sqlite_url)
     with pytest.raises(Exception, match="init-db"):
         store.training_set(view, DAY)
-
-
-def test_c_driver_round_trip(mariadb_url: str, view: FeatureView) -> None:
-    """The faster mysqlclient driver (mysql+mysqldb://) reads and writes the same rows."""
-    url = mariadb_url.replace("mysql+pymysql://", "mysql+mysqldb://")
-    fast = FeatureStore(url, chunk_rows=70)
-    fast.init([view])
-    features, labels = _day(DAY, rows=300, delay=1)
-    fast.ingest(view, features, labels)
-    fast.ingest(view, features, labels)
-    frame = fast.training_set(view, DAY + dt.timedelta(days=5), window_days=10)
-    slow = FeatureStore(mariadb_url).training_set(view, DAY + dt.timedelta(days=5), window_days=10)
-    assert len(frame) == 300
-    pd.testing.assert_frame_equal(frame, slow)
-    fast.dispose()

@@ -16,7 +16,6 @@ Bounded: a few dozen generated cases per endpoint, local traffic only.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -33,14 +32,14 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from serving.config import ServingConfig
-from serving.limits import BodySizeLimit
 
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
-from tests.conftest import ROOT, mariadb_database
-from tests.servinghelpers import Server, client, records, register_version, service_env
+from tests.support.databases import mariadb_database
+from tests.support.paths import ROOT
+from tests.support.serving import Server, client, records, register_version, service_env
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -418,52 +417,3 @@ def test_oversized_batches_are_refused(service: dict[str, Any]) -> None:
         response = http.post(f"{url}/predict_batch", json={"records": over_limit})
         assert response.status_code == 413, response.text[:300]  # refused before parsing
     healthy(service)
-
-
-# ---------------------------------------------------------------------- the limit itself
-
-
-def run_asgi(app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> dict:
-    """Drive an ASGI app with one request; return the status and what the app read."""
-    inbox = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
-    asyncio.run(app(scope, receive, send))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return {"status": start["status"], "body": body, "unread": len(inbox)}
-
-
-async def echo(scope: dict, receive: Any, send: Any) -> None:
-    """An app that reads the whole body and answers with its size."""
-    size, more = 0, True
-    while more:
-        message = await receive()
-        size += len(message.get("body", b""))
-        more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": str(size).encode()})
-
-
-def test_body_limit_middleware() -> None:
-    limited = BodySizeLimit(echo, max_bytes=1000)
-    length = [(b"content-length", b"1001")]
-    refused = run_asgi(limited, length, [b"x" * 1001])
-    assert refused["status"] == 413 and refused["unread"] == 1  # never read
-    assert run_asgi(limited, [(b"content-length", b"1000")], [b"x" * 1000])["body"] == b"1000"
-    chunked = [(b"transfer-encoding", b"chunked")]
-    cut = run_asgi(limited, chunked, [b"x" * 600, b"x" * 600, b"x" * 600])
-    assert cut["status"] == 413 and cut["unread"] == 1  # stopped at the chunk over the limit
-    whole = run_asgi(limited, chunked, [b"x" * 400, b"x" * 400, b"x" * 200])
-    assert whole["status"] == 200 and whole["body"] == b"1000"  # replayed to the app intact
-    assert run_asgi(limited, [], [b""])["body"] == b"0"

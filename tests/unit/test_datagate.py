@@ -1,7 +1,7 @@
 """Gate 1 as a pure function: what a drift-triggered retrain may accept, and what never.
 
 `check_data` takes frames and a reference profile, so these tests need no database; the
-gate inside a real run is tested in tests/test_pipeline.py and tests/test_gates_attack.py.
+gate inside a real run is tested in tests/integration/test_pipeline.py and test_gates_attack.py.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Helpers for tests that run the prediction service as it runs in production.
 
 A real `bentoml serve` process (started by `ctloop.dev.launcher`, as the demo and the
-benchmarks start it), a small real CatBoost champion registered the way the pipeline registers it,
-request bodies drawn from the synthetic stream, and a TCP relay that lets a test cut the
-service's database and bring it back. Shared by the serving, load and fuzz tests so each
-starts the service the same way.
+benchmarks start it), a small real CatBoost champion registered the way the pipeline
+registers it, request bodies drawn from the synthetic stream, and a TCP relay that lets a
+test cut the service's database and bring it back. Shared by the serving, load, fuzz,
+faults, Bento and any-task tests so each starts the service the same way; `records` and
+`labelled` also feed the unit tier.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ctloop.dev.launcher import free_port
 from ctloop.features.view import FeatureView
 from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.registry import GATES, Registry
-from tests.conftest import ROOT
+from tests.support.paths import FEATURES_DIR, ROOT
 
 START = dt.date(2026, 1, 1)
 READY_TIMEOUT = 240
@@ -43,6 +44,8 @@ def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.Data
 
 def register_version(view: FeatureView, registry: Registry, seed: int, gated: bool = True) -> str:
     """Train a small real CatBoost model and register it as the pipeline does."""
+    # heavy (MLflow, CatBoost): only the tests that register a model pay for them, not
+    # the unit tier that imports `records` from here
     import mlflow
     import mlflow.catboost
 
@@ -52,8 +55,7 @@ def register_version(view: FeatureView, registry: Registry, seed: int, gated: bo
         update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}
     )
     result = training.fit(small, labelled(view, START, 20, seed), pd.Timestamp("2026-01-21"))
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
+    registry.activate()
     with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
         info = mlflow.catboost.log_model(
             result.model, name="model", registered_model_name=view.name,
@@ -99,7 +101,7 @@ def service_env(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))},
         "CTLOOP_DATA_DIR": str(tmp),
-        "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
+        "CTLOOP_FEATURES_DIR": str(FEATURES_DIR),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "FEATURE_STORE_URL": store_url,
         "CTLOOP_ADMIN_TOKEN": admin_token,

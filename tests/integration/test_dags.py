@@ -1,4 +1,6 @@
-"""The Airflow DAGs: parse checks, the orchestration glue, and the CT DAG run by Airflow.
+"""The Airflow DAGs: parse checks and the CT, ingest and monitor DAGs run by Airflow.
+
+The glue the tasks call is tested in-process in `tests/unit/test_orchestration.py`.
 
 Airflow reads its configuration when it is first imported, so everything that imports
 Airflow runs in a child process whose environment is set before it starts: its own
@@ -15,34 +17,35 @@ cost is paid once; between runs the test corrupts the data in MariaDB.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime as dt
-import enum
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+import mlflow
+import mlflow.catboost
 import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from ctloop.dev.dagrunner import DagRunner
-from ctloop.errors import CtloopError
+from ctloop.core.predictor import Predictor
 from ctloop.features.view import list_views, load_view_file
-from ctloop.ingest.synth import StreamConfig, land_synthetic_day, stream
-from ctloop.orchestration import connection, ct
-from ctloop.orchestration import context as runctx
-from ctloop.registry import Registry
-from ctloop.store.features import FeatureStore
-from tests.conftest import ROOT, mariadb_database
+from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, land_synthetic_day
+from ctloop.orchestration import connection
+from tests.support.airflow import AirflowProcess, airflow_env, run_python
+from tests.support.paths import DAGS_DIR, FEATURES_DIR
+from tests.support.predictions import log_day
+from tests.support.world import (
+    History,
+    World,
+    built_world,
+    replaced_features,
+    replaced_labels,
+    write_history,
+)
 
-DAGS = ROOT / "dags"
 VIEW = "credit_score"
 CT_DAG = f"ct_{VIEW}"
 INGEST_DAG = f"ingest_{VIEW}"
@@ -54,42 +57,7 @@ DAYS = 40
 ROWS_PER_DAY = 600
 SEED = 11
 AS_OF = START + dt.timedelta(days=DAYS)
-RUN_TIMEOUT_S = 420
-
-
-def airflow_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """A child environment with nothing inherited from Airflow, ctloop or MLflow settings."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIRFLOW", "CTLOOP_", "MLFLOW_")) and key != "FEATURE_STORE_URL"
-    }
-    home = tmp / "airflow"
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "CTLOOP_DATA_DIR": str(tmp / "data"),
-            "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def run_python(script: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
-    """Run a Python script in a child process; its output is the failure message if it fails."""
-    __tracebackhide__ = True  # keep the environment out of failure reports
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env=env, cwd=cwd, timeout=300, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    output = f"{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-    assert done.returncode == 0, f"child exited with {done.returncode}:\n{output}"
+HISTORY = History(start=START, days=DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED, labels_before=AS_OF)
 
 
 # ------------------------------------------------------------------ DAG files, parsed by Airflow
@@ -182,7 +150,14 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         AIRFLOW_CONN_CT_URI="mysql://reader:s%40cret@10.0.0.5:3306/ctloop?charset=utf8mb4",
         FEATURE_STORE_URL=f"sqlite:///{tmp / 'fallback.db'}",
     )
-    args = [str(out), str(DAGS), ",".join(HEAVY_MODULES), "feature_store", "ct_uri", "not_defined"]
+    args = [
+        str(out),
+        str(DAGS_DIR),
+        ",".join(HEAVY_MODULES),
+        "feature_store",
+        "ct_uri",
+        "not_defined",
+    ]
     run_python(PARSE_SCRIPT, args, env=env, cwd=tmp)
     facts = json.loads(out.read_text())
     facts["fallback"] = f"sqlite:///{tmp / 'fallback.db'}"
@@ -192,7 +167,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.slow
 def test_dag_folder_imports_without_errors(parsed: dict) -> None:
     assert parsed["import_errors"] == {}
-    views = list_views(ROOT / "features")
+    views = list_views(FEATURES_DIR)
     assert VIEW in views
     kinds = ("ct", "ingest", "monitor")
     assert set(parsed["dags"]) == {f"{kind}_{v}" for v in views for kind in kinds}
@@ -271,174 +246,37 @@ def test_refusals_fail_fast_and_outages_keep_retries(parsed: dict) -> None:
     }
 
 
-# ------------------------------------------------------------------ orchestration glue, in-process
-
-
-def conn(**fields: Any) -> SimpleNamespace:
-    base = {"conn_id": "feature_store", "conn_type": "mysql", "host": None, "port": None,
-            "login": None, "password": None, "schema": None, "extra_dejson": {}}  # fmt: skip
-    return SimpleNamespace(**{**base, **fields})
-
-
-@pytest.mark.parametrize(
-    ("fields", "expected"),
-    [
-        ({"host": "h", "port": 3306, "login": "u", "password": "pw", "schema": "fs"},
-         "mysql+pymysql://u:pw@h:3306/fs"),
-        ({"conn_type": "mariadb", "host": "h", "schema": "fs"}, "mysql+pymysql://h/fs"),
-        ({"host": "h", "schema": "fs", "extra_dejson": {"client": "mysqlclient"}},
-         "mysql+mysqldb://h/fs"),
-        ({"host": "h", "schema": "fs", "extra_dejson": {"client": "mysql-connector-python"}},
-         "mysql+mysqlconnector://h/fs"),
-        ({"host": "h", "schema": "fs",
-          "extra_dejson": {"ssl_ca": "/etc/ca.pem", "charset": "utf8mb4"}},
-         "mysql+pymysql://h/fs?charset=utf8mb4&ssl_ca=%2Fetc%2Fca.pem"),
-        ({"conn_type": "postgres", "host": "pg", "login": "u", "schema": "fs"},
-         "postgresql+psycopg://u@pg/fs"),
-        ({"conn_type": "sqlite", "host": "/data/fs.db"}, "sqlite:////data/fs.db"),
-    ],
-)  # fmt: skip
-def test_connection_url_comes_from_the_provider_hooks(fields: dict, expected: str) -> None:
-    assert connection.connection_url(conn(**fields)) == expected
-
-
-def test_connection_url_keeps_special_characters_in_passwords() -> None:
-    url = connection.connection_url(conn(host="h", login="u", password="a@b:c/d%e#f"))
-    assert make_url(url).password == "a@b:c/d%e#f"
-
-
-@pytest.mark.parametrize(
-    "fields", [{"conn_type": "http", "host": "h"}, {"extra_dejson": {"client": "odbc"}}]
-)
-def test_connection_url_refuses_what_cannot_be_a_feature_store(fields: dict) -> None:
-    with pytest.raises(CtloopError, match="feature_store"):
-        connection.connection_url(conn(**fields))
-
-
-class RunType(enum.Enum):  # stands in for Airflow's DagRunType enum
-    SCHEDULED = "scheduled"
-    ASSET_TRIGGERED = "asset_triggered"
-
-
-def context(run_type: Any = "manual", conf: dict | None = None, params: dict | None = None,
-            **times: Any) -> dict[str, Any]:  # fmt: skip
-    run_after = times.pop("run_after", dt.datetime(2026, 3, 5, 3, 0, tzinfo=dt.UTC))
-    dag_run = SimpleNamespace(
-        run_type=run_type, conf=conf or {}, run_id="run__1", run_after=run_after,
-        logical_date=None, data_interval_end=None,
-    )  # fmt: skip
-    return {"dag_run": dag_run, "params": params or {}, **times}
-
-
-@pytest.mark.parametrize(
-    ("ctx", "expected"),
-    [
-        (context(RunType.SCHEDULED), "schedule"),
-        (context("backfill"), "schedule"),
-        (context(RunType.ASSET_TRIGGERED), "new-data"),
-        (context("manual"), "manual"),
-        (context("operator_triggered"), "manual"),
-        (context("manual", conf={"trigger": "drift", "reason": "psi 0.4"}), "drift"),
-        (context("operator_triggered", conf={"trigger": "drift"}), "drift"),
-    ],
-)
-def test_trigger_kind(ctx: dict, expected: str) -> None:
-    assert runctx.trigger_kind(ctx) == expected
-
-
-def test_unknown_conf_trigger_is_refused() -> None:
-    with pytest.raises(CtloopError, match="trigger must be one of"):
-        runctx.trigger_kind(context(conf={"trigger": "whim"}))
-
-
-def test_as_of_comes_from_the_run_never_from_now() -> None:
-    interval_end = dt.datetime(2026, 3, 2, 3, 0, tzinfo=dt.UTC)
-    scheduled = context(RunType.SCHEDULED, data_interval_end=interval_end, logical_date=None)
-    assert runctx.as_of_date(scheduled) == dt.date(2026, 3, 2)
-    # param (from the trigger form or conf) wins; blank means "not given"
-    assert runctx.as_of_date(
-        context(params={"as_of": "2026-02-01"}, data_interval_end=interval_end)
-    ) == dt.date(2026, 2, 1)
-    assert runctx.as_of_date(
-        context(params={"as_of": " "}, data_interval_end=interval_end)
-    ) == dt.date(2026, 3, 2)
-    # an aware time is taken in UTC: 23:30 in New York on 1 March is 2 March in UTC
-    new_york = dt.timezone(dt.timedelta(hours=-5))
-    late = dt.datetime(2026, 3, 1, 23, 30, tzinfo=new_york)
-    assert runctx.as_of_date(context(logical_date=late)) == dt.date(2026, 3, 2)
-    # asset-triggered and manual runs may have no logical date: the run's run_after
-    assert runctx.as_of_date(context(RunType.ASSET_TRIGGERED)) == dt.date(2026, 3, 5)
-    with pytest.raises(CtloopError, match="not a date"):
-        runctx.as_of_date(context(params={"as_of": "March 3rd"}))
-
-
-def test_make_run_carries_trigger_reason_and_run_id() -> None:
-    drift = context(conf={"trigger": "drift", "reason": "psi 0.4 on income"},
-                    params={"as_of": "2026-02-01", "reason": "psi 0.4 on income"})  # fmt: skip
-    run = runctx.make_run(VIEW, drift)
-    assert (run.view.name, run.as_of, run.trigger) == (VIEW, dt.date(2026, 2, 1), "drift")
-    assert (run.reason, run.airflow_run_id) == ("psi 0.4 on income", "run__1")
-    scheduled = runctx.make_run(VIEW, context(RunType.SCHEDULED))
-    assert (scheduled.trigger, scheduled.reason) == ("schedule", "scheduled retraining")
-
-
-def test_short_circuit_condition() -> None:
-    refused = {"blessed": False, "version": "3", "checks": [{"name": "floor", "passed": False}]}
-    assert ct.should_promote({"blessed": True}, context()) is True
-    assert ct.should_promote(refused, context()) is False
-    assert ct.should_promote(refused, context(params={"force_promote": True})) is True
-
-
 # ------------------------------------------------------------------ the CT DAG run by Airflow
 
 
-class AirflowProcess(DagRunner):
-    """`ctloop.dev.dagrunner` (what `make demo` uses) as the tests drive it: one long-lived
-    Airflow child that runs each DAG run with `dag.test()`; failures fail the test."""
+@dataclasses.dataclass
+class DagWorld(World):
+    """The shared world with Airflow in a child process, running the repository's DAGs."""
 
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        super().__init__(DAGS, tmp, env)
-
-    def trigger(self, dag_id: str, conf: dict[str, Any], timeout: float = RUN_TIMEOUT_S) -> dict:
-        try:
-            return super().trigger(dag_id, conf, timeout)
-        except CtloopError as exc:
-            pytest.fail(str(exc))
-
-    def close(self) -> int:
-        code = super().close()
-        assert code == 0, f"the Airflow process exited with {code}:\n{self.output()[-6000:]}"
-        return code
+    airflow: AirflowProcess
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagWorld]:
     """MariaDB with 40 days x 600 rows, a MLflow SQLite store, and Airflow in a child process."""
-    view = load_view_file(ROOT / "features" / f"{VIEW}.yaml")
+    view = load_view_file(FEATURES_DIR / f"{VIEW}.yaml")
     tmp = tmp_path_factory.mktemp("ct_dag")
-    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with mariadb_database("ctloop_dagtest") as url:
+    with built_world(tmp, [view], prefix="ctloop_dagtest") as shared:
         # Airflow's connection as users write it: mysql://user@host:port/database
-        conn_uri = make_url(url).set(drivername="mysql").render_as_string(hide_password=False)
+        conn_uri = (
+            make_url(shared.url).set(drivername="mysql").render_as_string(hide_password=False)
+        )
         env = airflow_env(
-            tmp, AIRFLOW_CONN_FEATURE_STORE=conn_uri, MLFLOW_TRACKING_URI=tracking_uri
+            tmp,
+            AIRFLOW_CONN_FEATURE_STORE=conn_uri,
+            MLFLOW_TRACKING_URI=shared.settings.tracking_uri,
         )
         airflow = AirflowProcess(tmp, env)  # starts up while the history is written
-        store = FeatureStore(url)
         try:
-            store.init([view])
-            config = StreamConfig(
-                seed=SEED, rows_per_day=ROWS_PER_DAY,
-                label_delay_days=view.training.label_delay_days,
-            )  # fmt: skip
-            labels_until = pd.Timestamp(AS_OF)  # only labels that had arrived by the as-of date
-            for _, features, labels in stream(view, START, DAYS, config):
-                store.ingest(view, features, labels[labels["arrived_at"] < labels_until])
-            yield {"view": view, "store": store, "airflow": airflow,
-                   "registry": Registry(tracking_uri), "tracking_uri": tracking_uri}  # fmt: skip
+            write_history(shared, HISTORY)  # only labels that had arrived by the as-of date
+            yield shared.extended(DagWorld, airflow=airflow)
         finally:
             airflow.close()
-            store.dispose()
 
 
 def task_states(outcome: dict) -> dict[str, str]:
@@ -446,40 +284,15 @@ def task_states(outcome: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(world: dict) -> dict[str, Any]:
+def first_run(world: DagWorld) -> dict[str, Any]:
     conf = {"as_of": AS_OF.isoformat(), "reason": "first model from the UI"}
-    return world["airflow"].trigger(CT_DAG, conf)
-
-
-@contextlib.contextmanager
-def replaced_labels(world: dict, change) -> Iterator[None]:
-    """Upsert changed labels for the window (same keys), restore the originals afterwards."""
-    store, view = world["store"], world["view"]
-    original = store.labels_for_days(view, START, AS_OF, dt.datetime.combine(AS_OF, dt.time.min))
-    store.upsert_labels(view, change(original.copy()))
-    try:
-        yield
-    finally:
-        store.upsert_labels(view, original)
-
-
-@contextlib.contextmanager
-def replaced_features(world: dict, change) -> Iterator[None]:
-    store, view = world["store"], world["view"]
-    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
-        [view.event_date, view.entity], ignore_index=True
-    )
-    store.ingest(view, change(original.copy()))
-    try:
-        yield
-    finally:
-        store.ingest(view, original)
+    return world.airflow.trigger(CT_DAG, conf)
 
 
 @pytest.fixture(scope="module")
-def shuffled_run(world: dict, first_run: dict) -> dict[str, Any]:
+def shuffled_run(world: DagWorld, first_run: dict) -> dict[str, Any]:
     """A drift-triggered run on labels shuffled at random: a worthless candidate."""
-    label = world["view"].label.name
+    label = world.view.label.name
 
     def shuffle(labels: pd.DataFrame) -> pd.DataFrame:
         labels[label] = np.random.default_rng(0).permutation(labels[label].to_numpy())
@@ -487,21 +300,21 @@ def shuffled_run(world: dict, first_run: dict) -> dict[str, Any]:
 
     conf = {"trigger": "drift", "reason": "prediction drift 0.31 on credit_score",
             "findings": {"prediction_drift": 0.31}, "as_of": AS_OF.isoformat()}  # fmt: skip
-    with replaced_labels(world, shuffle):
-        return world["airflow"].trigger(CT_DAG, conf)
+    with replaced_labels(world, START, AS_OF, shuffle):
+        return world.airflow.trigger(CT_DAG, conf)
 
 
 @pytest.fixture(scope="module")
-def null_run(world: dict, shuffled_run: dict) -> dict[str, Any]:
+def null_run(world: DagWorld, shuffled_run: dict) -> dict[str, Any]:
     """A run on data where a non-nullable feature is NULL in 3 rows of 4."""
 
     def flood(features: pd.DataFrame) -> pd.DataFrame:
         features.loc[features.index % 4 != 0, "interest_rate"] = None
         return features
 
-    before = [v.version for v in world["registry"].versions(VIEW)]
-    with replaced_features(world, flood):
-        outcome = world["airflow"].trigger(CT_DAG, {"as_of": AS_OF.isoformat()})
+    before = [v.version for v in world.registry.versions(VIEW)]
+    with replaced_features(world, START, AS_OF, flood):
+        outcome = world.airflow.trigger(CT_DAG, {"as_of": AS_OF.isoformat()})
     outcome["versions_before"] = before
     return outcome
 
@@ -509,7 +322,7 @@ def null_run(world: dict, shuffled_run: dict) -> dict[str, Any]:
 @pytest.mark.mariadb
 @pytest.mark.slow
 def test_first_run_trains_and_promotes_a_fully_tagged_champion(
-    world: dict, first_run: dict
+    world: DagWorld, first_run: dict
 ) -> None:
     assert first_run["state"] == "success", first_run["log"][-4000:]
     assert task_states(first_run) == dict.fromkeys(CT_TASKS, "success")
@@ -517,13 +330,13 @@ def test_first_run_trains_and_promotes_a_fully_tagged_champion(
     xcom = first_run["xcom"]
     assert xcom["extract"]["as_of"] == AS_OF.isoformat()
     assert xcom["extract"]["trigger"] == "manual"
-    assert xcom["extract"]["rows"] > world["view"].gates.data.min_rows
+    assert xcom["extract"]["rows"] > world.view.gates.data.min_rows
     fingerprint = xcom["extract"]["fingerprint"]
     assert xcom["train"]["fingerprint"] == fingerprint  # passed on, and the data unchanged
     assert xcom["evaluate"]["blessed"] is True
     assert xcom["blessed"] is True
 
-    registry = world["registry"]
+    registry = world.registry
     champion = registry.champion(VIEW)
     assert champion is not None
     assert champion.version == xcom["train"]["version"] == xcom["promote"]["champion"]
@@ -544,12 +357,9 @@ def test_first_run_trains_and_promotes_a_fully_tagged_champion(
 
 @pytest.mark.mariadb
 @pytest.mark.slow
-def test_first_run_logs_artifacts_and_a_loadable_model(world: dict, first_run: dict) -> None:
-    import mlflow
-    import mlflow.catboost
-
+def test_first_run_logs_artifacts_and_a_loadable_model(world: DagWorld, first_run: dict) -> None:
     assert first_run["state"] == "success"
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     champion = registry.champion(VIEW)
     client = registry.client
     run = client.get_run(champion.run_id)
@@ -565,8 +375,8 @@ def test_first_run_logs_artifacts_and_a_loadable_model(world: dict, first_run: d
     logged = client.get_logged_model(source.removeprefix("models:/"))
     assert logged.source_run_id == champion.run_id
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(world["tracking_uri"])
-    mlflow.set_registry_uri(world["tracking_uri"])  # another test may have set another one
+    mlflow.set_tracking_uri(world.settings.tracking_uri)
+    mlflow.set_registry_uri(world.settings.tracking_uri)  # another test may have set another one
     try:
         model = mlflow.catboost.load_model(f"models:/{VIEW}@champion")
     finally:
@@ -578,7 +388,7 @@ def test_first_run_logs_artifacts_and_a_loadable_model(world: dict, first_run: d
 @pytest.mark.mariadb
 @pytest.mark.slow
 def test_refused_candidate_skips_infra_check_and_promotion(
-    world: dict, first_run: dict, shuffled_run: dict
+    world: DagWorld, first_run: dict, shuffled_run: dict
 ) -> None:
     assert shuffled_run["state"] == "success", shuffled_run["log"][-4000:]
     assert task_states(shuffled_run) == {
@@ -589,7 +399,7 @@ def test_refused_candidate_skips_infra_check_and_promotion(
     assert xcom["evaluate"]["blessed"] is False
     assert "drift findings" in shuffled_run["log"] and "prediction_drift" in shuffled_run["log"]
 
-    registry = world["registry"]
+    registry = world.registry
     champion = registry.champion(VIEW)
     candidate = registry.version(VIEW, xcom["train"]["version"])
     assert champion.version == first_run["xcom"]["promote"]["champion"]  # did not move
@@ -605,7 +415,9 @@ def test_refused_candidate_skips_infra_check_and_promotion(
 
 @pytest.mark.mariadb
 @pytest.mark.slow
-def test_bad_data_fails_the_data_gate_at_once(world: dict, first_run: dict, null_run: dict) -> None:
+def test_bad_data_fails_the_data_gate_at_once(
+    world: DagWorld, first_run: dict, null_run: dict
+) -> None:
     assert null_run["state"] == "failed"
     states = task_states(null_run)
     assert states["extract"] == "success"
@@ -614,15 +426,15 @@ def test_bad_data_fails_the_data_gate_at_once(world: dict, first_run: dict, null
     assert {states[t] for t in CT_TASKS[2:]} == {"upstream_failed"}
     assert "missing_rate:interest_rate" in null_run["log"]  # the log names the failed check
     assert "AirflowFailException" in null_run["log"]
-    registry = world["registry"]
+    registry = world.registry
     assert [v.version for v in registry.versions(VIEW)] == null_run["versions_before"]
     assert registry.champion(VIEW).version == first_run["xcom"]["promote"]["champion"]
 
 
 @pytest.mark.mariadb
 @pytest.mark.slow
-def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: dict) -> None:
-    store, view = world["store"], world["view"]
+def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: DagWorld) -> None:
+    store, view = world.store, world.view
     label_day = AS_OF - dt.timedelta(days=view.training.label_delay_days)
 
     def counts() -> dict[dt.date, tuple[int, int]]:
@@ -632,7 +444,7 @@ def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: dict) -> None:
     assert AS_OF not in before
     assert before[label_day] == (ROWS_PER_DAY, 0)  # its labels land on the as-of day
     conf = {"day": AS_OF.isoformat(), "rows_per_day": ROWS_PER_DAY, "seed": SEED}
-    outcome = world["airflow"].trigger(INGEST_DAG, conf)
+    outcome = world.airflow.trigger(INGEST_DAG, conf)
     assert outcome["state"] == "success", outcome["log"][-4000:]
     after = counts()
     assert after[AS_OF] == (ROWS_PER_DAY, 0)
@@ -654,7 +466,7 @@ def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: dict) -> None:
 
 
 def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
-    world: dict, first_run: dict, shuffled_run: dict, null_run: dict
+    world: DagWorld, first_run: dict, shuffled_run: dict, null_run: dict
 ) -> None:
     """Drifted traffic -> monitor DAG -> ct DAG triggered with the reason -> new champion.
 
@@ -662,30 +474,17 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     monitor finds accuracy decay. dag.test() has no scheduler, so the test runs the CT DAG
     with the conf the monitor's trigger queued, then retires the queued copy.
     """
-    from ctloop.core.predictor import Predictor
-    from ctloop.ingest.synth import Scenario, generate_day
-    from tests.test_monitor import log_day
-
-    view, store, registry, airflow = (
-        world["view"],
-        world["store"],
-        world["registry"],
-        world["airflow"],
-    )
-    import mlflow
-
-    mlflow.set_tracking_uri(world["tracking_uri"])
-    mlflow.set_registry_uri(world["tracking_uri"])  # models:/ URIs resolve in the registry
+    view, store, registry, airflow = world.view, world.store, world.registry, world.airflow
+    registry.activate()  # models:/ URIs resolve in the registry
     before = registry.champion(VIEW)
     predictor = Predictor.load(view, before.uri, before.version)
     drift = StreamConfig(seed=SEED + 1, rows_per_day=ROWS_PER_DAY, label_delay_days=0,
                          scenario=Scenario.CONCEPT_DRIFT, drift_start=AS_OF)  # fmt: skip
-    live = {"view": view, "store": store, "predictor": predictor}
     days = [AS_OF + dt.timedelta(days=i) for i in range(14)]
     for day in days:
         features, labels = generate_day(day, drift)
         store.ingest(view, features, labels)
-        log_day(live, day, features)
+        log_day(view, store, predictor, day, features)
     since = dt.datetime.combine(days[0], dt.time.min)
     until = dt.datetime.combine(days[-1], dt.time.min) + dt.timedelta(days=1)
     window = {"since": since.isoformat(), "until": until.isoformat()}
@@ -724,7 +523,7 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     shift = StreamConfig(seed=SEED + 2, rows_per_day=ROWS_PER_DAY, label_delay_days=0,
                          scenario=Scenario.COVARIATE_SHIFT, drift_start=retrain_day)  # fmt: skip
     features, labels = generate_day(retrain_day, shift)
-    log_day({"view": view, "store": store, "predictor": predictor}, retrain_day, features)
+    log_day(view, store, predictor, retrain_day, features)
     second_window = {"since": until.isoformat(),
                      "until": (until + dt.timedelta(days=2)).isoformat()}  # fmt: skip
     second = airflow.trigger(f"monitor_{VIEW}", second_window)

@@ -1,9 +1,8 @@
-"""The long-running stack: `make up` as real processes, and docker-compose.yml against it.
+"""The long-running stack end to end: `make up` as real processes, driven from outside.
 
-`ctloop.dev.stack.SERVICES` is the one definition of what runs (names, ports, health checks,
-the variables each process gets). The compose tests parse `docker-compose config` and hold
-every compose service to that table; the unit tests hold the local stack's environments
-to it; the end-to-end test runs the local stack for real.
+`ctloop.dev.stack.SERVICES` is the one definition of what runs; docker-compose.yml and the
+resolved environments are held to it in `tests/unit/test_stack_config.py`, supervision in
+`tests/integration/test_stack_supervisor.py`.
 
 The end-to-end test starts the stack exactly as `make up` does (`python -m ctloop.dev.stack
 up`, the Makefile's command) on a MariaDB feature store and MLflow backend of its own, a
@@ -22,377 +21,31 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.engine import make_url
 
 from ctloop.dev import stack
 from ctloop.dev.launcher import tail
-from ctloop.dev.stack import commands as stack_commands
-from ctloop.dev.stack.health import wait_healthy
-from ctloop.dev.stack.supervisor import Supervisor, Watcher, kill_sessions, session_processes
-from ctloop.errors import CtloopError
-from ctloop.orchestration.connection import connection_url
-from tests.conftest import ROOT, mariadb_database, postgres_database
+from ctloop.dev.stack.supervisor import Supervisor, kill_sessions, session_processes
+from tests.support.databases import mariadb_database, postgres_database
+from tests.support.paths import ROOT
 
 VIEW = "credit_score"
 CT_DAG, MONITOR_DAG = f"ct_{VIEW}", f"monitor_{VIEW}"
-INFRA_SERVICES = {"mariadb", "postgres", "airflow-init"}
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 ROWS_PER_DAY = 400
 SEED = 21
-
-
-# ------------------------------------------------------------------ docker-compose.yml
-
-
-def env_from_example() -> str:
-    """A .env with every variable .env.example shows, at the value it shows."""
-    lines = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        body = line.lstrip("#").strip()
-        name, sep, value = body.partition("=")
-        if sep and name.isidentifier() and name.upper() == name:
-            lines.append(f"{name}={value}")
-    return "\n".join(lines) + "\n"
-
-
-def compose_config(tmp: Path, env_text: str) -> subprocess.CompletedProcess[str]:
-    """`docker-compose config` on a copy of the compose file with this .env beside it."""
-    binary = shutil.which("docker-compose")
-    assert binary, "docker-compose is missing: `make install` (scripts/bootstrap.sh) adds it"
-    shutil.copy(COMPOSE_FILE, tmp / "docker-compose.yml")
-    (tmp / ".env").write_text(env_text)
-    return subprocess.run(
-        [binary, "-f", str(tmp / "docker-compose.yml"), "config"],
-        cwd=tmp, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("compose")
-    done = compose_config(tmp, env_from_example())
-    assert done.returncode == 0, f"docker-compose config failed:\n{done.stderr}"
-    config = yaml.safe_load(done.stdout)
-    return {"config": config, "services": config["services"],
-            "raw": yaml.safe_load(COMPOSE_FILE.read_text())}  # fmt: skip
-
-
-def joined(command: Any) -> str:
-    return " ".join(command) if isinstance(command, list) else str(command)
-
-
-def test_compose_runs_the_stack_services_and_its_databases(compose: dict) -> None:
-    assert set(compose["services"]) == set(stack.SERVICE_NAMES) | INFRA_SERVICES
-    ctloop_image = {name for name, svc in compose["raw"]["services"].items()
-                    if svc.get("image") == "ctloop:local"}  # fmt: skip
-    assert ctloop_image == set(stack.SERVICE_NAMES) | {"airflow-init"}
-    # one image, built from docker/, one shared env_file for every ctloop container
-    for name in ctloop_image:
-        svc = compose["services"][name]
-        assert svc["build"]["dockerfile"] == "docker/Dockerfile", name
-        assert compose["raw"]["services"][name]["env_file"] == ".env", name
-    assert "uv sync --frozen" in (ROOT / "docker" / "Dockerfile").read_text()
-    commands = {name: joined(compose["services"][name]["command"]) for name in ctloop_image}
-    assert commands["airflow-init"].count("airflow db migrate") == 1
-    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-        assert commands[f"airflow-{component}"].startswith(f"airflow {component}")
-    assert (
-        commands["mlflow"].startswith("mlflow server") and "--serve-artifacts" in commands["mlflow"]
-    )
-    assert commands["serving"].startswith("bentoml serve serving.service:ModelService")
-
-
-def test_compose_services_get_the_variables_ports_and_health_checks_of_the_table(
-    compose: dict,
-) -> None:
-    services = compose["services"]
-    for spec in stack.SERVICES:
-        svc = services[spec.name]
-        env = svc["environment"]
-        missing = spec.env - set(env)
-        assert not missing, f"{spec.name} lacks {sorted(missing)} (stack.SERVICES says so)"
-        if spec.kind == "airflow":
-            assert svc["depends_on"]["airflow-init"]["condition"] == (
-                "service_completed_successfully"
-            )
-        if spec.default_port is None:
-            assert "ports" not in svc, spec.name
-            continue
-        published = {(int(p["target"]), int(p["published"])) for p in svc["ports"]}
-        setting = f"CTLOOP_STACK_{spec.port_setting.upper()}"
-        assert published == {(spec.default_port, int(env[setting]))}, spec.name
-        assert f"--port {spec.default_port}" in joined(svc["command"]), spec.name
-        health = joined(svc["healthcheck"]["test"])
-        assert f"localhost:{spec.default_port}{spec.health_path}" in health, spec.name
-    # the cross-service URLs use the same ports as the table
-    airflow = services["airflow-scheduler"]["environment"]
-    assert airflow["MLFLOW_TRACKING_URI"] == f"http://mlflow:{stack.service('mlflow').default_port}"
-    assert airflow["CTLOOP_SERVING_URL"] == (
-        f"http://serving:{stack.service('serving').default_port}"
-    )
-    api = stack.service("airflow-api-server").default_port
-    assert airflow["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
-        f"http://airflow-api-server:{api}/execution/"
-    )
-    assert (
-        services["serving"]["environment"]["MLFLOW_TRACKING_URI"] == airflow["MLFLOW_TRACKING_URI"]
-    )
-
-
-def test_compose_keeps_airflow_metadata_off_mariadb_and_secrets_shared(compose: dict) -> None:
-    services = compose["services"]
-    airflow = [s.name for s in stack.SERVICES if s.kind == "airflow"] + ["airflow-init"]
-    for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY",
-                "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                "CTLOOP_ADMIN_TOKEN"):  # fmt: skip
-        values = {services[name]["environment"][key] for name in airflow}
-        assert len(values) == 1, f"{key} differs between the Airflow containers"
-    env = services["airflow-scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    metadata = make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    assert metadata.get_backend_name() == "postgresql" and metadata.host == "postgres"
-    assert services["serving"]["environment"]["CTLOOP_ADMIN_TOKEN"] == env["CTLOOP_ADMIN_TOKEN"]
-    # the feature store: one MariaDB database, for the DAGs' connection and for the library
-    store = make_url(env["FEATURE_STORE_URL"])
-    conn = make_url(env["AIRFLOW_CONN_FEATURE_STORE"])
-    assert (store.host, store.database) == (conn.host, conn.database) == ("mariadb", "ctloop")
-    mlflow_db = make_url(services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"])
-    assert (mlflow_db.get_backend_name(), mlflow_db.host) == ("mysql", "mariadb")
-    for name in ("mariadb", "postgres"):
-        svc = services[name]
-        assert svc["healthcheck"]["test"], name
-        sources = [v.split(":")[0] if isinstance(v, str) else v["source"] for v in svc["volumes"]]
-        assert set(sources) & set(compose["config"]["volumes"]), f"{name}: no named volume"
-
-
-def test_compose_takes_every_password_from_env(tmp_path: Path) -> None:
-    text = COMPOSE_FILE.read_text()
-    assert "change-me" not in text  # no example value baked in
-    for var in ("MARIADB_ROOT_PASSWORD", "MARIADB_PASSWORD", "POSTGRES_PASSWORD",
-                "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-                "CTLOOP_ADMIN_TOKEN"):  # fmt: skip
-        assert f"${{{var}:?" in text, f"{var} must be required from .env"
-        without = "".join(
-            line + "\n" for line in env_from_example().splitlines()
-            if not line.startswith(f"{var}=")
-        )  # fmt: skip
-        done = compose_config(tmp_path, without)
-        assert done.returncode != 0, f"compose started without {var}"
-        assert var in done.stderr
-
-
-# ------------------------------------------------------------------ the local stack, resolved
-
-
-@pytest.fixture
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    """The caller's environment without any ctloop, Airflow, MLflow or BentoML setting."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW", "CTLOOP_", "MLFLOW_", "BENTOML_"))
-        and k != "FEATURE_STORE_URL"
-    }
-    env["CTLOOP_DATA_DIR"] = str(tmp_path / "data")
-    return env
-
-
-def test_local_stack_sets_exactly_the_table_variables(
-    tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    clean_env.update(CTLOOP_STACK_MLFLOW_PORT="15001", CTLOOP_STACK_SERVING_PORT="13001")
-    resolved = stack.resolve(clean_env, cwd=tmp_path)
-    for spec in stack.SERVICES:
-        assert set(resolved.managed_env(spec)) == spec.env, spec.name
-        assert set(resolved.env(spec)) >= spec.env
-        if spec.port_setting:
-            default = stack.StackConfig.model_fields[spec.port_setting].default
-            assert default == spec.default_port, spec.name
-    airflow = resolved.env(stack.service("airflow-scheduler"))
-    assert airflow["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert airflow["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
-    assert airflow["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
-    assert airflow["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
-    assert airflow["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15001"
-    assert airflow["CTLOOP_SERVING_URL"] == "http://127.0.0.1:13001"
-    assert airflow["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
-        "http://127.0.0.1:8080/execution/"
-    )
-    data = tmp_path / "data"
-    assert Path(airflow["AIRFLOW_HOME"]).is_relative_to(data)
-    assert airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
-        f"sqlite:///{data / 'stack' / 'airflow' / 'airflow.db'}"
-    )
-    assert airflow["FEATURE_STORE_URL"] == f"sqlite:///{data / 'feature_store.db'}"
-    mlflow = resolved.env(stack.service("mlflow"))
-    assert mlflow["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{data / 'mlflow.db'}"
-    assert "MLFLOW_TRACKING_URI" not in mlflow  # the server must not chase itself
-    serving = resolved.env(stack.service("serving"))
-    # one admin token for the service and the promote step, generated once, kept private
-    token = serving["CTLOOP_ADMIN_TOKEN"]
-    assert len(token) >= 32 and airflow["CTLOOP_ADMIN_TOKEN"] == token
-    secrets_file = data / "stack" / "secrets.json"
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    again = stack.resolve(clean_env, cwd=tmp_path)
-    assert (
-        again.env(stack.service("airflow-api-server"))["AIRFLOW__CORE__FERNET_KEY"]
-        == (airflow["AIRFLOW__CORE__FERNET_KEY"])
-    )
-    assert again.secrets == resolved.secrets
-    # given values win over generated ones
-    clean_env["CTLOOP_ADMIN_TOKEN"] = "from-the-environment-" + "x" * 20
-    given = stack.resolve(clean_env, cwd=tmp_path)
-    assert (
-        given.env(stack.service("serving"))["CTLOOP_ADMIN_TOKEN"]
-        == (clean_env["CTLOOP_ADMIN_TOKEN"])
-    )
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "mysql+pymysql://airflow:pw@127.0.0.1:3306/airflow",
-        "mysql://airflow@db/airflow",
-        "mariadb+mariadbconnector://airflow@db/airflow",
-    ],
-)
-def test_local_stack_refuses_mariadb_for_airflow_metadata(
-    url: str, tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    clean_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
-    with pytest.raises(CtloopError, match="does not support MariaDB") as err:
-        stack.resolve(clean_env, cwd=tmp_path)
-    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in str(err.value)
-    assert ":pw@" not in str(err.value)  # the password is not echoed
-
-
-def test_local_stack_takes_postgresql_for_airflow_metadata(
-    tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    url = "postgresql+psycopg2://airflow:pw@127.0.0.1:5432/airflow"
-    clean_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
-    resolved = stack.resolve(clean_env, cwd=tmp_path)
-    assert resolved.airflow_db == url
-    for name in ("airflow-api-server", "airflow-scheduler"):
-        assert resolved.env(stack.service(name))["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
-    # a driver the environment lacks is named before anything starts
-    clean_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url.replace("psycopg2", "pg8000")
-    with pytest.raises(CtloopError, match="driver 'pg8000'") as err:
-        stack.resolve(clean_env, cwd=tmp_path)
-    assert ":pw@" not in str(err.value)
-
-
-@pytest.mark.postgres
-def test_up_creates_a_missing_postgres_metadata_database_once() -> None:
-    with postgres_database("ctloop_stack_probe") as url:
-        assert stack.create_postgres_database_if_missing(url) is True
-        assert stack.create_postgres_database_if_missing(url) is False
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT current_database()")).scalar_one() in url
-        engine.dispose()
-    with pytest.raises(CtloopError, match="unreachable"):
-        stack.create_postgres_database_if_missing("postgresql+psycopg2://u:pw@127.0.0.1:1/x")
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "mysql+pymysql://ctloop:p%40ss%2Fw%3Ard@db.internal:3307/features?charset=utf8mb4",
-        "mysql+mysqldb://ctloop@db/features",
-        "postgresql+psycopg://ctloop:pw@pg:5432/features",
-        "sqlite:////var/lib/ctloop/feature_store.db",
-    ],
-)
-def test_feature_store_connection_round_trips_to_the_same_url(url: str) -> None:
-    conn = json.loads(stack.airflow_connection_json(url))
-    airflow_conn = SimpleNamespace(
-        conn_id="feature_store", conn_type=conn["conn_type"], host=conn.get("host"),
-        port=conn.get("port"), login=conn.get("login"), password=conn.get("password"),
-        schema=conn.get("schema"), extra_dejson=conn.get("extra", {}),
-    )  # fmt: skip
-    assert make_url(connection_url(airflow_conn)) == make_url(url)
-
-
-# ------------------------------------------------------------------ supervision (circusd)
-
-STUBBORN = """
-import os, signal, subprocess, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops it
-child = "import os, time; os.setpgid(0, 0); time.sleep(600)"  # a group of its own
-subprocess.Popen([sys.executable, "-c", child])
-print("stubborn up", flush=True)
-time.sleep(600)
-"""
-
-
-def python_watcher(tmp: Path, name: str, code: str) -> Watcher:
-    """A service circusd runs: this venv's Python running `code`, logging to tmp/logs."""
-    env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
-    return Watcher(name, [sys.executable, "-c", code], env, tmp, tmp / "logs" / f"{name}.log")
-
-
-def test_circusd_stops_every_service_and_what_it_started(tmp_path: Path) -> None:
-    """`down`'s guarantee: SIGTERM, SIGKILL after the stop timeout, for the service and
-    everything in its session (also a child in a process group of its own), then circusd."""
-    circus = Supervisor(tmp_path / "run", tmp_path / "logs" / "circusd.log", stop_timeout=3)
-    daemon = circus.start_daemon()
-    try:
-        polite = circus.start(python_watcher(tmp_path, "polite", "import time; time.sleep(600)"))
-        stubborn = circus.start(python_watcher(tmp_path, "stubborn", STUBBORN))
-        assert circus.running() == {"polite": polite, "stubborn": stubborn}
-        assert circus.start_daemon() == daemon  # one daemon per state folder
-        deadline = time.monotonic() + 30
-        while len(session_processes(stubborn)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(session_processes(stubborn)) == 2, tail(tmp_path / "logs" / "stubborn.log")
-        assert circus.command("polite") == [sys.executable, "-c", "import time; time.sleep(600)"]
-        circus.quit()
-        assert circus.daemon_pid() is None and not circus.pidfile.exists()
-        assert not session_processes(polite) and not session_processes(stubborn)
-        assert "stubborn up" in (tmp_path / "logs" / "stubborn.log").read_text()
-    finally:
-        with contextlib.suppress(CtloopError):
-            circus.quit()
-
-
-def test_a_service_that_dies_while_starting_is_named_with_its_log(
-    tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    resolved = stack.resolve(clean_env, cwd=tmp_path)
-    circus = stack_commands.supervisor(resolved)
-    circus.start_daemon()
-    try:
-        resolved.log_dir.mkdir(parents=True, exist_ok=True)
-        crash = "import time; time.sleep(0.5); print('boom: no model store', flush=True); exit(3)"
-        watcher = python_watcher(tmp_path, "serving", crash)
-        watcher = Watcher(watcher.name, watcher.command, watcher.env, tmp_path,
-                          resolved.log_path("serving"))  # fmt: skip
-        pid = circus.start(watcher)
-        with pytest.raises(CtloopError, match="exited during start-up") as err:
-            wait_healthy(resolved, circus, {"serving": pid}, time.monotonic())
-        assert "BentoML prediction service (serving)" in str(err.value)
-        assert "boom: no model store" in str(err.value)  # the log's tail says why
-    finally:
-        circus.quit()
-    assert not session_processes(pid)
 
 
 def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path: Path) -> None:

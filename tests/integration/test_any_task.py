@@ -15,6 +15,7 @@ column names, event dates, late labels) and read by the views in `examples/views
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import shutil
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,14 +38,14 @@ from ctloop.ingest.sample import sample_frame
 from ctloop.monitoring import check as monitor
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
-from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
 from ctloop.training import fit as training
 from ctloop.training import pipeline
 from ctloop.training.datagate import split_days
-from tests.conftest import ROOT, mariadb_database
-from tests.servinghelpers import Server, client, service_env
-from tests.test_dags import AirflowProcess, airflow_env
+from tests.support.airflow import AirflowProcess, airflow_env
+from tests.support.paths import ROOT
+from tests.support.serving import Server, client, service_env
+from tests.support.world import World, built_world
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -74,23 +76,36 @@ def view_frame(view: FeatureView, name: str) -> pd.DataFrame:
     return raw.rename(columns={c: view_column(view, c) for c in raw.columns})
 
 
+@dataclasses.dataclass
+class AnyTaskWorld(World):
+    """The shared world of three views: each file as `ctloop import` reported it, Airflow in
+    a child process, and each view's first CT DAG run once it was made (`ct_run`)."""
+
+    airflow: AirflowProcess
+    imported: dict[str, str]
+    runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnyTaskWorld]:
     """The three views imported into one MariaDB database, one MLflow store, one Airflow."""
     tmp = tmp_path_factory.mktemp("any_task")
     features_dir = tmp / "features"
     features_dir.mkdir()
     for name in VIEWS:
         shutil.copy(ROOT / "examples" / "views" / f"{name}.yaml", features_dir)
-    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with mariadb_database("ctloop_anytask") as url:
-        conn_uri = make_url(url).set(drivername="mysql").render_as_string(hide_password=False)
+    views = [load_view_file(features_dir / f"{name}.yaml") for name in VIEWS]
+    with built_world(tmp, views, prefix="ctloop_anytask", features_dir=features_dir) as shared:
+        tracking_uri = shared.settings.tracking_uri
+        conn_uri = (
+            make_url(shared.url).set(drivername="mysql").render_as_string(hide_password=False)
+        )
         env = airflow_env(
             tmp, AIRFLOW_CONN_FEATURE_STORE=conn_uri, MLFLOW_TRACKING_URI=tracking_uri,
             CTLOOP_FEATURES_DIR=str(features_dir),
         )  # fmt: skip
         airflow = AirflowProcess(tmp, env)  # starts up while the files are imported
-        cli_env = {**env, "FEATURE_STORE_URL": url}
+        cli_env = {**env, "FEATURE_STORE_URL": shared.url}
         imported = {}
         for name in VIEWS:
             path = tmp / f"{name}.csv"
@@ -103,57 +118,46 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                            env=cli_env, check=True, capture_output=True, text=True)  # fmt: skip
             done = subprocess.run(
                 [sys.executable, "-m", "ctloop.cli", "import", name, str(path)],
-                env=cli_env, capture_output=True, text=True,
+                env=cli_env, capture_output=True, text=True, check=False,
             )  # fmt: skip
             assert done.returncode == 0, done.stdout + done.stderr
             imported[name] = done.stdout
-        store = FeatureStore(url)
-        import mlflow
-
         # models:/ URIs resolve through MLflow's process-wide registry URI
         before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        settings = Settings(
-            data_dir=tmp / "data", features_dir=features_dir, feature_store_url=url,
-            mlflow_tracking_uri=tracking_uri,
-        )  # fmt: skip
+        shared.registry.activate()
         try:
-            yield {"tmp": tmp, "url": url, "store": store, "airflow": airflow,
-                   "settings": settings, "features_dir": features_dir, "imported": imported,
-                   "registry": Registry(tracking_uri), "tracking_uri": tracking_uri,
-                   "views": {n: load_view_file(features_dir / f"{n}.yaml") for n in VIEWS},
-                   "runs": {}}  # fmt: skip
+            yield shared.extended(AnyTaskWorld, airflow=airflow, imported=imported)
         finally:
             mlflow.set_tracking_uri(before[0])
             mlflow.set_registry_uri(before[1])
             airflow.close()
-            store.dispose()
 
 
-def ct_run(world: dict[str, Any], name: str) -> dict[str, Any]:
+def ct_run(world: AnyTaskWorld, name: str) -> dict[str, Any]:
     """The first CT DAG run of a view (run once, shared by the tests of that view)."""
-    if name not in world["runs"]:
+    if name not in world.runs:
         conf = {"as_of": AS_OF.isoformat(), "reason": f"first {name} model"}
-        world["runs"][name] = world["airflow"].trigger(f"ct_{name}", conf)
-    return world["runs"][name]
+        world.runs[name] = world.airflow.trigger(f"ct_{name}", conf)
+    return world.runs[name]
 
 
 @pytest.mark.parametrize("name", VIEWS)
-def test_import_lands_every_row_under_the_views_names(world: dict, name: str) -> None:
-    view: FeatureView = world["views"][name]
+def test_import_lands_every_row_under_the_views_names(world: AnyTaskWorld, name: str) -> None:
+    view: FeatureView = world.views[name]
     rows = len(sample_frame(name))
-    assert f"{rows}" in world["imported"][name]
-    status = world["store"].status(view)
+    assert f"{rows}" in world.imported[name]
+    status = world.store.status(view)
     assert status.feature_rows == rows and status.label_rows == rows
 
 
 @pytest.mark.parametrize("name", VIEWS)
-def test_ct_dag_promotes_a_champion_with_the_kinds_metric_and_plots(world: dict, name: str) -> None:
-    view: FeatureView = world["views"][name]
+def test_ct_dag_promotes_a_champion_with_the_kinds_metric_and_plots(
+    world: AnyTaskWorld, name: str
+) -> None:
+    view: FeatureView = world.views[name]
     outcome = ct_run(world, name)
     assert outcome["state"] == "success", outcome["log"][-4000:]
-    registry: Registry = world["registry"]
+    registry: Registry = world.registry
     champion = registry.champion(name)
     assert champion is not None
     assert champion.version == outcome["xcom"]["promote"]["champion"]
@@ -170,22 +174,22 @@ def test_ct_dag_promotes_a_champion_with_the_kinds_metric_and_plots(world: dict,
     assert run.data.params["loss_function"] == metrics.CATBOOST_LOSS[view.label.kind]
 
 
-def held_out(world: dict, view: FeatureView) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = world["store"].training_set(view, AS_OF, view.training.window_days)
+def held_out(world: AnyTaskWorld, view: FeatureView) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = world.store.training_set(view, AS_OF, view.training.window_days)
     is_val = split_days(view, frame).to_numpy()
     return frame.loc[~is_val], frame.loc[is_val]
 
 
 @pytest.mark.parametrize("name", VIEWS)
 def test_champion_is_as_good_as_a_plain_catboost_on_the_held_out_days(
-    world: dict, name: str
+    world: AnyTaskWorld, name: str
 ) -> None:
     from catboost import CatBoostClassifier, CatBoostRegressor
 
-    view: FeatureView = world["views"][name]
+    view: FeatureView = world.views[name]
     assert ct_run(world, name)["state"] == "success"
     train, valid = held_out(world, view)
-    info = world["registry"].champion(name)
+    info = world.registry.champion(name)
     champion = Predictor.load(view, info.uri, info.version)
     plain = (CatBoostRegressor if view.label.is_regression else CatBoostClassifier)(
         random_seed=0, thread_count=2, allow_writing_files=False, verbose=False
@@ -202,11 +206,13 @@ def test_champion_is_as_good_as_a_plain_catboost_on_the_held_out_days(
 
 
 @pytest.mark.parametrize("name", VIEWS)
-def test_shuffled_labels_give_a_candidate_the_model_gate_refuses(world: dict, name: str) -> None:
-    view: FeatureView = world["views"][name]
+def test_shuffled_labels_give_a_candidate_the_model_gate_refuses(
+    world: AnyTaskWorld, name: str
+) -> None:
+    view: FeatureView = world.views[name]
     assert ct_run(world, name)["state"] == "success"
-    store: FeatureStore = world["store"]
-    registry: Registry = world["registry"]
+    store: FeatureStore = world.store
+    registry: Registry = world.registry
     champion = registry.champion(name)
     _, ltable = store.view_tables(view)
     with store.begin() as conn:
@@ -217,7 +223,7 @@ def test_shuffled_labels_give_a_candidate_the_model_gate_refuses(world: dict, na
     )
     store.upsert_labels(view, shuffled)
     try:
-        run = pipeline.Run(view, AS_OF, "manual", "shuffled", "", world["settings"])
+        run = pipeline.Run(view, AS_OF, "manual", "shuffled", "", world.settings)
         out = pipeline.run_all(run)
     finally:
         store.upsert_labels(view, original)
@@ -256,21 +262,21 @@ def wait_logged(store: FeatureStore, name: str, expected: int, server: Server) -
 
 @pytest.mark.parametrize("name", VIEWS)
 def test_served_answers_are_logged_and_monitored_with_the_views_metric(
-    world: dict, name: str
+    world: AnyTaskWorld, name: str
 ) -> None:
-    view: FeatureView = world["views"][name]
+    view: FeatureView = world.views[name]
     assert ct_run(world, name)["state"] == "success"
-    store: FeatureStore = world["store"]
-    registry: Registry = world["registry"]
+    store: FeatureStore = world.store
+    registry: Registry = world.registry
     info = registry.champion(name)
     predictor = Predictor.load(view, info.uri, info.version)
     frame = view_frame(view, name)
     records = wire_records(view, frame)
-    env = service_env(world["tmp"] / f"serve-{name}", world["tracking_uri"], world["url"],
+    env = service_env(world.tmp / f"serve-{name}", world.settings.tracking_uri, world.url,
                       "token", VIEW=name, WORKERS="1")  # fmt: skip
-    env["CTLOOP_FEATURES_DIR"] = str(world["features_dir"])
+    env["CTLOOP_FEATURES_DIR"] = str(world.settings.features_dir)
     since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
-    server = Server(env, world["tmp"] / f"serve-{name}.log")
+    server = Server(env, world.tmp / f"serve-{name}.log")
     try:
         server.wait_ready()
         with client() as http:

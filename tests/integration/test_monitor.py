@@ -2,33 +2,29 @@
 
 Predictions are made by the real champion (loaded through the serving loader) and written
 to the real prediction_log table; the HTTP path that writes them in production is tested
-in tests/test_serving.py. Time is simulated: each day's traffic is logged at that day.
+in `test_serving.py` (`tests.support.predictions` writes them here as serving does). Time
+is simulated: each day's traffic is logged at that day.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from ctloop.core.predictor import Predictor
-from ctloop.features.view import FeatureView, load_view_file
-from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, stream
+from ctloop.features.view import load_view_file
+from ctloop.ingest.synth import Scenario, StreamConfig, generate_day
 from ctloop.monitoring import check as monitor
 from ctloop.monitoring.reports import DriftReports
 from ctloop.predlog.store import PredictionLog
-from ctloop.registry import Registry
-from ctloop.settings import Settings
-from ctloop.store.features import FeatureStore
 from ctloop.training import pipeline
-from tests.conftest import ROOT, mariadb_database
+from tests.support.paths import FEATURES_DIR
+from tests.support.predictions import log_day
+from tests.support.world import History, World, built_world
 
 START = dt.date(2026, 1, 1)
 HISTORY = 30
@@ -36,34 +32,35 @@ GO_LIVE = START + dt.timedelta(days=HISTORY)
 ROWS = 600
 
 
+@dataclasses.dataclass
+class MonitorWorld(World):
+    """The shared world gone live: the champion promoted on 30 days of history, loaded as
+    serving loads it."""
+
+    predictor: Predictor
+
+
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonitorWorld]:
+    """MariaDB with 30 days x 400 rows (labels 7 days late), and the first run's champion."""
+    view = load_view_file(FEATURES_DIR / "credit_score.yaml")
     tmp = tmp_path_factory.mktemp("monitor")
-    with mariadb_database() as url:
-        settings = Settings(data_dir=tmp, features_dir=ROOT / "features", feature_store_url=url,
-                            mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")  # fmt: skip
-        store = FeatureStore(url)
-        store.init([view])
-        cfg = StreamConfig(seed=5, rows_per_day=400, label_delay_days=7)
-        for _, features, labels in stream(view, START, HISTORY, cfg):
-            store.ingest(view, features, labels[labels["arrived_at"] < pd.Timestamp(GO_LIVE)])
-        result = pipeline.run_all(pipeline.Run(view, GO_LIVE, "manual", "", "", settings))
+    history = History(start=START, days=HISTORY, rows_per_day=400, seed=5, labels_before=GO_LIVE)
+    with built_world(tmp, [view], history=history) as shared:
+        result = pipeline.run_all(pipeline.Run(view, GO_LIVE, "manual", "", "", shared.settings))
         assert result["promoted"]
-        registry = Registry(settings.tracking_uri)
-        info = registry.champion(view.name)
-        yield {"view": view, "store": store, "registry": registry,
-               "predictor": Predictor.load(view, info.uri, info.version)}  # fmt: skip
-        store.dispose()
+        info = shared.registry.champion(view.name)
+        predictor = Predictor.load(view, info.uri, info.version)
+        yield shared.extended(MonitorWorld, predictor=predictor)
 
 
 @pytest.fixture
-def fresh_logs(champion: dict) -> Iterator[dict]:
+def fresh_logs(champion: MonitorWorld) -> Iterator[MonitorWorld]:
     """Each test starts with empty prediction_log and drift_report tables, and no change
     onset recorded on the model."""
     from ctloop.registry import ONSET_FOUND_TAG, ONSET_TAG
 
-    store, registry = champion["store"], champion["registry"]
+    store, registry = champion.store, champion.registry
     yield champion
     with store.begin() as conn:
         conn.execute(PredictionLog(store).table.delete())
@@ -74,41 +71,17 @@ def fresh_logs(champion: dict) -> Iterator[dict]:
             registry.client.delete_registered_model_tag("credit_score", tag)
 
 
-def log_day(world: dict, day: dt.date, features: pd.DataFrame) -> None:
-    """Log the champion's predictions for one day of traffic, as serving does."""
-    view: FeatureView = world["view"]
-    predictor: Predictor = world["predictor"]
-    output = predictor.predict(features)
-    classes, proba = output.predictions, output.proba
-    start = dt.datetime.combine(day, dt.time(8))
-    rows = []
-    for i, (record, cls, p) in enumerate(
-        zip(features.to_dict("records"), classes, proba, strict=True)
-    ):
-        sent = {k: (None if pd.isna(v) else v) for k, v in record.items() if k != view.entity}
-        sent[view.event_date] = day.isoformat()
-        rows.append({
-            "request_id": uuid.uuid4().hex, "feature_view": view.name,
-            "model_version": predictor.version, "entity_id": record[view.entity],
-            "features": json.dumps(sent, default=str), "prediction": cls,
-            "probabilities": json.dumps(dict(zip(view.label.class_list, map(float, p),
-                                                  strict=True))),
-            "latency_ms": 1.0, "created_at": start + dt.timedelta(seconds=20 * i),
-        })  # fmt: skip
-    PredictionLog(world["store"]).write(rows)
-
-
 def live_days(
-    world: dict, cfg: StreamConfig, days: int, scheduled: bool = False
+    world: MonitorWorld, cfg: StreamConfig, days: int, scheduled: bool = False
 ) -> Iterator[tuple[dt.date, dict]]:
     """Log each live day, then run the monitor at the end of the day: on that day's window,
     or (`scheduled`) from where the last check left off, as the monitor DAG does."""
-    view, store, registry = world["view"], world["store"], world["registry"]
+    view, store, registry = world.view, world.store, world.registry
     for offset in range(days):
         day = GO_LIVE + dt.timedelta(days=offset)
         features, labels = generate_day(day, cfg)
         store.ingest(view, features, labels)  # labels carry their (future) arrival times
-        log_day(world, day, features)
+        log_day(view, store, world.predictor, day, features)
         since = dt.datetime.combine(day, dt.time.min)
         until = since + dt.timedelta(days=1)
         if scheduled and offset > 0:
@@ -117,7 +90,7 @@ def live_days(
 
 
 @pytest.mark.parametrize("rows", [120, ROWS])
-def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: dict, rows: int) -> None:
+def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: MonitorWorld, rows: int) -> None:
     """Checked daily as the DAG does: small days add up until a window is big enough to
     judge (500 rows), and no window of training-distribution traffic alarms."""
     cfg = StreamConfig(seed=99, rows_per_day=rows, label_delay_days=7)
@@ -126,7 +99,7 @@ def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: dict, rows: i
     alarms = [d["summary"] for d in decisions if d["status"] in ("drift", "decay")]
     assert alarms == []
     judged = [d for d in decisions if d["status"] == "ok"]
-    if rows >= fresh_logs["view"].drift.min_rows:
+    if rows >= fresh_logs.view.drift.min_rows:
         assert statuses == ["ok"] * 30
     else:  # 120 rows a day: every fifth check has the 500 rows it needs
         assert len(judged) == 30 * rows // 600, statuses
@@ -136,7 +109,7 @@ def test_no_drift_control_raises_no_alarm_over_30_days(fresh_logs: dict, rows: i
 
 
 def test_small_days_find_covariate_shift_on_the_first_check_with_enough_rows(
-    fresh_logs: dict,
+    fresh_logs: MonitorWorld,
 ) -> None:
     cfg = StreamConfig(seed=99, rows_per_day=120, scenario=Scenario.COVARIATE_SHIFT,
                        drift_start=GO_LIVE)  # fmt: skip
@@ -144,7 +117,7 @@ def test_small_days_find_covariate_shift_on_the_first_check_with_enough_rows(
     assert statuses == ["not_enough_data"] * 4 + ["drift"]
 
 
-def test_small_days_find_concept_drift_once_enough_labels_land(fresh_logs: dict) -> None:
+def test_small_days_find_concept_drift_once_enough_labels_land(fresh_logs: MonitorWorld) -> None:
     """Decay needs labels, not a full drift window: found as soon as 200 labels landed."""
     cfg = StreamConfig(seed=99, rows_per_day=120, scenario=Scenario.CONCEPT_DRIFT,
                        drift_start=GO_LIVE, label_delay_days=2)  # fmt: skip
@@ -175,7 +148,9 @@ def test_covariate_shift_detected_on_first_check_after_onset(fresh_logs, scenari
     assert "cooldown" in after["blocked"]
 
 
-def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: dict) -> None:
+def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(
+    fresh_logs: MonitorWorld,
+) -> None:
     """Daily checks: quiet until the first drifted labels land, then decay, not data drift."""
     onset = GO_LIVE
     cfg = StreamConfig(seed=99, rows_per_day=ROWS, scenario=Scenario.CONCEPT_DRIFT,
@@ -194,7 +169,7 @@ def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: 
     assert first["trigger"] is True
     # the change is dated to the first day of the bad run and recorded for later runs
     assert first["result"]["onset"] == first["conf"]["onset"] == onset.isoformat()
-    registry = fresh_logs["registry"]
+    registry = fresh_logs.registry
     # found: the newest labelled day that showed it (day 0, whose labels landed on day 2)
     assert registry.change_onset("credit_score") == (onset.isoformat(), onset.isoformat())
     assert decisions[3]["status"] == "decay"
@@ -202,32 +177,34 @@ def test_concept_drift_is_caught_by_accuracy_decay_once_labels_land(fresh_logs: 
     assert decisions[3]["trigger"] is False  # inside the cooldown
 
 
-def test_small_window_reports_not_enough_data_and_triggers_nothing(fresh_logs: dict) -> None:
-    view = fresh_logs["view"]
+def test_small_window_reports_not_enough_data_and_triggers_nothing(
+    fresh_logs: MonitorWorld,
+) -> None:
+    view = fresh_logs.view
     day = GO_LIVE
     small = StreamConfig(
         seed=1, rows_per_day=50, scenario=Scenario.COVARIATE_SHIFT, drift_start=day
     )
     features, _ = generate_day(day, small)
-    log_day(fresh_logs, day, features)
+    log_day(view, fresh_logs.store, fresh_logs.predictor, day, features)
     since = dt.datetime.combine(day, dt.time.min)
-    decision = monitor.monitor_step(view, fresh_logs["store"], fresh_logs["registry"],
+    decision = monitor.monitor_step(view, fresh_logs.store, fresh_logs.registry,
                                     since, since + dt.timedelta(days=1))  # fmt: skip
     assert decision["status"] == "not_enough_data"
     assert decision["trigger"] is False
     assert "not enough data: 50 predictions" in decision["summary"]
 
 
-def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict) -> None:
-    view, store = fresh_logs["view"], fresh_logs["store"]
+def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: MonitorWorld) -> None:
+    view, store = fresh_logs.view, fresh_logs.store
     day = GO_LIVE
     cfg = StreamConfig(
         seed=3, rows_per_day=ROWS, scenario=Scenario.COVARIATE_SHIFT, drift_start=day
     )
     features, _ = generate_day(day, cfg)
-    log_day(fresh_logs, day, features)
+    log_day(view, fresh_logs.store, fresh_logs.predictor, day, features)
     since = dt.datetime.combine(day, dt.time.min)
-    decision = monitor.monitor_step(view, store, fresh_logs["registry"], since,
+    decision = monitor.monitor_step(view, store, fresh_logs.registry, since,
                                     since + dt.timedelta(days=1), ct_in_flight=True)  # fmt: skip
     assert decision["status"] == "drift"
     assert decision["trigger"] is False
@@ -241,7 +218,7 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict
     decisionrow = rows[rows["kind"] == "decision"].iloc[0]
     assert not bool(decisionrow["drifted"])
     # the HTML report went to MLflow with the headline numbers
-    client = fresh_logs["registry"].client
+    client = fresh_logs.registry.client
     run = client.get_run(decision["report_run_id"])
     assert run.data.tags["ctloop.status"] == "drift"
     assert run.data.metrics["dataset_drifted_share"] >= view.drift.drift_share
@@ -249,11 +226,3 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: dict
     text = Path(page).read_text(encoding="utf-8")
     assert "Status: drift" in text
     assert "annual_income" in text
-
-
-def test_the_html_report_does_not_import_the_check() -> None:
-    """One-way: the check renders the report; the report knows only the result record, so
-    the two modules cannot import each other again."""
-    code = "import sys, ctloop.monitoring.report; print('ctloop.monitoring.check' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    assert out.stdout.strip() == "False"

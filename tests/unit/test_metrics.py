@@ -12,7 +12,7 @@ import pytest
 from ctloop.core import metrics
 from ctloop.errors import FeatureViewError
 from ctloop.features.view import FeatureView, LabelKind, load_view_file
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def make_view(label: dict[str, Any], **gates: Any) -> FeatureView:

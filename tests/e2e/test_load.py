@@ -32,8 +32,9 @@ from ctloop.predlog.row import encode_row
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
-from tests.conftest import ROOT, mariadb_database
-from tests.servinghelpers import Server, register_version, service_env
+from tests.support.databases import mariadb_database
+from tests.support.paths import ROOT
+from tests.support.serving import Server, register_version, service_env
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 

@@ -1,6 +1,8 @@
 """The prediction-log writer against the real store: batching, the memory bound, spilling
 while the database is down, replay (exactly once, also across processes' files), and
-flushing on close. An unreachable MariaDB URL plays the database outage.
+flushing on close. An unreachable MariaDB URL (port 1, nothing listens) plays the
+database outage. On embedded SQLite here; `tests/integration/test_logwriter_mariadb.py`
+runs the same tests on MariaDB.
 """
 
 from __future__ import annotations

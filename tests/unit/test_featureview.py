@@ -9,8 +9,7 @@ import yaml
 
 from ctloop.errors import FeatureViewError
 from ctloop.features.view import FeatureView, list_views, load_view, load_view_file
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
 
 
 def test_shipped_view_loads(view: FeatureView) -> None:

@@ -6,58 +6,48 @@ then scenarios that must not move the champion. Scenarios that corrupt data rest
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ctloop.features.view import FeatureView, load_view_file
-from ctloop.ingest.synth import StreamConfig, stream
-from ctloop.registry import Registry
-from ctloop.settings import Settings
-from ctloop.store.features import FeatureStore
 from ctloop.training import pipeline
 from ctloop.training.datagate import DataGateError, check_data
-from tests.conftest import ROOT, mariadb_database
+from tests.support.paths import FEATURES_DIR
+from tests.support.world import History, World, built_world, replaced_features, replaced_labels
 
 START = dt.date(2026, 1, 1)
 DAYS = 45
 AS_OF = START + dt.timedelta(days=DAYS)
+HISTORY = History(start=START, days=DAYS, rows_per_day=300, seed=11, labels_before=AS_OF)
+
+
+@dataclasses.dataclass
+class PipelineWorld(World):
+    """The shared world after the first run: `first` is its outcome (version 1 promoted)."""
+
+    run: pipeline.Run
+    first: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """MariaDB with 30 days x 300 rows, an MLflow SQLite store, and version 1 promoted."""
-    view = load_view_file(ROOT / "features" / "credit_score.yaml")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineWorld]:
+    """MariaDB with 45 days x 300 rows, an MLflow SQLite store, and version 1 promoted."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    with mariadb_database() as url:
-        settings = Settings(
-            data_dir=tmp,
-            features_dir=ROOT / "features",
-            feature_store_url=url,
-            mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-        )
-        store = FeatureStore(url)
-        store.init([view])
-        cfg = StreamConfig(
-            seed=11, rows_per_day=300, label_delay_days=view.training.label_delay_days
-        )
-        until = pd.Timestamp(AS_OF)
-        for _, features, labels in stream(view, START, DAYS, cfg):
-            store.ingest(view, features, labels[labels["arrived_at"] < until])
-        run = pipeline.Run(view, AS_OF, "manual", "first run", "test__1", settings)
-        first = pipeline.run_all(run)
-        yield {"view": view, "settings": settings, "store": store, "run": run, "first": first,
-               "registry": Registry(settings.tracking_uri)}  # fmt: skip
-        store.dispose()
+    view = load_view_file(FEATURES_DIR / "credit_score.yaml")
+    with built_world(tmp, [view], history=HISTORY) as shared:
+        run = pipeline.Run(view, AS_OF, "manual", "first run", "test__1", shared.settings)
+        yield shared.extended(PipelineWorld, run=run, first=pipeline.run_all(run))
 
 
-def test_first_run_promotes_a_fully_tagged_version(world: dict) -> None:
-    first, registry, view = world["first"], world["registry"], world["view"]
+def test_first_run_promotes_a_fully_tagged_version(world: PipelineWorld) -> None:
+    first, registry, view = world.first, world.registry, world.view
     assert first["promoted"] is True
     assert first["data_gate"]["passed"] is True
     champion = registry.champion(view.name)
@@ -77,8 +67,8 @@ def test_first_run_promotes_a_fully_tagged_version(world: dict) -> None:
     assert float(tags["metric.macro_f1"]) >= view.gates.model.min_value
 
 
-def test_run_logs_lineage_and_artifacts(world: dict) -> None:
-    registry, view = world["registry"], world["view"]
+def test_run_logs_lineage_and_artifacts(world: PipelineWorld) -> None:
+    registry, view = world.registry, world.view
     champion = registry.champion(view.name)
     client = registry.client
     run = client.get_run(champion.run_id)
@@ -107,44 +97,19 @@ def test_run_logs_lineage_and_artifacts(world: dict) -> None:
     assert [str(c) for c in loaded.classes_] == view.label.classes
 
 
-def test_rerun_same_as_of_reuses_version_and_keeps_champion(world: dict) -> None:
-    registry, view, run = world["registry"], world["view"], world["run"]
+def test_rerun_same_as_of_reuses_version_and_keeps_champion(world: PipelineWorld) -> None:
+    registry, view, run = world.registry, world.view, world.run
     before = registry.versions(view.name)
     again = pipeline.run_all(run)
     assert again["train"]["reused"] is True
-    assert again["train"]["version"] == world["first"]["train"]["version"]
+    assert again["train"]["version"] == world.first["train"]["version"]
     assert [v.version for v in registry.versions(view.name)] == [v.version for v in before]
-    assert registry.champion(view.name).version == world["first"]["train"]["version"]
+    assert registry.champion(view.name).version == world.first["train"]["version"]
     assert registry.previous(view.name) is None  # promoting the champion again moved nothing
 
 
-@contextlib.contextmanager
-def corrupted_labels(world: dict, corrupt) -> Iterator[None]:
-    """Replace the window's labels by a corrupted copy, restore the originals afterwards."""
-    store, view = world["store"], world["view"]
-    original = store.labels_for_days(view, START, AS_OF, dt.datetime.combine(AS_OF, dt.time.min))
-    store.upsert_labels(view, corrupt(original.copy()))
-    try:
-        yield
-    finally:
-        store.upsert_labels(view, original)
-
-
-@contextlib.contextmanager
-def corrupted_features(world: dict, corrupt) -> Iterator[None]:
-    store, view = world["store"], world["view"]
-    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
-        [view.event_date, view.entity], ignore_index=True
-    )
-    store.ingest(view, corrupt(original.copy()))
-    try:
-        yield
-    finally:
-        store.ingest(view, original)
-
-
-def test_label_shuffled_data_does_not_move_champion(world: dict) -> None:
-    registry, view = world["registry"], world["view"]
+def test_label_shuffled_data_does_not_move_champion(world: PipelineWorld) -> None:
+    registry, view = world.registry, world.view
     champion = registry.champion(view.name).version
 
     def shuffle(labels: pd.DataFrame) -> pd.DataFrame:
@@ -152,8 +117,8 @@ def test_label_shuffled_data_does_not_move_champion(world: dict) -> None:
         labels[view.label.name] = rng.permutation(labels[view.label.name].to_numpy())
         return labels
 
-    with corrupted_labels(world, shuffle):
-        run = pipeline.Run(view, AS_OF, "manual", "shuffled", "test__2", world["settings"])
+    with replaced_labels(world, START, AS_OF, shuffle):
+        run = pipeline.Run(view, AS_OF, "manual", "shuffled", "test__2", world.settings)
         result = pipeline.run_all(run)
     assert result["promoted"] is False
     verdict = result["model_gate"]
@@ -171,8 +136,8 @@ def test_label_shuffled_data_does_not_move_champion(world: dict) -> None:
     assert registry.champion(view.name).version == champion
 
 
-def test_null_flooded_data_stops_at_data_gate(world: dict) -> None:
-    registry, view = world["registry"], world["view"]
+def test_null_flooded_data_stops_at_data_gate(world: PipelineWorld) -> None:
+    registry, view = world.registry, world.view
     versions = len(registry.versions(view.name))
 
     def flood(features: pd.DataFrame) -> pd.DataFrame:
@@ -180,8 +145,8 @@ def test_null_flooded_data_stops_at_data_gate(world: dict) -> None:
         features.loc[features.index % 2 == 0, "interest_rate"] = None
         return features
 
-    with corrupted_features(world, flood):
-        run = pipeline.Run(view, AS_OF, "manual", "nulls", "test__3", world["settings"])
+    with replaced_features(world, START, AS_OF, flood):
+        run = pipeline.Run(view, AS_OF, "manual", "nulls", "test__3", world.settings)
         with pytest.raises(DataGateError) as info:
             pipeline.run_all(run)
     message = str(info.value)
@@ -191,23 +156,23 @@ def test_null_flooded_data_stops_at_data_gate(world: dict) -> None:
     assert len(registry.versions(view.name)) == versions  # nothing trained or registered
 
 
-def test_rescaled_feature_is_refused_as_skew(world: dict) -> None:
-    view = world["view"]
+def test_rescaled_feature_is_refused_as_skew(world: PipelineWorld) -> None:
+    view = world.view
 
     def rescale(features: pd.DataFrame) -> pd.DataFrame:
         features["outstanding_debt"] = features["outstanding_debt"] / 1000  # units changed
         return features
 
-    with corrupted_features(world, rescale):
-        run = pipeline.Run(view, AS_OF, "manual", "rescaled", "test__4", world["settings"])
+    with replaced_features(world, START, AS_OF, rescale):
+        run = pipeline.Run(view, AS_OF, "manual", "rescaled", "test__4", world.settings)
         with pytest.raises(DataGateError, match=r"skew:outstanding_debt.*normed_wasserstein"):
             pipeline.run_all(run)
 
 
-def test_schema_and_range_checks_on_a_frame(world: dict) -> None:
+def test_schema_and_range_checks_on_a_frame(world: PipelineWorld) -> None:
     """Schema and range problems are found by the gate itself (pure function, no I/O)."""
-    view: FeatureView = world["view"]
-    frame = world["store"].training_set(view, AS_OF)
+    view: FeatureView = world.view
+    frame = world.store.training_set(view, AS_OF)
     report = check_data(view, frame.drop(columns=["credit_mix"]), pd.Timestamp(AS_OF))
     assert not report.passed
     assert report.failed[0].name == "schema"
@@ -218,50 +183,50 @@ def test_schema_and_range_checks_on_a_frame(world: dict) -> None:
     assert failed == {"range:age"}
 
 
-def test_data_changed_between_steps_is_caught(world: dict) -> None:
-    run = pipeline.Run(world["view"], AS_OF, "manual", "", "", world["settings"])
+def test_data_changed_between_steps_is_caught(world: PipelineWorld) -> None:
+    run = pipeline.Run(world.view, AS_OF, "manual", "", "", world.settings)
     with pytest.raises(pipeline.DataChangedError, match="changed during this run"):
         pipeline.train(run, expected_fingerprint="0000000000000000")
 
 
 def test_infra_check_refuses_a_model_that_cannot_load_as_served(
-    world: dict, tmp_path: Path
+    world: PipelineWorld, tmp_path: Path
 ) -> None:
     import mlflow
     import mlflow.sklearn
     from sklearn.dummy import DummyClassifier
 
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_registry_uri(registry.tracking_uri)
     with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
         dummy = DummyClassifier().fit([[0], [1]], ["Good", "Poor"])
         info = mlflow.sklearn.log_model(dummy, name="model", registered_model_name=view.name)
     version = str(info.registered_model_version)
-    run = pipeline.Run(view, AS_OF, "manual", "", "", world["settings"])
+    run = pipeline.Run(view, AS_OF, "manual", "", "", world.settings)
     with pytest.raises(pipeline.InfraCheckError, match="failed to load or predict"):
         pipeline.infra_check(run, version)
     assert registry.version(view.name, version).tags["gate.infra"] == "failed"
 
 
-def test_infra_check_queries_the_newest_rows_however_old(world: dict) -> None:
+def test_infra_check_queries_the_newest_rows_however_old(world: PipelineWorld) -> None:
     """Ingestion paused for a week: the newest rows lie 8 days before the as-of date. The
     check queries them, not an empty fixed look-back; outside the window it names it."""
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     champion = registry.champion(view.name).version
-    late = pipeline.Run(view, AS_OF + dt.timedelta(days=7), "manual", "", "", world["settings"])
+    late = pipeline.Run(view, AS_OF + dt.timedelta(days=7), "manual", "", "", world.settings)
     result = pipeline.infra_check(late, champion)
     assert result["rows"] == 64
     beyond = AS_OF + dt.timedelta(days=view.training.window_days + 1)
-    empty = pipeline.Run(view, beyond, "manual", "", "", world["settings"])
+    empty = pipeline.Run(view, beyond, "manual", "", "", world.settings)
     with pytest.raises(pipeline.InfraCheckError, match=r"no feature rows in the window \["):
         pipeline.infra_check(empty, champion)
     registry.set_tags(view.name, champion, {"gate.infra": "passed"})  # undo the refusal
 
 
-def test_manual_promote_and_rollback(world: dict) -> None:
-    registry, view = world["registry"], world["view"]
-    run = pipeline.Run(view, AS_OF, "manual", "", "", world["settings"])
+def test_manual_promote_and_rollback(world: PipelineWorld) -> None:
+    registry, view = world.registry, world.view
+    run = pipeline.Run(view, AS_OF, "manual", "", "", world.settings)
     champion = registry.champion(view.name).version
     refused = [v for v in registry.versions(view.name) if v.tags.get("gate.model") == "failed"]
     assert refused, "the shuffled-label scenario should have left a refused version"
@@ -275,15 +240,15 @@ def test_manual_promote_and_rollback(world: dict) -> None:
     assert registry.previous(view.name).version == old.version == refused[-1].version
 
 
-def test_a_backfill_never_rolls_the_champion_back(world: dict) -> None:
+def test_a_backfill_never_rolls_the_champion_back(world: PipelineWorld) -> None:
     """A run as of 30 days before the champion's trains on older data: it is registered,
     refused by the freshness check with the reason, and moves the alias only when forced,
     which is recorded; the forced re-run reuses the version and leaves its trace."""
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     champion = registry.champion(view.name)
     earlier = AS_OF - dt.timedelta(days=30)
     reason = "retrain after backfill"
-    backfill = pipeline.Run(view, earlier, "manual", reason, "test__backfill", world["settings"])
+    backfill = pipeline.Run(view, earlier, "manual", reason, "test__backfill", world.settings)
     out = pipeline.run_all(backfill)
     assert out["promoted"] is False
     checks = {c["name"]: c for c in out["model_gate"]["checks"]}
@@ -308,7 +273,7 @@ def test_a_backfill_never_rolls_the_champion_back(world: dict) -> None:
     # refuse it (freshness): it keeps the verdict it served on, so rollback stays possible.
     registry.set_tags(view.name, version, {"as_of": (AS_OF + dt.timedelta(days=1)).isoformat()})
     rerun = pipeline.run_all(
-        pipeline.Run(view, AS_OF, "manual", "rerun", "test__rerun", world["settings"])
+        pipeline.Run(view, AS_OF, "manual", "rerun", "test__rerun", world.settings)
     )
     assert rerun["train"]["reused"] is True
     assert rerun["train"]["version"] == champion.version
@@ -321,14 +286,14 @@ def test_a_backfill_never_rolls_the_champion_back(world: dict) -> None:
     assert back.version == champion.version == registry.champion(view.name).version
 
 
-def test_a_recorded_change_onset_shapes_every_later_window(world: dict) -> None:
+def test_a_recorded_change_onset_shapes_every_later_window(world: PipelineWorld) -> None:
     """Rows from before a change the monitor recorded are dropped once the days since it
     hold `min_rows` labelled rows, weighed down before that; a change older than the
     window changes nothing."""
     from ctloop.registry import ONSET_FOUND_TAG, ONSET_TAG
 
-    registry, view, store = world["registry"], world["view"], world["store"]
-    run = pipeline.Run(view, AS_OF, "schedule", "", "", world["settings"])
+    registry, view, store = world.registry, world.view, world.store
+    run = pipeline.Run(view, AS_OF, "schedule", "", "", world.settings)
     client = registry.client
     found = (AS_OF - dt.timedelta(days=8)).isoformat()  # the newest labelled day
 
@@ -365,25 +330,3 @@ def test_a_recorded_change_onset_shapes_every_later_window(world: dict) -> None:
         record("2000-01-01")
         for tag in (ONSET_TAG, ONSET_FOUND_TAG):
             client.delete_registered_model_tag(view.name, tag)
-
-
-def test_weighted_rows_before_a_change_count_less() -> None:
-    """`fit` gives rows before `weigh_before` the view's `pre_change_weight`: a model that
-    sees the old rule at weight 0.1 and the new one at 1 learns mostly the new one."""
-    from ctloop.training import fit as training
-    from tests.servinghelpers import labelled
-
-    view = load_view_file(ROOT / "features" / "credit_score.yaml")
-    small = view.model_copy(update={"training": view.training.model_copy(
-        update={"iterations": 60, "validation_days": 2})})  # fmt: skip
-    frame = labelled(view, START, 8, seed=3)
-    change = pd.Timestamp(START + dt.timedelta(days=4))
-    flipped = pd.to_datetime(frame[view.event_date]) >= change  # the new rule: Good <-> Poor
-    label = view.label.name
-    frame.loc[flipped, label] = frame.loc[flipped, label].map(
-        {"Good": "Poor", "Poor": "Good", "Standard": "Standard"}
-    )
-    plain = training.fit(small, frame, pd.Timestamp(START + dt.timedelta(days=8)))
-    weighted = training.fit(small, frame, pd.Timestamp(START + dt.timedelta(days=8)),
-                            weigh_before=change)  # fmt: skip
-    assert weighted.metrics["macro_f1"] > plain.metrics["macro_f1"] + 0.05

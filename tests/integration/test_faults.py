@@ -27,6 +27,7 @@ time; every wait has a timeout and shows the relevant log tail when it runs out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -41,20 +42,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
 
 from ctloop.features.view import FeatureView, load_view_file
-from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
-from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
 from ctloop.training import pipeline
-from tests.conftest import ROOT, mariadb_database
-from tests.servinghelpers import (
+from tests.support.airflow import AirflowProcess, airflow_env
+from tests.support.paths import FEATURES_DIR, ROOT
+from tests.support.serving import (
     Server,
     TcpProxy,
     free_port,
@@ -62,12 +61,12 @@ from tests.servinghelpers import (
     register_version,
     service_env,
 )
-from tests.test_dags import AirflowProcess, airflow_env
+from tests.support.world import History, World, built_world, write_history
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 TOKEN = "test-admin-token-" + uuid.uuid4().hex
-VIEW_FILE = ROOT / "features" / "credit_score.yaml"
+VIEW_FILE = FEATURES_DIR / "credit_score.yaml"
 
 
 def tail(path: Path, n: int = 60) -> str:
@@ -184,39 +183,53 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 # ====================================================================== serving under faults
 
 
+@dataclasses.dataclass
+class ServingFaultsWorld(World):
+    """The shared world serving two versions registered on the MLflow server (v1 the
+    champion) through `server`, which reaches MariaDB through `proxy`. A test may replace
+    `server` (the SIGTERM tests); `env` starts another one like it."""
+
+    mlflow: MlflowServer
+    proxy: TcpProxy
+    v1: str
+    v2: str
+    env: dict[str, str]
+    server: Server
+
+
 @pytest.fixture(scope="module")
 def serving(
     mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[ServingFaultsWorld]:
     """Two small champions registered on the MLflow server (v1 promoted), a MariaDB
     prediction log behind a cuttable relay, and `bentoml serve` (2 workers) polling the
-    registry every 2 s. A test may replace `world["server"]` (SIGTERM tests)."""
+    registry every 2 s."""
     view = load_view_file(VIEW_FILE)
     tmp = tmp_path_factory.mktemp("serving_faults")
-    registry = Registry(mlflow_server.url)
-    v1 = register_version(view, registry, seed=5)
-    v2 = register_version(view, registry, seed=6)
-    registry.promote(view.name, v1)
     proxy = TcpProxy()
     proxy.start()
-    world: dict[str, Any] = {"view": view, "registry": registry, "proxy": proxy, "tmp": tmp,
-                             "v1": v1, "v2": v2, "mlflow": mlflow_server}  # fmt: skip
     try:
-        with mariadb_database("ctloop_faults") as url:
-            name = url.rsplit("/", 1)[1]
-            world["store"] = FeatureStore(url)
-            world["store"].init([view])
-            world["env"] = service_env(
+        with built_world(
+            tmp, [view], prefix="ctloop_faults", tracking_uri=mlflow_server.url
+        ) as shared:
+            registry = shared.registry
+            v1 = register_version(view, registry, seed=5)
+            v2 = register_version(view, registry, seed=6)
+            registry.promote(view.name, v1)
+            name = shared.url.rsplit("/", 1)[1]
+            env = service_env(
                 tmp, mlflow_server.url, f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}",
                 TOKEN, POLL_SECONDS="2",
             )  # fmt: skip
-            world["server"] = Server(world["env"], tmp / "serve-1.log")
+            world = shared.extended(
+                ServingFaultsWorld, mlflow=mlflow_server, proxy=proxy, v1=v1, v2=v2, env=env,
+                server=Server(env, tmp / "serve-1.log"),
+            )  # fmt: skip
             try:
-                world["server"].wait_every_worker()  # not only the one /readyz reached
+                world.server.wait_every_worker()  # not only the one /readyz reached
                 yield world
             finally:
-                world["server"].stop()
-                world["store"].dispose()
+                world.server.stop()
     finally:
         proxy.close()
 
@@ -225,7 +238,7 @@ class Traffic:
     """Steady concurrent traffic from httpx threads: `threads - 1` send `/predict`, one sends
     `/predict_batch` of 5 records; every answer and every failure is recorded with its time.
 
-    A new connection per request (as `tests.servinghelpers.client`), so the kernel spreads
+    A new connection per request (as `tests.support.serving.client`), so the kernel spreads
     requests over both workers. Bounded: a pause between requests and a hard deadline.
     """
 
@@ -333,10 +346,10 @@ def spilling(meta: dict[str, Any]) -> bool:
     return writer["database_ok"] is False and writer["spilled"] > 0
 
 
-def test_database_lost_twice_under_concurrent_load(serving: dict[str, Any]) -> None:
+def test_database_lost_twice_under_concurrent_load(serving: ServingFaultsWorld) -> None:
     """Two outages of MariaDB under a steady multi-threaded stream across both workers."""
-    store, proxy, server = serving["store"], serving["proxy"], serving["server"]
-    traffic = Traffic(server.url, records(serving["view"], 200, seed=21)).start()
+    store, proxy, server = serving.store, serving.proxy, serving.server
+    traffic = Traffic(server.url, records(serving.view, 200, seed=21)).start()
     try:
         time.sleep(3)
         for outage in (1, 2):
@@ -384,18 +397,18 @@ def test_database_lost_twice_under_concurrent_load(serving: dict[str, Any]) -> N
     assert all(w["failed"] == 0 and w["database_ok"] for w in writers.values()), writers
     print(f"{len(answered)} answered; spilled/replayed per worker: "
           f"{[(w['spilled'], w['replayed']) for w in writers.values()]}")  # fmt: skip
-    assert not list((serving["tmp"] / "serving" / "spill").glob("*.jsonl"))
+    assert not list((serving.tmp / "serving" / "spill").glob("*.jsonl"))
 
 
 def test_mlflow_down_keeps_serving_and_a_promotion_arrives_by_polling(
-    serving: dict[str, Any],
+    serving: ServingFaultsWorld,
 ) -> None:
     """Kill the tracking server: answers continue from the loaded champion, /metadata says
     the registry is unreachable within seconds (MLflow's own client would retry for about
     four minutes per call: the service caps that), and once MLflow is back a promotion made
     in the registry reaches both workers by polling alone."""
-    view, registry, mlflow = serving["view"], serving["registry"], serving["mlflow"]
-    server, v1, v2 = serving["server"], serving["v1"], serving["v2"]
+    view, registry, mlflow = serving.view, serving.registry, serving.mlflow
+    server, v1, v2 = serving.server, serving.v1, serving.v2
     assert registry.champion(view.name).version == v1
     traffic = Traffic(server.url, records(view, 50, seed=22), threads=2, pause=0.05).start()
     try:
@@ -447,15 +460,15 @@ def sigterm(server: Server, timeout: float = 60) -> tuple[int | None, float]:
 
 
 def test_sigterm_while_the_database_is_down_spills_and_the_next_server_replays(
-    serving: dict[str, Any],
+    serving: ServingFaultsWorld,
 ) -> None:
     """SIGTERM with MariaDB unreachable: the service still exits 0 at once; the answers it
     could not write are in spill files, and the next server on the same state folder
     replays them at start-up, each exactly once."""
-    store, proxy, server = serving["store"], serving["proxy"], serving["server"]
-    state = serving["tmp"] / "serving"
+    store, proxy, server = serving.store, serving.proxy, serving.server
+    state = serving.tmp / "serving"
     before = set(logged_ids(store))
-    traffic = Traffic(server.url, records(serving["view"], 100, seed=23)).start()
+    traffic = Traffic(server.url, records(serving.view, 100, seed=23)).start()
     try:
         time.sleep(2)
         proxy.stop()
@@ -472,7 +485,7 @@ def test_sigterm_while_the_database_is_down_spills_and_the_next_server_replays(
     assert answered <= in_db | in_spill, f"{len(answered - in_db - in_spill)} answers lost"
 
     proxy.start()
-    serving["server"] = successor = Server(serving["env"], serving["tmp"] / "serve-2.log")
+    serving.server = successor = Server(serving.env, serving.tmp / "serve-2.log")
     successor.wait_every_worker()
     wait_until(
         lambda: answered <= set(logged_ids(store)) and not spill_rows(state), 60,
@@ -486,15 +499,15 @@ def test_sigterm_while_the_database_is_down_spills_and_the_next_server_replays(
 
 
 def test_sigterm_under_load_exits_cleanly_with_every_answer_logged(
-    serving: dict[str, Any],
+    serving: ServingFaultsWorld,
 ) -> None:
     """SIGTERM mid-stream with the database up: exit 0 within the bound, every request that
     got a 200 (including those in flight at the signal) is in prediction_log, and no spill
     file is left: nothing waits for a next server."""
-    store, server = serving["store"], serving["server"]
-    state = serving["tmp"] / "serving"
+    store, server = serving.store, serving.server
+    state = serving.tmp / "serving"
     assert not spill_rows(state)
-    traffic = Traffic(server.url, records(serving["view"], 100, seed=24)).start()
+    traffic = Traffic(server.url, records(serving.view, 100, seed=24)).start()
     try:
         time.sleep(3)
         signalled = time.monotonic()
@@ -518,6 +531,7 @@ CT_VIEW = "credit_retry"  # a copy of credit_score: its own registered model on 
 START = dt.date(2026, 1, 1)
 DAYS = 30
 AS_OF = START + dt.timedelta(days=DAYS)
+HISTORY = History(start=START, days=DAYS, rows_per_day=300, seed=11, labels_before=AS_OF)
 
 
 def ct_view_folder(tmp: Path) -> Path:
@@ -547,12 +561,21 @@ def store_checksums(url: str, view: FeatureView) -> dict[str, tuple[int, int]]:
         engine.dispose()
 
 
+@dataclasses.dataclass
+class CtFaultsWorld(World):
+    """The shared world on the MLflow server with a first champion, and Airflow in a child
+    process whose MLflow client does not retry."""
+
+    mlflow: MlflowServer
+    airflow: AirflowProcess
+
+
 @pytest.fixture(scope="module")
 def ct(
     mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[CtFaultsWorld]:
     """30 days of history in MariaDB, a first champion trained by the pipeline as of
-    AS_OF - 2 on the MLflow server, and Airflow in a child process (as tests/test_dags.py).
+    AS_OF - 2 on the MLflow server, and Airflow in a child process (as `test_dags.py`).
 
     The Airflow child's MLflow client does not retry (MLFLOW_HTTP_REQUEST_MAX_RETRIES=0):
     the outage the test makes is longer than MLflow's own retry budget, so it reaches
@@ -562,8 +585,11 @@ def ct(
     tmp = tmp_path_factory.mktemp("ct_faults")
     features = ct_view_folder(tmp)
     view = load_view_file(features / f"{CT_VIEW}.yaml")
-    with mariadb_database("ctloop_ctfaults") as url:
-        conn_uri = sa.engine.make_url(url).set(drivername="mysql")
+    with built_world(
+        tmp, [view], prefix="ctloop_ctfaults", features_dir=features,
+        tracking_uri=mlflow_server.url,
+    ) as shared:  # fmt: skip
+        conn_uri = sa.engine.make_url(shared.url).set(drivername="mysql")
         env = airflow_env(
             tmp,
             AIRFLOW_CONN_FEATURE_STORE=conn_uri.render_as_string(hide_password=False),
@@ -573,40 +599,27 @@ def ct(
             MLFLOW_HTTP_REQUEST_TIMEOUT="10",
         )
         airflow = AirflowProcess(tmp, env)  # starts while the history is written
-        store = FeatureStore(url)
         try:
-            store.init([view])
-            config = StreamConfig(
-                seed=11, rows_per_day=300, label_delay_days=view.training.label_delay_days
-            )
-            until = pd.Timestamp(AS_OF)
-            for _, feats, labels in stream(view, START, DAYS, config):
-                store.ingest(view, feats, labels[labels["arrived_at"] < until])
-            settings = Settings(
-                data_dir=tmp / "data", features_dir=features, feature_store_url=url,
-                mlflow_tracking_uri=mlflow_server.url,
-            )  # fmt: skip
+            write_history(shared, HISTORY)
             first = pipeline.run_all(
-                pipeline.Run(view, AS_OF - dt.timedelta(days=2), "manual", "first", "", settings)
-            )
+                pipeline.Run(view, AS_OF - dt.timedelta(days=2), "manual", "first", "",
+                             shared.settings)
+            )  # fmt: skip
             assert first["promoted"] is True, first
-            yield {"view": view, "url": url, "airflow": airflow, "settings": settings,
-                   "features": features, "tmp": tmp, "mlflow": mlflow_server,
-                   "registry": Registry(mlflow_server.url)}  # fmt: skip
+            yield shared.extended(CtFaultsWorld, mlflow=mlflow_server, airflow=airflow)
         finally:
             airflow.close()
-            store.dispose()
 
 
-def test_ct_task_killed_before_promotion_is_retried_by_airflow(ct: dict[str, Any]) -> None:
+def test_ct_task_killed_before_promotion_is_retried_by_airflow(ct: CtFaultsWorld) -> None:
     """The CT DAG through Airflow (`dag.test()`): MLflow dies the moment the candidate is
     blessed, so `infra_check` fails; Airflow retries it in the same run a minute later (the
     DAG's retry_delay), by which time MLflow is back, and the run promotes the fully
     checked candidate. While MLflow is down the registry (read from its store) still has
     the old champion; the feature store is untouched; no second version is registered."""
-    view, registry, mlflow, airflow = ct["view"], ct["registry"], ct["mlflow"], ct["airflow"]
+    view, registry, mlflow, airflow = ct.view, ct.registry, ct.mlflow, ct.airflow
     mlflow.ensure_running()
-    before = store_checksums(ct["url"], view)
+    before = store_checksums(ct.url, view)
     champion = registry.champion(view.name).version
     versions = [v.version for v in registry.versions(view.name)]
     as_of = (AS_OF - dt.timedelta(days=1)).isoformat()
@@ -663,7 +676,7 @@ def test_ct_task_killed_before_promotion_is_retried_by_airflow(ct: dict[str, Any
     assert (tags["gate.data"], tags["gate.model"], tags["gate.infra"]) == ("passed",) * 3
     assert tags["airflow_run_id"] == tags["promoted_by"] == run["run_id"]  # one run, retried
     assert [v.version for v in registry.versions(view.name)] == [*versions, candidate.version]
-    assert store_checksums(ct["url"], view) == before
+    assert store_checksums(ct.url, view) == before
 
 
 KILLER = r"""
@@ -704,16 +717,16 @@ sys.exit("the kill hook never fired")
 """
 
 
-def killed_run(ct: dict[str, Any], as_of: dt.date, run_id: str, hook: str) -> None:
+def killed_run(ct: CtFaultsWorld, as_of: dt.date, run_id: str, hook: str) -> None:
     """Run the whole pipeline in a child process that SIGKILLs itself at `hook`."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CTLOOP_"))},
-        "FEATURE_STORE_URL": ct["url"],
-        "MLFLOW_TRACKING_URI": ct["mlflow"].url,
-        "CTLOOP_DATA_DIR": str(ct["tmp"] / "data"),
-        "CTLOOP_FEATURES_DIR": str(ct["features"]),
+        "FEATURE_STORE_URL": ct.url,
+        "MLFLOW_TRACKING_URI": ct.mlflow.url,
+        "CTLOOP_DATA_DIR": str(ct.tmp / "data"),
+        "CTLOOP_FEATURES_DIR": str(ct.settings.features_dir),
     }
-    view_file = ct["features"] / f"{CT_VIEW}.yaml"
+    view_file = ct.settings.features_dir / f"{CT_VIEW}.yaml"
     done = subprocess.run(
         [sys.executable, "-c", KILLER, str(view_file), as_of.isoformat(), run_id, hook],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
@@ -724,7 +737,7 @@ def killed_run(ct: dict[str, Any], as_of: dt.date, run_id: str, hook: str) -> No
     )
 
 
-def test_sigkilled_ct_steps_leave_no_half_made_champion(ct: dict[str, Any]) -> None:
+def test_sigkilled_ct_steps_leave_no_half_made_champion(ct: CtFaultsWorld) -> None:
     """The pipeline library, as a DAG task runs it, SIGKILLed at two points, then the same
     run (same run id) retried to completion:
 
@@ -735,9 +748,9 @@ def test_sigkilled_ct_steps_leave_no_half_made_champion(ct: dict[str, Any]) -> N
       the old champion still serves; the retry reuses the fully checked candidate and
       completes the move.
     """
-    view, registry, mlflow = ct["view"], ct["registry"], ct["mlflow"]
+    view, registry, mlflow = ct.view, ct.registry, ct.mlflow
     mlflow.ensure_running()
-    before = store_checksums(ct["url"], view)
+    before = store_checksums(ct.url, view)
     champion = registry.champion(view.name).version
     versions = [v.version for v in registry.versions(view.name)]
     run_id = "manual__sigkill_" + uuid.uuid4().hex[:8]
@@ -746,7 +759,7 @@ def test_sigkilled_ct_steps_leave_no_half_made_champion(ct: dict[str, Any]) -> N
     [orphan] = [v for v in registry.versions(view.name) if v.version not in versions]
     assert not any(k.startswith(("gate.", "data_fingerprint")) for k in orphan.tags), orphan
     assert registry.champion(view.name).version == champion
-    run = pipeline.Run(view, AS_OF, "manual", "killed", run_id, ct["settings"])
+    run = pipeline.Run(view, AS_OF, "manual", "killed", run_id, ct.settings)
     with pytest.raises(pipeline.ModelGateError, match="'missing'"):
         pipeline.promote(run, orphan.version)
     assert registry.champion(view.name).version == champion
@@ -770,4 +783,4 @@ def test_sigkilled_ct_steps_leave_no_half_made_champion(ct: dict[str, Any]) -> N
         *versions, orphan.version, candidate.version
     ]  # fmt: skip
     assert registry.champion(view.name).version != orphan.version
-    assert store_checksums(ct["url"], view) == before
+    assert store_checksums(ct.url, view) == before

@@ -1,11 +1,12 @@
 """The gates under attack: poisoned data and a vandalised view must never move `champion`.
 
-One module-scoped world, as in `tests/test_pipeline.py`: 30 days of clean synthetic history
-in MariaDB, a real MLflow store, and version 1 promoted by the real pipeline. Each test
-corrupts the feature store (or the view file) the way a broken upstream job or a careless
-edit would, runs the CT pipeline as `ctloop train` and the DAG do (`pipeline.run_all`),
-and asserts that the run is refused by a named check and that `champion` did not move.
-Each corruption is undone afterwards, so the tests are independent.
+One module-scoped world (`tests.support.world`), as in `test_pipeline.py`: 30 days of
+clean synthetic history in MariaDB, a real MLflow store, and version 1 promoted by the
+real pipeline. Each test corrupts the feature store (or the view file) the way a broken
+upstream job or a careless edit would, runs the CT pipeline as `ctloop train` and the DAG
+do (`pipeline.run_all`), and asserts that the run is refused by a named check and that
+`champion` did not move. Each corruption is undone afterwards, so the tests are
+independent.
 
 Already covered elsewhere, not repeated here: shuffled labels (model gate floor and
 vs_champion, `test_pipeline.py::test_label_shuffled_data_does_not_move_champion`), a
@@ -20,13 +21,13 @@ files stopping the CT run before it reads any data.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -35,24 +36,28 @@ import yaml
 
 from ctloop.errors import CtloopError, FeatureViewError, StoreUnavailableError
 from ctloop.features.view import load_view_file
-from ctloop.ingest.synth import StreamConfig, stream
-from ctloop.registry import Registry
-from ctloop.settings import Settings
-from ctloop.store.features import FeatureStore
 from ctloop.training import pipeline
 from ctloop.training.datagate import DataGateError
-from tests.conftest import ROOT, mariadb_database
+from tests.support.paths import FEATURES_DIR
+from tests.support.world import History, World, built_world, replaced_features, replaced_labels
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 START = dt.date(2026, 1, 1)
 DAYS = 30
 AS_OF = START + dt.timedelta(days=DAYS)
-VIEW_FILE = ROOT / "features" / "credit_score.yaml"
+VIEW_FILE = FEATURES_DIR / "credit_score.yaml"
+
+
+@dataclasses.dataclass
+class AttackWorld(World):
+    """The shared world with version 1 promoted: `champion` must never move."""
+
+    champion: str
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AttackWorld]:
     """MariaDB with 30 days x 300 clean rows, an MLflow SQLite store, version 1 promoted.
 
     The view is the shipped one with 150 boosting rounds instead of 400 (as `make demo`
@@ -64,79 +69,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     (tmp / "features").mkdir()
     (tmp / "features" / "credit_score.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     view = load_view_file(tmp / "features" / "credit_score.yaml")
-    with mariadb_database("ctloop_attack") as url:
-        settings = Settings(
-            data_dir=tmp,
-            features_dir=tmp / "features",
-            feature_store_url=url,
-            mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-        )
-        store = FeatureStore(url)
-        store.init([view])
-        config = StreamConfig(
-            seed=11, rows_per_day=300, label_delay_days=view.training.label_delay_days
-        )
-        until = pd.Timestamp(AS_OF)
-        for _, features, labels in stream(view, START, DAYS, config):
-            store.ingest(view, features, labels[labels["arrived_at"] < until])
-        first = pipeline.run_all(pipeline.Run(view, AS_OF, "manual", "clean", "", settings))
+    history = History(start=START, days=DAYS, rows_per_day=300, seed=11, labels_before=AS_OF)
+    with built_world(
+        tmp, [view], prefix="ctloop_attack", features_dir=tmp / "features", history=history
+    ) as shared:
+        first = pipeline.run_all(pipeline.Run(view, AS_OF, "manual", "clean", "", shared.settings))
         assert first["promoted"] is True, first
-        try:
-            yield {"view": view, "settings": settings, "store": store, "url": url, "tmp": tmp,
-                   "registry": Registry(settings.tracking_uri),
-                   "champion": first["train"]["version"]}  # fmt: skip
-        finally:
-            store.dispose()
+        yield shared.extended(AttackWorld, champion=first["train"]["version"])
 
 
-def run_of(world: dict[str, Any], reason: str) -> pipeline.Run:
-    return pipeline.Run(world["view"], AS_OF, "schedule", reason, "", world["settings"])
+def run_of(world: AttackWorld, reason: str) -> pipeline.Run:
+    return pipeline.Run(world.view, AS_OF, "schedule", reason, "", world.settings)
 
 
-def assert_champion_unchanged(world: dict[str, Any]) -> None:
-    registry, name = world["registry"], world["view"].name
-    assert registry.champion(name).version == world["champion"]
+def assert_champion_unchanged(world: AttackWorld) -> None:
+    registry, name = world.registry, world.view.name
+    assert registry.champion(name).version == world.champion
     assert registry.previous(name) is None  # nothing was ever promoted over it
-
-
-@contextlib.contextmanager
-def corrupted_labels(
-    world: dict[str, Any], corrupt: Callable[[pd.DataFrame], pd.DataFrame]
-) -> Iterator[None]:
-    """Upsert corrupted labels for the window (same keys); restore the originals after."""
-    store, view = world["store"], world["view"]
-    original = store.labels_for_days(view, START, AS_OF, dt.datetime.combine(AS_OF, dt.time.min))
-    store.upsert_labels(view, corrupt(original.copy()))
-    try:
-        yield
-    finally:
-        store.upsert_labels(view, original)
-
-
-@contextlib.contextmanager
-def corrupted_features(
-    world: dict[str, Any], corrupt: Callable[[pd.DataFrame], pd.DataFrame]
-) -> Iterator[None]:
-    store, view = world["store"], world["view"]
-    original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
-        [view.event_date, view.entity], ignore_index=True
-    )
-    store.ingest(view, corrupt(original.copy()))
-    try:
-        yield
-    finally:
-        store.ingest(view, original)
 
 
 # ---------------------------------------------------------------------- poisoned labels
 
 
-def test_label_flipped_training_set_is_refused(world: dict[str, Any]) -> None:
+def test_label_flipped_training_set_is_refused(world: AttackWorld) -> None:
     """Good and Poor swapped upstream: every data check passes (the class shares barely
     move), and the candidate learns the flip and beats the champion on the flipped
     validation days. Only the champion's collapse on labels it used to predict well
     (`labels_vs_champion`) gives the poisoning away."""
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     label = view.label.name
     swap = {"Good": "Poor", "Poor": "Good", "Standard": "Standard"}
 
@@ -144,7 +104,7 @@ def test_label_flipped_training_set_is_refused(world: dict[str, Any]) -> None:
         labels[label] = labels[label].map(swap)
         return labels
 
-    with corrupted_labels(world, flip):
+    with replaced_labels(world, START, AS_OF, flip):
         result = pipeline.run_all(run_of(world, "flipped labels"))
     assert result["promoted"] is False, "the model trained on flipped labels was promoted"
     assert result["data_gate"]["passed"] is True  # the data gate cannot see a flip
@@ -167,18 +127,18 @@ def test_label_flipped_training_set_is_refused(world: dict[str, Any]) -> None:
     assert_champion_unchanged(world)
 
 
-def test_label_flip_is_accepted_only_as_measured_concept_drift(world: dict[str, Any]) -> None:
+def test_label_flip_is_accepted_only_as_measured_concept_drift(world: AttackWorld) -> None:
     """The same new labels on a drift-triggered run (the monitor measured the decay) are
     concept drift the retrain must learn: the check reports the drop and lets it pass."""
-    view = world["view"]
+    view = world.view
     swap = {"Good": "Poor", "Poor": "Good", "Standard": "Standard"}
 
     def flip(labels: pd.DataFrame) -> pd.DataFrame:
         labels[view.label.name] = labels[view.label.name].map(swap)
         return labels
 
-    drift = pipeline.Run(view, AS_OF, "drift", "decay", "", world["settings"])
-    with corrupted_labels(world, flip):
+    drift = pipeline.Run(view, AS_OF, "drift", "decay", "", world.settings)
+    with replaced_labels(world, START, AS_OF, flip):
         candidate = pipeline.train(drift)["version"]  # the drift window: a new candidate
         verdict = pipeline.evaluate(drift, candidate)
     check = {c["name"]: c for c in verdict["checks"]}["labels_vs_champion"]
@@ -202,16 +162,16 @@ def test_label_flip_is_accepted_only_as_measured_concept_drift(world: dict[str, 
     ids=["x1000-out-of-range", "div12-inside-range"],
 )
 def test_silently_rescaled_feature_is_refused(
-    world: dict[str, Any], factor: float, failed: set[str], passed: set[str]
+    world: AttackWorld, factor: float, failed: set[str], passed: set[str]
 ) -> None:
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     versions = [v.version for v in registry.versions(view.name)]
 
     def rescale(features: pd.DataFrame) -> pd.DataFrame:
         features["annual_income"] = features["annual_income"] * factor
         return features
 
-    with corrupted_features(world, rescale), pytest.raises(DataGateError) as refused:
+    with replaced_features(world, START, AS_OF, rescale), pytest.raises(DataGateError) as refused:
         pipeline.run_all(run_of(world, f"annual_income x {factor:.4g}"))
     report = refused.value.report
     assert {c.name for c in report.failed} == failed
@@ -230,15 +190,15 @@ def test_silently_rescaled_feature_is_refused(
 
 
 @contextlib.contextmanager
-def dropped_column(world: dict[str, Any], column: str) -> Iterator[None]:
+def dropped_column(world: AttackWorld, column: str) -> Iterator[None]:
     """Drop a feature column from the table itself (an upstream migration gone wrong);
     add it back and restore its values afterwards."""
-    store, view = world["store"], world["view"]
+    store, view = world.store, world.view
     original = store.latest_features(view, AS_OF, 10**9, since=START).sort_values(
         [view.event_date, view.entity], ignore_index=True
     )
     table = view.features_table
-    engine = sa.create_engine(world["url"], poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(world.url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(f"ALTER TABLE `{table}` DROP COLUMN `{column}`"))
@@ -252,10 +212,10 @@ def dropped_column(world: dict[str, Any], column: str) -> Iterator[None]:
         engine.dispose()
 
 
-def test_feature_column_dropped_from_the_table_is_refused(world: dict[str, Any]) -> None:
+def test_feature_column_dropped_from_the_table_is_refused(world: AttackWorld) -> None:
     """The store reports a schema mismatch naming the table and column, as a refusal (a
     `CtloopError`, so Airflow fails the task at once) and not as an outage to retry."""
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     versions = [v.version for v in registry.versions(view.name)]
     with dropped_column(world, "annual_income"), pytest.raises(CtloopError) as refused:
         pipeline.run_all(run_of(world, "dropped column"))
@@ -301,12 +261,12 @@ def vandalised_view(tmp: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", sorted(NONSENSE))
-def test_nonsense_view_file_refuses_the_ct_run(world: dict[str, Any], kind: str) -> None:
+def test_nonsense_view_file_refuses_the_ct_run(world: AttackWorld, kind: str) -> None:
     """`Run.make` is where the CLI and every DAG task start a run; a view that does not
     load stops it there, before any data is read, naming the file, the key and the problem.
     (In Airflow that `CtloopError` becomes `AirflowFailException`, no retry: see
     `test_dags.py::test_refusals_fail_fast_and_outages_keep_retries`.)"""
-    folder = vandalised_view(world["tmp"], kind)
+    folder = vandalised_view(world.tmp, kind)
     path = folder / "credit_score.yaml"
     with pytest.raises(FeatureViewError) as refused:
         pipeline.Run.make(str(path), AS_OF, "schedule")
@@ -317,22 +277,22 @@ def test_nonsense_view_file_refuses_the_ct_run(world: dict[str, Any], kind: str)
     assert_champion_unchanged(world)
 
 
-def test_ctloop_train_refuses_to_start_on_a_nonsense_view(world: dict[str, Any]) -> None:
+def test_ctloop_train_refuses_to_start_on_a_nonsense_view(world: AttackWorld) -> None:
     """The same through the command a person runs: exit 2, the message, no traceback, and
     nothing registered in the registry the run would have used."""
-    registry, view = world["registry"], world["view"]
+    registry, view = world.registry, world.view
     versions = [v.version for v in registry.versions(view.name)]
-    folder = vandalised_view(world["tmp"], "wrong-type")
+    folder = vandalised_view(world.tmp, "wrong-type")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))},
         "CTLOOP_FEATURES_DIR": str(folder),
-        "CTLOOP_DATA_DIR": str(world["tmp"] / "cli"),
-        "FEATURE_STORE_URL": world["url"],
-        "MLFLOW_TRACKING_URI": world["settings"].tracking_uri,
+        "CTLOOP_DATA_DIR": str(world.tmp / "cli"),
+        "FEATURE_STORE_URL": world.url,
+        "MLFLOW_TRACKING_URI": world.settings.tracking_uri,
     }
     done = subprocess.run(
         [sys.executable, "-m", "ctloop.cli", "train", "credit_score", "--as-of", AS_OF.isoformat()],
-        env=env, cwd=world["tmp"], capture_output=True, text=True, timeout=180, check=False,
+        env=env, cwd=world.tmp, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-3000:]
     assert "credit_score.yaml: training.window_days" in done.stderr
