@@ -9,11 +9,14 @@ which is what lets `make demo` run on a bare machine.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
 from ctloop.errors import CtloopError
 
@@ -135,3 +138,33 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise settings_error(Settings, exc) from exc
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def settings_from(model: type[SettingsT], environ: Mapping[str, str]) -> SettingsT:
+    """Settings read from `environ` instead of the process environment and `.env`.
+
+    The local stack resolves the settings of processes it is about to start (its own
+    environment merged with the checkout's `.env` and overrides), so it must not read,
+    let alone rewrite, its own `os.environ`. The same rules apply (prefixes, aliases,
+    validation); only the source of the variables differs.
+    """
+
+    class _Given(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return parse_env_vars(
+                environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+            )
+
+    def sources(
+        cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_others: PydanticBaseSettingsSource,  # the environment, `.env`, secrets: not read
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _Given(settings_cls))
+
+    given = type(model.__name__, (model,), {"settings_customise_sources": classmethod(sources)})
+    return given()
