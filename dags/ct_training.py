@@ -10,19 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import (
-    AssetOrTimeSchedule,
-    CronTriggerTimetable,
-    Param,
-    dag,
-    get_parsing_context,
-    task,
-)
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from ctloop.features.view import list_views
 from ctloop.orchestration import ct
 from ctloop.orchestration.connection import feature_store_asset
-from ctloop.orchestration.dagargs import dag_args
+from ctloop.orchestration.dagargs import dag_args, date_param, views_to_build
 
 SCHEDULE_CRON = "0 3 * * *"  # daily at 03:00 UTC, after the nightly ingestion
 RETRY = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
@@ -67,12 +59,8 @@ The same pipeline by hand: `ctloop train {view} --as-of YYYY-MM-DD`.
 """
 
 PARAMS = {
-    "as_of": Param(
-        None,
-        type=["null", "string"],
-        format="date",
-        title="As-of date",
-        description="Train on data before this date (YYYY-MM-DD). Empty: the run's date.",
+    "as_of": date_param(
+        "As-of date", "Train on data before this date (YYYY-MM-DD). Empty: the run's date."
     ),
     "force_promote": Param(
         False,
@@ -91,7 +79,8 @@ PARAMS = {
 
 
 def build_ct_dag(view: str) -> Any:
-    """The CT DAG of one feature view."""
+    """The CT DAG of one feature view: three gates between the feature store and the
+    `champion` alias, each task one call into `ctloop.orchestration.ct`."""
     asset = feature_store_asset(view)
 
     @dag(
@@ -157,7 +146,5 @@ def build_ct_dag(view: str) -> Any:
 
 
 # One DAG per feature view. When a worker parses this file for one DAG only, skip the rest.
-_parsing = get_parsing_context().dag_id
-for _view in list_views():
-    if _parsing is None or _parsing == f"ct_{_view}":
-        build_ct_dag(_view)
+for _view in views_to_build("ct"):
+    build_ct_dag(_view)

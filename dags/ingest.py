@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_parsing_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from ctloop.features.view import list_views
 from ctloop.orchestration.connection import feature_store_asset
-from ctloop.orchestration.dagargs import dag_args
+from ctloop.orchestration.dagargs import dag_args, date_param, views_to_build
 from ctloop.orchestration.ingest import ingest_day
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
@@ -36,20 +35,15 @@ Paused on creation: this DAG writes simulated data, turn it on for demos only.
 """
 
 PARAMS = {
-    "day": Param(
-        None,
-        type=["null", "string"],
-        format="date",
-        title="Day",
-        description="Event day to land (YYYY-MM-DD). Empty: the data interval's day.",
-    ),
+    "day": date_param("Day", "Event day to land (YYYY-MM-DD). Empty: the data interval's day."),
     "rows_per_day": Param(2000, type="integer", minimum=1, maximum=1_000_000),
     "seed": Param(7, type="integer"),
 }
 
 
 def build_ingest_dag(view: str) -> Any:
-    """The ingestion DAG of one feature view."""
+    """The ingestion DAG of one feature view: its one task's outlet is the view's Asset,
+    which is how a landing starts `ct_<view>`."""
     asset = feature_store_asset(view)
 
     @dag(
@@ -82,7 +76,5 @@ def build_ingest_dag(view: str) -> Any:
     return ingest()
 
 
-_parsing = get_parsing_context().dag_id
-for _view in list_views():
-    if _parsing is None or _parsing == f"ingest_{_view}":
-        build_ingest_dag(_view)
+for _view in views_to_build("ingest"):
+    build_ingest_dag(_view)

@@ -12,11 +12,10 @@ import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag, get_parsing_context, task
+from airflow.sdk import Param, dag, task
 
-from ctloop.features.view import list_views
 from ctloop.orchestration import monitor as monitoring
-from ctloop.orchestration.dagargs import dag_args
+from ctloop.orchestration.dagargs import dag_args, views_to_build
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 
@@ -48,7 +47,8 @@ queued or running, or the last drift-triggered retrain is inside `drift.cooldown
 
 
 def build(view: str) -> Any:
-    """The monitor DAG of one feature view."""
+    """The monitor DAG of one feature view: check, then trigger `ct_<view>` only when the
+    check asked for a retrain (drift or decay, no CT run in flight, outside the cooldown)."""
 
     @dag(
         schedule=SCHEDULE_CRON,
@@ -70,14 +70,17 @@ def build(view: str) -> Any:
     def monitor() -> None:
         @task
         def check(**context: Any) -> dict[str, Any]:
+            """Check the window for drift and decay; the decision goes to XCom."""
             return monitoring.check(view, context)
 
         @task.short_circuit
         def retrain_needed(decision: dict[str, Any]) -> bool:
+            """Skip the trigger when nothing drifted, or a CT run or cooldown says wait."""
             return bool(decision["trigger"])
 
         @task
         def ct_conf(decision: dict[str, Any]) -> dict[str, Any]:
+            """The conf `ct_<view>` is started with: trigger, reason and findings."""
             return decision["conf"]
 
         decision = check()
@@ -93,7 +96,5 @@ def build(view: str) -> Any:
     return monitor()
 
 
-_current = get_parsing_context().dag_id
-for _view in list_views():
-    if _current is None or _current == f"monitor_{_view}":
-        build(_view)
+for _view in views_to_build("monitor"):
+    build(_view)

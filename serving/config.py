@@ -48,6 +48,8 @@ class ServingConfig(BaseSettings):
     state_dir: Path | None = Field(default=None, description="spill files and reload signal")
 
     def view_name(self, settings: Settings) -> str:
+        """The view this service answers for: its own setting, else the project's default,
+        so one deployment can serve a second view without changing the shared settings."""
         return self.view or settings.default_view
 
     def resolved_state_dir(self, settings: Settings) -> Path:

@@ -32,6 +32,8 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse an oversized body before the app parses it: by its `Content-Length` at
+        once, or, for a chunked body, as soon as the bytes received pass the limit."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

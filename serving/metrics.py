@@ -19,7 +19,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Metrics:
-    """The metric objects of one worker process."""
+    """The metric objects of one worker process, created together so the hooks below
+    never meet a half-registered set."""
 
     log_rows: Any
     log_write_errors: Any
@@ -50,7 +51,9 @@ class Metrics:
 @functools.cache
 def worker_metrics(view: str) -> Metrics:
     """This process's metrics, created on first use (after the multiprocess dir is set)."""
-    from prometheus_client import Counter, Gauge
+    # Deferred: prometheus_client fixes its value class from PROMETHEUS_MULTIPROC_DIR when
+    # first imported, which must happen in the worker, after `bentoml serve` set it.
+    from prometheus_client import Counter, Gauge  # worker only: see above
 
     return Metrics(
         log_rows=Counter(

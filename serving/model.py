@@ -56,6 +56,7 @@ class LoadedModel:
 
     @property
     def version(self) -> str:
+        """The registry version this model is, as answers and metrics report it."""
         return self.info.version
 
     def predict(self, view: FeatureView, records: Sequence[dict[str, Any]]) -> Output:
@@ -204,6 +205,7 @@ class ModelManager:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling the registry, so a worker shuts down without a thread left behind."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -231,6 +233,8 @@ class ModelManager:
     # ------------------------------------------------------------------ reporting
 
     def status(self) -> dict[str, Any]:
+        """What `/metadata` shows of the model: which version serves, whether the registry
+        answers, and the last error, so an operator sees a stale model without the logs."""
         cur = self.current
         out: dict[str, Any] = {
             "loaded": cur is not None,

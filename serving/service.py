@@ -86,6 +86,7 @@ class FastJSONResponse(JSONResponse):
     worker's CPU (py-spy). Whatever orjson refuses starlette still renders."""
 
     def render(self, content: Any) -> bytes:
+        """Encode with orjson (the fast path); starlette's encoder takes what orjson refuses."""
         try:
             return orjson.dumps(content)
         except TypeError:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.artifacts
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from ctloop.errors import CtloopError
+from ctloop.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ class VersionInfo:
 
     @property
     def uri(self) -> str:
+        """The exact `models:/` URI of this version: loads never go through "latest"."""
         return f"models:/{self.name}/{self.version}"
 
 
@@ -66,8 +73,6 @@ class Registry:
     """Registry access bound to one tracking URI, without touching global MLflow state."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -76,8 +81,6 @@ class Registry:
     def from_settings(cls, settings: Any = None) -> Registry:
         """The registry the settings name (`MLFLOW_TRACKING_URI`, the artifact root)."""
         if settings is None:
-            from ctloop.settings import get_settings
-
             settings = get_settings()
         return cls(settings.tracking_uri, settings.artifact_root)
 
@@ -89,8 +92,6 @@ class Registry:
         it. Called right before such use, so two registries in one process (tests, the
         demo) never leave one another's URI behind.
         """
-        import mlflow
-
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         return self
@@ -99,8 +100,6 @@ class Registry:
         """The training profile a version's run logged (None for a version without a run)."""
         if info.run_id is None:
             return None
-        import mlflow.artifacts  # heavy: only when a profile is read
-
         self.activate()  # `runs:/` URIs resolve in this registry
         return mlflow.artifacts.load_dict(f"runs:/{info.run_id}/{REFERENCE_ARTIFACT}")
 
@@ -121,8 +120,6 @@ class Registry:
         return self.client.create_experiment(name, artifact_location=location)
 
     def _by_alias(self, name: str, alias: str) -> VersionInfo | None:
-        from mlflow.exceptions import MlflowException
-
         try:
             return _info(self.client.get_model_version_by_alias(name, alias))
         except MlflowException as exc:
@@ -131,14 +128,15 @@ class Registry:
             raise
 
     def champion(self, name: str) -> VersionInfo | None:
+        """The version serving should load (None before the first promotion)."""
         return self._by_alias(name, CHAMPION)
 
     def previous(self, name: str) -> VersionInfo | None:
+        """The champion the current one replaced: the target of a rollback."""
         return self._by_alias(name, PREVIOUS)
 
     def version(self, name: str, version: str | int) -> VersionInfo:
-        from mlflow.exceptions import MlflowException
-
+        """One exact version; a missing one is the user's error, an outage is re-raised."""
         try:
             return _info(self.client.get_model_version(name, str(version)))
         except MlflowException as exc:
@@ -150,6 +148,7 @@ class Registry:
             raise
 
     def versions(self, name: str) -> list[VersionInfo]:
+        """Every version of a model, oldest first (by number, not by registration time)."""
         found = self.client.search_model_versions(f"name = '{name}'")
         return sorted((_info(mv) for mv in found), key=lambda v: int(v.version))
 
@@ -158,6 +157,8 @@ class Registry:
         return [v for v in self.versions(name) if all(v.tags.get(k) == t for k, t in tags.items())]
 
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        """Record decisions on the version they concern (values become strings, as MLflow
+        stores them)."""
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))
 
@@ -180,8 +181,6 @@ class Registry:
     def change_onset(self, name: str) -> tuple[str, str] | None:
         """The last change onset the monitor recorded for this model: (onset day, day it
         was found), ISO dates; None when no change was found."""
-        from mlflow.exceptions import MlflowException
-
         try:
             tags = self.client.get_registered_model(name).tags or {}
         except MlflowException as exc:

@@ -9,11 +9,14 @@ which is what lets `make demo` run on a bare machine.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
 from ctloop.errors import CtloopError
 
@@ -71,8 +74,9 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        # (a) settings load at DAG parse time (the views read them) and for `ctloop --help`
+        from sqlalchemy.engine import make_url  # (a) see above
+        from sqlalchemy.exc import ArgumentError  # (a) see above
 
         try:
             make_url(value)
@@ -130,9 +134,37 @@ def settings_error(model: type[BaseSettings], exc: Any) -> CtloopError:
 @functools.cache
 def get_settings() -> Settings:
     """Settings for this process, validated once; errors name the variable at fault."""
-    from pydantic import ValidationError
-
     try:
         return Settings()
     except ValidationError as exc:
         raise settings_error(Settings, exc) from exc
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def settings_from(model: type[SettingsT], environ: Mapping[str, str]) -> SettingsT:
+    """Settings read from `environ` instead of the process environment and `.env`.
+
+    The local stack resolves the settings of processes it is about to start (its own
+    environment merged with the checkout's `.env` and overrides), so it must not read,
+    let alone rewrite, its own `os.environ`. The same rules apply (prefixes, aliases,
+    validation); only the source of the variables differs.
+    """
+
+    class _Given(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return parse_env_vars(
+                environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+            )
+
+    def sources(
+        cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_others: PydanticBaseSettingsSource,  # the environment, `.env`, secrets: not read
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _Given(settings_cls))
+
+    given = type(model.__name__, (model,), {"settings_customise_sources": classmethod(sources)})
+    return given()

@@ -8,6 +8,7 @@ must not pay for MLflow, CatBoost and Airflow, which only training and the demo 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ctloop.features.view import FeatureView, load_view
+from ctloop.settings import get_settings
 
 if TYPE_CHECKING:
     from ctloop.store.features import FeatureStore
@@ -25,15 +27,13 @@ log = logging.getLogger("ctloop")
 def view_named(name: str | None) -> FeatureView:
     """The named view, or the settings' default view (CTLOOP_DEFAULT_VIEW)."""
     if name is None:
-        from ctloop.settings import get_settings
-
         name = get_settings().default_view
     return load_view(name)
 
 
 def settings_store() -> FeatureStore:
     """The feature store of the settings (FEATURE_STORE_URL, else the embedded file)."""
-    from ctloop.store.features import FeatureStore
+    from ctloop.store.features import FeatureStore  # (b) light CLI start
 
     return FeatureStore.from_settings()
 
@@ -84,6 +84,4 @@ def cli(verbose: bool) -> None:
 
 def echo_json(data: object) -> None:
     """Print a step's outcome as indented JSON (what the DAG would put in XCom)."""
-    import json
-
     click.echo(json.dumps(data, indent=2, default=str))

@@ -108,7 +108,7 @@ def generate(
     Re-running the same command writes the same rows again (idempotent upserts), so the
     row counts do not change.
     """
-    from ctloop.ingest.synth import Scenario, StreamConfig, stream
+    from ctloop.ingest.synth import Scenario, StreamConfig, stream  # (b) light CLI start
 
     fv = view_named(view)
     if scenario != "none" and drift_start is None:
@@ -162,7 +162,7 @@ def import_(view: str, file: Path, skip_bad_rows: bool) -> None:
     Header names resolve through the view's `import:` block. Nothing of a failing file
     is written unless --skip-bad-rows is given.
     """
-    from ctloop.ingest.files import import_csv
+    from ctloop.ingest.files import import_csv  # (b) light CLI start
 
     fv = view_named(view)
     result = import_csv(settings_store(), fv, file, skip_bad_rows=skip_bad_rows)
@@ -240,7 +240,7 @@ def labels(
     store = settings_store()
     store.require_tables(fv)
     if file is not None:
-        from ctloop.ingest.files import import_labels_csv
+        from ctloop.ingest.files import import_labels_csv  # (b) light CLI start
 
         result = import_labels_csv(store, fv, file)
         _echo_columns(result.renamed, result.ignored)
@@ -248,7 +248,7 @@ def labels(
         return
     if start is None or days is None:
         raise click.UsageError("give --file, or --start and --days for the synthetic stream")
-    from ctloop.ingest.synth import Scenario, StreamConfig, stream
+    from ctloop.ingest.synth import Scenario, StreamConfig, stream  # (b) light CLI start
 
     config = StreamConfig(
         seed=seed, rows_per_day=rows_per_day, scenario=Scenario(scenario), drift_start=drift_start,
@@ -279,7 +279,7 @@ def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_day
     """Write a real data set bundled with scikit-learn (breast_cancer: binary, wine:
     multiclass, diabetes: regression) as a CSV with its own column names, for the views in
     examples/views/ and the README's "Bring your own data" walkthrough."""
-    from ctloop.ingest.sample import write_sample
+    from ctloop.ingest.sample import write_sample  # (b) light CLI start
 
     path = write_sample(name, out, start=start, days=days, label_delay_days=label_delay_days)
     click.echo(f"wrote {path} ({name}, {days} days from {start}, "

@@ -19,6 +19,7 @@ from ctloop.cli.app import (
     view_argument,
     view_named,
 )
+from ctloop.settings import get_settings
 
 
 @cli.command()
@@ -43,7 +44,7 @@ def train(
     A candidate the model gate refuses stays registered (tagged gate.model=failed) but is
     not promoted; that is a normal outcome, exit status 0.
     """
-    from ctloop.training.pipeline import Run, run_all
+    from ctloop.training.pipeline import Run, run_all  # (b) light CLI start
 
     run = Run.make(view_named(view).name, as_of, trigger, reason)
     result = run_all(run, force_promote=force_promote)
@@ -63,8 +64,8 @@ def promote(view: str, version: str, force: bool, reason: str) -> None:
     A version that did not pass its gates serves only when promoted here with --force and
     a --reason; who and why are written on the version, and serving refuses a champion
     moved any other way (the MLflow UI's alias pencil, a script)."""
-    from ctloop.training.pipeline import Run
-    from ctloop.training.pipeline import promote as promote_step
+    from ctloop.training.pipeline import Run  # (b) light CLI start
+    from ctloop.training.pipeline import promote as promote_step  # (b) light CLI start
 
     if force and not reason.strip():
         raise click.UsageError("--force needs --reason: say why this version should serve")
@@ -75,7 +76,7 @@ def promote(view: str, version: str, force: bool, reason: str) -> None:
 @click.argument("view")
 def rollback(view: str) -> None:
     """Swap `champion` and `previous`: one command back to the last champion."""
-    from ctloop.training.pipeline import Run, notify_serving
+    from ctloop.training.pipeline import Run, notify_serving  # (b) light CLI start
 
     run = Run.make(view)
     new, old = run.registry().rollback(run.view.name)
@@ -87,7 +88,7 @@ def rollback(view: str) -> None:
 @view_argument
 def models(view: str | None) -> None:
     """Registered versions of VIEW's model with their aliases and gate results."""
-    from ctloop.registry import Registry
+    from ctloop.registry import Registry  # (b) light CLI start
 
     fv = view_named(view)
     metric = fv.primary_metric  # the view's own gate metric, by its label kind
@@ -122,14 +123,14 @@ def monitor(
     drift or decay outside the cooldown runs `ctloop train --trigger drift` in-process
     (inside Airflow the monitor DAG triggers the CT DAG instead).
     """
-    from ctloop.monitoring.check import monitor_step
-    from ctloop.registry import Registry
+    from ctloop.monitoring.check import monitor_step  # (b) light CLI start
+    from ctloop.registry import Registry  # (b) light CLI start
 
     fv = view_named(view)
     decision = monitor_step(fv, settings_store(), Registry.from_settings(), since, until)
     click.echo(decision["summary"])
     if retrain and decision["trigger"]:
-        from ctloop.training.pipeline import Run, run_all
+        from ctloop.training.pipeline import Run, run_all  # (b) light CLI start
 
         drifted = decision["conf"]["findings"].get("drifted_features", [])
         run = Run.make(fv.name, None, "drift", decision["conf"]["reason"], "", drifted)
@@ -166,8 +167,7 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
     day-by-day timeline, writes demo_accuracy.png and demo_summary.json to the demo folder,
     and exits 1 if the loop did not close.
     """
-    from ctloop.dev.demo import DemoConfig, run_demo, timeline_table
-    from ctloop.settings import get_settings
+    from ctloop.dev.demo import DemoConfig, run_demo, timeline_table  # (b) light CLI start
 
     folder = out or get_settings().data_dir / "demo"
     config = DemoConfig(out=folder, days=days, drift_day=drift_day,

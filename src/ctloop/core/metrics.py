@@ -76,6 +76,8 @@ def output_from_proba(view: FeatureView, proba: np.ndarray, model_classes: list[
 
 
 def output_from_values(values: np.ndarray) -> Output:
+    """A regressor's answer in the same `Output` shape classifiers give, so serving, the
+    log and the metrics handle every label kind alike."""
     values = np.asarray(values, dtype=float).ravel()
     return Output(values.tolist(), values=values)
 

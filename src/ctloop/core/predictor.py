@@ -60,12 +60,13 @@ class Predictor:
     def load(cls, view: FeatureView, model_uri: str, version: str) -> Predictor:
         """Load a registered model in its native CatBoost flavour (MLflow records whether
         it is a classifier or a regressor)."""
-        import mlflow.catboost
+        import mlflow.catboost  # (c) heavy: only serving and the gates load models
 
         return cls(view, mlflow.catboost.load_model(model_uri), str(version), model_uri)
 
     @property
     def is_regressor(self) -> bool:
+        """A model without classes answers values, not probabilities."""
         return not self.classes
 
     def answer(self, rows: Any, thread_count: int = -1) -> Output:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import wasserstein_distance
+from scipy.stats import norm, wasserstein_distance
 
 from ctloop.features.spec import MISSING as MISSING  # the view contract's marker
 from ctloop.features.view import FeatureView
@@ -165,8 +165,6 @@ def noise_floor(ref: dict[str, Any], n: int, z: float, seed: int = 0) -> float:
 def z_for(false_alarm_rate: float, tests: int) -> float:
     """The one-sided z of a per-test rate that keeps the whole check's false-alarm rate at
     `false_alarm_rate` across `tests` tests (Bonferroni)."""
-    from scipy.stats import norm
-
     return float(norm.ppf(1 - false_alarm_rate / max(tests, 1)))
 
 

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from ctloop.errors import CtloopError
 
 
@@ -129,22 +131,22 @@ def _plain(value: Any) -> Any:
 
 
 def _child(dags_folder: str) -> None:  # pragma: no cover - runs in the Airflow child
-    # Airflow is imported here only: the parent side (DagRunner) must stay light to import.
-    from airflow.utils.db import initdb
+    # (c) Airflow is imported in the child only: it reads its configuration on import, and
+    # the parent side (DagRunner) must stay light to import.
+    from airflow.utils.db import initdb  # (c) child process only
 
     initdb()  # what `airflow db migrate` does on an empty database
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
-    from airflow.models.dagrun import DagRun
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from sqlalchemy import select
+    from airflow.dag_processing.dagbag import DagBag  # (c) child process only
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel  # (c) child
+    from airflow.models.dagrun import DagRun  # (c) child process only
+    from airflow.models.xcom import XComModel  # (c) child process only
+    from airflow.utils.session import create_session  # (c) child process only
+    from airflow.utils.state import DagRunState  # (c) child process only
 
     bag = DagBag(dag_folder=dags_folder)
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    import ctloop.training.pipeline  # noqa: F401  warm the heavy imports before the first request
+    import ctloop.training.pipeline  # noqa: F401  (c) warm heavy imports before the first request
 
     print("dagrunner ready", flush=True)  # noqa: T201
     for line in sys.stdin:

@@ -82,6 +82,7 @@ class Feature(StrictModel):
 
     @property
     def is_numeric(self) -> bool:
+        """Numeric features get ranges and distances; the others get category sets."""
         return self.type is FeatureType.NUMERIC
 
 
@@ -156,10 +157,12 @@ class Label(StrictModel):
 
     @property
     def is_regression(self) -> bool:
+        """A regression label has no classes: values are answered and scored by error."""
         return self.kind is LabelKind.REGRESSION
 
     @property
     def is_binary(self) -> bool:
+        """Two classes: the only kind with a positive class, a score and a threshold."""
         return self.kind is LabelKind.BINARY
 
     @property
@@ -169,6 +172,7 @@ class Label(StrictModel):
 
     @property
     def negative_class(self) -> str | None:
+        """The class a binary score below the threshold means (None for other kinds)."""
         if not self.is_binary:
             return None
         return next(c for c in self.class_list if c != self.positive_class)

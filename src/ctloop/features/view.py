@@ -103,6 +103,7 @@ class FeatureView(StrictModel):
 
     @property
     def primary_metric(self) -> str:
+        """The one metric the model gate and the decay check judge this view's models by."""
         return str(self.gates.model.primary_metric)
 
     @model_validator(mode="after")
@@ -152,17 +153,21 @@ class FeatureView(StrictModel):
 
     @property
     def feature_names(self) -> list[str]:
+        """The model's input columns, in the order training and serving both use."""
         return [f.name for f in self.features]
 
     @property
     def numeric_features(self) -> list[Feature]:
+        """The features checked by range and compared by distribution distance."""
         return [f for f in self.features if f.is_numeric]
 
     @property
     def categorical_features(self) -> list[Feature]:
+        """The features CatBoost treats as categories and drift compares by frequencies."""
         return [f for f in self.features if not f.is_numeric]
 
     def feature(self, name: str) -> Feature:
+        """The rules of one named feature (KeyError for a name the view does not have)."""
         for feature in self.features:
             if feature.name == name:
                 return feature
@@ -170,10 +175,12 @@ class FeatureView(StrictModel):
 
     @property
     def features_table(self) -> str:
+        """The store's table of this view's feature rows, named from the view alone."""
         return f"{self.name}_features"
 
     @property
     def labels_table(self) -> str:
+        """The store's table of labels, apart from features because they arrive later."""
         return f"{self.name}_labels"
 
 

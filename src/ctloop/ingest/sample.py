@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sklearn.datasets
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,6 @@ def sample_frame(
 ) -> pd.DataFrame:
     """The dataset as a real export: shuffled rows spread evenly over `days` event dates
     from `start`, each label arriving `label_delay_days` later at 06:00 UTC (ISO 8601)."""
-    import sklearn.datasets
-
     if name not in SAMPLES:
         raise KeyError(f"unknown sample '{name}' (one of {', '.join(SAMPLES)})")
     sample = SAMPLES[name]

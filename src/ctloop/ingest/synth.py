@@ -82,6 +82,7 @@ class StreamConfig:
     population: int | None = None
 
     def drifting(self, day: dt.date) -> bool:
+        """Whether the scenario's change is in effect on this day (from `drift_start` on)."""
         return (
             self.scenario is not Scenario.NONE
             and self.drift_start is not None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 import logging
 
+import mlflow
+
 from ctloop.monitoring.result import MonitorResult
 from ctloop.registry import Registry
 
@@ -60,8 +62,6 @@ def render(result: MonitorResult) -> str:
 
 def log_to_mlflow(registry: Registry, result: MonitorResult) -> str:
     """Log the report and headline numbers as a run of the view's monitoring experiment."""
-    import mlflow  # deferred: a heavy import, needed only when a report is logged
-
     registry.activate()
     experiment = registry.experiment_id(f"{result.view}-monitoring")
     name = f"monitor-{result.window_end:%Y%m%d-%H%M}-{result.status}"

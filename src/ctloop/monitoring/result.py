@@ -17,7 +17,8 @@ OK, DRIFT, DECAY, NOT_ENOUGH, NO_CHAMPION = "ok", "drift", "decay", "not_enough_
 
 @dataclass
 class Finding:
-    """One row of the drift report."""
+    """One row of the drift report: a statistic, its limit and the verdict, stored as
+    they were measured so a later reader can judge the call."""
 
     kind: str  # data / prediction / accuracy / dataset
     feature: str

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import CtloopError
+from ctloop.settings import get_settings
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
@@ -34,7 +35,7 @@ def asset_uri(view: str) -> str:
 
 def feature_store_asset(view: str) -> Asset:
     """The Asset ingestion updates and the CT DAG is scheduled on (same object both sides)."""
-    from airflow.sdk import Asset  # DAG files import this module at parse time: keep it light
+    from airflow.sdk import Asset  # (a) importing Airflow loads its config: only under Airflow
 
     return Asset(name=asset_uri(view), uri=asset_uri(view), group="feature_store")
 
@@ -52,8 +53,8 @@ def connection_url(conn: Any) -> str:
     conn_type = (conn.conn_type or "").strip().lower()
     conn_id = getattr(conn, "conn_id", None) or "?"
     if conn_type in _MYSQL_TYPES:
-        from airflow.providers.mysql.hooks.mysql import MySqlHook
-        from sqlalchemy.engine import make_url
+        from airflow.providers.mysql.hooks.mysql import MySqlHook  # (a) a provider
+        from sqlalchemy.engine import make_url  # (a) SQLAlchemy stays out of DAG parsing
 
         client = (conn.extra_dejson or {}).get("client")
         if client is not None and client not in _MYSQL_CLIENTS:
@@ -68,7 +69,7 @@ def connection_url(conn: Any) -> str:
             )
         return url.render_as_string(hide_password=False)
     if conn_type in _POSTGRES_TYPES:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from airflow.providers.postgres.hooks.postgres import PostgresHook  # (a) a provider
 
         return PostgresHook(postgres_conn_id=conn_id, connection=conn).get_uri()
     if conn_type == "sqlite":
@@ -82,15 +83,13 @@ def connection_url(conn: Any) -> str:
 
 def feature_store_url(conn_id: str = FEATURE_STORE_CONN_ID) -> str:
     """The feature store's SQLAlchemy URL: the Airflow connection, else ctloop's settings."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-    from sqlalchemy.engine import make_url
+    from airflow.sdk import Connection  # (a) importing Airflow loads its config
+    from airflow.sdk.exceptions import AirflowNotFoundException  # (a) as above
+    from sqlalchemy.engine import make_url  # (a) SQLAlchemy stays out of DAG parsing
 
     try:
         conn = Connection.get(conn_id)
     except AirflowNotFoundException:
-        from ctloop.settings import get_settings
-
         url = get_settings().store_url
         source = f"ctloop settings (no Airflow connection '{conn_id}')"
     else:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import CtloopError, StoreUnavailableError
+from ctloop.store.dates import to_date
 
 if TYPE_CHECKING:
     from ctloop.training.run import Run
@@ -52,7 +53,7 @@ def trigger_kind(context: Mapping[str, Any]) -> str:
     otherwise the run type decides: scheduled/backfill runs -> schedule, asset-triggered
     runs -> new-data, runs triggered from the UI, the API, the CLI or another DAG -> manual.
     """
-    from ctloop.training.run import TRIGGERS  # parse-time light: see the module docstring
+    from ctloop.training.run import TRIGGERS  # (a) parse time: training.run pulls pandas
 
     explicit = conf(context).get("trigger")
     if explicit:
@@ -86,8 +87,6 @@ def as_of_date(context: Mapping[str, Any]) -> dt.date:
     scheduled to start (`run_after`: asset-triggered and manual runs without a logical
     date). Dates are taken in UTC, like the feature store's timestamps.
     """
-    from ctloop.store.features import to_date  # parse-time light: see the module docstring
-
     params = context.get("params") or {}
     raw = params.get("as_of")
     if raw is None:
@@ -136,7 +135,7 @@ def force_promote(context: Mapping[str, Any]) -> bool:
 
 def make_run(view: str, context: Mapping[str, Any]) -> Run:
     """The pipeline `Run` of this DAG run: the same values in every task of the run."""
-    from ctloop.training.run import Run  # parse-time light: see the module docstring
+    from ctloop.training.run import Run  # (a) parse time: training.run pulls pandas, MLflow
 
     trigger = trigger_kind(context)
     dag_run = context.get("dag_run")
@@ -162,7 +161,7 @@ def fail_fast() -> Iterator[None]:
     report. An unreachable store (`StoreUnavailableError`) and any other exception keep
     Airflow's normal retries.
     """
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException  # (a) Airflow loads its config
 
     try:
         yield

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def extract(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     """Step 1: describe the point-in-time training set; the fingerprint goes to XCom."""
-    from ctloop.training import pipeline  # heavy: only when the task runs
+    from ctloop.training import pipeline  # (a) parse time: pandas, MLflow
 
     with fail_fast():
         run = make_run(view, context)
@@ -34,7 +34,7 @@ def extract(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_data(view: str, context: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:
     """Step 2 (gate 1): a refusal fails the task at once, naming every failed check."""
-    from ctloop.training import pipeline  # heavy: only when the task runs
+    from ctloop.training import pipeline  # (a) parse time: pandas, MLflow
 
     with fail_fast():
         run = make_run(view, context)
@@ -44,7 +44,7 @@ def validate_data(view: str, context: Mapping[str, Any], fingerprint: str) -> di
 
 def train(view: str, context: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:
     """Step 3: train and register a candidate (reused when already trained on this data)."""
-    from ctloop.training import pipeline  # heavy: only when the task runs
+    from ctloop.training import pipeline  # (a) parse time: pandas, MLflow
 
     with fail_fast():
         run = make_run(view, context)
@@ -56,7 +56,7 @@ def evaluate(
     view: str, context: Mapping[str, Any], version: str, fingerprint: str
 ) -> dict[str, Any]:
     """Step 4 (gate 2): bless or refuse the candidate; a refusal is an outcome, not an error."""
-    from ctloop.training import pipeline  # heavy: only when the task runs
+    from ctloop.training import pipeline  # (a) parse time: pandas, MLflow
 
     with fail_fast():
         run = make_run(view, context)
@@ -85,7 +85,7 @@ def should_promote(verdict: Mapping[str, Any], context: Mapping[str, Any]) -> bo
 
 def infra_check(view: str, context: Mapping[str, Any], version: str) -> dict[str, Any]:
     """Step 5 (gate 3): load and query the candidate as serving does."""
-    from ctloop.training import pipeline  # heavy: only when the task runs
+    from ctloop.training import pipeline  # (a) parse time: pandas, MLflow
 
     with fail_fast():
         run = make_run(view, context)
@@ -97,7 +97,7 @@ def promote(
     view: str, context: Mapping[str, Any], version: str, verdict: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Step 6: move `champion` to the version; forced only if the model gate refused it."""
-    from ctloop.training import pipeline  # heavy: only when the task runs
+    from ctloop.training import pipeline  # (a) parse time: pandas, MLflow
 
     with fail_fast():
         run = make_run(view, context)

@@ -5,7 +5,12 @@ the owner shown in the UI, and tags by part of the loop and view."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ctloop.features.view import list_views
+
+if TYPE_CHECKING:
+    from airflow.sdk import Param
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 OWNER = "ctloop"
@@ -25,3 +30,20 @@ def dag_args(view: str, prefix: str, title: str, part: str, **own: Any) -> dict[
         **own,
         "default_args": default_args,
     }
+
+
+def date_param(title: str, description: str) -> Param:
+    """An optional YYYY-MM-DD param (empty: the run's own date), so a date picked in the
+    trigger form is checked by Airflow before the run starts."""
+    from airflow.sdk import Param  # (a) importing Airflow loads its config: only under Airflow
+
+    return Param(None, type=["null", "string"], format="date", title=title, description=description)
+
+
+def views_to_build(prefix: str) -> list[str]:
+    """The views whose `<prefix>_<view>` DAG this parse must build: all of them, or only the
+    one a worker is parsing the file for (it skips building the others)."""
+    from airflow.sdk import get_parsing_context  # (a) as above
+
+    parsing = get_parsing_context().dag_id
+    return [v for v in list_views() if parsing is None or parsing == f"{prefix}_{v}"]

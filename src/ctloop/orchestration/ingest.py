@@ -11,6 +11,7 @@ from typing import Any
 from ctloop.errors import CtloopError
 from ctloop.orchestration.connection import feature_store_asset, feature_store_url
 from ctloop.orchestration.context import fail_fast, utc_date
+from ctloop.store.dates import to_date
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,7 @@ def ingest_day(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     The day is the `day` param when given, else the start of the run's data interval
     (a daily run lands the day that just ended), else the day before `run_after`.
     """
-    from ctloop.ingest.synth import land_synthetic_day  # heavy: only when the task runs
-    from ctloop.store.features import to_date
+    from ctloop.ingest.synth import land_synthetic_day  # (a) parse time: pandas, SQLAlchemy
 
     params = context.get("params") or {}
     with fail_fast():

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ctloop.features.view import load_view
 from ctloop.orchestration.connection import feature_store_url
 from ctloop.orchestration.context import fail_fast, jsonable, param_time
 
@@ -21,11 +22,9 @@ def ct_in_flight(view: str, context: Mapping[str, Any]) -> bool:
 
 def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     """The monitor DAG's check: drift/decay vs the champion, decision, report; one log line."""
-    # heavy: only when the task runs (DAG files import this module at parse time)
-    from ctloop.features.view import load_view
-    from ctloop.monitoring.check import monitor_step
-    from ctloop.registry import Registry
-    from ctloop.store.features import FeatureStore
+    from ctloop.monitoring.check import monitor_step  # (a) parse time: pandas, MLflow
+    from ctloop.registry import Registry  # (a) parse time: MLflow
+    from ctloop.store.features import FeatureStore  # (a) parse time: pandas, SQLAlchemy
 
     since, until = param_time(context, "since"), param_time(context, "until")
     with fail_fast():

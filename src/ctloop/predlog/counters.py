@@ -48,6 +48,6 @@ class Counters:
             return self._handled >= self._counts["queued"]
 
     def snapshot(self) -> dict[str, int]:
-        """A copy of the counts."""
+        """A copy of the counts taken under the lock, so a reader never sees a half update."""
         with self._lock:
             return dict(self._counts)

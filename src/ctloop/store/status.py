@@ -17,7 +17,7 @@ from ctloop.store.schema import StoreSchema
 
 @dataclass(frozen=True)
 class DayStatus:
-    """Row counts of one event date."""
+    """Row counts of one event date: what `ctloop status` lists per day."""
 
     event_date: dt.date
     features: int
@@ -39,12 +39,12 @@ class ViewStatus:
 
     @property
     def feature_rows(self) -> int:
-        """Feature rows over all days."""
+        """Feature rows over all days, the size `ctloop status` reports."""
         return sum(d.features for d in self.days)
 
     @property
     def label_rows(self) -> int:
-        """Label rows over all days."""
+        """Label rows over all days; fewer than feature rows while labels are late."""
         return sum(d.labels for d in self.days)
 
 

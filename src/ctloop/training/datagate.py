@@ -34,24 +34,36 @@ class Check:
 
 @dataclass
 class GateReport:
-    """All checks of one gate run."""
+    """All checks of one gate run, kept whole so a refusal names every failed check at
+    once instead of the first one."""
 
     gate: str
     checks: list[Check] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
+        """A gate passes only when every one of its checks does."""
         return all(c.passed for c in self.checks)
 
     @property
     def failed(self) -> list[Check]:
+        """The checks a refusal names, so the log says what to fix."""
         return [c for c in self.checks if not c.passed]
 
-    def add(self, name: str, passed: bool, detail: str, value=None, threshold=None) -> None:
+    def add(
+        self,
+        name: str,
+        passed: bool,
+        detail: str,
+        value: float | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        """Record one check; a NaN measurement becomes None so the report stays JSON."""
         value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
         self.checks.append(Check(name, bool(passed), detail, value, threshold))
 
     def summary(self) -> str:
+        """One line when the gate passed, else one line per failed check, for task logs."""
         if self.passed:
             return f"{self.gate} gate passed ({len(self.checks)} checks)"
         lines = [f"{self.gate} gate FAILED: {len(self.failed)} of {len(self.checks)} checks"]
@@ -59,6 +71,8 @@ class GateReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON, the shape the pipeline's steps return (and XCom
+        carries)."""
         return {
             "gate": self.gate,
             "passed": self.passed,

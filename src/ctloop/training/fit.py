@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from catboost import CatBoostClassifier, CatBoostRegressor
 from sklearn import metrics as skm
+from sklearn.calibration import CalibrationDisplay
 
 from ctloop.core import metrics
 from ctloop.core.predictor import Predictor, to_model_frame
@@ -31,7 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced: the model and everything registration logs with it
+    (metrics, params, the reference profile, figures drawn from the validation rows and
+    answers), so logging needs no second pass over the data."""
 
     model: Any
     metrics: dict[str, float]
@@ -74,8 +78,6 @@ def catboost_params(view: FeatureView, threads: int = 2) -> dict[str, Any]:
 
 def new_model(view: FeatureView, params: dict[str, Any]) -> Any:
     """An unfitted CatBoost classifier or regressor, by the view's label kind."""
-    from catboost import CatBoostClassifier, CatBoostRegressor
-
     cls = CatBoostRegressor if view.label.is_regression else CatBoostClassifier
     return cls(**params, cat_features=[f.name for f in view.categorical_features])
 
@@ -171,11 +173,12 @@ def prediction_profile(view: FeatureView, output: metrics.Output, seed: int) -> 
     return out
 
 
-def _pyplot():
-    import matplotlib
+def _pyplot() -> Any:
+    # (c) heavy, and only for figures; the non-GUI backend must be chosen before pyplot loads
+    import matplotlib  # (c) heavy, figures only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (c) heavy, figures only
 
     return plt
 
@@ -218,8 +221,6 @@ def evaluation_figures(
             ax.set_title(f"{title}, {name.replace('_', ' ')}")
             fig.tight_layout()
             figures[f"plots/{name}.png"] = fig
-        from sklearn.calibration import CalibrationDisplay
-
         fig, ax = plt.subplots(figsize=(5, 4.5))
         CalibrationDisplay.from_predictions(truth, score, n_bins=10, strategy="quantile", ax=ax)
         ax.set_title(f"{title}, calibration")

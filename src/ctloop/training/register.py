@@ -9,7 +9,11 @@ import datetime as dt
 import logging
 from typing import Any
 
+import mlflow
+import mlflow.catboost
 import pandas as pd
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, DataType, Schema
 
 from ctloop.core.predictor import to_model_frame
 from ctloop.features.view import FeatureView
@@ -42,9 +46,6 @@ def train(
     A version already trained on the same data as of the same date is reused instead of
     registering a duplicate, so re-running a date is safe.
     """
-    import mlflow  # heavy: imported when a model is trained, not when the CLI starts
-    import mlflow.catboost
-
     trainset = load(run, store_url, expected_fingerprint)
     frame, summary = trainset.frame, trainset.summary
     registry = run.registry()
@@ -126,9 +127,6 @@ def model_signature(view: FeatureView, model: Any, example: pd.DataFrame) -> Any
     """The MLflow signature from the view, not inferred from five rows: nullable features
     are optional inputs, numbers are doubles, categories strings; the output is one
     probability per class (classification) or the value (regression)."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, DataType, Schema
-
     inputs = Schema([
         ColSpec(DataType.double if f.is_numeric else DataType.string, f.name,
                 required=not f.nullable)

@@ -99,11 +99,11 @@ def timeline_table(summary: dict[str, Any]) -> str:
 
 def plot(records: list[DayRecord], drift_day: str, path: Path) -> None:
     """Live accuracy per day: continuously trained vs never retrained."""
-    # Deferred: matplotlib is heavy and must get its non-GUI backend before pyplot loads.
-    import matplotlib
+    # (c) matplotlib is heavy and must get its non-GUI backend before pyplot loads.
+    import matplotlib  # (c) heavy, figures only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (c) heavy, figures only
 
     x = list(range(len(records)))
     fig, ax = plt.subplots(figsize=(9, 5.5))

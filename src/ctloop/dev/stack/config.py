@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ctloop.dev.stack.services import (
 )
 from ctloop.dev.stack.urls import absolute_sqlite, airflow_connection_json, airflow_metadata_url
 from ctloop.errors import CtloopError
-from ctloop.settings import Settings, project_root, settings_error
+from ctloop.settings import Settings, project_root, settings_error, settings_from
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Stack:
 
     @property
     def run_dir(self) -> Path:
-        """circusd's pid file, control sockets and configuration."""
+        """Where circusd keeps its pid file, control sockets and configuration."""
         return self.state_dir / "run"
 
     @property
@@ -222,13 +222,13 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
         raise CtloopError("the local stack runs from a ctloop checkout (dags/ and serving/)")
     cwd = cwd or Path.cwd()
     given = {**_load_env_file(cwd / ".env"), **(os.environ if environ is None else environ)}
-    with _environ(given), contextlib.chdir(cwd):
+    with contextlib.chdir(cwd):
         try:
-            settings = Settings()
+            settings = settings_from(Settings, given)
         except ValidationError as exc:
             raise settings_error(Settings, exc) from exc
         try:
-            config = StackConfig()
+            config = settings_from(StackConfig, given)
         except ValidationError as exc:
             raise settings_error(StackConfig, exc) from exc
     data_dir = (cwd / settings.data_dir).resolve()
@@ -262,16 +262,3 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
         artifacts=artifacts, airflow_home=airflow_home, airflow_db=airflow_db,
         base_env=dict(given), secrets=_load_secrets(state_dir / "secrets.json", given),
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Settings classes read os.environ: let them read `values` instead, then restore."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)

@@ -119,7 +119,8 @@ class Supervisor:
     # ---- the daemon
 
     def daemon_pid(self) -> int | None:
-        """circusd's pid when this folder's daemon runs (a recycled pid is not taken for it)."""
+        """The pid of circusd when this folder's daemon runs (a recycled pid is not taken
+        for it)."""
         try:
             pid = int(self.pidfile.read_text().strip())
             proc = psutil.Process(pid)
