@@ -1,6 +1,6 @@
 """Wall time of a whole CT run vs a bare CatBoost fit on the same rows.
 
-The ratio is the pipeline's overhead: extraction (four point-in-time reads, one per step),
+The ratio is the pipeline's overhead: extraction (one point-in-time read per run),
 the data gate, MLflow logging and registration, the model gate's scoring, the infra check
 and promotion. Each repeat starts from an empty MLflow store so that every run really
 trains and registers (a re-run of the same data would reuse the version).
@@ -33,28 +33,25 @@ from ctloop.training import pipeline
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bare_fit(view, frame: pd.DataFrame) -> float:
-    """CatBoost alone on the same rows and split, with the same parameters."""
-    from catboost import CatBoostClassifier
-
+def bare_fit(view, frame: pd.DataFrame) -> tuple[float, int]:
+    """CatBoost alone on the rows, split and parameters ctloop's own fit uses (its
+    `catboost_params`, `new_model` and `early_stopping_split`): the time of the fit and
+    the number of training rows it saw, which the caller checks against the CT run's."""
     from ctloop.training.datagate import split_days
+    from ctloop.training.fit import catboost_params, early_stopping_split, labels_of, new_model
 
-    is_val = split_days(view, frame).to_numpy()
-    train, valid = frame.loc[~is_val], frame.loc[is_val]
-    cfg = view.training
+    frame = frame.sort_values([view.event_date, view.entity], kind="stable").reset_index(drop=True)
+    train = frame.loc[~split_days(view, frame).to_numpy()]
+    stop = early_stopping_split(view, train)
+    fit_rows, stop_rows = train.loc[~stop], train.loc[stop]
+    model = new_model(view, catboost_params(view))
     start = time.perf_counter()
-    model = CatBoostClassifier(
-        iterations=cfg.iterations, depth=cfg.depth, loss_function="MultiClass",
-        eval_metric="TotalF1:average=Macro", random_seed=cfg.seed,
-        early_stopping_rounds=cfg.early_stopping_rounds, thread_count=2,
-        allow_writing_files=False, verbose=False,
-        cat_features=[f.name for f in view.categorical_features],
-    )  # fmt: skip
     model.fit(
-        to_model_frame(view, train), train[view.label.name],
-        eval_set=(to_model_frame(view, valid), valid[view.label.name]), use_best_model=True,
+        to_model_frame(view, fit_rows), labels_of(view, fit_rows),
+        eval_set=(to_model_frame(view, stop_rows), labels_of(view, stop_rows)),
+        use_best_model=True,
     )  # fmt: skip
-    return time.perf_counter() - start
+    return time.perf_counter() - start, len(train)
 
 
 def main() -> None:
@@ -95,7 +92,9 @@ def main() -> None:
                 result = pipeline.run_all(run)
                 ct = time.perf_counter() - t0
             assert result["promoted"], result
-            fit = bare_fit(view, frame)
+            fit, fit_train_rows = bare_fit(view, frame)
+            ct_train_rows = result["extract"]["train_rows"]
+            assert fit_train_rows == ct_train_rows, (fit_train_rows, ct_train_rows)
             ct_times.append(ct)
             fit_times.append(fit)
             print(f"run {i + 1}: CT run {ct:.1f}s, bare CatBoost fit {fit:.1f}s")
