@@ -12,10 +12,10 @@ import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from ctloop.orchestration import monitor as monitoring
-from ctloop.orchestration.dagargs import dag_args, views_to_build
+from ctloop.orchestration.dagargs import dag_args, datetime_param, views_to_build
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 
@@ -42,8 +42,19 @@ On drift or decay, `trigger_ct` starts `ct_{view}` with conf
 `{{"trigger": "drift", "reason": ..., "findings": ...}}`, unless a `ct_{view}` run is
 queued or running, or the last drift-triggered retrain is inside `drift.cooldown_hours`.
 
-**Params**: `since`, `until` (ISO times, UTC; empty = since the last check / now).
+Checks retry twice (1 minute apart); a bad `since`/`until` fails at once.
+
+**Params** (trigger form, or `--conf`; both optional): `since`, `until` (RFC 3339
+date-times, e.g. `2026-02-10T00:00:00Z`; empty = since the last check / now).
+The same check by hand: `ctloop monitor {view} --since ... --until ...`.
 """
+
+PARAMS = {
+    "since": datetime_param(
+        "Window start", "Check predictions logged from this time (UTC). Empty: the last check."
+    ),
+    "until": datetime_param("Window end", "Check predictions logged before this time. Empty: now."),
+}
 
 
 def build(view: str) -> Any:
@@ -53,12 +64,7 @@ def build(view: str) -> Any:
     @dag(
         schedule=SCHEDULE_CRON,
         doc_md=DOC_MD.format(view=view),
-        params={
-            "since": Param(
-                "", type="string", description="Window start (ISO, UTC); empty: last check"
-            ),
-            "until": Param("", type="string", description="Window end (ISO, UTC); empty: now"),
-        },
+        params=PARAMS,
         **dag_args(
             view,
             "monitor",

@@ -59,7 +59,7 @@ def worker_metrics(view: str) -> Metrics:
         log_rows=Counter(
             "ctloop_prediction_log_rows",
             "Prediction log rows by outcome: queued, written, spilled, replayed, duplicates, "
-            "failed (lost: should stay 0)",
+            "failed (lost: should stay 0), quarantined (damaged spill lines kept aside)",
             ["outcome"],
         ),
         log_write_errors=Counter(

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+import click
 import pytest
 
+from ctloop.cli import cli
 from tests.support.paths import ROOT
 
 
-def run(args: list[str], env_url: str, tmp_path: Path, ok: bool = True):
+def run(
+    args: list[str],
+    env_url: str,
+    tmp_path: Path,
+    ok: bool = True,
+    base_env: Mapping[str, str] | None = None,
+):
     env = {
-        **os.environ,
+        **(os.environ if base_env is None else base_env),
         "FEATURE_STORE_URL": env_url,
         "CTLOOP_DATA_DIR": str(tmp_path / "data"),
         "CTLOOP_FEATURES_DIR": str(ROOT / "features"),
@@ -107,11 +117,61 @@ def test_malformed_view_is_named(tmp_path: Path) -> None:
     assert "credit_score.yaml: label: Field required" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["init-db", "generate", "import", "status", "show-view"])
+@pytest.mark.parametrize("command", sorted(cli.commands))
 def test_help(command: str, tmp_path: Path) -> None:
     result = run([command, "--help"], f"sqlite:///{tmp_path / 's.db'}", tmp_path)
     assert "Usage:" in result.stdout
     assert len(result.stdout.splitlines()) > 3
+    options = [p for p in cli.commands[command].params if isinstance(p, click.Option)]
+    for option in options:  # every option says what it is for, in the text users read
+        assert option.help, f"{command} {option.opts[0]} has no help text"
+        assert option.opts[0] in result.stdout
+
+
+def test_time_options_name_their_format(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for command, option in [("monitor", "--since"), ("monitor", "--until"),
+                            ("generate", "--labels-until"), ("labels", "--until")]:  # fmt: skip
+        text = " ".join(run([command, "--help"], url, tmp_path).stdout.split())
+        assert f"{option} ISO-TIME" in text, command
+        assert "ISO 8601" in text and "UTC" in text, command
+    assert (
+        "--trigger [manual|schedule|new-data|drift]" in run(["train", "-h"], url, tmp_path).stdout
+    )
+
+
+def test_train_reports_each_step_on_stderr_and_json_on_stdout(
+    sqlite_url: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """A run of minutes says what it is doing as it goes: one log line as each step starts
+    and one as it ends with its headline, in order; stdout stays one JSON document."""
+    env = {**clean_env, "CTLOOP_DATA_DIR": str(tmp_path / "data")}  # MLflow in there too
+    run(["init-db"], sqlite_url, tmp_path, base_env=env)
+    run(["generate", "--days", "30", "--rows-per-day", "200", "--start", "2026-01-01",
+         "--labels-until", "2026-03-01"], sqlite_url, tmp_path, base_env=env)  # fmt: skip
+    result = run(["train", "--as-of", "2026-01-31", "--reason", "cli progress test"],
+                 sqlite_url, tmp_path, base_env=env)  # fmt: skip
+    out = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert out["promoted"] is True
+    version, fingerprint = out["train"]["version"], out["extract"]["fingerprint"]
+    progress = [line.split(" ctloop.cli.loop: ", 1)[1] for line in result.stderr.splitlines()
+                if " INFO ctloop.cli.loop: " in line]  # fmt: skip
+    steps = ["extract", "data_gate", "train", "model_gate", "infra_check", "promote"]
+    assert [line.split(":")[0] for line in progress] == [
+        f"[{i}/6] {step}" for i, step in enumerate(steps, 1) for _ in ("start", "end")
+    ]
+    assert all(line.endswith(": started") for line in progress[::2])
+    ends = dict(zip(steps, progress[1::2], strict=True))
+    assert re.search(r"done in \d+\.\ds: ", ends["extract"])
+    assert (
+        f"{out['extract']['rows']} rows (2025-12-02..2026-01-30), fingerprint {fingerprint}"
+        in (ends["extract"])
+    )
+    assert ends["data_gate"].endswith(f"passed ({len(out['data_gate']['checks'])} checks)")
+    assert ends["train"].endswith(f"version {version}")
+    assert "blessed: macro_f1 " in ends["model_gate"] and "(no champion)" in ends["model_gate"]
+    assert f"champion is version {version}" in ends["promote"]
+    assert result.stderr.rstrip().endswith(f"credit_score version {version}: promoted")
 
 
 def test_drift_scenario_needs_start(tmp_path: Path) -> None:

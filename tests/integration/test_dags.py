@@ -49,6 +49,7 @@ from tests.support.world import (
 VIEW = "credit_score"
 CT_DAG = f"ct_{VIEW}"
 INGEST_DAG = f"ingest_{VIEW}"
+MONITOR_DAG = f"monitor_{VIEW}"
 CT_TASKS = ["extract", "validate_data", "train", "evaluate", "blessed", "infra_check", "promote"]
 HEAVY_MODULES = ("pandas", "numpy", "mlflow", "catboost", "sklearn", "matplotlib")
 
@@ -89,7 +90,8 @@ for dag_id, dag in bag.dags.items():
         "assets": sorted(a.uri for a in condition.objects) if condition else [],
         "params": {
             name: {"default": dag.params.get_param(name).value,
-                   "schema": dag.params.get_param(name).schema}
+                   "schema": dag.params.get_param(name).schema,
+                   "description": dag.params.get_param(name).description}
             for name in dag.params
         },
         "order": [t.task_id for t in dag.topological_sort()],
@@ -103,6 +105,32 @@ for dag_id, dag in bag.dags.items():
             for t in dag.tasks
         },
     }
+
+# What the trigger form and the REST API check before a run exists: each conf against the
+# monitor DAGs' params, with Airflow's own validation.
+import copy
+
+MONITOR_CONFS = {
+    "defaults": {},
+    "nulls": {"since": None, "until": None},
+    "utc": {"since": "2026-02-10T00:00:00Z", "until": "2026-02-11T00:00:00+00:00"},
+    "no_offset": {"since": "2026-02-10T00:00:00"},
+    "not_a_time": {"until": "yesterday"},
+}
+for dag_id, dag in bag.dags.items():
+    if not dag_id.startswith("monitor_"):
+        continue
+    verdicts = {}
+    for name, conf in MONITOR_CONFS.items():
+        params = copy.deepcopy(dag.params)
+        try:
+            for key, value in conf.items():
+                params[key] = value
+            params.validate()
+            verdicts[name] = "accepted"
+        except Exception as exc:
+            verdicts[name] = type(exc).__name__
+    facts["dags"][dag_id]["confs"] = verdicts
 
 # The glue as tasks use it, with Airflow's own parsing of AIRFLOW_CONN_* variables.
 from airflow.sdk.exceptions import AirflowFailException
@@ -208,6 +236,29 @@ def test_ct_dag_wiring(parsed: dict) -> None:
     assert params["force_promote"]["default"] is False
     assert params["force_promote"]["schema"]["type"] == "boolean"
     assert params["reason"]["default"] == ""
+
+
+@pytest.mark.slow
+def test_monitor_dag_can_be_triggered_with_the_forms_defaults(parsed: dict) -> None:
+    monitor = parsed["dags"][MONITOR_DAG]
+    assert monitor["catchup"] is False and monitor["max_active_runs"] == 1
+    assert "# Drift and accuracy monitor" in monitor["doc_md"]
+    assert "since the last check / now" in monitor["doc_md"]
+    params = monitor["params"]
+    assert set(params) == {"since", "until"}
+    for name, param in params.items():
+        assert param["default"] is None, name  # not required: the form's Trigger is enabled
+        assert param["schema"]["type"] == ["null", "string"], name
+        assert param["schema"]["format"] == "date-time", name
+        assert param["schema"]["title"] and param["description"], name
+    # Airflow itself accepts the defaults and real times, and refuses what is not a time
+    assert monitor["confs"] == {
+        "defaults": "accepted",
+        "nulls": "accepted",
+        "utc": "accepted",
+        "no_offset": "ParamValidationError",
+        "not_a_time": "ParamValidationError",
+    }
 
 
 @pytest.mark.slow
@@ -485,11 +536,11 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
         features, labels = generate_day(day, drift)
         store.ingest(view, features, labels)
         log_day(view, store, predictor, day, features)
-    since = dt.datetime.combine(days[0], dt.time.min)
-    until = dt.datetime.combine(days[-1], dt.time.min) + dt.timedelta(days=1)
+    since = dt.datetime.combine(days[0], dt.time.min, tzinfo=dt.UTC)
+    until = dt.datetime.combine(days[-1], dt.time.min, tzinfo=dt.UTC) + dt.timedelta(days=1)
     window = {"since": since.isoformat(), "until": until.isoformat()}
 
-    checked = airflow.trigger(f"monitor_{VIEW}", window)
+    checked = airflow.trigger(MONITOR_DAG, window)
     assert task_states(checked) == dict.fromkeys(
         ["check", "retrain_needed", "ct_conf", "trigger_ct"], "success"
     ), checked["log"][-3000:]
@@ -526,7 +577,7 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     log_day(view, store, predictor, retrain_day, features)
     second_window = {"since": until.isoformat(),
                      "until": (until + dt.timedelta(days=2)).isoformat()}  # fmt: skip
-    second = airflow.trigger(f"monitor_{VIEW}", second_window)
+    second = airflow.trigger(MONITOR_DAG, second_window)
     states = task_states(second)
     assert states["check"] == "success"
     assert states["trigger_ct"] == "skipped"
@@ -535,3 +586,16 @@ def test_monitor_dag_triggers_a_drift_retrain_then_respects_the_cooldown(
     assert decision["status"] == "drift"
     assert decision["trigger"] is False
     assert "cooldown" in decision["blocked"]
+
+
+@pytest.mark.mariadb
+@pytest.mark.slow
+def test_monitor_dag_runs_with_the_trigger_forms_defaults(world: DagWorld, first_run: dict) -> None:
+    """Trigger with the form untouched: no since/until, the window runs from the last
+    check to now, and no traffic since then is a quiet outcome, not a failure."""
+    checked = world.airflow.trigger(MONITOR_DAG, {})
+    states = task_states(checked)
+    assert states["check"] == "success", checked["log"][-3000:]
+    assert states["trigger_ct"] == "skipped"
+    assert checked["xcom"]["check"]["trigger"] is False
+    assert checked["triggered"] == []

@@ -12,6 +12,8 @@ import pytest
 from tests.unit.test_logwriter import (  # noqa: F401  collected here, on MariaDB
     down_log,
     log,
+    test_a_damaged_spill_file_is_quarantined_and_never_stops_replay,
+    test_a_quarantine_that_cannot_be_written_does_not_stop_replay,
     test_a_spilled_row_is_replayed_exactly_as_it_would_have_been_written,
     test_close_flushes_everything_queued,
     test_close_replays_what_an_overload_spilled,

@@ -7,9 +7,12 @@ runs the same tests on MariaDB.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import fcntl
 import json
+import logging
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -201,6 +204,132 @@ def test_replay_skips_rows_already_stored(log: PredictionLog, tmp_path: Path) ->
     stats = writer.stats()
     assert (stats["replayed"], stats["duplicates"]) == (25, 15)
     assert stats["failed"] == 1  # the line cut short by the crash
+
+
+def accented_lines(start: int, n: int) -> list[bytes]:
+    """Spill lines of rows with non-ASCII text, as the real writer writes them: a cut can
+    land inside a multibyte character."""
+    return [
+        to_line({**row(i), "entity_id": f"José-{i}", "features": {"city": "Zürich", "age": i}})
+        .encode()
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+def cut_inside_a_character(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """A disk that filled up while spilling: the last line stops after the first byte of é."""
+    cut = lines[-1][: lines[-1].index("é".encode()) + 1]
+    return b"".join(lines[:-1]) + cut, [cut]
+
+
+def invalid_utf8_in_the_middle(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """A flipped byte: ü's lead byte replaced by one that never starts a character."""
+    bad = lines[10].replace("ü".encode(), b"\xff", 1)
+    return b"".join([*lines[:10], bad, *lines[11:]]), [bad.rstrip(b"\n")]
+
+
+def garbage_line(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """A line of bytes that are nothing at all: not UTF-8, not JSON."""
+    garbage = bytes(range(0x80, 0x100)) + b"\x01\x02}{"
+    return b"".join([*lines[:7], garbage + b"\n", *lines[7:]]), [garbage]
+
+
+def truncated_json(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """A line cut short mid-write, with later lines after it."""
+    short = lines[5][:40]
+    return b"".join([*lines[:5], short + b"\n", *lines[6:]]), [short]
+
+
+def damaged_field_name(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """Valid UTF-8 and valid JSON, but a flipped byte renamed a column: not a row (its
+    insert would fail the whole batch, every time)."""
+    bad = lines[3].replace(b'"latency_ms"', b'"latency_mz"')
+    return b"".join([*lines[:3], bad, *lines[4:]]), [bad.rstrip(b"\n")]
+
+
+def nul_tail(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """What a machine crash can leave: the file's length written, its last blocks not."""
+    tail = b"\x00" * 4096
+    return b"".join(lines) + tail, [tail]
+
+
+def empty_file(lines: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """A spill file created, then nothing written to it before the crash."""
+    return b"", []
+
+
+DAMAGE = [cut_inside_a_character, invalid_utf8_in_the_middle, garbage_line, truncated_json,
+          damaged_field_name, nul_tail, empty_file]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=[d.__name__ for d in DAMAGE])
+def test_a_damaged_spill_file_is_quarantined_and_never_stops_replay(
+    log: PredictionLog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[list[bytes]], tuple[bytes, list[bytes]]],
+) -> None:
+    """The bad lines of a dead worker's spill file go to quarantine (0600, with the reason
+    and their exact bytes), counted; its good lines and every file after it are replayed,
+    and the file is gone, so a restart does not meet it again."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    lines = accented_lines(0, 20)
+    content, bad = damage(lines)
+    good = sum(line in content for line in lines)  # the lines left intact
+    (spill / "spill-100-1-dead.jsonl").write_bytes(content)
+    (spill / "spill-200-1-dead.jsonl").write_bytes(b"".join(accented_lines(500, 15)))
+    seen: dict[str, int] = {}
+
+    def hook(event: str, n: int) -> None:
+        seen[event] = seen.get(event, 0) + n
+
+    caplog.set_level(logging.INFO, logger="ctloop.predlog")
+    writer = PredictionLogWriter(log.write, config(tmp_path), on_count=hook)
+    writer.start()
+    try:
+        assert wait_for(lambda: log.count() == good + 15, 15)
+        assert wait_for(lambda: not spill_files(tmp_path), 5)
+        assert wait_for(lambda: writer.stats()["replayed"] == good + 15, 5)
+    finally:
+        writer.close()
+    stats = writer.stats()
+    assert (stats["quarantined"], stats["failed"]) == (len(bad), len(bad))
+    assert seen.get("quarantined", 0) == len(bad)
+    stored = log.read("credit_score", dt.datetime(2026, 1, 1), dt.datetime(2027, 1, 1))
+    assert set(stored["city"]) == {"Zürich"} and stored["entity_id"].str.startswith("José").all()
+    kept = sorted((spill / "quarantine").glob("*")) if bad else []
+    warnings = [r for r in caplog.records if "damaged line" in r.getMessage()]
+    if not bad:
+        assert not (spill / "quarantine").exists() and warnings == []
+        return
+    assert len(kept) == 1 and stat.S_IMODE(kept[0].stat().st_mode) == 0o600
+    records = [json.loads(line) for line in kept[0].read_text().splitlines()]
+    assert [base64.b64decode(r["base64"]) for r in records] == bad
+    assert all(r["reason"] and r["source"] == kept[0].name for r in records)
+    assert len(warnings) == 1 and f"{len(bad)} damaged line" in warnings[0].getMessage()
+
+
+def test_a_quarantine_that_cannot_be_written_does_not_stop_replay(
+    log: PredictionLog, tmp_path: Path
+) -> None:
+    """Damaged lines that cannot be kept (the quarantine cannot be created) are counted as
+    lost, and replay still goes on with the good lines and the later files."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / "quarantine").write_text("not a folder")  # mkdir and open below it fail
+    content, bad = cut_inside_a_character(accented_lines(0, 10))
+    (spill / "spill-100-1-dead.jsonl").write_bytes(content)
+    (spill / "spill-200-1-dead.jsonl").write_bytes(b"".join(accented_lines(500, 5)))
+    writer = PredictionLogWriter(log.write, config(tmp_path))
+    writer.start()
+    try:
+        assert wait_for(lambda: log.count() == 9 + 5, 15)
+        assert wait_for(lambda: not spill_files(tmp_path), 5)
+    finally:
+        writer.close()
+    stats = writer.stats()
+    assert (stats["replayed"], stats["quarantined"], stats["failed"]) == (14, 0, len(bad))
 
 
 def test_full_queue_spills_instead_of_blocking(log: PredictionLog, tmp_path: Path) -> None:

@@ -136,3 +136,28 @@ def test_short_circuit_condition() -> None:
     assert ct.should_promote({"blessed": True}, context()) is True
     assert ct.should_promote(refused, context()) is False
     assert ct.should_promote(refused, context(params={"force_promote": True})) is True
+
+
+@pytest.mark.parametrize("empty", [None, "", "   "])
+def test_param_time_empty_means_not_given(empty: str | None) -> None:
+    """The trigger form sends null, the API may send "" or blanks: the DAG's default runs."""
+    assert runctx.parse_time("since", empty) is None
+    assert runctx.param_time(context(params={"since": empty}), "since") is None
+    assert runctx.param_time(context(conf={"since": empty}), "since") is None
+    assert runctx.param_time(context(), "since") is None  # no params at all
+
+
+def test_param_time_reads_utc_and_refuses_what_is_not_a_time() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    expected = dt.datetime(2026, 2, 10, 0, 0)  # naive UTC, the prediction log's clock
+    assert runctx.param_time(context(params={"until": "2026-02-10T00:00:00Z"}), "until") == expected
+    assert runctx.parse_time("until", "2026-02-10T02:00:00+02:00") == expected
+    assert runctx.parse_time("until", dt.datetime(2026, 2, 10, 2, tzinfo=plus_two)) == expected
+    assert runctx.parse_time("until", "2026-02-10") == expected  # a date: its midnight
+    # conf wins over the params; an empty conf value leaves the param's
+    both = context(conf={"since": "2026-02-09T00:00:00Z"}, params={"since": "2026-01-01T00:00Z"})
+    assert runctx.param_time(both, "since") == dt.datetime(2026, 2, 9)
+    blank_conf = context(conf={"since": ""}, params={"since": "2026-01-01T00:00:00Z"})
+    assert runctx.param_time(blank_conf, "since") == dt.datetime(2026, 1, 1)
+    with pytest.raises(CtloopError, match="param 'since': 'yesterday' is not an ISO date or time"):
+        runctx.param_time(context(params={"since": "yesterday"}), "since")

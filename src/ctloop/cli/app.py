@@ -51,15 +51,23 @@ def parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -
 def parse_datetime(
     _ctx: click.Context, param: click.Parameter, value: str | None
 ) -> dt.datetime | None:
-    """Click callback: an ISO 8601 date or time option, with an error naming the option."""
+    """Click callback: an ISO 8601 date or time option as naive UTC (the clock of the
+    store and the prediction log), with an error naming the option. A time with an offset
+    is converted, so `--since 2026-02-10T08:00+02:00` means 06:00 UTC."""
     if value is None:
         return None
     try:
-        return dt.datetime.fromisoformat(value)
+        parsed = dt.datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(
             f"'{value}' is not a date or time (ISO 8601)", param=param
         ) from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+ISO_TIME = "ISO-TIME"  # the metavar of the time options, whose help names the format
 
 
 view_argument = click.argument("view", required=False, metavar="[VIEW]")

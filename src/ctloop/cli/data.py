@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ctloop.cli.app import (
+    ISO_TIME,
     cli,
     parse_date,
     parse_datetime,
@@ -65,12 +66,15 @@ def showview_named(view: str | None) -> None:
 
 @cli.command()
 @view_argument
-@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True)
-@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Number of consecutive days to write.")  # fmt: skip
+@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Feature rows (customers) per day.")  # fmt: skip
 @click.option(
     "--start", callback=parse_date, help="First day (YYYY-MM-DD). Default: --days before today."
 )
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="Seed of the stream: the same seed writes the same rows.")  # fmt: skip
 @click.option(
     "--scenario",
     type=click.Choice(["none", "covariate_shift", "concept_drift"]),
@@ -88,7 +92,9 @@ def showview_named(view: str | None) -> None:
 @click.option(
     "--labels-until",
     callback=parse_datetime,
-    help="Write only labels that arrived before this time. Default: now.",
+    metavar=ISO_TIME,
+    help="Write only labels that arrived before this time (ISO 8601, UTC unless it has an "
+    "offset). Default: now.",
 )
 @click.option("--no-labels", is_flag=True, help="Write features only.")
 def generate(
@@ -212,13 +218,20 @@ def status(view: str | None, last_days: int) -> None:
     "--start", callback=parse_date, help="Synthetic stream: first day to land labels for."
 )
 @click.option("--days", type=click.IntRange(min=1), help="Synthetic stream: number of days.")
-@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--rows-per-day", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Synthetic stream: rows per day, as given to `generate`.")  # fmt: skip
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="Synthetic stream: the seed given to `generate`.")  # fmt: skip
 @click.option("--scenario", type=click.Choice(["none", "covariate_shift", "concept_drift"]),
-              default="none", show_default=True)  # fmt: skip
-@click.option("--drift-start", callback=parse_date)
-@click.option("--label-delay-days", type=click.IntRange(min=0), default=None)
-@click.option("--until", callback=parse_datetime, help="Land labels that arrived before this time.")
+              default="none", show_default=True,
+              help="Synthetic stream: the drift scenario given to `generate`.")  # fmt: skip
+@click.option("--drift-start", callback=parse_date,
+              help="Synthetic stream: the scenario's first day (YYYY-MM-DD).")  # fmt: skip
+@click.option("--label-delay-days", type=click.IntRange(min=0), default=None,
+              help="Synthetic stream: days until labels land. Default: the view's.")  # fmt: skip
+@click.option("--until", callback=parse_datetime, metavar=ISO_TIME,
+              help="Land labels that arrived before this time (ISO 8601, UTC unless it has "
+              "an offset). Default: now.")  # fmt: skip
 def labels(
     view: str | None,
     file: Path | None,

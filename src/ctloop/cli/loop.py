@@ -4,13 +4,16 @@ and the whole demo — the same library calls the DAGs make."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ctloop.cli.app import (
+    ISO_TIME,
     cli,
     echo_json,
     parse_date,
@@ -20,6 +23,52 @@ from ctloop.cli.app import (
     view_named,
 )
 from ctloop.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+TRAIN_STEPS = ("extract", "data_gate", "train", "model_gate", "infra_check", "promote")
+
+
+def step_headline(step: str, outcome: dict[str, Any]) -> str:
+    """The one fact of a finished step a person waits for: what was read, what the gates
+    said, which version, where `champion` points now. The full outcome is in the JSON."""
+    if step == "extract":
+        return (f"{outcome['rows']} rows ({outcome['window_start']}..{outcome['window_end']}), "
+                f"fingerprint {outcome['fingerprint']}")  # fmt: skip
+    if step == "train":
+        reused = " (reused: same data, same version)" if outcome.get("reused") else ""
+        return f"version {outcome['version']}{reused}"
+    if step == "model_gate":
+        verdict = "blessed" if outcome["blessed"] else "refused"
+        champion = outcome.get("champion_metric")
+        against = f" vs champion {champion:.4f}" if champion is not None else " (no champion)"
+        return f"{verdict}: {outcome['metric']} {outcome['candidate_metric']:.4f}{against}"
+    if step == "infra_check":
+        return f"loads and predicts {outcome['rows']} rows in {outcome['predict_ms']} ms"
+    if step == "promote":
+        forced = " (forced)" if outcome.get("forced") else ""
+        return f"champion is version {outcome['champion']}{forced}; {outcome['serving']}"
+    checks = outcome.get("checks", [])
+    return f"{'passed' if outcome.get('passed') else 'refused'} ({len(checks)} checks)"
+
+
+class StepLog:
+    """`run_all`'s progress as log lines on stderr, one as each step starts and one as it
+    ends, so a run of minutes is not silent until its JSON lands on stdout."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def __call__(self, step: str, outcome: dict[str, Any] | None) -> None:
+        """Log the start of `step` (no outcome yet) or its end with time and headline."""
+        label = f"[{TRAIN_STEPS.index(step) + 1}/{len(TRAIN_STEPS)}] {step}"
+        now = time.perf_counter()
+        if outcome is None:
+            self._started[step] = now
+            log.info("%s: started", label)
+            return
+        took = now - self._started.pop(step, now)
+        log.info("%s: done in %.1fs: %s", label, took, step_headline(step, outcome))
 
 
 @cli.command()
@@ -32,6 +81,7 @@ from ctloop.settings import get_settings
     type=click.Choice(["manual", "schedule", "new-data", "drift"]),
     default="manual",
     show_default=True,
+    help="Why the run happens, as the DAG would record it (tagged on the version).",
 )
 @click.option("--reason", default="", help="Why this run happened (tagged on the version).")
 @click.option("--force-promote", is_flag=True, help="Promote even if the model gate refuses.")
@@ -40,6 +90,8 @@ def train(
 ) -> None:
     """Run the whole CT pipeline by hand: extract, data gate, train, model gate, infra, promote.
 
+    Each step logs a line to stderr as it starts and ends (rows and fingerprint, gate
+    verdicts, version, promotion); the full outcome is printed as JSON on stdout at the end.
     Exits 2 with a report when the data gate refuses the data or the model cannot be loaded.
     A candidate the model gate refuses stays registered (tagged gate.model=failed) but is
     not promoted; that is a normal outcome, exit status 0.
@@ -47,7 +99,7 @@ def train(
     from ctloop.training.pipeline import Run, run_all  # (b) light CLI start
 
     run = Run.make(view_named(view).name, as_of, trigger, reason)
-    result = run_all(run, force_promote=force_promote)
+    result = run_all(run, force_promote=force_promote, progress=StepLog())
     echo_json(result)
     verdict = "promoted" if result["promoted"] else "not promoted (model gate refused)"
     click.echo(f"{run.view.name} version {result['train']['version']}: {verdict}", err=True)
@@ -110,9 +162,18 @@ def models(view: str | None) -> None:
 @cli.command()
 @view_argument
 @click.option(
-    "--since", callback=parse_datetime, help="Window start. Default: end of the last check."
+    "--since",
+    callback=parse_datetime,
+    metavar=ISO_TIME,
+    help="Window start, ISO 8601 (2026-02-10 or 2026-02-10T06:00), UTC unless it has an "
+    "offset. Default: end of the last check.",
 )
-@click.option("--until", callback=parse_datetime, help="Window end. Default: now.")
+@click.option(
+    "--until",
+    callback=parse_datetime,
+    metavar=ISO_TIME,
+    help="Window end, ISO 8601, UTC unless it has an offset. Default: now.",
+)
 @click.option("--retrain", is_flag=True, help="On drift or decay, run the CT pipeline here.")
 def monitor(
     view: str | None, since: dt.datetime | None, until: dt.datetime | None, retrain: bool
@@ -134,7 +195,7 @@ def monitor(
 
         drifted = decision["conf"]["findings"].get("drifted_features", [])
         run = Run.make(fv.name, None, "drift", decision["conf"]["reason"], "", drifted)
-        result = run_all(run)
+        result = run_all(run, progress=StepLog())
         verdict = "promoted" if result["promoted"] else "not promoted"
         click.echo(f"drift retrain: version {result['train']['version']} {verdict}")
 

@@ -186,14 +186,35 @@ def _json_default(value: Any) -> Any:
 
 
 def param_time(context: Mapping[str, Any], name: str) -> dt.datetime | None:
-    """An optional ISO time param/conf value as naive UTC (the prediction log's clock)."""
-    value = conf(context).get(name) or (context.get("params") or {}).get(name)
-    if not value:
+    """An optional ISO time param/conf value as naive UTC (the prediction log's clock).
+
+    The trigger form sends null for an emptied field, the API and `--conf` may send "" or
+    omit it: all of them mean "no value", so the task's own default applies.
+    """
+    value = conf(context).get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = (context.get("params") or {}).get(name)
+    return parse_time(name, value)
+
+
+def parse_time(name: str, value: Any) -> dt.datetime | None:
+    """An ISO 8601 date or time as naive UTC; None, "" and blanks give None.
+
+    Times without an offset are taken as UTC already; a refusal names the param, since a
+    bad value typed into a trigger form would fail the same way on every retry.
+    """
+    if value is None:
         return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise CtloopError(f"param '{name}': '{value}' is not an ISO date or time") from exc
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise CtloopError(f"param '{name}': '{value}' is not an ISO date or time") from exc
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed

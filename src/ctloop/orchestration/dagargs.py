@@ -35,9 +35,21 @@ def dag_args(view: str, prefix: str, title: str, part: str, **own: Any) -> dict[
 def date_param(title: str, description: str) -> Param:
     """An optional YYYY-MM-DD param (empty: the run's own date), so a date picked in the
     trigger form is checked by Airflow before the run starts."""
+    return _optional_param("date", title, description)
+
+
+def datetime_param(title: str, description: str) -> Param:
+    """An optional RFC 3339 date-time param (e.g. 2026-02-10T00:00:00Z). Empty is allowed,
+    so the trigger form's defaults can run: the task decides what "no value" means."""
+    return _optional_param("date-time", title, description)
+
+
+def _optional_param(fmt: str, title: str, description: str) -> Param:
+    """A string param that may be null: without "null" in its type, the trigger form marks
+    it required and keeps Trigger disabled until something is typed in."""
     from airflow.sdk import Param  # (a) importing Airflow loads its config: only under Airflow
 
-    return Param(None, type=["null", "string"], format="date", title=title, description=description)
+    return Param(None, type=["null", "string"], format=fmt, title=title, description=description)
 
 
 def views_to_build(prefix: str) -> list[str]:

@@ -26,8 +26,8 @@ def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     from ctloop.registry import Registry  # (a) parse time: MLflow
     from ctloop.store.features import FeatureStore  # (a) parse time: pandas, SQLAlchemy
 
-    since, until = param_time(context, "since"), param_time(context, "until")
-    with fail_fast():
+    with fail_fast():  # a bad since/until is a refusal: every retry would refuse it too
+        since, until = param_time(context, "since"), param_time(context, "until")
         store = FeatureStore(feature_store_url())
         try:
             decision = monitor_step(

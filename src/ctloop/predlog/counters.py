@@ -13,11 +13,14 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("queued", "written", "spilled", "replayed", "duplicates", "failed", "write_errors")
+COUNTERS = ("queued", "written", "spilled", "replayed", "duplicates", "failed", "quarantined",
+            "write_errors")  # fmt: skip
 """queued: rows accepted; written: rows inserted from the live queue; spilled: rows put in a
 spill file; replayed: rows inserted from spill files; duplicates: rows the sink skipped as
-already stored (safe replays); failed: rows that could be neither written nor spilled (lost,
-should stay 0); write_errors: failed insert attempts."""
+already stored (safe replays); failed: rows that could be neither written nor spilled, or
+whose spill line was damaged (lost, should stay 0); quarantined: damaged spill lines kept
+under `<spill_dir>/quarantine/` (counted in `failed` too); write_errors: failed insert
+attempts."""
 
 
 class Counters:

@@ -7,6 +7,13 @@ and any process claims it by locking it and renaming it. The rename is the claim
 processes racing for the same file, only one rename succeeds. So a new worker replays what
 a dead one left behind, and no file is replayed by two processes at once.
 
+Replay reads a file as bytes, one line at a time, and decodes and parses each line on its
+own: a damaged line (cut inside a multibyte character by a full disk, a NUL tail left by a
+machine crash, a flipped byte) is put in quarantine (`ctloop.predlog.quarantine`) and the
+rest of the file is replayed. Reading the whole file as text used to raise on the first
+invalid byte outside the per-line handling, which left the file claimed and stopped every
+replay after it, on every restart.
+
 This module owns the files (format, locking, claiming, reading back); when to spill and
 when to replay is the writer's policy (`ctloop.predlog.writer`).
 """
@@ -22,20 +29,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from ctloop.predlog.row import encode_json, encode_row
+from ctloop.predlog.quarantine import DamagedLine, quarantine
+from ctloop.predlog.row import JSON_FIELDS, encode_json, encode_row
 
 log = logging.getLogger(__name__)
 
 SPILL_SUFFIX = ".jsonl"
 
-Claimed = tuple[Path, IO[str]]
+Claimed = tuple[Path, IO[bytes]]
 """A claimed spill file: its new name and the open, locked handle that holds the claim."""
+
+TEXT_FIELDS = ("request_id", "feature_view", "model_version", "prediction")
+"""Columns every row has as text (the table's NOT NULL text columns but the JSON ones)."""
 
 Sink = Callable[[list[dict[str, Any]]], int]
 """Inserts rows in one transaction, skipping stored request ids; returns rows inserted."""
@@ -52,11 +63,17 @@ class Replayed:
     """What replaying one claimed file did, for the writer's counters."""
 
     rows: int
-    unreadable: int
+    damaged: list[DamagedLine] = field(default_factory=list)
+    quarantined: int = 0  # damaged lines kept in quarantine (the others are lost)
     inserted: int = 0
     complete: bool = False  # every row went in: the file can go
     error: Exception | None = None  # the insert that failed (the database is down again)
     failed_rows: int = 0  # rows of the batch that failed
+
+    @property
+    def unreadable(self) -> int:
+        """Lines of the file that were not rows: their rows are not in the table."""
+        return len(self.damaged)
 
 
 def to_line(row: dict[str, Any]) -> str:
@@ -73,44 +90,95 @@ def to_line(row: dict[str, Any]) -> str:
 
 def from_line(line: str) -> dict[str, Any]:
     """A row back from its spill line; ValueError for a line that is not a row (one cut
-    short by a crash mid-write)."""
+    short by a crash mid-write, or damaged).
+
+    The row's shape is checked here, not left to the insert: a flipped byte can leave
+    valid JSON that lacks a column (a key renamed), and such a row would fail its whole
+    batch on every replay."""
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError:  # e.g. NaN written by the json fallback
         data = json.loads(line)
-    if not isinstance(data, dict) or "request_id" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
         raise ValueError("not a prediction log row")
-    if isinstance(data.get("created_at"), str):
-        data["created_at"] = dt.datetime.fromisoformat(data["created_at"])
+    missing = [k for k in TEXT_FIELDS if not isinstance(data.get(k), str)]
+    missing += [k for k in JSON_FIELDS if not isinstance(data.get(k), dict | str)]
+    latency = data.get("latency_ms")
+    if not isinstance(latency, int | float) or isinstance(latency, bool):
+        missing.append("latency_ms")
+    if not isinstance(data.get("entity_id"), str | None):
+        missing.append("entity_id")
+    if not isinstance(data.get("created_at"), str):
+        missing.append("created_at")
+    if missing:
+        raise ValueError(f"not a prediction log row: {', '.join(missing)} missing or mistyped")
+    data["created_at"] = dt.datetime.fromisoformat(data["created_at"])
     return data
 
 
-def read_rows(path: Path, handle: IO[str]) -> tuple[list[dict[str, Any]], int]:
-    """Every readable row of a claimed file, and how many lines were not rows (skipped and
-    reported here; the writer counts them as lost)."""
+def parse_line(raw: bytes) -> dict[str, Any]:
+    """A row from one spill line read as bytes; ValueError saying why it is not one."""
+    if not raw.strip(b"\x00"):
+        raise ValueError(f"{len(raw)} NUL bytes (a tail a crash left unwritten)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # cut inside a character, or a damaged byte
+        raise ValueError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    try:
+        return from_line(text)
+    except RecursionError as exc:  # nesting too deep for the json fallback: garbage
+        raise ValueError("not JSON: nested too deep") from exc
+
+
+def read_rows(handle: IO[bytes]) -> tuple[list[dict[str, Any]], list[DamagedLine]]:
+    """Every readable row of a claimed file, and the lines that were not rows.
+
+    Bytes, one line at a time, each decoded and parsed on its own: no byte of the file can
+    make the read itself fail (see the module docstring)."""
     handle.seek(0)
-    rows, bad = [], 0
-    for line in handle:
-        if not line.strip():
-            continue
-        try:
-            rows.append(from_line(line))
-        except ValueError:  # a line cut short by a crash mid-write
-            bad += 1
-    if bad:
-        log.warning("%s: skipped %d unreadable line(s)", path.name, bad)
-    return rows, bad
+    rows: list[dict[str, Any]] = []
+    damaged: list[DamagedLine] = []
+    offset = 0
+    for number, line in enumerate(handle, start=1):
+        raw = line.rstrip(b"\n")
+        if raw.strip():
+            try:
+                rows.append(parse_line(raw))
+            except ValueError as exc:
+                damaged.append(DamagedLine(number, offset, raw, str(exc)))
+        offset += len(line)
+    return rows, damaged
+
+
+def quarantine_damaged(path: Path, damaged: list[DamagedLine]) -> int:
+    """Keep a replayed file's damaged lines in quarantine and say so once for the file;
+    how many were kept (0 when the quarantine cannot be written: they are lost, and the
+    replay goes on regardless, or one bad disk would stop every later file again)."""
+    if not damaged:
+        return 0
+    first = damaged[0]
+    try:
+        target = quarantine(path.parent, path, damaged)
+    except OSError as exc:
+        log.error("%s: %d damaged line(s) lost, the quarantine cannot be written (%s); "
+                  "first: line %d, %s", path.name, len(damaged), exc, first.number,
+                  first.reason)  # fmt: skip
+        return 0
+    log.warning("%s: %d damaged line(s) quarantined in %s; first: line %d, %s", path.name,
+                len(damaged), target, first.number, first.reason)  # fmt: skip
+    return len(damaged)
 
 
 def replay_file(
-    path: Path, handle: IO[str], write: Sink, batch_size: int, deadline: float | None
+    path: Path, handle: IO[bytes], write: Sink, batch_size: int, deadline: float | None
 ) -> Replayed:
     """Insert every row of a claimed file in batches, until done, a failed insert, or the
     deadline. What went in before a stop is counted; the file itself is left to the caller
     (deleted when complete, else kept: the sink skips stored request ids, so the next
-    attempt is safe)."""
-    rows, bad = read_rows(path, handle)
-    outcome = Replayed(len(rows), bad)
+    attempt is safe). Damaged lines are quarantined only once the file is complete, so a
+    file replayed in several attempts quarantines (and counts) each of them once."""
+    rows, damaged = read_rows(handle)
+    outcome = Replayed(len(rows), damaged)
     for batch in batches(rows, batch_size):
         if deadline is not None and time.monotonic() > deadline:
             log.info("%s: out of time after %d rows; kept for the next process",
@@ -121,6 +189,7 @@ def replay_file(
         except Exception as exc:  # keep the file; dedup makes the next attempt safe
             outcome.error, outcome.failed_rows = exc, len(batch)
             return outcome
+    outcome.quarantined = quarantine_damaged(path, damaged)
     outcome.complete = True
     log.info("replayed %s: %d rows inserted, %d already stored", path.name, outcome.inserted,
              len(rows) - outcome.inserted)  # fmt: skip
@@ -138,7 +207,7 @@ class SpillFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.claimed: list[Claimed] = []
-        self._own: Claimed | None = None
+        self._own: tuple[Path, IO[str]] | None = None  # written as text, claimed as bytes
         self._lock = threading.Lock()
 
     @property
@@ -224,7 +293,7 @@ class SpillFiles:
         if any(path == p for p, _ in self.claimed):
             return None
         try:
-            handle = path.open("r", encoding="utf-8")
+            handle = path.open("rb")  # bytes: each line is decoded alone (read_rows)
         except FileNotFoundError:
             return None
         try:

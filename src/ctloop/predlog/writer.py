@@ -378,5 +378,7 @@ class PredictionLogWriter:
             self._failed_write(outcome.error, f"replay of {outcome.failed_rows} rows")
         if outcome.complete:
             self._count("duplicates", outcome.rows - outcome.inserted)
-            if outcome.unreadable:
-                self._count("failed", outcome.unreadable)
+            # a damaged line's row is not in the table: lost (`failed`) even when its
+            # bytes are kept in quarantine (`quarantined`, for a human to look at)
+            self._count("failed", outcome.unreadable)
+            self._count("quarantined", outcome.quarantined)

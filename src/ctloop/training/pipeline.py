@@ -11,6 +11,8 @@ The steps live in their own modules (`trainset`, `register`, `modelgate`, `infra
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -37,6 +39,7 @@ __all__ = [
     "DataGateError",
     "InfraCheckError",
     "ModelGateError",
+    "Progress",
     "Run",
     "check_model",
     "decide",
@@ -85,22 +88,46 @@ def validate_data(
     return {**report.to_dict(), "champion": champion.version if champion else None}
 
 
-def run_all(run: Run, store_url: str | None = None, force_promote: bool = False) -> dict[str, Any]:
-    """All steps in order, as the DAG runs them; stops at the first gate that refuses."""
-    summary = extract(run, store_url)
+Progress = Callable[[str, dict[str, Any] | None], None]
+"""Told `(step, None)` as a step starts and `(step, outcome)` as it ends; steps are named
+as in `run_all`'s result: extract, data_gate, train, model_gate, infra_check, promote."""
+
+
+def _no_progress(_step: str, _outcome: dict[str, Any] | None) -> None:
+    """The default `Progress`: the DAG's task logs already say what each task does."""
+
+
+def run_all(
+    run: Run,
+    store_url: str | None = None,
+    force_promote: bool = False,
+    progress: Progress = _no_progress,
+) -> dict[str, Any]:
+    """All steps in order, as the DAG runs them; stops at the first gate that refuses.
+
+    `progress` lets a caller that waits (`ctloop train`) say what is happening without
+    knowing the order of the steps or when the model gate stops the run.
+    """
+
+    def step(name: str, call: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        progress(name, None)
+        outcome = call(*args)
+        progress(name, outcome)
+        return outcome
+
+    summary = step("extract", extract, run, store_url)
     fp = summary["fingerprint"]
     out: dict[str, Any] = {"extract": summary}
-    out["data_gate"] = validate_data(run, store_url, fp)
-    trained = train(run, store_url, fp)
+    out["data_gate"] = step("data_gate", validate_data, run, store_url, fp)
+    trained = step("train", train, run, store_url, fp)
     out["train"] = trained
-    verdict = evaluate(run, trained["version"], store_url, fp)
+    verdict = step("model_gate", evaluate, run, trained["version"], store_url, fp)
     out["model_gate"] = verdict
     if not verdict["blessed"] and not force_promote:
         out["promoted"] = False
         return out
-    out["infra_check"] = infra_check(run, trained["version"], store_url)
-    out["promote"] = promote(
-        run, trained["version"], force=force_promote and not verdict["blessed"]
-    )
+    out["infra_check"] = step("infra_check", infra_check, run, trained["version"], store_url)
+    forced = force_promote and not verdict["blessed"]
+    out["promote"] = step("promote", partial(promote, force=forced), run, trained["version"])
     out["promoted"] = True
     return out
