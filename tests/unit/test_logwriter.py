@@ -12,6 +12,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import os
 import stat
 import threading
 import time
@@ -156,6 +157,26 @@ def test_close_flushes_everything_queued(log: PredictionLog, tmp_path: Path) -> 
     assert log.count() == 7
     writer.submit(row(99))  # after close a row is still kept: on disk
     assert writer.stats()["spilled"] == 1
+
+
+def test_spill_files_are_readable_by_their_owner_only(
+    down_log: PredictionLog, tmp_path: Path
+) -> None:
+    """Spilled rows hold customer ids and features: the folder is 0700, each file 0600,
+    whatever the process umask."""
+    old_umask = os.umask(0o022)
+    writer = PredictionLogWriter(down_log.write, config(tmp_path))
+    writer.start()
+    try:
+        writer.submit(row(1))
+        assert writer.flush(30)
+        files = spill_files(tmp_path)
+        assert files
+        assert stat.S_IMODE((tmp_path / "spill").stat().st_mode) == 0o700
+        assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+    finally:
+        writer.close()
+        os.umask(old_umask)
 
 
 def test_database_down_spills_then_replays_exactly_once(

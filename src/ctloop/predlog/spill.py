@@ -228,8 +228,10 @@ class SpillFiles:
             if self._own is None:
                 name = f"spill-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPILL_SUFFIX}"
                 path = self.directory / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handle = path.open("a", encoding="utf-8")
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # 0600: the rows hold customer ids and features (issue 18, item 12)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+                handle = os.fdopen(fd, "a", encoding="utf-8")
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._own = (path, handle)
             handle = self._own[1]

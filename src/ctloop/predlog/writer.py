@@ -108,7 +108,7 @@ class PredictionLogWriter:
     def start(self) -> PredictionLogWriter:
         """Start the background thread (idempotent)."""
         if self._thread is None:
-            self.config.spill_dir.mkdir(parents=True, exist_ok=True)
+            self.config.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._thread = threading.Thread(
                 target=self._run, name="prediction-log-writer", daemon=True
             )
