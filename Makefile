@@ -5,6 +5,7 @@ RUN := $(UV) run --frozen
 VIEW ?= credit_score
 DAYS ?= 60
 ROWS ?= 2000
+BATCH ?= 100
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint format test test-unit test-integration test-e2e demo test-fast init-db generate status bench-store bench-ct \
@@ -75,9 +76,9 @@ bench-log: install ## Prediction-log inserts on MariaDB: rows/s, client and serv
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/log_insert.py
 
-bench-serving: install ## Serving throughput/latency: logged, unlogged, naive, mlflow models serve
+bench-serving: install ## Serving throughput/latency (logged, unlogged, naive, mlflow); BATCH=100 records per batch
 	@bash scripts/ensure-mariadb.sh
-	$(RUN) python benchmarks/serving/serving_throughput.py
+	$(RUN) python benchmarks/serving/serving_throughput.py --batch-size $(BATCH)
 
 bench-load: install ## Locust at growing user counts against the shipped service, answered vs logged
 	@bash scripts/ensure-mariadb.sh
