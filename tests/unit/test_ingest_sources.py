@@ -26,7 +26,7 @@ from ctloop.store.features import FeatureStore
 from tests.support.paths import FEATURES_DIR
 
 
-def view_with(tmp: Path, **changes: object):  # noqa: ANN201 - a FeatureView
+def view_with(tmp: Path, **changes: object):
     raw = yaml.safe_load((FEATURES_DIR / "credit_score.yaml").read_text())
     raw.update(changes)
     path = tmp / "credit_score.yaml"
