@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mysql
 
 from ctloop.errors import FeatureViewError
 from ctloop.features.spec import SqlSource
-from ctloop.features.view import load_view_file
+from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest import ledger
 from ctloop.ingest.sources import Interval, ingest_view
 from ctloop.ingest.sqlsource import statement
@@ -26,7 +26,7 @@ from ctloop.store.features import FeatureStore
 from tests.support.paths import FEATURES_DIR
 
 
-def view_with(tmp: Path, **changes: object):
+def view_with(tmp: Path, **changes: object) -> FeatureView:
     raw = yaml.safe_load((FEATURES_DIR / "credit_score.yaml").read_text())
     raw.update(changes)
     path = tmp / "credit_score.yaml"
