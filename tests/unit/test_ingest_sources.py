@@ -108,3 +108,11 @@ def test_a_refused_file_is_kept_reported_and_taken_once_fixed(
     assert outcomes == [("day.csv", "rejected"), ("day.csv", "taken"), ("again.csv", "duplicate")]
     assert [r["run_id"] for r in ledger.last_runs(store, view.name)] == ["r3", "r2", "r1"]
     store.dispose()
+
+
+def test_the_synthetic_stream_lands_the_days_of_the_interval() -> None:
+    day = dt.datetime(2026, 3, 1)
+    daily = Interval(day + dt.timedelta(hours=1), day + dt.timedelta(days=1, hours=1))
+    assert daily.days() == [dt.date(2026, 3, 1)]  # a daily schedule's 01:00-01:00 interval
+    three = Interval(day, day + dt.timedelta(days=3))
+    assert three.days() == [dt.date(2026, 3, d) for d in (1, 2, 3)]

@@ -42,12 +42,13 @@ class Interval:
     end: dt.datetime | None
 
     def days(self) -> list[dt.date]:
-        """The calendar days the interval covers (the synthetic stream lands by day)."""
+        """The days the synthetic stream lands for this interval: as many as the interval
+        is long (at least one), from the day it starts. A daily schedule's interval runs
+        from 01:00 to 01:00: it lands the day it starts, not two."""
         if self.start is None or self.end is None:
             raise CtloopError("the synthetic source needs an interval with a start and an end")
-        first = self.start.date()
-        last = (self.end - dt.timedelta(microseconds=1)).date()
-        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        count = max(1, round((self.end - self.start) / dt.timedelta(days=1)))
+        return [self.start.date() + dt.timedelta(days=i) for i in range(count)]
 
 
 @dataclass
