@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from ctloop.orchestration.connection import feature_store_asset
-from ctloop.orchestration.dagargs import dag_args, date_param, views_to_build
+from ctloop.orchestration.dagargs import dag_args, date_param, datetime_param, views_to_build
 from ctloop.orchestration.ingest import announce, ingest_interval
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
@@ -36,8 +36,9 @@ rows of a batch land, otherwise the batch is refused whole. The summary (taken, 
 duplicates, late labels) is in the task log and in `ingest_runs` (`ctloop status`).
 
 * **Scheduled** daily at 01:00 UTC ({cron}): ingests the day that just ended.
-* **Manual**: set `day` (YYYY-MM-DD) to ingest that day; `rows_per_day`/`seed` override
-  the synthetic source's.
+* **Manual**: set `day` (YYYY-MM-DD) to ingest that day, or `since` and `until` (RFC 3339,
+  e.g. `2026-02-10T00:00:00Z`) for any interval; `rows_per_day`/`seed` override the
+  synthetic source's.
 
 `update_asset` runs only when rows landed: it updates `{asset}`, which triggers
 `ct_{view}` (trigger `new-data`). An unreachable source fails `land` and Airflow retries it.
@@ -46,6 +47,8 @@ Paused on creation.
 
 PARAMS = {
     "day": date_param("Day", "Day to ingest (YYYY-MM-DD). Empty: the run's data interval."),
+    "since": datetime_param("Since", "Start of an interval to ingest (RFC 3339, with until)."),
+    "until": datetime_param("Until", "End of the interval, excluded (RFC 3339, with since)."),
     "rows_per_day": Param(None, type=["null", "integer"], minimum=1, maximum=1_000_000,
                           description="Synthetic source only: rows per day (empty: the view's)."),
     "seed": Param(None, type=["null", "integer"],

@@ -271,7 +271,7 @@ def test_ingest_dag_updates_the_ct_asset(parsed: dict) -> None:
     assert ingest["tasks"]["land"]["outlets"] == []  # the Asset moves only when rows landed
     assert ingest["tasks"]["land"]["retries"] == 2  # a source that is down is retried
     assert ingest["tasks"]["update_asset"]["outlets"] == parsed["dags"][CT_DAG]["assets"]
-    assert set(ingest["params"]) == {"day", "rows_per_day", "seed"}
+    assert set(ingest["params"]) == {"day", "since", "until", "rows_per_day", "seed"}
 
 
 @pytest.mark.slow

@@ -116,3 +116,24 @@ def test_the_synthetic_stream_lands_the_days_of_the_interval() -> None:
     assert daily.days() == [dt.date(2026, 3, 1)]  # a daily schedule's 01:00-01:00 interval
     three = Interval(day, day + dt.timedelta(days=3))
     assert three.days() == [dt.date(2026, 3, d) for d in (1, 2, 3)]
+
+
+def test_the_ingest_dag_takes_its_interval_from_params_or_the_run() -> None:
+    from ctloop.errors import CtloopError
+    from ctloop.orchestration.ingest import interval_of
+
+    start = dt.datetime(2026, 3, 1, 1, tzinfo=dt.UTC)
+    scheduled = {"params": {}, "data_interval_start": start,
+                 "data_interval_end": start + dt.timedelta(days=1)}  # fmt: skip
+    assert interval_of(scheduled) == Interval(
+        dt.datetime(2026, 3, 1, 1), dt.datetime(2026, 3, 2, 1)
+    )
+    assert interval_of({"params": {"day": "2026-02-10"}}) == Interval(
+        dt.datetime(2026, 2, 10), dt.datetime(2026, 2, 11)
+    )
+    window = {"since": "2026-02-10T00:00:00+02:00", "until": "2026-02-12T00:00:00Z"}
+    assert interval_of({"params": window}) == Interval(
+        dt.datetime(2026, 2, 9, 22), dt.datetime(2026, 2, 12)
+    )
+    with pytest.raises(CtloopError, match="since and until go together"):
+        interval_of({"params": {"since": "2026-02-10T00:00:00Z", "until": None}})

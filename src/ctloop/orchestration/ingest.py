@@ -20,7 +20,7 @@ from ctloop.orchestration.connection import (
     feature_store_asset,
     feature_store_url,
 )
-from ctloop.orchestration.context import fail_fast, utc_date
+from ctloop.orchestration.context import fail_fast, param_time, utc_date
 from ctloop.settings import get_settings
 from ctloop.store.dates import to_date
 
@@ -46,11 +46,17 @@ def _naive_utc(value: Any) -> dt.datetime | None:
 
 
 def interval_of(context: Mapping[str, Any]) -> Interval:
-    """The data interval this run ingests: the `day` param when given (that whole day),
-    else the run's data interval, else the day before `run_after` (a manual run)."""
+    """The data interval this run ingests: the `since`/`until` params when given, else the
+    `day` param (that whole day), else the run's data interval, else the day before
+    `run_after` (a manual run without a logical date)."""
     from ctloop.ingest.sources import Interval  # (a) parse time: pandas, SQLAlchemy
 
     params = context.get("params") or {}
+    since, until = param_time(context, "since"), param_time(context, "until")
+    if since is not None or until is not None:
+        if since is None or until is None or until <= since:
+            raise CtloopError("params since and until go together, with until after since")
+        return Interval(since, until)
     raw = params.get("day")
     if isinstance(raw, str):
         raw = raw.strip()
