@@ -9,7 +9,7 @@ BATCH ?= 100
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint format test test-unit test-integration test-e2e demo test-fast init-db generate status bench-store bench-ct \
-	bench-monitor bench-log bench-serving bench-load load-test clean serve bento serve-bento
+	bench-monitor bench-log bench-serving bench-load bench-ingest load-test clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ status: ## Row counts per day and label coverage
 bench-store: install ## Store write/extract throughput on MariaDB vs the mariadb client
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/store_throughput.py
+
+bench-ingest: install ## Ingestion of 1M rows: drop folder, SQL source, ctloop import vs LOAD DATA
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/ingest_throughput.py
 
 bench-ct: install ## A CT run vs a bare CatBoost fit on the same rows (MariaDB)
 	@bash scripts/ensure-mariadb.sh

@@ -44,6 +44,7 @@ from tests.support.paths import ROOT
 
 VIEW = "credit_score"
 CT_DAG, MONITOR_DAG = f"ct_{VIEW}", f"monitor_{VIEW}"
+INGEST_DAG = f"ingest_{VIEW}"
 ROWS_PER_DAY = 400
 SEED = 21
 
@@ -102,6 +103,8 @@ def write_test_view(target_dir: Path) -> None:
     data["gates"]["data"].update(min_rows=1000, min_validation_rows=200)
     data["gates"]["model"].update(max_degradation=0.1)
     data["drift"].update(min_rows=300, min_labelled_rows=200, cooldown_hours=0)
+    # a drop folder under the data folder (CTLOOP_DATA_DIR) instead of the synthetic stream
+    data["sources"] = [{"kind": "files", "name": "drop", "path": f"drop/{VIEW}"}]
     target_dir.mkdir(parents=True, exist_ok=True)
     (target_dir / f"{VIEW}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -572,3 +575,73 @@ def test_drifted_traffic_makes_the_monitor_retrain_and_serving_swap(
                 f"serving swapped to version {after.version}", "serving", timeout=60)  # fmt: skip
     r = s.http.post(f"{s.serving}/predict", json=drift_loop["bodies"][0])
     assert r.status_code == 200 and r.json()["model_version"] == after.version
+
+
+@pytest.mark.mariadb
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_feature_store_connection_is_in_the_ui_and_its_test_passes(
+    live: dict[str, Any],
+) -> None:
+    """`make up` wrote the connection into Airflow's metadata (Admin -> Connections), and
+    the UI's Test button (POST /connections/test, enabled by the stack) passes."""
+    s: LiveStack = live["stack"]
+    conn = s.api("GET", "/connections/feature_store")
+    assert conn["conn_type"] == "mysql"
+    assert conn["schema"] == sa.engine.make_url(live["store_url"]).database
+    listed = {c["connection_id"] for c in s.api("GET", "/connections")["connections"]}
+    assert "feature_store" in listed
+    body = {k: conn[k] for k in ("connection_id", "conn_type", "host", "port", "login",
+                                 "schema", "extra") if conn.get(k) is not None}  # fmt: skip
+    tested = s.api("POST", "/connections/test", json=body)
+    assert tested["status"] is True, tested
+
+
+@pytest.mark.mariadb
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_file_dropped_in_the_folder_reaches_a_new_champion(
+    live: dict[str, Any], first_model: dict[str, Any]
+) -> None:
+    """No hand on it but the DAG's switch: the scheduler runs `ingest_<view>`, which takes
+    the file and updates the Asset; the Asset starts `ct_<view>` (trigger new-data), which
+    promotes a champion trained with the file's rows."""
+    from ctloop.ingest.synth import StreamConfig, generate_day
+
+    s: LiveStack = live["stack"]
+    registry = first_model["registry"]
+    s.wait_idle(CT_DAG)  # a retrain an earlier test started is over
+    before = registry.champion(VIEW)
+    day = first_model["today"] - dt.timedelta(days=1)
+    config = StreamConfig(seed=SEED + 100, rows_per_day=ROWS_PER_DAY, label_delay_days=0)
+    features, labels = generate_day(day, config)
+    rows = features.merge(labels, on=["customer_id", "event_date"])  # new customers, labelled
+    drop = live["tmp"] / "data" / "drop" / VIEW
+    drop.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(drop / ".incoming.parquet")  # written, then renamed: taken only whole
+    (drop / ".incoming.parquet").rename(drop / f"{day}.parquet")
+    asset_runs = {r["dag_run_id"] for r in s.runs(CT_DAG)}
+
+    s.wait_dag(INGEST_DAG)
+    assert s.api("PATCH", f"/dags/{INGEST_DAG}", json={"is_paused": False})["is_paused"] is False
+    s.settle(INGEST_DAG)  # switched on, it runs its latest interval at once
+    [ingest] = s.runs(INGEST_DAG)
+    assert ingest["state"] == "success", s.failure_report(INGEST_DAG, ingest["dag_run_id"])
+    landed = s.xcom(INGEST_DAG, ingest["dag_run_id"], "land")
+    assert landed["taken"] == len(rows), landed  # rows (each with its label) taken
+    assert (drop / "done" / f"{day}.parquet").is_file()
+
+    deadline = time.monotonic() + 120
+    new_data: list[dict[str, Any]] = []
+    while not new_data:
+        new_data = [r for r in s.runs(CT_DAG) if r["run_type"] == "asset_triggered"
+                    and r["dag_run_id"] not in asset_runs]  # fmt: skip
+        assert time.monotonic() < deadline, f"no asset-triggered {CT_DAG} run\n" + s.log(
+            "airflow-scheduler"
+        )
+        time.sleep(2)
+    retrain = s.wait_run(CT_DAG, new_data[0]["dag_run_id"])
+    after = registry.champion(VIEW)
+    assert after.version != before.version, s.failure_report(CT_DAG, retrain["dag_run_id"])
+    assert after.tags["trigger"] == "new-data"
+    assert after.tags["airflow_run_id"] == retrain["dag_run_id"]

@@ -267,9 +267,11 @@ def test_ingest_dag_updates_the_ct_asset(parsed: dict) -> None:
     assert ingest["max_active_runs"] == 1
     assert ingest["catchup"] is False
     assert ingest["timetable"] == "CronTriggerTimetable"
-    assert list(ingest["tasks"]) == ["land_day"]
-    assert ingest["tasks"]["land_day"]["outlets"] == parsed["dags"][CT_DAG]["assets"]
-    assert set(ingest["params"]) == {"day", "rows_per_day", "seed"}
+    assert ingest["order"] == ["land", "update_asset"]
+    assert ingest["tasks"]["land"]["outlets"] == []  # the Asset moves only when rows landed
+    assert ingest["tasks"]["land"]["retries"] == 2  # a source that is down is retried
+    assert ingest["tasks"]["update_asset"]["outlets"] == parsed["dags"][CT_DAG]["assets"]
+    assert set(ingest["params"]) == {"day", "since", "until", "rows_per_day", "seed"}
 
 
 @pytest.mark.slow
@@ -504,8 +506,9 @@ def test_ingest_dag_lands_a_day_and_queues_the_ct_dag(world: DagWorld) -> None:
         d: c for d, c in before.items() if d != label_day
     }
     asset = connection.asset_uri(VIEW)
-    assert outcome["asset_events"] == [{"uri": asset, "extra": outcome["xcom"]["land_day"]}]
-    assert outcome["xcom"]["land_day"]["day"] == AS_OF.isoformat()
+    assert outcome["asset_events"] == [{"uri": asset, "extra": outcome["xcom"]["update_asset"]}]
+    assert outcome["xcom"]["land"]["interval_start"] == f"{AS_OF.isoformat()}T00:00:00"
+    assert outcome["xcom"]["land"]["taken"] == 2 * ROWS_PER_DAY
     assert [asset, CT_DAG] in outcome["queued"]  # the scheduler would now start ct_<view>
     # landing the same day again changes nothing (idempotent upserts)
     url = store.url.render_as_string(hide_password=False)

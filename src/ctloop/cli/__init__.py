@@ -2,13 +2,13 @@
 
 User errors (`CtloopError`) print one clear message and exit with status 2; anything else
 is a bug and keeps its traceback. The commands live in `data` (getting data in and
-looking at it) and `loop` (training, promotion, monitoring, the demo); importing them
-registers them on the group in `app`.
+looking at it), `ingest` (a run of a view's sources) and `loop` (training, promotion,
+monitoring, the demo); importing them registers them on the group in `app`.
 """
 
 from __future__ import annotations
 
-from ctloop.cli import data, loop  # noqa: F401  registers the commands on the group
+from ctloop.cli import data, ingest, loop  # noqa: F401  registers the commands on the group
 from ctloop.cli.app import cli
 from ctloop.clirunner import run_command
 

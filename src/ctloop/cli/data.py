@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from ctloop.cli.app import (
     view_named,
 )
 from ctloop.features.view import FeatureView, list_views
+
+if TYPE_CHECKING:
+    from ctloop.store.features import FeatureStore
 
 
 @cli.command("init-db")
@@ -208,6 +212,25 @@ def status(view: str | None, last_days: int) -> None:
         click.echo(
             f"  {d.event_date!s:12} {d.features:>10,} {d.labels:>10,} {d.label_coverage:>8.0%}"
         )
+    _echo_ingest_runs(store, fv.name)
+
+
+def _echo_ingest_runs(store: FeatureStore, view: str, limit: int = 10) -> None:
+    """The newest ingest runs per source: what landed, what was refused, and when."""
+    from ctloop.ingest.ledger import last_runs  # (b) light CLI start
+
+    runs = last_runs(store, view, limit)
+    if not runs:
+        click.echo(f"ingest runs of {view}: none yet")
+        return
+    click.echo(f"last {len(runs)} ingest runs of {view} (newest first):")
+    click.echo(f"  {'finished (UTC)':19} {'source':14} {'interval start':19} {'batches':>7} "
+               f"{'taken':>9} {'rejected':>8} {'dupl.':>7} {'late lab.':>9}")  # fmt: skip
+    for r in runs:
+        start = f"{r['interval_start']:%Y-%m-%d %H:%M}" if r["interval_start"] else "-"
+        click.echo(f"  {r['finished_at']:%Y-%m-%d %H:%M:%S} {r['source']:14} {start:19} "
+                   f"{r['batches']:>7} {r['taken']:>9,} {r['rejected']:>8,} "
+                   f"{r['duplicates']:>7,} {r['late_labels']:>9,}")  # fmt: skip
 
 
 @cli.command()

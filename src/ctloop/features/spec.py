@@ -293,3 +293,60 @@ class ImportOptions(StrictModel):
 RESERVED_COLUMNS = ("ingested_at", "arrived_at", "created_at", "request_id", "feature_view",
                     "model_version", "entity_id", "features", "prediction", "probabilities",
                     "latency_ms", "id")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- sources
+
+# An Airflow connection id as Airflow accepts them (letters, digits, `_`, `-`, `.`).
+CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+# A table name, optionally with its schema (`crm.applications`): quoted by SQLAlchemy.
+TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,63}(\.[A-Za-z_][A-Za-z0-9_$]{0,63})?$"
+SOURCE_COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class FilesSource(StrictModel):
+    """A drop folder: CSV or Parquet files of features (or of labels) landing over time.
+
+    Each file is taken once (the ledger keys it by checksum), then moved to `done/` or
+    `rejected/` under the folder. `path` is absolute or relative to `CTLOOP_DATA_DIR`.
+    """
+
+    kind: Literal["files"]
+    name: Identifier
+    path: str = Field(min_length=1)
+    contents: Literal["features", "labels"] = "features"
+    # which files of the folder are taken (a glob on the file name)
+    pattern: str = Field(default="*", min_length=1)
+
+
+class SqlSource(StrictModel):
+    """A table or query in another database, reached through an Airflow connection
+    (MySQL/MariaDB or PostgreSQL provider) and read incrementally by one column: the
+    event date, or an updated-at time for rows that change after they are written."""
+
+    kind: Literal["sql"]
+    name: Identifier
+    conn_id: str = Field(pattern=CONN_ID)
+    table: str | None = Field(default=None, pattern=TABLE_NAME)
+    query: str | None = None
+    contents: Literal["features", "labels"] = "features"
+    # the source's column the read is bounded by: [interval start, interval end)
+    incremental_column: str = Field(pattern=SOURCE_COLUMN)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SqlSource:
+        if (self.table is None) == (self.query is None or not self.query.strip()):
+            raise ValueError("a sql source takes exactly one of 'table' or 'query'")
+        return self
+
+
+class SyntheticSource(StrictModel):
+    """The seeded synthetic stream the demo lands (one day per data interval)."""
+
+    kind: Literal["synthetic"]
+    name: Identifier = "synthetic"
+    rows_per_day: int = Field(default=2000, gt=0, le=1_000_000)
+    seed: int = 7
+
+
+Source = Annotated[FilesSource | SqlSource | SyntheticSource, Field(discriminator="kind")]

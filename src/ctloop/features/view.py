@@ -32,6 +32,7 @@ from ctloop.features.spec import (
     ImportOptions,
     Label,
     ModelGate,
+    Source,
     StrictModel,
     Training,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Label",
     "LabelKind",
     "ModelGate",
+    "Source",
     "Training",
     "list_views",
     "load_view",
@@ -72,6 +74,11 @@ class FeatureView(StrictModel):
     gates: Gates = Gates()
     drift: DriftPolicy = DriftPolicy()
     import_options: ImportOptions = Field(default_factory=ImportOptions, alias="import")
+    # where the ingest DAG takes new rows and labels from (none: nothing to ingest)
+    sources: list[Source] = Field(default_factory=list)
+    # a batch with bad rows lands its good rows (the bad ones go to the rejects table);
+    # off: the batch is refused whole
+    partial_loads: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -149,6 +156,10 @@ class FeatureView(StrictModel):
             raise ValueError(
                 f"import.columns maps to '{unknown[0]}', which is not a column of this view"
             )
+        names = [source.name for source in self.sources]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"sources[{i}]: duplicate source name '{name}'")
         return self
 
     @property

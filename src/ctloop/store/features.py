@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -178,14 +178,23 @@ class FeatureStore(TrainingSetReads, StatusReads):
         view: FeatureView,
         features: pd.DataFrame | None = None,
         labels: pd.DataFrame | None = None,
+        *,
+        also: Callable[[Connection], None] | None = None,
     ) -> tuple[int, int]:
-        """Upsert feature and label rows in one transaction: all of them land, or none."""
+        """Upsert feature and label rows in one transaction: all of them land, or none.
+
+        `also` runs inside the same transaction after the rows are written: ingestion
+        writes its ledger, rejects and watermark there, so rows and the record that they
+        were taken commit together or not at all.
+        """
         ftable, ltable = self.view_tables(view)
         fprep = self._prepare_features(view, features) if features is not None else None
         lprep = self._prepare_labels(view, labels) if labels is not None else None
         with self.begin() as conn:
             n_features = self._write(conn, ftable, fprep) if fprep is not None else 0
             n_labels = self._write(conn, ltable, lprep) if lprep is not None else 0
+            if also is not None:
+                also(conn)
         return n_features, n_labels
 
     def upsert_labels(self, view: FeatureView, frame: pd.DataFrame) -> int:

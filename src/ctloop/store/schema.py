@@ -28,6 +28,7 @@ class StoreSchema(Database):
         # the shared tables are created with the views' (one `ctloop init-db`); the
         # prediction log and the monitor read and write them through their own modules
         tables.shared_tables(self.metadata)
+        tables.ingest_tables(self.metadata)
 
     def view_tables(self, view: FeatureView) -> tuple[sa.Table, sa.Table]:
         """The (features, labels) tables of a view, defined once per store."""

@@ -115,3 +115,80 @@ def drift_report_table(metadata: sa.MetaData) -> sa.Table:
 def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     """The tables every view shares: the prediction log and the drift report."""
     return prediction_log_table(metadata), drift_report_table(metadata)
+
+
+INGEST_FILES = "ingest_files"
+INGEST_REJECTS = "ingest_rejects"
+INGEST_RUNS = "ingest_runs"
+INGEST_WATERMARKS = "ingest_watermarks"
+
+
+def ingest_tables(metadata: sa.MetaData) -> tuple[sa.Table, ...]:
+    """Ingestion's bookkeeping, shared by all views: the ledger of files taken (one row per
+    file and outcome, keyed by checksum so a file is taken once whatever its name), the
+    rejected rows (row, column, reason), one row per source per ingest run (what `ctloop
+    status` lists), and the watermark of each SQL source."""
+    files = sa.Table(
+        INGEST_FILES,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("feature_view", sa.String(64), nullable=False),
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("file_name", sa.String(255), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger, nullable=False),
+        sa.Column("rows_read", sa.Integer, nullable=False),
+        sa.Column("rows_taken", sa.Integer, nullable=False),
+        sa.Column("rows_rejected", sa.Integer, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("moved_to", sa.String(512), nullable=False),
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.Column("taken_at", Timestamp, nullable=False),
+        sa.Index("ix_ingest_files_checksum", "feature_view", "source", "sha256"),
+        **MYSQL_OPTS,
+    )
+    rejects = sa.Table(
+        INGEST_REJECTS,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("feature_view", sa.String(64), nullable=False),
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("batch", sa.String(512), nullable=False),
+        sa.Column("row_number", sa.Integer, nullable=True),
+        sa.Column("column_name", sa.String(255), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Index("ix_ingest_rejects_batch", "feature_view", "source", "batch"),
+        **MYSQL_OPTS,
+    )
+    runs = sa.Table(
+        INGEST_RUNS,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("feature_view", sa.String(64), nullable=False),
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("interval_start", Timestamp, nullable=True),
+        sa.Column("interval_end", Timestamp, nullable=True),
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.Column("batches", sa.Integer, nullable=False),
+        sa.Column("taken", sa.Integer, nullable=False),
+        sa.Column("rejected", sa.Integer, nullable=False),
+        sa.Column("duplicates", sa.Integer, nullable=False),
+        sa.Column("late_labels", sa.Integer, nullable=False),
+        sa.Column("finished_at", Timestamp, nullable=False),
+        sa.Index("ix_ingest_runs_view_time", "feature_view", "finished_at"),
+        **MYSQL_OPTS,
+    )
+    watermarks = sa.Table(
+        INGEST_WATERMARKS,
+        metadata,
+        sa.Column("feature_view", sa.String(64), primary_key=True),
+        sa.Column("source", sa.String(64), primary_key=True),
+        sa.Column("watermark", Timestamp, nullable=False),
+        sa.Column("updated_at", Timestamp, nullable=False),
+        **MYSQL_OPTS,
+    )
+    return files, rejects, runs, watermarks

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ctloop.dev.stack.config import Stack
+from ctloop.dev.stack.connections import register_connections
 from ctloop.dev.stack.databases import Say, migrate_airflow, prepare_stores
 from ctloop.dev.stack.health import check_health, check_ports, wait_healthy
 from ctloop.dev.stack.services import SERVICES, service
@@ -81,6 +82,7 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
             for spec in starting:
                 if spec is first_airflow:
                     migrate_airflow(stack, say)  # before the first Airflow component
+                    register_connections(stack, say)  # shown under Admin -> Connections
                 watcher = Watcher(spec.name, stack.command(spec), stack.env(spec), stack.root,
                                   stack.log_path(spec.name))  # fmt: skip
                 started[spec.name] = circus.start(watcher)

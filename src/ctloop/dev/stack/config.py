@@ -123,6 +123,10 @@ class Stack:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                # the Test button of Admin -> Connections (off by default in Airflow 3)
+                "AIRFLOW__CORE__TEST_CONNECTION": given.get(
+                    "AIRFLOW__CORE__TEST_CONNECTION", "Enabled"
+                ),
                 "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": given.get(
                     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"

@@ -101,7 +101,10 @@ def airflow_connection_json(store_url: str) -> str:
         raise CtloopError(f"FEATURE_STORE_URL={safe_url(store_url)}: unsupported database")
     if conn_type == "mysql":
         client = _MYSQL_CLIENTS.get(url.get_driver_name(), "mysqlclient")
-        extra: dict[str, Any] = {"client": client}
+        # pymysql is ctloop's default without a `client`; left out, the hook's own calls
+        # (Admin -> Connections -> Test) use mysqlclient, which MySqlHook supports and
+        # pymysql it does not (`Unknown MySQL client name`)
+        extra: dict[str, Any] = {} if client == "pymysql" else {"client": client}
     else:
         extra = {"sqlalchemy_scheme": url.drivername}
     extra.update({k: v for k, v in url.query.items() if isinstance(v, str)})
