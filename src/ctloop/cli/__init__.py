@@ -8,7 +8,7 @@ registers them on the group in `app`.
 
 from __future__ import annotations
 
-from ctloop.cli import data, loop  # noqa: F401  registers the commands on the group
+from ctloop.cli import airflowcli, data, loop  # noqa: F401  registers the commands
 from ctloop.cli.app import cli
 from ctloop.clirunner import run_command
 
