@@ -286,7 +286,8 @@ def report_location(registry: Registry, experiment_id: str, run_id: str) -> str:
     else the artifact's URI in the local store (redacted: URIs may carry passwords)."""
     if not registry.local_store:
         base = registry.tracking_uri.rstrip("/")
-        return redact(f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts")
+        page = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts"
+        return redact(f"{base}/{page}?workflowType=machine_learning")
     return redact(mlflow.get_artifact_uri(REPORT_ARTIFACT))
 
 
