@@ -30,7 +30,7 @@ from serving.model import ModelManager
 
 from ctloop.core.predictor import Predictor, to_model_frame
 from ctloop.features.records import model_rows, sample_records
-from ctloop.features.view import load_view_file
+from ctloop.features.view import FeatureView, load_view_file
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import GATES, VersionInfo
 from ctloop.store.features import FeatureStore
@@ -205,10 +205,35 @@ def test_probes_metadata_docs(world: ServingWorld) -> None:
         assert meta["loaded_at"] and meta["prediction_log"]["mode"] == "async"
         spec = http.get(f"{url}/docs.json").json()
         assert {"/predict", "/predict_batch", "/admin/reload"} <= set(spec["paths"])
+        check_openapi_is_ctloops(spec, world.view)
         index = http.get(f"{url}/")
         assert index.status_code == 200 and "html" in index.headers["content-type"]
         metrics = http.get(f"{url}/metrics").text
         assert "ctloop_model_version" in metrics and "bentoml_service_request" in metrics
+
+
+def check_openapi_is_ctloops(spec: dict[str, Any], view: FeatureView) -> None:
+    """Issue 20: titled and versioned as ctloop's, answers described from the view's label
+    kind with examples, and none of BentoML's template or our internal notes."""
+    info = spec["info"]
+    assert info["title"] == "ctloop prediction service: credit_score"
+    assert info["version"].startswith("ctloop ") and "model credit_score" in info["version"]
+    assert view.description.strip() in info["description"]
+    text = json.dumps(spec).lower()
+    for boilerplate in ("slack", "twitter", "bentoml team", "additionalprop", "py-spy", "cpu"):
+        assert boilerplate not in text, boilerplate
+    predict = spec["paths"]["/predict"]["post"]
+    answer = predict["responses"]["200"]["content"]["application/json"]
+    props = answer["schema"]["properties"]
+    assert props["prediction"]["enum"] == view.label.class_list
+    assert set(props["probabilities"]["required"]) == set(view.label.class_list)
+    assert {"request_id", "model_version"} <= set(answer["schema"]["required"])
+    assert answer["example"]["prediction"] in view.label.class_list
+    assert set(predict["requestBody"]["content"]["application/json"]["example"]) >= set(
+        view.feature_names
+    )
+    batch = spec["paths"]["/predict_batch"]["post"]["responses"]["200"]["content"]
+    assert batch["application/json"]["schema"]["properties"]["predictions"]["type"] == "array"
 
 
 def test_predictions_match_the_model_loaded_directly(world: ServingWorld) -> None:
