@@ -60,6 +60,7 @@ def test_init_generate_twice_status(store_url: str, tmp_path: Path) -> None:
             "--labels-until", "2026-02-10"]  # fmt: skip
     first = run(args, store_url, tmp_path)
     assert "[4/4] 2026-02-04: 150 feature rows" in first.stderr
+    assert re.search(r"\[4/4\] .* \([\d,]+ rows/s so far\)", first.stderr)  # progress
     counts_1 = _counts(run(["status"], store_url, tmp_path).stdout)
     run(args, store_url, tmp_path)
     status = run(["status", "--days", "0"], store_url, tmp_path).stdout
