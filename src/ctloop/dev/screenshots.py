@@ -167,7 +167,7 @@ def take(
             ("mlflow-model-version.png",
              f"{mlflow}/#/models/{view}/versions/{champion.version}?{ml}",
              "document.body.innerText.includes('Trained as of')", None),
-            ("openapi.png", f"{serving}/docs",
+            ("openapi.png", f"{serving}/",
              "document.body.innerText.includes('/predict_batch')", None),
         ]  # fmt: skip
         failed: dict[str, str] = {}
