@@ -35,6 +35,22 @@ DESCRIPTIONS = {
 }
 
 
+RELOAD_ANSWER = {
+    "type": "object",
+    "title": "reload answer",
+    "properties": {
+        "status": {"type": "string", "description": "swapped, unchanged or error"},
+        "version": {"type": "string", "description": "the version this worker serves now"},
+        "previous_version": {"type": "string", "nullable": True},
+        "view": {"type": "string"},
+        "requested_version": {"type": "string", "nullable": True},
+        "worker": {"type": "integer"},
+        "note": {"type": "string", "description": "when the registry's champion differs"},
+        "error": {"type": "string", "description": "why the reload failed or was refused"},
+    },
+}
+
+
 def ctloop_version() -> str:
     """The installed ctloop's version ("unknown" when run from a bare source tree)."""
     try:
@@ -137,6 +153,10 @@ def rewrite(spec: OpenAPISpecification, view: FeatureView) -> OpenAPISpecificati
             {**example, "model_version": "3"},
         ),
         "/predict_batch": _answer(batch, {"model_version": "3", "predictions": [example]}),
+        "/admin/reload": _answer(RELOAD_ANSWER, {
+            "status": "swapped", "version": "4", "previous_version": "3",
+            "view": view.name, "requested_version": "4", "worker": 0,
+        }),
     }  # fmt: skip
     request = example_record(view)
     paths = dict(spec.paths)
@@ -147,6 +167,7 @@ def rewrite(spec: OpenAPISpecification, view: FeatureView) -> OpenAPISpecificati
         post = {**post, "description": DESCRIPTIONS[route]}
         if route in answers:
             post["responses"] = {**post["responses"], 200: answers[route]}
+        if route in ("/predict", "/predict_batch"):
             content = post["requestBody"]["content"]["application/json"]
             body = request if route == "/predict" else {"records": [request]}
             post["requestBody"] = {**post["requestBody"], "content": {
