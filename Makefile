@@ -125,7 +125,7 @@ serve-bento: bento ## Serve the Bento just built, by its exact tag (never :lates
 
 # The long-running stack as processes of this machine (no Docker): Airflow api-server,
 # scheduler, dag-processor and triggerer, the MLflow server, the BentoML service.
-.PHONY: up down stack-status
+.PHONY: up down stack-status airflow
 STACK := $(RUN) python -m ctloop.dev.stack
 
 up: install ## Start Airflow, the MLflow server and serving as processes; print URLs and login
@@ -133,6 +133,11 @@ up: install ## Start Airflow, the MLflow server and serving as processes; print 
 
 down: ## Stop exactly the processes `make up` started
 	$(STACK) down
+
+ARGS ?= --help
+
+airflow: ## Airflow's CLI against the local stack (its AIRFLOW_HOME and settings): make airflow ARGS="dags list"
+	$(RUN) ctloop airflow $(ARGS)
 
 stack-status: ## Each stack process: running, healthy, pid, URL (exit 1 unless all healthy)
 	$(STACK) status

@@ -8,8 +8,9 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 # mysqlclient (for the Airflow MySQL provider) builds from source: it needs these.
 # docker-compose (1.29, Debian) validates docker-compose.yml offline in tests/unit/test_stack_config.py.
+# prometheus (Debian) brings promtool for the alert rules and a server the serving test scrapes with.
 missing=()
-for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose; do
+for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -47,6 +47,7 @@ from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.registry import Registry
 from ctloop.settings import get_settings
 from ctloop.store.features import FeatureStore
+from serving import openapi
 from serving.config import ServingConfig
 from serving.limits import BodySizeLimit
 from serving.metrics import worker_metrics
@@ -332,6 +333,8 @@ def _answers(output: Output) -> list[dict[str, Any]]:
 
 # Refuse oversized bodies from their Content-Length, before BentoML reads and parses them.
 ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=CONFIG.max_body_bytes)
+# /docs and /docs.json: ctloop's title, version, answers and examples (serving/openapi.py)
+openapi.install(ModelService, VIEW)
 
 
 def _check_token(header: str | None) -> tuple[int, str] | None:

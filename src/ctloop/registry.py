@@ -27,6 +27,17 @@ PREVIOUS = "previous"
 GATES = ("data", "model", "infra")
 ONSET_TAG = "ctloop.change_onset"
 ONSET_FOUND_TAG = "ctloop.change_onset_found"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_ML = "custom_model_development"
+"""MLflow 3's UI opens an experiment in GenAI mode (traces, the assistant) unless its
+`mlflow.experimentKind` tag says "custom_model_development" (read from the UI bundle of
+mlflow 3.x: `ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`); ctloop's experiments are classic
+model training, so they say so. Links ctloop prints add `?workflowType=machine_learning`,
+the switch newer UIs read instead."""
+GATES_ARTIFACT = "gates/{gate}.json"
+"""Each gate's whole report (every check's verdict, measurement, threshold and words) on the
+version's run, one JSON file per gate, where a person reads it; the version keeps only the
+verdict tags serving and the next gate read."""
 REFERENCE_ARTIFACT = "reference/profile.json"
 """Where a version's run keeps its training profile: what the data gate measures skew and
 the monitor measures drift against."""
@@ -63,6 +74,40 @@ def untrusted_reason(info: VersionInfo) -> str | None:
         f"version {info.version} of {info.name} has not passed the gates {states} and was not "
         "promoted with `ctloop promote --force --reason ...`"
     )
+
+
+def version_description(info: VersionInfo) -> str:
+    """What the MLflow UI shows for a version, in words: why and on what it was trained,
+    what the gates said, whether it was promoted. Rebuilt from the tags on every change,
+    so it can never disagree with them."""
+    tags = info.tags
+    lines = [
+        f"Trained as of {tags.get('as_of', '?')} on {tags.get('window', '?')} "
+        f"({tags.get('train_rows', '?')} training rows, {tags.get('validation_rows', '?')} "
+        f"validation rows); trigger: {tags.get('trigger', '?')}"
+        + (f" ({tags['reason']})" if tags.get("reason") else "")
+        + ".",
+    ]
+    gates = ", ".join(f"{g} {tags.get(f'gate.{g}', 'not run')}" for g in GATES)
+    lines.append(f"Gates: {gates}.")
+    metrics = ", ".join(
+        f"{k.removeprefix('metric.')} {v}" for k, v in sorted(tags.items())
+        if k.startswith("metric.")
+    )  # fmt: skip
+    if metrics:
+        lines.append(f"Validation: {metrics}.")
+    failed = [k.removeprefix("gate.model.") for k, v in tags.items()
+              if k.startswith("gate.model.") and v == "failed"]  # fmt: skip
+    if failed:
+        lines.append(
+            f"Model gate refused it on: {', '.join(sorted(failed))} (see gates/model.json)."
+        )
+    if tags.get("gate.infra.reason"):
+        lines.append(f"Infra check: {tags['gate.infra.reason']}")
+    if tags.get("promoted_at"):
+        forced = " (forced: " + tags.get("forced_reason", "") + ")" if tags.get("forced") else ""
+        lines.append(f"Promoted {tags['promoted_at']} by {tags.get('promoted_by', '?')}{forced}.")
+    return "\n\n".join(lines)
 
 
 def _info(mv: Any) -> VersionInfo:
@@ -112,12 +157,29 @@ class Registry:
         """The experiment of a view, created on first use with a stable artifact location."""
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before ctloop tagged them
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_ML)
             return exp.experiment_id
         location = None
         if self.local_store and self.artifact_root is not None:
             self.artifact_root.mkdir(parents=True, exist_ok=True)
             location = (self.artifact_root / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: CLASSIC_ML}
+        )
+
+    def describe_model(self, name: str, description: str) -> None:
+        """The registered model's description: the view's own words, so the Models page
+        says what the model is for (kept in step with the view at every training run)."""
+        text = description.strip()
+        current = self.client.get_registered_model(name).description or ""
+        if text and current.strip() != text:
+            self.client.update_registered_model(name, description=text)
+
+    def log_gate_report(self, info: VersionInfo, gate: str, report: dict[str, Any]) -> None:
+        """A gate's whole report as one JSON artifact of the version's run."""
+        if info.run_id is not None:
+            self.client.log_dict(info.run_id, report, GATES_ARTIFACT.format(gate=gate))
 
     def _by_alias(self, name: str, alias: str) -> VersionInfo | None:
         try:
@@ -161,6 +223,10 @@ class Registry:
         stores them)."""
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))
+        current = self.client.get_model_version(name, str(version))
+        text = version_description(_info(current))
+        if text != (current.description or ""):
+            self.client.update_model_version(name, str(version), description=text)
 
     def promote(self, name: str, version: str) -> tuple[VersionInfo, VersionInfo | None]:
         """Point `champion` at `version`; the replaced champion becomes `previous`.

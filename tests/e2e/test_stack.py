@@ -41,6 +41,7 @@ from ctloop.dev.launcher import tail
 from ctloop.dev.stack.supervisor import Supervisor, kill_sessions, session_processes
 from tests.support.databases import mariadb_database, postgres_database
 from tests.support.paths import ROOT
+from tests.support.readme import readme_blocks, run_block, shim_path
 
 VIEW = "credit_score"
 CT_DAG, MONITOR_DAG = f"ct_{VIEW}", f"monitor_{VIEW}"
@@ -360,6 +361,28 @@ def test_up_with_nothing_configured_runs_on_the_embedded_default(tmp_path: Path)
         s.wait_dag(CT_DAG)
         assert s.http.get(f"{s.mlflow}/health").status_code == 200
         assert s.http.get(f"{s.serving}/livez").status_code == 200
+        check_readme_airflow_block_and_monitor_defaults(s, env, tmp_path)
+
+
+def check_readme_airflow_block_and_monitor_defaults(
+    s: LiveStack, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 20: the README's Airflow commands work as written (through `ctloop airflow`),
+    and the monitor DAG runs when triggered through the REST API with the Trigger form's
+    defaults, empty `since`/`until` (they were required strings: Trigger stayed disabled)."""
+    s.wait_dag(MONITOR_DAG)
+    (block,) = [b for b in readme_blocks() if b.kind == "stack"]
+    done = run_block(block, tmp_path, {**env, "PATH": shim_path(tmp_path)})
+    assert done.returncode == 0, f"{block.text}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    confs = {dag_id: [r["conf"] for r in s.runs(dag_id)] for dag_id in (CT_DAG, MONITOR_DAG)}
+    assert {"as_of": "2026-02-10", "reason": "retrain after backfill"} in confs[CT_DAG]
+    assert {"since": "2026-02-10T00:00:00Z", "until": "2026-02-11T00:00:00Z"} in confs[MONITOR_DAG]
+    assert s.api("PATCH", f"/dags/{MONITOR_DAG}", json={"is_paused": False})["is_paused"] is False
+    run_id = s.trigger(MONITOR_DAG, {"since": None, "until": None})
+    s.wait_run(MONITOR_DAG, run_id)
+    assert s.tasks(MONITOR_DAG, run_id)["check"]["state"] == "success"
+    decision = s.xcom(MONITOR_DAG, run_id, "check")
+    assert decision["trigger"] is False, decision
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ def run(
     tmp_path: Path,
     ok: bool = True,
     base_env: Mapping[str, str] | None = None,
+    timeout: float = 300,
 ):
     env = {
         **(os.environ if base_env is None else base_env),
@@ -36,7 +38,7 @@ def run(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     if ok:
@@ -58,6 +60,7 @@ def test_init_generate_twice_status(store_url: str, tmp_path: Path) -> None:
             "--labels-until", "2026-02-10"]  # fmt: skip
     first = run(args, store_url, tmp_path)
     assert "[4/4] 2026-02-04: 150 feature rows" in first.stderr
+    assert re.search(r"\[4/4\] .* \([\d,]+ rows/s so far\)", first.stderr)  # progress
     counts_1 = _counts(run(["status"], store_url, tmp_path).stdout)
     run(args, store_url, tmp_path)
     status = run(["status", "--days", "0"], store_url, tmp_path).stdout
@@ -85,6 +88,48 @@ def test_unreachable_database(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "127.0.0.1:9" in result.stderr
     assert "unreachable" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_mlflow_fails_fast_in_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    """Issue 20: `ctloop models` against a dead MLflow port hung 4 min, then a traceback."""
+    uri = f"http://ops:hunter2@127.0.0.1:{_free_port()}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    base["MLFLOW_TRACKING_URI"] = uri
+    try:
+        result = run(["models"], sqlite_url, tmp_path, ok=False, base_env=base, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("ctloop models did not give up on a dead MLflow server within 30 s")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "MLFLOW_TRACKING_URI http://ops:***@127.0.0.1:" in errors[0]
+    assert "gave up after" in errors[0] and "MLFLOW_HTTP_REQUEST_TIMEOUT" in errors[0]
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgres://ops:hunter2@127.0.0.1/ctloop", "SQLAlchemy spells it postgresql://"),
+        ("mysql+nosuchdriver://ops:hunter2@127.0.0.1/ctloop", "no such SQLAlchemy dialect"),
+        ("postgresql+pg8000://ops:hunter2@127.0.0.1/ctloop", "driver is not installed"),
+    ],
+)
+def test_store_url_with_unusable_scheme_names_setting_and_schemes(
+    url: str, problem: str, tmp_path: Path
+) -> None:
+    result = run(["status"], url, tmp_path, ok=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: FEATURE_STORE_URL ") and problem in line
+    assert "accepted schemes: sqlite:///PATH, mysql+pymysql://" in line
 
 
 def test_bad_settings_name_the_variable_and_keep_secrets(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,3 +227,13 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: Moni
     text = Path(page).read_text(encoding="utf-8")
     assert "Status: drift" in text
     assert "annual_income" in text
+    # one distribution plot per feature, the most drifted first (issue 20)
+    features_grid = text.split('id="features"', 1)[1].split("<h2>", 1)[0]
+    plotted = re.findall(r"<img class='plot' data-feature='([^']+)'", features_grid)
+    deciding = rows["statistic"].isin(["normed_wasserstein", "jensen_shannon"])
+    distances = rows[(rows["kind"] == "data") & deciding]
+    ranked = sorted(distances.itertuples(), key=lambda r: (not r.drifted, -r.value / r.threshold))
+    assert plotted == [r.feature for r in ranked]
+    assert sorted(plotted) == sorted(f.name for f in view.features)
+    assert bool(ranked[0].drifted) and not bool(ranked[-1].drifted)
+    assert 'id="predictions"><div class=\'card' in text  # the class shares panel

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,6 +66,29 @@ def test_first_run_promotes_a_fully_tagged_version(world: PipelineWorld) -> None
     assert (tags["gate.data"], tags["gate.model"], tags["gate.infra"]) == ("passed",) * 3
     assert int(tags["train_rows"]) + int(tags["validation_rows"]) == first["extract"]["rows"]
     assert float(tags["metric.macro_f1"]) >= view.gates.model.min_value
+
+
+def test_mlflow_ui_shows_a_training_experiment_with_descriptions(world: PipelineWorld) -> None:
+    """Issue 20: the experiment opens in MLflow's classic ML mode, the registered model and
+    the version say in words what they are, and the gate's details are one JSON file."""
+    registry, view = world.registry, world.view
+    client = registry.client
+    champion = registry.champion(view.name)
+    experiment = client.get_experiment(client.get_run(champion.run_id).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    model = client.get_registered_model(view.name)
+    assert model.description == view.description.strip() != ""
+    text = client.get_model_version(view.name, champion.version).description
+    assert f"Trained as of {AS_OF.isoformat()} on {champion.tags['window']}" in text
+    assert "trigger: manual (first run)" in text
+    assert "Gates: data passed, model passed, infra passed." in text
+    assert f"macro_f1 {champion.tags['metric.macro_f1']}" in text
+    assert "Promoted " in text and "by test__1" in text
+    registry.activate()
+    gate = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/gates/model.json")
+    assert gate["passed"] is True and gate["metric"] == view.primary_metric
+    assert {c["name"] for c in gate["checks"]} >= {"floor", "vs_champion"}
+    assert all(c["detail"] for c in gate["checks"])
 
 
 def test_run_logs_lineage_and_artifacts(world: PipelineWorld) -> None:

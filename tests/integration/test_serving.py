@@ -14,28 +14,32 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from serving.model import ModelManager
 
 from ctloop.core.predictor import Predictor, to_model_frame
 from ctloop.features.records import model_rows, sample_records
-from ctloop.features.view import load_view_file
+from ctloop.features.view import FeatureView, load_view_file
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import GATES, VersionInfo
 from ctloop.store.features import FeatureStore
 from ctloop.training.infra import check_model
-from tests.support.paths import FEATURES_DIR
+from tests.support.paths import FEATURES_DIR, ROOT
 from tests.support.serving import (
     START,
     Server,
@@ -205,10 +209,84 @@ def test_probes_metadata_docs(world: ServingWorld) -> None:
         assert meta["loaded_at"] and meta["prediction_log"]["mode"] == "async"
         spec = http.get(f"{url}/docs.json").json()
         assert {"/predict", "/predict_batch", "/admin/reload"} <= set(spec["paths"])
+        check_openapi_is_ctloops(spec, world.view)
         index = http.get(f"{url}/")
         assert index.status_code == 200 and "html" in index.headers["content-type"]
         metrics = http.get(f"{url}/metrics").text
         assert "ctloop_model_version" in metrics and "bentoml_service_request" in metrics
+
+
+def check_openapi_is_ctloops(spec: dict[str, Any], view: FeatureView) -> None:
+    """Issue 20: titled and versioned as ctloop's, answers described from the view's label
+    kind with examples, and none of BentoML's template or our internal notes."""
+    info = spec["info"]
+    assert info["title"] == "ctloop prediction service: credit_score"
+    assert info["version"].startswith("ctloop ") and "model credit_score" in info["version"]
+    assert view.description.strip() in info["description"]
+    text = json.dumps(spec).lower()
+    for boilerplate in ("slack", "twitter", "bentoml team", "py-spy", "cpu"):
+        assert boilerplate not in text, boilerplate
+    for route in ("/predict", "/predict_batch", "/admin/reload"):  # no bare {} answers
+        ok = spec["paths"][route]["post"]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"]["properties"] and ok["example"], route
+    predict = spec["paths"]["/predict"]["post"]
+    answer = predict["responses"]["200"]["content"]["application/json"]
+    props = answer["schema"]["properties"]
+    assert props["prediction"]["enum"] == view.label.class_list
+    assert set(props["probabilities"]["required"]) == set(view.label.class_list)
+    assert {"request_id", "model_version"} <= set(answer["schema"]["required"])
+    assert answer["example"]["prediction"] in view.label.class_list
+    assert set(predict["requestBody"]["content"]["application/json"]["example"]) >= set(
+        view.feature_names
+    )
+    batch = spec["paths"]["/predict_batch"]["post"]["responses"]["200"]["content"]
+    assert batch["application/json"]["schema"]["properties"]["predictions"]["type"] == "array"
+
+
+def test_prometheus_scrapes_the_service_with_the_shipped_config(
+    world: ServingWorld, tmp_path: Path
+) -> None:
+    """Issue 20: a real Prometheus, given docker/prometheus/prometheus.yml aimed at this
+    server, finds the target up and stores ctloop's and BentoML's series."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: scripts/bootstrap.sh installs Debian's package"
+    shipped = ROOT / "docker" / "prometheus"
+    config = yaml.safe_load((shipped / "prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = "1s"
+    config["scrape_configs"][0]["static_configs"][0]["targets"] = [
+        world.server.url.split("//", 1)[1]
+    ]
+    config["rule_files"] = [str(shipped / "alerts.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"),
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        with client() as http:
+            deadline = time.monotonic() + 90
+            found: list[Any] = []
+            while time.monotonic() < deadline and not found:
+                time.sleep(1)
+                try:
+                    targets = http.get(f"{api}/targets").json()["data"]["activeTargets"]
+                    if targets and targets[0]["health"] == "up":
+                        query = {"query": "ctloop_model_version"}
+                        found = http.get(f"{api}/query", params=query).json()["data"]["result"]
+                except httpx.HTTPError:
+                    continue
+            assert found, (tmp_path / "prometheus.log").read_text()[-2000:]
+            assert {r["metric"]["view"] for r in found} == {"credit_score"}
+            rules = http.get(f"{api}/rules").json()["data"]["groups"]
+            assert any(r["name"] == "CtloopPredictionLogRowLost" for g in rules for r in g["rules"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_predictions_match_the_model_loaded_directly(world: ServingWorld) -> None:

@@ -9,6 +9,7 @@ tests into MariaDB.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -50,8 +51,12 @@ def _save(frame: pd.DataFrame, tmp_path: Path) -> Path:
 
 def test_valid_csv_imports_features_and_labels(tmp_path, store: FeatureStore, view) -> None:
     frame = _csv(tmp_path, view)
-    result = import_csv(store, view, _save(frame, tmp_path))
+    said: list[str] = []
+    result = import_csv(store, view, _save(frame, tmp_path), progress=said.append)
     assert (result.rows_read, result.features_written, result.labels_written) == (20, 20, 20)
+    # each phase with its rate, as a big import goes (issue 20)
+    assert [line.split(":")[0].split(" ")[0] for line in said] == ["read", "validated", "written"]
+    assert all(re.search(r"[\d,]+ rows in [\d.]+s \([\d,]+ rows/s\)$", line) for line in said)
     counts = store.table_counts()
     assert counts["credit_score_features"] == 20
     assert counts["credit_score_labels"] == 20

@@ -8,7 +8,7 @@ monitoring, the demo); importing them registers them on the group in `app`.
 
 from __future__ import annotations
 
-from ctloop.cli import data, ingest, loop  # noqa: F401  registers the commands on the group
+from ctloop.cli import airflowcli, data, ingest, loop  # noqa: F401  registers the commands
 from ctloop.cli.app import cli
 from ctloop.clirunner import run_command
 

@@ -143,7 +143,11 @@ def generate(
         n_f, n_l = store.ingest(fv, features, None if no_labels else arrived)
         total_f += n_f
         total_l += n_l
-        click.echo(f"[{i}/{days}] {day}: {n_f} feature rows, {n_l} labels", err=True)
+        rate = total_f / max(time.perf_counter() - began, 1e-9)
+        click.echo(
+            f"[{i}/{days}] {day}: {n_f} feature rows, {n_l} labels ({rate:,.0f} rows/s so far)",
+            err=True,
+        )
     took = time.perf_counter() - began
     click.echo(
         f"generated {total_f} feature rows and {total_l} labels for {fv.name} "
@@ -175,7 +179,10 @@ def import_(view: str, file: Path, skip_bad_rows: bool) -> None:
     from ctloop.ingest.files import import_csv  # (b) light CLI start
 
     fv = view_named(view)
-    result = import_csv(settings_store(), fv, file, skip_bad_rows=skip_bad_rows)
+    result = import_csv(
+        settings_store(), fv, file, skip_bad_rows=skip_bad_rows,
+        progress=lambda line: click.echo(line, err=True),
+    )  # fmt: skip
     _echo_columns(result.renamed, result.ignored)
     for problem in result.problems[:50]:
         click.echo(f"skipped {problem}", err=True)

@@ -13,7 +13,8 @@ string in the next, or a Parquet file's float where the view wants an integer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,8 +151,17 @@ def _refuse(
     )
 
 
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
+
+
 def import_csv(
-    store: FeatureStore, view: FeatureView, path: str | Path, *, skip_bad_rows: bool = False
+    store: FeatureStore,
+    view: FeatureView,
+    path: str | Path,
+    *,
+    skip_bad_rows: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Validate a CSV or Parquet file against the view and upsert it; all or nothing unless
     skipping bad rows.
@@ -161,11 +171,16 @@ def import_csv(
     named as the view names them or as `import:` resolves them. File-level problems (a
     missing, extra or doubly mapped column) always refuse the whole file.
     """
+    say = progress or (lambda _line: None)  # a big file takes minutes: say each phase
     path = Path(path)
+    began = time.perf_counter()
     raw = read_table(path)
+    say(f"read {path}: {_rate(len(raw), time.perf_counter() - began)}")
     store.require_tables(view)
+    began = time.perf_counter()
     resolved = resolve_columns(view, raw)
     checked = validate_frame(view, resolved.frame)
+    say(f"validated: {_rate(len(raw), time.perf_counter() - began)}")
     problems = sort_problems([*resolved.problems, *checked.problems], resolved.frame.columns)
     file_level = any(p.row is None for p in problems)
     if file_level or (problems and not skip_bad_rows):
@@ -176,7 +191,9 @@ def import_csv(
         )
         raise _refuse(path, problems, checked.bad_rows, resolved.renamed, hint)
     features, labels = good_rows(checked)
+    began = time.perf_counter()
     n_features, n_labels = store.ingest(view, features, labels)
+    say(f"written: {_rate(n_features + n_labels, time.perf_counter() - began)}")
     log.info("%s: wrote %d feature rows and %d labels", path, n_features, n_labels)
     return ImportResult(
         rows_read=checked.total_rows,

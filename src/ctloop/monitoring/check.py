@@ -29,7 +29,7 @@ from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
 from ctloop.monitoring.drift import data_drift, prediction_drift
 from ctloop.monitoring.live import dated_change, labelled_logs, logged_output, metric_noise
-from ctloop.monitoring.report import log_to_mlflow
+from ctloop.monitoring.report import Evidence, log_to_mlflow
 from ctloop.monitoring.reports import DriftReports
 from ctloop.monitoring.result import (
     DECAY,
@@ -56,6 +56,18 @@ def check(
     until: dt.datetime | None = None,
 ) -> MonitorResult:
     """Compare the champion's logged traffic in [since, until) with its training reference."""
+    return check_with_evidence(view, store, registry, since, until)[0]
+
+
+def check_with_evidence(
+    view: FeatureView,
+    store: FeatureStore,
+    registry: Registry,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> tuple[MonitorResult, Evidence | None]:
+    """`check`, plus what it measured (reference profile and window), for the report's
+    plots; None when there was nothing to measure (no champion)."""
     until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     since = since or DriftReports(store).last_window_end(view.name)
     since = since or (until - dt.timedelta(days=1))
@@ -64,7 +76,7 @@ def check(
     if champion is None:
         result.status = NO_CHAMPION
         result.reasons.append("no champion to monitor")
-        return result
+        return result, None
     result.model_version = champion.version
     predictions = PredictionLog(store)
     logs = predictions.read(view.name, since, until, model_version=champion.version)
@@ -157,7 +169,15 @@ def check(
         result.status = NOT_ENOUGH
     else:
         result.status = DRIFT if (dataset_drift or pred_drift) else OK
-    return result
+    return result, Evidence(reference, logs, _answers(view, logs))
+
+
+def _answers(view: FeatureView, logs: pd.DataFrame) -> Any:
+    """The binary score or the regression value of each logged answer (None otherwise)."""
+    if logs.empty or not (view.label.is_binary or view.label.is_regression):
+        return None
+    output = logged_output(view, logs)
+    return output.values if view.label.is_regression else output.score_column(view)
 
 
 def cooldown_blocks(store: FeatureStore, view: FeatureView, now: dt.datetime) -> str | None:
@@ -185,7 +205,7 @@ def monitor_step(
     A retrain is asked for on drift or decay, unless a CT run of the view is in flight
     (the orchestrator tells) or the last drift-triggered retrain is inside the cooldown.
     """
-    result = check(view, store, registry, since, until)
+    result, evidence = check_with_evidence(view, store, registry, since, until)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     blocked = None
     if result.retrain:
@@ -199,7 +219,7 @@ def monitor_step(
         registry.record_change_onset(view.name, result.onset, result.onset_found)
     report_run = None
     if report_to_mlflow and result.status not in (NOT_ENOUGH, NO_CHAMPION):
-        report_run = log_to_mlflow(registry, result)
+        report_run = log_to_mlflow(registry, result, evidence)
     line = result.summary() + (f"; retrain NOT triggered: {blocked}" if blocked else "")
     line += "; retrain triggered" if trigger else ""
     log.info(line)

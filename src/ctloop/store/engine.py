@@ -18,14 +18,45 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import NoSuchModuleError, OperationalError
 
 from ctloop.errors import CtloopError, StoreUnavailableError
+from ctloop.redact import redact
 
 log = logging.getLogger(__name__)
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
 _UNKNOWN_DATABASE = 1049
+ACCEPTED_SCHEMES = (
+    "sqlite:///PATH",
+    "mysql+pymysql://",
+    "mariadb+pymysql://",
+    "mysql+mysqldb://",
+    "mysql+mysqlconnector://",
+    "postgresql+psycopg2://",
+    "postgresql+psycopg://",
+)
+"""The store's URL schemes with a driver ctloop installs (what a bad URL's error lists)."""
+
+
+def unsupported_url_error(url: URL, exc: Exception) -> CtloopError:
+    """One line naming the setting, the scheme at fault and the ones that work.
+
+    SQLAlchemy's own errors (`NoSuchModuleError: Can't load plugin:
+    sqlalchemy.dialects:postgres`, a driver's `ModuleNotFoundError`) name neither the
+    setting nor the fix, and a user who wrote `postgres://` (Heroku's spelling) needs both.
+    """
+    scheme = url.drivername
+    hint = " (SQLAlchemy spells it postgresql://)" if scheme.split("+")[0] == "postgres" else ""
+    why = (
+        "no such SQLAlchemy dialect"
+        if isinstance(exc, NoSuchModuleError)
+        else (f"its driver is not installed ({exc})")
+    )
+    return CtloopError(
+        f"FEATURE_STORE_URL {redact(url.render_as_string(hide_password=True))}: scheme "
+        f"'{scheme}' cannot be used: {why}{hint}; accepted schemes: {', '.join(ACCEPTED_SCHEMES)}"
+    )
 
 
 def make_engine(url: URL) -> Engine:
@@ -57,7 +88,10 @@ class Database:
 
     def __init__(self, url: str | URL) -> None:
         self.url = make_url(url)
-        self.engine = make_engine(self.url)
+        try:
+            self.engine = make_engine(self.url)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise unsupported_url_error(self.url, exc) from exc
 
     @property
     def dialect(self) -> str:

@@ -229,6 +229,11 @@ def evaluate(
         tags["gate.model.champion_version"] = champion.version.version
         tags[f"gate.model.champion_{metric}"] = f"{champ_value:.4f}"
     _record(run, candidate.version, report, tags)
+    registry.log_gate_report(candidate.version, "model", {
+        **report.to_dict(), "metric": metric, "candidate_metric": cand,
+        "champion_metric": champ_value, "as_of": run.as_of.isoformat(),
+        "champion_version": champion.version.version if champion else None,
+    })  # fmt: skip
     log.info(report.summary())
     return {**report.to_dict(), "blessed": report.passed, "version": candidate.version.version,
             "metric": metric, "candidate_metric": cand, "champion_metric": champ_value,

@@ -116,8 +116,9 @@ def train(
         )
         version = str(info.registered_model_version)
         run_id = active.info.run_id
-    registry.set_tags(name, version, tags)
-    registry.set_tags(name, version, {f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()})
+    registry.describe_model(name, run.view.description)
+    metric_tags = {f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()}
+    registry.set_tags(name, version, {**tags, **metric_tags})
     log.info("registered %s version %s from run %s", name, version, run_id)
     return {**summary, "version": version, "run_id": run_id, "reused": False,
             "metrics": result.metrics}  # fmt: skip
