@@ -45,6 +45,10 @@ class ServingConfig(BaseSettings):
     log_flush_seconds: float = Field(default=1.0, gt=0, description="max wait to fill a batch")
     log_queue_max: int = Field(default=10_000, ge=1, description="rows held in memory")
     log_retry_seconds: float = Field(default=5.0, gt=0, description="database retry interval")
+    journal: bool = Field(default=True, description="rows on disk before each answer")
+    journal_fsync_seconds: float = Field(
+        default=1.0, ge=0, description="fsync the journal this often (0: every answer)"
+    )
     state_dir: Path | None = Field(default=None, description="spill files and reload signal")
 
     def view_name(self, settings: Settings) -> str:

@@ -150,6 +150,8 @@ class ModelService:
                     flush_seconds=CONFIG.log_flush_seconds,
                     max_queue=CONFIG.log_queue_max,
                     retry_seconds=CONFIG.log_retry_seconds,
+                    journal=CONFIG.journal,
+                    journal_fsync_seconds=CONFIG.journal_fsync_seconds,
                 ),
                 prepare=functools.partial(self.store.init, []),
                 probe=self.store.ping,
