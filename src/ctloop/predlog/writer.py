@@ -45,6 +45,7 @@ from typing import Any
 from ctloop.predlog.counters import Counters
 from ctloop.predlog.journal import Journal
 from ctloop.predlog.spill import Replayed, Sink, SpillFiles, batches, to_line
+from ctloop.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ class PredictionLogWriter:
         first = self._db_ok
         self._db_ok = False
         self._next_try = time.monotonic() + self.config.retry_seconds
-        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.last_error = redact(f"{type(exc).__name__}: {exc}")[:500]
         self.last_error_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         level = logging.WARNING if first else logging.DEBUG
         log.log(level, "prediction log %s failed (%s); spilling to %s, retrying every %.1fs",
