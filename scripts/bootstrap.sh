@@ -8,8 +8,10 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 # mysqlclient (for the Airflow MySQL provider) builds from source: it needs these.
 # docker-compose (1.29, Debian) validates docker-compose.yml offline in tests/unit/test_stack_config.py.
+# mariadb-server-core (mariadbd, mariadb-install-db; no service scripts, nothing started):
+# tests/e2e/test_chaos.py runs and kills a private MariaDB of its own.
 missing=()
-for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose; do
+for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose mariadb-server-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
