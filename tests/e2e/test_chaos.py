@@ -154,7 +154,7 @@ def test_three_service_kills_and_two_database_kills_lose_no_answer(
     servers = [Server(env, tmp_path / "serve-0.log")]
     servers[0].wait_every_worker()
     traffic = Traffic(servers[0].url, records(view, 200, seed=41), threads=THREADS,
-                      pause=0.01, max_seconds=240).start()  # fmt: skip
+                      pause=0.01, max_seconds=500).start()  # fmt: skip
 
     def more_answers(n: int) -> None:
         goal = len(traffic.ids()) + n
