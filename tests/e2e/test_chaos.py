@@ -4,7 +4,8 @@ after recovery every answer a client got is in `prediction_log` exactly once.
 The database is a private `mariadbd` started by this test (own datadir under tmp_path,
 own port), so killing it touches nothing else on the machine; it is killed with SIGKILL
 too, so each restart is an InnoDB crash recovery. The service is a real `bentoml serve`
-with two workers; each SIGKILL takes its whole process group, and the next server starts
+with two workers; each SIGKILL takes the server and every worker (by pid: BentoML
+workers run in sessions of their own), and the next server starts
 on the same state folder. Before the last start a damaged spill file (good rows around a
 line cut inside a multibyte character) is left in the spill folder: it must be
 quarantined line by line and its good rows replayed.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import getpass
-import os
 import signal
 import subprocess
 import time
@@ -36,7 +36,14 @@ from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
 from tests.integration.test_faults import Traffic, logged_ids, wait_until
 from tests.support.paths import FEATURES_DIR
-from tests.support.serving import Server, free_port, records, register_version, service_env
+from tests.support.serving import (
+    Server,
+    free_port,
+    records,
+    register_version,
+    service_env,
+    sigkill_service,
+)
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -103,14 +110,6 @@ def mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
         server.kill()
 
 
-def kill9(server: Server) -> None:
-    """SIGKILL the server's process group (arbiter and workers) and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.proc.pid, signal.SIGKILL)
-    server.proc.wait(30)
-    server.stop()
-
-
 def damaged_spill_file(spill_dir: Path, view: str, version: str) -> tuple[set[str], int]:
     """A dead process's spill file: 40 good rows, with a line cut inside a multibyte
     character in the middle and at the end. Returns the good rows' ids and the number of
@@ -162,7 +161,7 @@ def test_three_service_kills_and_two_database_kills_lose_no_answer(
                    servers[-1].log_path)  # fmt: skip
 
     def restart_service(damage: bool = False) -> None:
-        kill9(servers[-1])
+        assert len(sigkill_service(servers[-1])) >= 3  # server, 2 workers
         good = damaged_spill_file(spill_dir, view.name, version) if damage else None
         servers.append(Server(env, tmp_path / f"serve-{len(servers)}.log"))
         servers[-1].wait_every_worker()
