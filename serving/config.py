@@ -8,6 +8,7 @@ data folder, default view) the ordinary `ctloop.settings.Settings` is used.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ctloop.settings import Settings
 
 LogMode = Literal["async", "off", "sync"]
+
+MIN_ADMIN_TOKEN = 16
+_PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|placeholder|your[-_ ]?token|example",
+                          re.IGNORECASE)  # fmt: skip
+
+
+def admin_token_problem(token: str | None) -> str | None:
+    """Why CTLOOP_ADMIN_TOKEN must not guard /admin/reload, or None when it may.
+
+    A placeholder (`.env.example`'s "change-me-to-a-long-random-string", anything
+    "change-me"-like) or a token shorter than 16 characters is one an attacker guesses.
+    The service then keeps serving predictions, but the admin endpoint is disabled, with
+    a warning at start and the reason in /metadata: refusing to start would take the
+    predictions down over a setting only the reload needs. Unset is not a problem: the
+    endpoint is simply off, as documented.
+    """
+    if not token:
+        return None
+    if _PLACEHOLDER.search(token):
+        return "CTLOOP_ADMIN_TOKEN is a placeholder; set a long random value"
+    if len(token) < MIN_ADMIN_TOKEN:
+        return f"CTLOOP_ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN} characters"
+    if len(set(token)) < 4:
+        return "CTLOOP_ADMIN_TOKEN repeats too few characters to be secret"
+    return None
 
 
 class ServingConfig(BaseSettings):
@@ -45,6 +71,10 @@ class ServingConfig(BaseSettings):
     log_flush_seconds: float = Field(default=1.0, gt=0, description="max wait to fill a batch")
     log_queue_max: int = Field(default=10_000, ge=1, description="rows held in memory")
     log_retry_seconds: float = Field(default=5.0, gt=0, description="database retry interval")
+    journal: bool = Field(default=True, description="rows on disk before each answer")
+    journal_fsync_seconds: float = Field(
+        default=1.0, ge=0, description="fsync the journal this often (0: every answer)"
+    )
     state_dir: Path | None = Field(default=None, description="spill files and reload signal")
 
     def view_name(self, settings: Settings) -> str:

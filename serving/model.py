@@ -31,6 +31,7 @@ from ctloop.core.metrics import Output
 from ctloop.core.predictor import Predictor
 from ctloop.features.records import model_rows, sample_records
 from ctloop.features.view import FeatureView
+from ctloop.redact import redact
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
 from ctloop.training.infra import check_model
 
@@ -164,6 +165,7 @@ class ModelManager:
     def _failed(
         self, kind: str, message: str, version: str | None, champion: str | None = None
     ) -> dict[str, Any]:
+        message = redact(message)  # an MLflow error quotes its URI, password included
         self.last_error = message[:500]
         self.last_error_at = _now()
         log.warning("model refresh failed (%s): %s; still serving version %s", kind, message,

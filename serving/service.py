@@ -9,10 +9,12 @@ own `/livez`, `/readyz` (503 until a model is loaded), `/metrics` and the OpenAP
 The request schema is built from the feature view at import (the decorators need it), so
 bad input is refused by BentoML's validation with a 400 naming each bad field and never
 reaches the model; a body over CTLOOP_SERVING_MAX_BODY_BYTES is refused with a 413 before
-it is read (`serving/limits.py`). Each worker process loads the champion in the background,
-polls the registry and swaps models atomically (`serving/model.py`), and writes its
-prediction log through its own `PredictionLogWriter` off the request path
-(`ctloop/logwriter.py`).
+it is read (`serving/limits.py`), a non-JSON body with a 415, and a bad request costs a
+small 400 and one log line (`serving/client_errors.py`). Each worker process loads the
+champion in the background, polls the registry and swaps models atomically
+(`serving/model.py`), and writes its prediction log through its own `PredictionLogWriter`
+off the request path, journaling each row to disk before the answer is returned
+(`ctloop.predlog`).
 
 `CTLOOP_SERVING_LOG_MODE=off|sync` exist for the benchmark only: `off` logs nothing, `sync`
 is the naive design that inserts and commits one row inside each request.
@@ -33,7 +35,7 @@ from typing import Annotated, Any
 
 import bentoml
 import orjson
-from pydantic import Field
+from pydantic import ConfigDict, Field, create_model, model_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -44,11 +46,19 @@ from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
 from ctloop.predlog.store import PredictionLog
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
+from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
 from ctloop.settings import get_settings
 from ctloop.store.features import FeatureStore
 from serving import openapi
-from serving.config import ServingConfig
+from serving.client_errors import (
+    BENTOML_REQUEST_LOGGER,
+    CappedClientErrors,
+    JsonBodiesOnly,
+    OneLineClientErrors,
+    too_many_unknown_fields,
+)
+from serving.config import ServingConfig, admin_token_problem
 from serving.limits import BodySizeLimit
 from serving.metrics import worker_metrics
 from serving.model import LoadedModel, ModelManager
@@ -58,7 +68,23 @@ log = logging.getLogger(__name__)
 SETTINGS = get_settings()
 CONFIG = ServingConfig()
 VIEW = load_view(CONFIG.view_name(SETTINGS))
-Record = record_model(VIEW)
+_ViewRecord = record_model(VIEW)
+
+
+def _few_unknown_fields(data: Any) -> Any:
+    """A record with hundreds of unknown keys fails as one error, not one per key."""
+    problem = too_many_unknown_fields(data, _ViewRecord.model_fields)
+    if problem is not None:
+        raise ValueError(problem)
+    return data
+
+
+# the view's record model (same name and schema) with the unknown-field bound in front
+Record = create_model(
+    _ViewRecord.__name__,
+    __base__=_ViewRecord,
+    __validators__={"few_unknown_fields": model_validator(mode="before")(_few_unknown_fields)},
+)
 MAX_BATCH = CONFIG.max_batch
 Batch = Annotated[
     list[Record],  # type: ignore[valid-type]
@@ -68,6 +94,15 @@ Batch = Annotated[
         description=f"1 to {MAX_BATCH} records (CTLOOP_SERVING_MAX_BATCH)",
     ),
 ]
+
+
+class BatchInput(bentoml.IODescriptor):
+    """The body of /predict_batch: `records` and nothing else (a misspelt key is an error
+    naming it, not an ignored option)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: Batch
 
 
 # MLflow's HTTP client retries a dead tracking server 7 times with exponential backoff and
@@ -123,6 +158,9 @@ class ModelService:
         for name in ("ctloop", "serving"):  # BentoML shows WARNING+ of other loggers only
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.INFO)
+        _guard_logging()
+        if (problem := admin_token_problem(SETTINGS.admin_token)) is not None:
+            log.warning("/admin/reload is disabled: %s", problem)
         for key, value in MLFLOW_CLIENT_DEFAULTS.items():  # read by MLflow on every call
             os.environ.setdefault(key, value)
         state_dir = CONFIG.resolved_state_dir(SETTINGS)
@@ -151,6 +189,8 @@ class ModelService:
                     flush_seconds=CONFIG.log_flush_seconds,
                     max_queue=CONFIG.log_queue_max,
                     retry_seconds=CONFIG.log_retry_seconds,
+                    journal=CONFIG.journal,
+                    journal_fsync_seconds=CONFIG.journal_fsync_seconds,
                 ),
                 prepare=functools.partial(self.store.init, []),
                 probe=self.store.ping,
@@ -199,7 +239,7 @@ class ModelService:
         self.manager.recent.append(values)
         return FastJSONResponse({"request_id": rid, **answers[0], "model_version": model.version})
 
-    @bentoml.api(route="/predict_batch")
+    @bentoml.api(route="/predict_batch", input_spec=BatchInput)
     def predict_batch(self, records: Batch) -> dict[str, Any]:
         """Predict up to CTLOOP_SERVING_MAX_BATCH records with one model call."""
         model = self.manager.current
@@ -237,7 +277,17 @@ class ModelService:
             ctx.response.status_code = 400
             return {"error": f"this service serves view '{VIEW.name}', not '{view}'"}
         result = await asyncio.to_thread(self.manager.refresh, "admin reload", True)
-        self.manager.signal_siblings()
+        try:
+            self.manager.signal_siblings()
+        except OSError as exc:
+            # The swap has happened and is answered: a 500 here would make the caller
+            # believe it failed. The other workers follow at their next poll instead.
+            log.warning("reload: could not signal the other workers (%s); they follow at "
+                        "their next registry poll", exc)  # fmt: skip
+            result["siblings"] = (
+                f"not signalled ({redact(str(exc))[:200]}); they follow at their next poll "
+                f"(within {CONFIG.poll_seconds:g} s)"
+            )
         result.update(view=VIEW.name, requested_version=version, worker=self.worker_index)
         if result["status"] == "error":
             ctx.response.status_code = 502
@@ -253,6 +303,7 @@ class ModelService:
         """What this worker serves and how its prediction log is doing."""
         status = self.manager.status()
         writer = self.writer.stats() if self.writer is not None else None
+        problem = admin_token_problem(SETTINGS.admin_token)
         return {
             "view": VIEW.name,
             "model_name": status.get("model_name", VIEW.name),
@@ -264,6 +315,7 @@ class ModelService:
             "worker": {"index": self.worker_index, "pid": os.getpid()},
             "prediction_log": {"mode": CONFIG.log_mode, "writer": writer},
             "limits": {"max_batch": MAX_BATCH, "workers": CONFIG.workers},
+            "admin": {"enabled": problem is None, "reason": problem},
         }
 
     def _count_log(self, event: str, n: int) -> None:
@@ -331,10 +383,26 @@ def _answers(output: Output) -> list[dict[str, Any]]:
     ]
 
 
-# Refuse oversized bodies from their Content-Length, before BentoML reads and parses them.
+# Refuse oversized bodies from their Content-Length, before BentoML reads and parses them;
+# refuse non-JSON bodies (415) the same way; cut the error list of a 4xx answer.
 ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=CONFIG.max_body_bytes)
 # /docs and /docs.json: ctloop's title, version, answers and examples (serving/openapi.py)
 openapi.install(ModelService, VIEW)
+ModelService.add_asgi_middleware(JsonBodiesOnly)
+ModelService.add_asgi_middleware(CappedClientErrors)
+
+
+def _guard_logging() -> None:
+    """Per worker: a client's 4xx is one log line without traceback or input values, and
+    no handler ever prints a URL password (an MLflow error quotes its tracking URI)."""
+    request_log = logging.getLogger(BENTOML_REQUEST_LOGGER)
+    if not any(isinstance(f, OneLineClientErrors) for f in request_log.filters):
+        request_log.addFilter(OneLineClientErrors())
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
 
 
 def _check_token(header: str | None) -> tuple[int, str] | None:
@@ -342,6 +410,8 @@ def _check_token(header: str | None) -> tuple[int, str] | None:
     token = SETTINGS.admin_token
     if not token:
         return 403, "the admin endpoint is disabled: CTLOOP_ADMIN_TOKEN is not set"
+    if (problem := admin_token_problem(token)) is not None:
+        return 403, f"the admin endpoint is disabled: {problem}"
     if not header or not header.lower().startswith("bearer "):
         return 401, "missing bearer token (Authorization: Bearer <CTLOOP_ADMIN_TOKEN>)"
     if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):

@@ -5,7 +5,10 @@ the naive log-inside-the-request design, and `mlflow models serve` on the same m
 
 Modes (same CatBoost champion, same records, same number of workers):
 
-- `async`: the service as shipped, every answer logged through the background writer;
+- `async`: the service as shipped, every answer logged through the background writer
+  (each row journaled to disk before the answer is returned);
+- `nojournal`: the same without the journal (`CTLOOP_SERVING_JOURNAL=false`): what the
+  journal costs;
 - `off`:   the service with logging off (`CTLOOP_SERVING_LOG_MODE=off`);
 - `sync`:  the naive design, one INSERT + COMMIT inside each request (`...=sync`);
 - `mlflow`: `mlflow models serve --env-manager local` (pyfunc; answers classes only, no
@@ -42,7 +45,8 @@ from ctloop.dev.launcher import Server, bentoml_command, free_port, path_answers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-MODES = ("async", "off", "sync", "mlflow")
+MODES = ("async", "nojournal", "off", "sync", "mlflow")
+LOGGED = ("async", "nojournal")  # the background writer, with and without its journal
 MARIADB = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
 
 
@@ -251,7 +255,8 @@ def settle(server: Server, spill_dir: Path, timeout: float = 300.0) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         pending = log_metrics(server.url).get("pending", 0.0)
-        if pending == 0 and not any(spill_dir.rglob("*.jsonl")):
+        spills = [p for p in spill_dir.rglob("*.jsonl") if not p.name.startswith("journal-")]
+        if pending == 0 and not spills:  # (journal segments go on their own, every 2 s)
             return time.monotonic() - start
         time.sleep(0.25)
     raise SystemExit(f"the prediction log did not catch up within {timeout:.0f} s")
@@ -304,7 +309,7 @@ def main() -> None:
 
     view = load_view("credit_score", ROOT / "features")
     server_url = MARIADB.replace("+pymysql", f"+{args.driver}")
-    dbs = {m: f"ctloop_bench_{m}_{uuid.uuid4().hex[:8]}" for m in ("async", "sync")}
+    dbs = {m: f"ctloop_bench_{m}_{uuid.uuid4().hex[:8]}" for m in (*LOGGED, "sync")}
     admin = sa.create_engine(MARIADB, poolclass=sa.pool.NullPool)
     with admin.begin() as conn:
         for db in dbs.values():
@@ -367,7 +372,8 @@ def main() -> None:
                     targets[mode] = (("/invocations", "/invocations"),
                                      (files["mlflow_single"], files["mlflow_batch"]))  # fmt: skip
                 else:
-                    env["CTLOOP_SERVING_LOG_MODE"] = mode
+                    env["CTLOOP_SERVING_LOG_MODE"] = "async" if mode in LOGGED else mode
+                    env["CTLOOP_SERVING_JOURNAL"] = str(mode != "nojournal").lower()
                     db = dbs.get(mode, dbs["async"])
                     env["FEATURE_STORE_URL"] = f"{server_url}/{db}"
                     cmd = bentoml_command(port)
@@ -394,7 +400,7 @@ def main() -> None:
             for i in range(args.runs):  # rounds: every mode once per round, so background
                 for mode, server in servers.items():  # load hits all modes alike
                     (single_path, batch_path), (single_file, batch_file) = targets[mode]
-                    log_dir = tmp / mode if mode == "async" else None
+                    log_dir = tmp / mode if mode in LOGGED else None
                     single = measure(server, single_path, single_file, args.concurrency,
                                      args.duration, 1, log_dir)  # fmt: skip
                     batch = measure(server, batch_path, batch_file, args.batch_concurrency,
@@ -429,7 +435,7 @@ def main() -> None:
                 )
             for server in servers.values():
                 server.stop()  # flushes the prediction log
-            for mode in ("async", "sync"):
+            for mode in (*LOGGED, "sync"):
                 if mode not in results:
                     continue
                 singles = [*results[mode]["single"], warm[mode][0]]
@@ -462,6 +468,7 @@ def main() -> None:
 def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace) -> str:
     names = {
         "async": "BentoML service, log written off the request path (shipped)",
+        "nojournal": "the same without the journal (CTLOOP_SERVING_JOURNAL=false)",
         "off": "BentoML service, logging off",
         "sync": "BentoML service, INSERT+COMMIT inside each request (naive)",
         "mlflow": "`mlflow models serve --env-manager local`",

@@ -11,9 +11,12 @@ faults, Bento and any-task tests so each starts the service the same way; `recor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +215,48 @@ class Server(launcher.Server):
     def wait_every_worker(self, workers: int = 2) -> None:
         """Wait until every worker serves a model, not only the one /readyz reached."""
         self.wait_ready(ready=launcher.every_worker_loaded(workers))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, theirs, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (no /proc entry, or a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sigkill_service(server: Server, timeout: float = 30) -> list[int]:
+    """SIGKILL `bentoml serve` and all its workers at once, as a crash or the OOM killer
+    would, and wait until they are gone; the pids killed.
+
+    BentoML starts each worker in a session of its own, so SIGKILL to the server's process
+    group kills the server alone: its workers live on as orphans, serving on the socket they
+    inherited and flushing their logs, which is no crash at all. They are killed by pid.
+    """
+    pids = [server.proc.pid, *descendants(server.proc.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while not all(gone(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            pytest.fail(f"processes {pids} of the service outlived SIGKILL")
+        time.sleep(0.1)
+    server.stop()  # the bookkeeping: the group is gone already
+    return pids

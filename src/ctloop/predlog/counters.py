@@ -14,13 +14,14 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 COUNTERS = ("queued", "written", "spilled", "replayed", "duplicates", "failed", "quarantined",
-            "write_errors")  # fmt: skip
+            "write_errors", "journal_errors")  # fmt: skip
 """queued: rows accepted; written: rows inserted from the live queue; spilled: rows put in a
 spill file; replayed: rows inserted from spill files; duplicates: rows the sink skipped as
 already stored (safe replays); failed: rows that could be neither written nor spilled, or
 whose spill line was damaged (lost, should stay 0); quarantined: damaged spill lines kept
 under `<spill_dir>/quarantine/` (counted in `failed` too); write_errors: failed insert
-attempts."""
+attempts; journal_errors: failed journal appends (the rows went on; only a kill -9 before
+they are written could lose them)."""
 
 
 class Counters:

@@ -20,6 +20,7 @@ when to replay is the writer's policy (`ctloop.predlog.writer`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -50,6 +51,54 @@ TEXT_FIELDS = ("request_id", "feature_view", "model_version", "prediction")
 
 Sink = Callable[[list[dict[str, Any]]], int]
 """Inserts rows in one transaction, skipping stored request ids; returns rows inserted."""
+
+
+class ShortWriteError(OSError):
+    """An append that a full disk (or another write error) cut short; `lines` whole lines of
+    it are in the file, which was cut back to end after the last of them."""
+
+    def __init__(self, lines: int, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{cause.strerror or cause}; {lines} whole line(s) written")
+        self.lines = lines
+
+
+def open_locked(path: Path) -> int:
+    """Create a file of lines for appending, 0600 (the rows hold customer ids and features,
+    issue 18 item 12) in a 0700 folder, and hold an exclusive lock on it: a file nobody
+    holds a lock on belongs to a dead process, and another may claim it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_lines(fd: int, data: bytes) -> None:
+    """Append `data` (whole lines) with as few `write` calls as the OS allows: handed to the
+    kernel, lines survive a kill -9 of this process.
+
+    When a write fails midway (a full disk), the file is cut back to the end of the last
+    whole line written and `ShortWriteError` says how many lines that is: a cut line would be
+    read back as damaged and counted lost a second time (issue 18, item 9), and the next
+    append would glue its first line to it.
+    """
+    start = os.lseek(fd, 0, os.SEEK_END)
+    done = 0
+    view = memoryview(data)
+    try:
+        while done < len(data):
+            done += _os_write(fd, view[done:])
+    except OSError as exc:
+        keep = data.rfind(b"\n", 0, done) + 1
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start + keep)
+        raise ShortWriteError(data.count(b"\n", 0, keep), exc) from exc
+
+
+_os_write = os.write  # the file-write boundary, replaced by the unit tests' full disk
 
 
 def batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -207,7 +256,7 @@ class SpillFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.claimed: list[Claimed] = []
-        self._own: tuple[Path, IO[str]] | None = None  # written as text, claimed as bytes
+        self._own: tuple[Path, int] | None = None  # a raw descriptor: one write() per append
         self._lock = threading.Lock()
 
     @property
@@ -222,21 +271,14 @@ class SpillFiles:
         return self._own is not None
 
     def append(self, text: str) -> None:
-        """Append lines to this process's file (opened and locked on first use) and flush
-        them to the OS, so they survive a crash of this process. Raises OSError."""
+        """Append lines to this process's file (opened and locked on first use), handed to
+        the OS at once, so they survive a crash of this process. Raises OSError; a
+        `ShortWriteError` when a full disk cut the write (the file then ends at a whole line)."""
         with self._lock:
             if self._own is None:
                 name = f"spill-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPILL_SUFFIX}"
-                path = self.directory / name
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                # 0600: the rows hold customer ids and features (issue 18, item 12)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-                handle = os.fdopen(fd, "a", encoding="utf-8")
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._own = (path, handle)
-            handle = self._own[1]
-            handle.write(text)
-            handle.flush()
+                self._own = (self.directory / name, open_locked(self.directory / name))
+            write_lines(self._own[1], text.encode("utf-8"))
 
     def spill(self, rows: list[dict[str, Any]], reason: str) -> tuple[int, int]:
         """Append rows to this process's file: (rows kept, rows lost). A row that cannot be
@@ -254,9 +296,12 @@ class SpillFiles:
         try:
             self.append("".join(lines))
         except OSError as exc:
-            log.error("could not spill %d prediction log rows (%s): %s", len(lines), reason,
-                      exc)  # fmt: skip
-            return 0, len(rows)
+            # a full disk may have taken some of the lines: those are kept (and replayed),
+            # only the rest is lost, and no cut line is left behind to be counted again
+            kept = exc.lines if isinstance(exc, ShortWriteError) else 0
+            log.error("could not spill %d of %d prediction log rows (%s): %s",
+                      len(lines) - kept, len(lines), reason, exc)  # fmt: skip
+            return kept, len(rows) - kept
         return len(lines), lost
 
     def close_own(self) -> None:
@@ -266,8 +311,8 @@ class SpillFiles:
 
     def _close_own(self) -> None:
         if self._own is not None:
-            path, handle = self._own
-            handle.close()
+            path, fd = self._own
+            os.close(fd)
             self._own = None
             if path.exists() and path.stat().st_size == 0:
                 path.unlink(missing_ok=True)

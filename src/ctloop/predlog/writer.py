@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.predlog.counters import Counters
-from ctloop.predlog.spill import Replayed, Sink, SpillFiles, batches
+from ctloop.predlog.journal import Journal
+from ctloop.predlog.spill import Replayed, Sink, SpillFiles, batches, to_line
+from ctloop.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,16 @@ class WriterConfig:
     retry_seconds: float = 5.0
     orphan_scan_seconds: float = 60.0
     close_timeout: float = 20.0
+    journal: bool = True  # rows on disk before the answer leaves (ctloop.predlog.journal)
+    journal_fsync_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_queue < 1:
             raise ValueError("batch_size and max_queue must be positive")
         if self.flush_seconds <= 0 or self.retry_seconds <= 0:
             raise ValueError("flush_seconds and retry_seconds must be positive")
+        if self.journal_fsync_seconds < 0:
+            raise ValueError("journal_fsync_seconds must be 0 (every write) or more")
 
 
 class PredictionLogWriter:
@@ -92,6 +98,14 @@ class PredictionLogWriter:
         self._counters = Counters(on_count)
         self._count = self._counters.add
         self._files = SpillFiles(config.spill_dir)
+        # The journal's lock is also what makes "a segment's rows were queued before its
+        # seal" true: submit_many journals and queues under it (a no-op lock without one).
+        self._journal = (
+            Journal(config.spill_dir, config.journal_fsync_seconds) if config.journal else None
+        )
+        self._lock = self._journal.lock if self._journal is not None else threading.Lock()
+        self._enqueued = 0  # rows put on the queue, ever
+        self._delivered = 0  # rows the thread took off the queue and wrote or spilled, ever
         self._inflight: list[dict[str, Any]] = []
         self._db_ok = True
         self._next_try = 0.0
@@ -123,24 +137,51 @@ class PredictionLogWriter:
     def submit_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Take the rows of one request (a batch call answers many records) at once.
 
+        With the journal on, the rows are in this process's journal segment (handed to the
+        kernel) when this returns, so the answer the caller sends next survives a kill -9
+        of the process. A journal that cannot be written (a full disk) is reported and the
+        rows go on as before: the answer is not refused for it.
+
         Counted once per call, not once per row: at batch throughput the counter hook
         (a Prometheus multiprocess counter) cost as much as the insert itself.
         """
         if not rows:
             return
         self._count("queued", len(rows))
-        if self._closed:
-            self._spill_rows(list(rows), "writer closed")
-            return
-        room = self.config.max_queue - len(self._queue)
-        if room < len(rows):
-            # the database is slower than the traffic: keep the rows, not the request waiting
-            overflow = rows[max(room, 0) :]
-            rows = rows[: max(room, 0)]
-            self._spill_rows(list(overflow), "queue full")
-        self._queue.extend(rows)
+        data = self._journal_lines(rows) if self._journal is not None else None
+        with self._lock:
+            if data is not None and self._journal is not None:
+                try:
+                    self._journal.write(data)
+                except OSError as exc:
+                    self._count("journal_errors", 1)
+                    self.last_error = f"journal: {type(exc).__name__}: {exc}"[:500]
+                    self.last_error_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                    log.error("prediction log journal write failed: %s", exc)
+            if self._closed:
+                self._spill_rows(list(rows), "writer closed")
+                return
+            room = self.config.max_queue - len(self._queue)
+            if room < len(rows):
+                # the database is slower than the traffic: keep the rows, not the request
+                # waiting
+                overflow = rows[max(room, 0) :]
+                rows = rows[: max(room, 0)]
+                self._spill_rows(list(overflow), "queue full")
+            self._queue.extend(rows)
+            self._enqueued += len(rows)
         if len(self._queue) >= self.config.batch_size:
             self._wake.set()
+
+    @staticmethod
+    def _journal_lines(rows: Sequence[dict[str, Any]]) -> bytes | None:
+        """The rows as journal lines; a row that cannot be encoded is left out here (the
+        spill path reports it if it ever needs to)."""
+        lines = []
+        for row in rows:
+            with contextlib.suppress(TypeError, ValueError):
+                lines.append(to_line(row))
+        return "".join(lines).encode("utf-8") if lines else None
 
     @property
     def pending(self) -> int:
@@ -160,7 +201,8 @@ class PredictionLogWriter:
         """Stop, write (or spill) everything queued, release the spill files. Idempotent."""
         if self._closed:
             return
-        self._closed = True
+        with self._lock:  # no row enters the queue after this: later ones are spilled
+            self._closed = True
         timeout = self.config.close_timeout if timeout is None else timeout
         self._replay_deadline = time.monotonic() + 0.75 * timeout
         self._stop.set()
@@ -173,8 +215,15 @@ class PredictionLogWriter:
             log.warning("prediction log writer did not stop in %.1fs; spilling", timeout)
             leftover = list(self._inflight) + self._pop()
             self._spill_rows(leftover, "shutdown timeout")
+            stuck = True
         else:  # also rows a request added after the thread's last look at the queue
             self._deliver_all(self._pop())
+            stuck = False
+        if self._journal is not None:
+            # every row was written or spilled (or counted lost, which keeps its segment):
+            # the journal goes; after a stuck thread it stays for the next process
+            with self._lock:
+                self._journal.close(discard=not stuck)
         self._files.close()
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
@@ -191,6 +240,7 @@ class PredictionLogWriter:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "spill_file": own,
+            "journal": self._journal is not None,
             "spill_dir": str(self.config.spill_dir),
             "pid": os.getpid(),
         }
@@ -202,7 +252,11 @@ class PredictionLogWriter:
             try:
                 batch = self._take()
                 if batch:
-                    self._deliver(batch)
+                    try:
+                        self._deliver(batch)
+                    finally:
+                        self._delivered += len(batch)
+                self._journal_tick()
                 if self._stop.is_set() and not self._queue:
                     break
                 self._maybe_replay()
@@ -214,6 +268,16 @@ class PredictionLogWriter:
         except Exception:  # the file stays on disk for the next process to replay
             log.exception("prediction log replay at shutdown failed")
         self._files.close_own()  # close() may have given up on us: release what we opened
+
+    def _journal_tick(self) -> None:
+        """Rotate the journal, delete the segments whose rows are all delivered, and fsync
+        the newest writes at most every `journal_fsync_seconds`."""
+        if self._journal is None:
+            return
+        with self._lock:
+            self._journal.seal(self._enqueued)
+        self._journal.release(self._delivered)
+        self._journal.sync()
 
     def _replay_at_shutdown(self) -> None:
         """At shutdown, put what this process spilled (while the database was down or
@@ -301,7 +365,7 @@ class PredictionLogWriter:
         first = self._db_ok
         self._db_ok = False
         self._next_try = time.monotonic() + self.config.retry_seconds
-        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.last_error = redact(f"{type(exc).__name__}: {exc}")[:500]
         self.last_error_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         level = logging.WARNING if first else logging.DEBUG
         log.log(level, "prediction log %s failed (%s); spilling to %s, retrying every %.1fs",
@@ -315,6 +379,10 @@ class PredictionLogWriter:
         counted as lost (`failed`, which should stay 0)."""
         if rows:
             spilled, lost = self._files.spill(rows, reason)
+            if lost and self._journal is not None:
+                # the journal still holds them: keep its segments for a replay (stored
+                # rows are skipped) rather than delete them as delivered
+                self._journal.keep_all()
             self._count("failed", lost, handled=lost)
             self._count("spilled", spilled, handled=spilled)
 
