@@ -17,7 +17,16 @@ Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"
 Double = sa.Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
-MYSQL_OPTS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+# Binary collation: keys and categories compare as bytes, as pandas, CatBoost and the
+# import's duplicate check compare them. MariaDB's default utf8mb4 collation is case- and
+# accent-insensitive, so `Case1`/`case1` (or `Jose`/`José`) on one date were one primary
+# key: the second row's values landed silently under the first key.
+BINARY_COLLATION = "utf8mb4_bin"
+MYSQL_OPTS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": BINARY_COLLATION,
+}
 
 PREDICTION_LOG = "prediction_log"
 DRIFT_REPORT = "drift_report"
