@@ -8,6 +8,10 @@ failed on the code before its fix.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,11 @@ from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
 from ctloop.ingest.files import import_csv
 from ctloop.ingest.synth import StreamConfig, generate_day
+from ctloop.registry import Registry
+from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
+from ctloop.training.pipeline import ModelGateError, Run, promote
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.mariadb
 
@@ -25,7 +33,7 @@ DAY = dt.date(2026, 4, 1)
 
 
 @pytest.fixture
-def store(mariadb_url: str, view: FeatureView) -> FeatureStore:
+def store(mariadb_url: str, view: FeatureView) -> Iterator[FeatureStore]:
     """The shipped view's tables on a fresh MariaDB database."""
     fs = FeatureStore(mariadb_url)
     fs.init([view])
@@ -85,3 +93,56 @@ def test_init_db_converts_tables_made_case_insensitive(
     assert store.init([view]) == []  # nothing left to convert
     import_csv(store, view, _day_file(tmp_path, view, KEYS))
     assert _stored_keys(store, view) == sorted(KEYS)
+
+
+# ------------------------------------------------------------ item 7: one CT run per view
+
+
+def _ctloop(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ctloop.cli", *args], env=env, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def test_concurrent_train_runs_make_one_version_and_keep_previous(
+    tmp_path: Path, mariadb_url: str, clean_env: dict[str, str], view: FeatureView
+) -> None:
+    """Three `ctloop train` of one view at once: at most one new version, and `previous`
+    is the champion before them (not a twin trained on the same data)."""
+    env = {**clean_env, "FEATURE_STORE_URL": mariadb_url,
+           "CTLOOP_FEATURES_DIR": str(ROOT / "features")}  # fmt: skip
+    for args in (["init-db"], ["generate", "--days", "40", "--rows-per-day", "200",
+                               "--start", "2026-01-01", "--labels-until", "2026-03-01"],
+                 ["train", "--as-of", "2026-01-31"]):  # fmt: skip
+        code, _, err = _finish(_ctloop(args, env, tmp_path))
+        assert code == 0, err
+    settings = Settings(data_dir=tmp_path / "data", feature_store_url=mariadb_url)
+    registry = Registry.from_settings(settings)
+    first = registry.champion(view.name)
+    assert first is not None
+
+    racers = [_ctloop(["train", "--as-of", "2026-02-10"], env, tmp_path) for _ in range(3)]
+    results = [_finish(proc) for proc in racers]
+    winners = [json.loads(out) for code, out, _ in results if code == 0]
+    refused = [err for code, _, err in results if code != 0]
+    assert winners, [err for _, _, err in results]
+    for err in refused:
+        assert "a CT run for view credit_score is in progress since" in err, err
+    versions = registry.versions(view.name)
+    assert len(versions) <= 2  # the first champion and at most one new version
+    champion, previous = registry.champion(view.name), registry.previous(view.name)
+    assert champion is not None and champion.version != first.version
+    assert previous is not None and previous.version == first.version
+
+    # compare-and-swap: the first version was gated against no champion, and there is one
+    # now, so promoting it again (as a stale run would) is refused
+    run = Run(view, dt.date(2026, 1, 31), settings=settings)
+    with pytest.raises(ModelGateError, match=r"compared it with no champion.*champion is now"):
+        promote(run, first.version)
+    assert registry.champion(view.name).version == champion.version

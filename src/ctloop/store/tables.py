@@ -30,6 +30,7 @@ MYSQL_OPTS = {
 
 PREDICTION_LOG = "prediction_log"
 DRIFT_REPORT = "drift_report"
+CT_RUN_LOCK = "ct_run_lock"
 
 
 def features_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
@@ -121,6 +122,21 @@ def drift_report_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """The tables every view shares: the prediction log and the drift report."""
-    return prediction_log_table(metadata), drift_report_table(metadata)
+def ct_run_lock_table(metadata: sa.MetaData) -> sa.Table:
+    """`ct_run_lock`: the lease of the one CT run of a view in progress (`store.ctlock`)."""
+    return sa.Table(
+        CT_RUN_LOCK,
+        metadata,
+        sa.Column("feature_view", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("host", sa.String(255), nullable=True),
+        sa.Column("pid", sa.Integer, nullable=True),
+        sa.Column("started_at", Timestamp, nullable=False),
+        sa.Column("expires_at", Timestamp, nullable=False),
+        **MYSQL_OPTS,
+    )
+
+
+def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The tables every view shares: the prediction log, the drift report, the CT leases."""
+    return prediction_log_table(metadata), drift_report_table(metadata), ct_run_lock_table(metadata)
