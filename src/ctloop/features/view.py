@@ -142,6 +142,12 @@ class FeatureView(StrictModel):
                 f"label class {clash[0]!r} is also an import.missing_values marker; remove it "
                 "from import.missing_values"
             )
+        unknown_allowed = sorted(set(self.gates.data.leakage_allowed) - set(seen))
+        if unknown_allowed:
+            raise ValueError(
+                f"gates.data.leakage_allowed names '{unknown_allowed[0]}', which is not a "
+                "feature of this view"
+            )
         targets = set(self.import_options.columns.values())
         known = {self.entity, self.event_date, self.label.name, "arrived_at", *seen}
         unknown = sorted(targets - known)
