@@ -14,10 +14,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from ctloop.errors import CtloopError
+from ctloop.errors import CtloopError, DataValidationError
 from ctloop.features.view import FeatureView
 from ctloop.ingest.files import import_csv
 from ctloop.ingest.synth import StreamConfig, generate_day
@@ -146,3 +147,105 @@ def test_concurrent_train_runs_make_one_version_and_keep_previous(
     with pytest.raises(ModelGateError, match=r"compared it with no champion.*champion is now"):
         promote(run, first.version)
     assert registry.champion(view.name).version == champion.version
+
+
+# ------------------------------------------------------------ item 11: import edge cases
+
+
+def _labelled_days(view: FeatureView, days: int = 3) -> pd.DataFrame:
+    """Days of features with their labels, each label arrived the day after its event."""
+    frames = []
+    for offset in range(days):
+        day = DAY + dt.timedelta(days=offset)
+        features, labels = generate_day(day, StreamConfig(rows_per_day=30, seed=offset))
+        frame = features.copy()
+        frame[view.label.name] = labels[view.label.name]
+        frame["arrived_at"] = f"{day + dt.timedelta(days=1)}T09:30:00+02:00"
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_reimport_without_arrival_times_keeps_past_training_sets(
+    tmp_path: Path, store: FeatureStore, view: FeatureView
+) -> None:
+    frame = _labelled_days(view)
+    first = tmp_path / "with_arrivals.csv"
+    frame.to_csv(first, index=False)
+    import_csv(store, view, first)
+    as_of = DAY + dt.timedelta(days=10)
+    before = store.training_set(view, as_of, window_days=30)
+    assert len(before) == len(frame)
+
+    again = tmp_path / "without_arrivals.csv"
+    changed = frame.drop(columns="arrived_at")
+    changed.loc[0, view.label.name] = next(  # one label corrected: it arrives now
+        c for c in view.label.class_list if c != frame.loc[0, view.label.name]
+    )
+    changed.to_csv(again, index=False)
+    assert import_csv(store, view, again).labels_written == len(frame)
+    after = store.training_set(view, as_of, window_days=30)
+    corrected = (after[view.entity] == frame.loc[0, view.entity]) & (
+        after[view.event_date] == pd.Timestamp(frame.loc[0, view.event_date])
+    )
+    assert not corrected.any()  # the corrected label is news: not in a past training set
+    unchanged = before.loc[~before[view.entity].eq(frame.loc[0, view.entity])
+                           | before[view.event_date].ne(pd.Timestamp(DAY))]  # fmt: skip
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), unchanged.reset_index(drop=True))
+
+
+def test_label_arriving_before_its_event_date_is_refused(
+    tmp_path: Path, store: FeatureStore, view: FeatureView
+) -> None:
+    frame = _labelled_days(view, days=1)
+    frame.loc[4, "arrived_at"] = f"{DAY - dt.timedelta(days=2)}T12:00:00"
+    path = tmp_path / "early.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match=r"row 5, column 'arrived_at'.*before its event"):
+        import_csv(store, view, path)
+    assert store.table_counts()[view.labels_table] == 0
+
+
+def test_mixed_time_zones_in_event_dates_are_read_or_named(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    """Producers calling the store directly: offsets that differ from row to row follow the
+    import's rule (the date as written); a value that is no date names column and row."""
+    features, _ = generate_day(DAY, StreamConfig(rows_per_day=4))
+    features = features.astype({view.event_date: object})
+    features.loc[0, view.event_date] = f"{DAY}T23:30:00-05:00"
+    features.loc[1, view.event_date] = f"{DAY}T00:30:00+02:00"
+    features.loc[2, view.event_date] = f"{DAY}T12:00:00Z"
+    features.loc[3, view.event_date] = str(DAY)
+    assert store.ingest(view, features)[0] == 4
+    assert set(_features_days(store, view)) == {DAY}
+    features.loc[2, view.event_date] = f"{DAY} 12:00 CET"
+    with pytest.raises(DataValidationError, match=r"column 'event_date'.*row\(s\) 3 do not"):
+        store.ingest(view, features)
+
+
+def _features_days(store: FeatureStore, view: FeatureView) -> list[dt.date]:
+    ftable, _ = store.view_tables(view)
+    with store.connect() as conn:
+        return list(conn.execute(sa.select(ftable.c[view.event_date])).scalars())
+
+
+def test_mixed_time_zones_in_a_file_exit_2_naming_column_and_row(
+    tmp_path: Path, mariadb_url: str, clean_env: dict[str, str], view: FeatureView
+) -> None:
+    env = {**clean_env, "FEATURE_STORE_URL": mariadb_url,
+           "CTLOOP_FEATURES_DIR": str(ROOT / "features")}  # fmt: skip
+    assert _finish(_ctloop(["init-db"], env, tmp_path))[0] == 0
+    frame = _labelled_days(view, days=1).astype({view.event_date: object})
+    frame.loc[0, view.event_date] = f"{DAY}T23:30:00-05:00"
+    frame.loc[1, view.event_date] = f"{DAY}T00:30:00+02:00"
+    frame.loc[2, view.event_date] = f"{DAY}T10:00:00 Europe/Berlin"
+    path = tmp_path / "zones.csv"
+    frame.to_csv(path, index=False)
+    code, _, err = _finish(_ctloop(["import", view.name, str(path)], env, tmp_path))
+    assert code == 2, err
+    assert f"row 3, column 'event_date': '{DAY}T10:00:00 Europe/Berlin' is not a date" in err
+    assert "Traceback" not in err
+    frame.loc[2, view.event_date] = f"{DAY}T10:00:00+01:00"
+    frame.to_csv(path, index=False)
+    code, _, err = _finish(_ctloop(["import", view.name, str(path)], env, tmp_path))
+    assert code == 0, err

@@ -174,3 +174,18 @@ def test_the_shipped_view_has_no_leaky_feature(
 def test_leakage_allowed_must_name_a_feature(view: FeatureView) -> None:
     with pytest.raises(ValueError, match="leakage_allowed names 'nope'"):
         with_feature(view, {"name": "x", "type": "numeric"}, leakage_allowed=["nope"])
+
+
+def test_a_one_class_window_is_refused_even_with_min_class_share_0(
+    view: FeatureView, frames: dict[str, pd.DataFrame]
+) -> None:
+    """Nothing else stops it with `min_class_share: 0`, and CatBoost then crashed inside
+    training ("Target contains only one unique value")."""
+    raw = view.model_dump(by_alias=True, exclude_none=True)
+    raw["gates"]["data"]["min_class_share"] = 0
+    lenient = FeatureView.model_validate(raw)
+    frame = frames["before"].assign(**{view.label.name: view.label.class_list[0]})
+    report = check_data(lenient, frame, AS_OF)
+    passed, detail = check(report, "label_classes")
+    assert not passed and "training rows hold 1 class(es)" in detail
+    assert check(check_data(lenient, frames["before"], AS_OF), "label_classes")[0]

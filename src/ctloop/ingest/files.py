@@ -176,7 +176,8 @@ def import_csv(
         )
         raise _refuse(path, problems, checked.bad_rows, resolved.renamed, hint)
     features, labels = good_rows(checked)
-    n_features, n_labels = store.ingest(view, features, labels)
+    given = ARRIVED_AT in resolved.frame.columns  # else "now": kept for unchanged labels
+    n_features, n_labels = store.ingest(view, features, labels, arrival_given=given)
     log.info("%s: wrote %d feature rows and %d labels", path, n_features, n_labels)
     return ImportResult(
         rows_read=checked.total_rows,
@@ -207,7 +208,7 @@ def import_labels_csv(store: FeatureStore, view: FeatureView, path: str | Path) 
         raise _refuse(path, problems, checked.bad_rows, resolved.renamed, "nothing was written")
     assert checked.labels is not None  # no problems: every column was there
     labels = checked.labels.drop(columns="_present").reset_index(drop=True)
-    written = store.upsert_labels(view, labels)
+    written = store.upsert_labels(view, labels, arrival_given=ARRIVED_AT in resolved.frame.columns)
     log.info("%s: wrote %d labels", path, written)
     return ImportResult(
         rows_read=checked.total_rows,

@@ -231,6 +231,16 @@ def check_data(
             report.add(*measure)
 
     _check_labels(view, frame[view.label.name], report)
+    if not view.label.is_regression:
+        # with min_class_share 0 nothing else stops a one-class window, and CatBoost
+        # then fails deep inside training ("Target contains only one unique value")
+        seen = sorted(set(frame.loc[~is_val, view.label.name].astype(str)))
+        report.add(
+            "label_classes", len(seen) >= 2,
+            f"training rows hold {len(seen)} class(es) ({', '.join(seen) or 'none'}); a "
+            "classifier needs at least two",
+            len(seen), 2,
+        )  # fmt: skip
     _check_leakage(view, frame, is_val, report)
 
     if reference is not None:
