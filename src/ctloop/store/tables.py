@@ -47,7 +47,7 @@ def features_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
         view.features_table,
         metadata,
         *columns,
-        sa.Index(f"ix_{view.name}_features_date", view.event_date),
+        sa.Index(view.store_identifiers()["features date index"], view.event_date),
         **MYSQL_OPTS,
     )
 
@@ -65,8 +65,8 @@ def labels_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
             nullable=False,
         ),
         sa.Column("arrived_at", Timestamp, nullable=False),
-        sa.Index(f"ix_{view.name}_labels_date", view.event_date),
-        sa.Index(f"ix_{view.name}_labels_arrived", "arrived_at"),
+        sa.Index(view.store_identifiers()["labels date index"], view.event_date),
+        sa.Index(view.store_identifiers()["labels arrival index"], "arrived_at"),
         **MYSQL_OPTS,
     )
 
