@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,3 +250,63 @@ def test_mixed_time_zones_in_a_file_exit_2_naming_column_and_row(
     frame.to_csv(path, index=False)
     code, _, err = _finish(_ctloop(["import", view.name, str(path)], env, tmp_path))
     assert code == 0, err
+
+
+# ------------------------------------------------------------ items 10 and 12: creating tables
+
+
+def test_two_workers_creating_tables_at_once_both_succeed(
+    mariadb_url: str, view: FeatureView
+) -> None:
+    """Both workers find no table, then both CREATE it: the second used to fail with 1050
+    ("table exists"), reported as an unreachable store. Each worker holds its own engine;
+    a barrier in `before_create` makes them meet between the check and the CREATE."""
+    meet = threading.Barrier(2, timeout=60)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        store = FeatureStore(mariadb_url)
+        first = next(iter(store.metadata.tables.values()))
+        met = []
+
+        @sa.event.listens_for(first, "before_create")
+        def _both_checked(*_: object, **__: object) -> None:
+            if not met:  # once: after this both have seen no table
+                met.append(True)
+                meet.wait()
+
+        try:
+            store.init([view])
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+        finally:
+            store.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    check = FeatureStore(mariadb_url)
+    try:
+        check.require_tables(view)
+    finally:
+        check.dispose()
+
+
+def test_schema_errors_are_not_reported_as_unreachable(store: FeatureStore) -> None:
+    with pytest.raises(CtloopError) as info, store.begin() as conn:
+        conn.execute(sa.text(f"CREATE INDEX `{'i' * 65}` ON prediction_log (feature_view)"))
+    assert "unreachable" not in str(info.value)
+    assert "refused a schema operation" in str(info.value) and "1059" in str(info.value)
+
+
+def test_longest_view_name_allowed_creates_its_tables(mariadb_url: str, view: FeatureView) -> None:
+    longest = view.model_copy(update={"name": "v" * 46})
+    store = FeatureStore(mariadb_url)
+    try:
+        store.init([longest])
+        store.require_tables(longest)
+    finally:
+        store.dispose()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
@@ -19,6 +20,16 @@ from ctloop.store import tables
 from ctloop.store.engine import MYSQL_DIALECTS, Database
 
 log = logging.getLogger(__name__)
+
+
+_ALREADY_EXISTS = (1050, 1061)  # MariaDB: table exists, duplicate index name
+
+
+def created_meanwhile(exc: OperationalError | ProgrammingError) -> bool:
+    """Whether a CREATE failed only because the table or index exists (another process)."""
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    return code in _ALREADY_EXISTS or "already exists" in str(orig)
 
 
 class StoreSchema(Database):
@@ -47,9 +58,30 @@ class StoreSchema(Database):
         self.create_database_if_missing()
         for view in views:
             self.view_tables(view)
-        with self.begin() as conn:
-            self.metadata.create_all(conn, checkfirst=True)
+        self._create_tables()
         return self.migrate_collation()
+
+    def _create_tables(self) -> None:
+        """Create the missing tables, safe when several processes do it at once.
+
+        `create_all` checks, then creates: two serving workers starting on a fresh
+        database both saw no table and the second CREATE failed with "table exists"
+        (1050), reported as an unreachable store. Another process having created a table
+        (or index) in between is success: check again and go on. Each retry means the
+        other process got further, so as many tries as there are tables suffice.
+        """
+        tries = len(self.metadata.tables) + 2
+        with self._translate():
+            for attempt in range(1, tries + 1):
+                try:
+                    with self.engine.begin() as conn:
+                        self.metadata.create_all(conn, checkfirst=True)
+                    return
+                except (OperationalError, ProgrammingError) as exc:
+                    if not created_meanwhile(exc) or attempt == tries:
+                        raise
+                    log.info("tables created by another process meanwhile (%s); checking again",
+                             exc.orig)  # fmt: skip
 
     def _case_insensitive_tables(self, names: Sequence[str]) -> dict[str, list[str]]:
         """Of these tables, those with text columns not in the binary collation: table ->
