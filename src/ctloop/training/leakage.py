@@ -38,9 +38,11 @@ class Skill(NamedTuple):
     skill: float
 
 
-def _codes(feature: Feature, train: pd.Series, valid: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The feature's values as lookup keys: quantile bin numbers (from the training rows)
-    for a number, the text for a category; missing is a key of its own (-1 / "")."""
+def _codes(feature: Feature, train: pd.Series, valid: pd.Series) -> tuple[np.ndarray, int]:
+    """The feature's values as lookup keys 0..n-1 over training then validation rows
+    (quantile bins cut on the training rows for a number, the category for a category;
+    missing is a key of its own), and n. Integer keys let the lookup be counted with
+    `np.bincount`: a million rows take well under a second per feature."""
     if feature.is_numeric:
         t = pd.to_numeric(train, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         v = pd.to_numeric(valid, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
@@ -50,45 +52,59 @@ def _codes(feature: Feature, train: pd.Series, valid: pd.Series) -> tuple[np.nda
             if finite.size
             else np.array([])
         )
+        values = np.concatenate([t, v])
+        codes = np.searchsorted(edges, values, side="right").astype("int64") + 1
+        codes[~np.isfinite(values)] = 0
+        return codes, len(edges) + 2
+    codes, uniques = pd.factorize(
+        pd.concat([train, valid], ignore_index=True), use_na_sentinel=True
+    )
+    codes = np.asarray(codes, dtype="int64") + 1  # missing (-1) becomes key 0
+    return codes, len(uniques) + 1
 
-        def code(x: np.ndarray) -> np.ndarray:
-            out = np.searchsorted(edges, x, side="right").astype("int64")
-            out[~np.isfinite(x)] = -1
-            return out
 
-        return code(t), code(v)
-    return (train.astype(object).where(train.notna(), "").astype(str).to_numpy(),
-            valid.astype(object).where(valid.notna(), "").astype(str).to_numpy())  # fmt: skip
+class _Target(NamedTuple):
+    """The label of the training and validation rows, encoded once per gate run: class
+    numbers (classification) or floats (regression)."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    n_classes: int  # 0 for regression
+
+
+def _target(view: FeatureView, train: pd.DataFrame, valid: pd.DataFrame) -> _Target:
+    label = view.label.name
+    both = pd.concat([train[label], valid[label]], ignore_index=True)
+    if view.label.is_regression:
+        y = pd.to_numeric(both, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return _Target(y[: len(train)], y[len(train) :], 0)
+    codes, classes = pd.factorize(both.astype(str))
+    y = np.asarray(codes, dtype="int64")
+    return _Target(y[: len(train)], y[len(train) :], len(classes))
 
 
 def feature_skill(
-    view: FeatureView, feature: Feature, train: pd.DataFrame, valid: pd.DataFrame
+    feature: Feature, train: pd.Series, valid: pd.Series, target: _Target
 ) -> float | None:
     """The skill of `feature` alone (see the module's doc); None when it cannot be
-    measured (no training or validation rows, or a label without spread on the
-    validation days, which other checks report)."""
-    label = view.label.name
-    if train.empty or valid.empty:
-        return None
-    t_codes, v_codes = _codes(feature, train[feature.name], valid[feature.name])
-    if view.label.is_regression:
-        yt = pd.to_numeric(train[label], errors="coerce").to_numpy(dtype="float64")
-        yv = pd.to_numeric(valid[label], errors="coerce").to_numpy(dtype="float64")
-        base = float(np.nanmean(yt))
-        means = pd.Series(yt).groupby(t_codes).mean()
-        pred = pd.Series(v_codes).map(means).fillna(base).to_numpy(dtype="float64")
+    measured (a label without spread on the validation days, which other checks report)."""
+    codes, n_keys = _codes(feature, train, valid)
+    kt, kv = codes[: len(train)], codes[len(train) :]
+    yt, yv, k = target
+    if k == 0:  # regression
+        known = np.isfinite(yt)
+        base = float(yt[known].mean()) if known.any() else np.nan
+        counts = np.bincount(kt[known], minlength=n_keys)
+        sums = np.bincount(kt[known], weights=yt[known], minlength=n_keys)
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), base)
         loss_base = float(np.nanmean((yv - base) ** 2))
-        loss = float(np.nanmean((yv - pred) ** 2))
+        loss = float(np.nanmean((yv - means[kv]) ** 2))
     else:
-        yt = train[label].astype(str).to_numpy()
-        yv = valid[label].astype(str).to_numpy()
-        base_class = pd.Series(yt).value_counts().index[0]
-        counts = pd.DataFrame({"key": t_codes, "y": yt}).groupby(["key", "y"]).size()
-        majority = counts.sort_values(ascending=False).reset_index().drop_duplicates("key")
-        lookup = pd.Series(majority["y"].to_numpy(), index=majority["key"].to_numpy())
-        pred = pd.Series(v_codes).map(lookup).fillna(base_class).to_numpy()
+        table = np.bincount(kt * k + yt, minlength=n_keys * k).reshape(n_keys, k)
+        base_class = int(np.bincount(yt, minlength=k).argmax())
+        majority = np.where(table.sum(axis=1) > 0, table.argmax(axis=1), base_class)
         loss_base = float(np.mean(yv != base_class))
-        loss = float(np.mean(yv != pred))
+        loss = float(np.mean(yv != majority[kv]))
     if not np.isfinite(loss_base) or loss_base <= 0:
         return None
     return 1.0 - loss / loss_base
@@ -98,17 +114,21 @@ def leaky_features(
     view: FeatureView, frame: pd.DataFrame, is_validation: pd.Series
 ) -> tuple[list[Skill], list[Skill]]:
     """(every measured feature's skill, best first; the ones at or above the view's limit
-    and not in `gates.data.leakage_allowed`)."""
+    and not in `gates.data.leakage_allowed`). Nothing is measured without training and
+    validation rows."""
     gate = view.gates.data
-    train, valid = frame.loc[~is_validation], frame.loc[is_validation]
+    mask = is_validation.to_numpy(dtype=bool)
+    train, valid = frame.loc[~mask], frame.loc[mask]
+    if train.empty or valid.empty:
+        return [], []
+    target = _target(view, train, valid)
     skills = []
     for feature in view.features:
-        skill = feature_skill(view, feature, train, valid)
+        skill = feature_skill(feature, train[feature.name], valid[feature.name], target)
         if skill is not None:
             skills.append(Skill(feature.name, skill))
     skills.sort(key=lambda s: -s.skill)
     allowed = set(gate.leakage_allowed)
-    leaky = [
-        s for s in skills if s.skill >= gate.max_single_feature_skill and s.feature not in allowed
-    ]
+    limit = gate.max_single_feature_skill
+    leaky = [s for s in skills if s.skill >= limit and s.feature not in allowed]
     return skills, leaky
