@@ -122,7 +122,7 @@ def build_ct_dag(view: str) -> Any:
         @task.short_circuit
         def blessed(verdict: dict, **context: Any) -> bool:
             """Skip infra check and promotion when the candidate was not blessed."""
-            return ct.should_promote(verdict, context)
+            return ct.should_promote(verdict, context, view)
 
         @task(multiple_outputs=False, **RETRY, execution_timeout=dt.timedelta(minutes=30))
         def infra_check(trained: dict, **context: Any) -> dict:

@@ -12,9 +12,12 @@ import pandas as pd
 import pytest
 
 from ctloop.core.stats import profile
-from ctloop.features.view import FeatureView
+from ctloop.features.frames import good_rows, resolve_columns, validate_frame
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.ingest.sample import sample_frame
 from ctloop.ingest.synth import NEW_OCCUPATION, Scenario, StreamConfig, generate_day
 from ctloop.training.datagate import GateReport, check_data
+from tests.support.paths import ROOT
 
 DAY = dt.date(2026, 5, 1)
 AS_OF = pd.Timestamp(DAY + dt.timedelta(days=10))
@@ -98,3 +101,91 @@ def test_once_the_champion_learnt_a_new_category_scheduled_runs_accept_it(
     assert report.passed, report.summary()
     # without a champion only the view's own list counts
     assert not check(check_data(view, later, AS_OF, None), "categories:occupation")[0]
+
+
+# ------------------------------------------------------------------- target leakage (issue 18)
+
+
+def with_feature(view: FeatureView, feature: dict, **data_gate: object) -> FeatureView:
+    """The view with one more feature (and data-gate settings), validated as if loaded."""
+    raw = view.model_dump(by_alias=True, exclude_none=True)
+    raw["features"] = [*raw["features"], feature]
+    raw["gates"]["data"].update(data_gate)
+    return FeatureView.model_validate(raw)
+
+
+def sample_view_frame(name: str) -> tuple[FeatureView, pd.DataFrame]:
+    """An example view and its sample data, typed as the training set would be."""
+    view = load_view_file(ROOT / "examples" / "views" / f"{name}.yaml")
+    resolved = resolve_columns(view, sample_frame(name).astype(str))
+    features, labels = good_rows(validate_frame(view, resolved.frame))
+    return view, features.merge(labels, on=[view.entity, view.event_date])
+
+
+def test_a_categorical_copy_of_a_multiclass_label_is_refused_and_named(
+    view: FeatureView, frames: dict[str, pd.DataFrame]
+) -> None:
+    classes = view.label.class_list
+    leaky = with_feature(view, {"name": "outcome_code", "type": "categorical",
+                                "categories": classes})  # fmt: skip
+    frame = frames["before"].assign(outcome_code=frames["before"][view.label.name])
+    report = check_data(leaky, frame, AS_OF)
+    passed, detail = check(report, "leakage")
+    assert not passed
+    assert "'outcome_code' (skill 1.000)" in detail and "target leakage" in detail
+    assert [c.name for c in report.failed] == ["leakage"]
+    # a feature the owner says is genuinely that predictive can be allowed, by name
+    feature = {"name": "outcome_code", "type": "categorical", "categories": classes}
+    allowed = with_feature(view, feature, leakage_allowed=["outcome_code"])
+    passed, detail = check(check_data(allowed, frame, AS_OF), "leakage")
+    assert passed and "allowed by gates.data.leakage_allowed: 'outcome_code'" in detail
+
+
+def test_a_numeric_copy_of_a_regression_label_is_refused_and_named() -> None:
+    view, frame = sample_view_frame("diabetes")
+    leaky = with_feature(view, {"name": "progress_later", "type": "numeric"})
+    frame = frame.assign(progress_later=frame[view.label.name] + 0.01)
+    passed, detail = check(check_data(leaky, frame, AS_OF), "leakage")
+    assert not passed and "'progress_later'" in detail
+
+
+def test_a_numeric_code_of_a_binary_label_is_refused_and_named() -> None:
+    view, frame = sample_view_frame("breast_cancer")
+    leaky = with_feature(view, {"name": "biopsy_result", "type": "numeric"})
+    code = (frame[view.label.name] == view.label.positive_class).astype(float)
+    passed, detail = check(check_data(leaky, frame.assign(biopsy_result=code), AS_OF), "leakage")
+    assert not passed and "'biopsy_result'" in detail
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "diabetes", "wine"])
+def test_the_shipped_examples_have_no_leaky_feature(name: str) -> None:
+    view, frame = sample_view_frame(name)
+    passed, detail = check(check_data(view, frame, AS_OF), "leakage")
+    assert passed, detail
+
+
+def test_the_shipped_view_has_no_leaky_feature(
+    view: FeatureView, frames: dict[str, pd.DataFrame]
+) -> None:
+    passed, detail = check(check_data(view, frames["before"], AS_OF), "leakage")
+    assert passed and detail.startswith("best single feature"), detail
+
+
+def test_leakage_allowed_must_name_a_feature(view: FeatureView) -> None:
+    with pytest.raises(ValueError, match="leakage_allowed names 'nope'"):
+        with_feature(view, {"name": "x", "type": "numeric"}, leakage_allowed=["nope"])
+
+
+def test_a_one_class_window_is_refused_even_with_min_class_share_0(
+    view: FeatureView, frames: dict[str, pd.DataFrame]
+) -> None:
+    """Nothing else stops it with `min_class_share: 0`, and CatBoost then crashed inside
+    training ("Target contains only one unique value")."""
+    raw = view.model_dump(by_alias=True, exclude_none=True)
+    raw["gates"]["data"]["min_class_share"] = 0
+    lenient = FeatureView.model_validate(raw)
+    frame = frames["before"].assign(**{view.label.name: view.label.class_list[0]})
+    report = check_data(lenient, frame, AS_OF)
+    passed, detail = check(report, "label_classes")
+    assert not passed and "training rows hold 1 class(es)" in detail
+    assert check(check_data(lenient, frames["before"], AS_OF), "label_classes")[0]

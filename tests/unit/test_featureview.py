@@ -96,3 +96,41 @@ def test_name_must_match_file(tmp_path: Path, raw: dict) -> None:
     path = _write(tmp_path, raw, name="other")
     with pytest.raises(FeatureViewError, match="must match the file name"):
         load_view_file(path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "problem"),
+    [
+        (lambda d: d["features"][2].update(name="ingested_at"), "features[2].name", "ctloop adds"),
+        (lambda d: d.update(entity="arrived_at"), "entity", "ctloop adds"),
+        (lambda d: d.update(event_date="ingested_at"), "event_date", "ctloop adds"),
+        (lambda d: d.update(entity="event_date"), "entity", "also the event_date column"),
+        (lambda d: d["features"][0].update(name="model_dump"), "features[0].name", "model_"),
+        (lambda d: d["features"][0].update(name="model_config"), "features[0].name", "model_"),
+        (lambda d: d["features"][0].update(name="model_x"), "features[0].name", "model_"),
+        (lambda d: d["features"][0].update(name="json"), "features[0].name", "request model"),
+        (lambda d: d["features"][0].update(name="dict"), "features[0].name", "request model"),
+        (lambda d: d["label"].update(name="copy"), "label.name", "request model"),
+        (lambda d: d.update(entity="schema"), "entity", "request model"),
+    ],
+)
+def test_names_that_break_the_store_or_the_request_model_are_refused(
+    tmp_path, raw, mutate, key, problem
+) -> None:
+    mutate(raw)
+    with pytest.raises(FeatureViewError) as info:
+        load_view_file(_write(tmp_path, raw))
+    assert f"{key}: " in str(info.value) and problem in str(info.value)
+
+
+def test_a_view_name_too_long_for_its_tables_and_indexes_is_refused(tmp_path, raw) -> None:
+    """MariaDB takes 64 characters per identifier; the view's longest derived name (an
+    index of its labels table) failed at `init-db` with error 1059."""
+    name = "v" * 47
+    raw["name"] = name
+    with pytest.raises(FeatureViewError, match=r"name: .* is too long: the .* index 'ix_v+_"):
+        load_view_file(_write(tmp_path, raw, name))
+    fits = "v" * 46
+    raw["name"] = fits
+    view = load_view_file(_write(tmp_path, raw, fits))
+    assert max(len(n) for n in view.store_identifiers().values()) == 64

@@ -137,3 +137,47 @@ def test_the_ingest_dag_takes_its_interval_from_params_or_the_run() -> None:
     )
     with pytest.raises(CtloopError, match="since and until go together"):
         interval_of({"params": {"since": "2026-02-10T00:00:00Z", "until": None}})
+
+
+def test_labels_sent_again_without_arrival_times_keep_their_first_arrival(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A labels file (or SQL interval) without `arrived_at` read twice must not move the
+    arrival of labels that did not change: point-in-time training sets for past dates
+    would change under the user's feet."""
+    import sqlalchemy as sa
+
+    drop = tmp_path / "labels"
+    drop.mkdir()
+    view = view_with(tmp_path, sources=[{"kind": "files", "name": "labels", "path": "labels",
+                                         "contents": "labels"}])  # fmt: skip
+    store = FeatureStore(store_url)
+    store.init([view])
+    features, labels = generate_day(dt.date(2026, 3, 1), StreamConfig(seed=1, rows_per_day=40))
+    store.ingest(view, features=features)
+    sent = labels[[view.entity, view.event_date, view.label.name]].head(20)
+    sent.to_csv(drop / "first.csv", index=False)
+    interval = Interval(dt.datetime(2026, 3, 1), dt.datetime(2026, 3, 2))
+
+    def arrivals() -> dict[str, object]:
+        table = store.view_tables(view)[1]
+        with store.begin() as conn:
+            rows = conn.execute(sa.select(table.c[view.entity], table.c.arrived_at)).all()
+        return {str(k): v for k, v in rows}
+
+    ingest_view(view, store, interval, run_id="r1", data_dir=tmp_path, url_of=lambda _: "")
+    first = arrivals()
+    assert len(first) == 20
+    changed = sent.copy()
+    classes = view.label.class_list
+    old = changed.loc[0, view.label.name]
+    changed.loc[0, view.label.name] = next(c for c in classes if c != old)  # a correction
+    changed.to_csv(drop / "second.csv", index=False)
+    ingest_view(view, store, interval, run_id="r2", data_dir=tmp_path, url_of=lambda _: "")
+    second = arrivals()
+    corrected = str(changed.loc[0, view.entity])
+    assert {k: v for k, v in second.items() if k != corrected} == {
+        k: v for k, v in first.items() if k != corrected
+    }
+    assert second[corrected] >= first[corrected]
+    store.dispose()

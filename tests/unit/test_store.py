@@ -176,8 +176,8 @@ def test_ingest_is_atomic(store: FeatureStore, view: FeatureView, monkeypatch) -
     features, labels = _day(DAY, rows=10)
     real_write = store._write
 
-    def write_then_fail(conn, table, frame):
-        written = real_write(conn, table, frame)
+    def write_then_fail(conn, table, frame, *rest):
+        written = real_write(conn, table, frame, *rest)
         if table.name == view.labels_table:
             raise RuntimeError("database went away mid-transaction")
         return written

@@ -32,7 +32,9 @@ def init_db(views: tuple[str, ...]) -> None:
     names = list(views) or list_views()
     loaded = [view_named(n) for n in names]
     store = settings_store()
-    store.init(loaded)
+    converted = store.init(loaded)
+    if converted:
+        click.echo(f"converted to binary collation (keys compare as bytes): {', '.join(converted)}")
     click.echo(f"feature store {store.safe_url}: tables ready for {', '.join(names)}")
 
 

@@ -116,12 +116,19 @@ def promote(view: str, version: str, force: bool, reason: str) -> None:
     A version that did not pass its gates serves only when promoted here with --force and
     a --reason; who and why are written on the version, and serving refuses a champion
     moved any other way (the MLflow UI's alias pencil, a script)."""
+    from ctloop.store.ctlock import CtLock, cli_holder  # (b) light CLI start
     from ctloop.training.pipeline import Run  # (b) light CLI start
     from ctloop.training.pipeline import promote as promote_step  # (b) light CLI start
 
     if force and not reason.strip():
         raise click.UsageError("--force needs --reason: say why this version should serve")
-    echo_json(promote_step(Run.make(view, reason=reason), version, force=force))
+    run = Run.make(view, reason=reason)
+    store = run.store()
+    try:  # never while a CT run of the view is between its model gate and its promotion
+        with CtLock(store).held(run.view.name, cli_holder()):
+            echo_json(promote_step(run, version, force=force))
+    finally:
+        store.dispose()
 
 
 @cli.command()

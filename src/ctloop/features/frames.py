@@ -248,6 +248,19 @@ def _labels(
     values, present, breaches = schema_of(view).label.parse(text[view.label.name])
     _add(breaches, rows, problems)
     arrived = _arrived(text, present, arrived_at_default, rows, problems)
+    # a label known before its event happened is a wrong arrival time (or a wrong date),
+    # and would let point-in-time training sets see the outcome before the event
+    early = (present & arrived.notna() & keys[1].notna() & (arrived < keys[1])).fillna(False)
+    _report(
+        early.astype(bool),
+        rows,
+        ARRIVED_AT,
+        lambda i: (
+            f"label arrives at {arrived.iloc[i]:%Y-%m-%d %H:%M:%S} UTC, before its event "
+            f"date {keys[1].iloc[i]:%Y-%m-%d}"
+        ),
+        problems,
+    )
     return pd.DataFrame({view.entity: keys[0], view.event_date: keys[1],
                          view.label.name: values, ARRIVED_AT: arrived,
                          "_present": present.to_numpy()})  # fmt: skip

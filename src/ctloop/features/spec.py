@@ -220,6 +220,11 @@ class DataGate(StrictModel):
     max_unseen_category_rate: float = Field(default=0.05, ge=0, le=1)
     min_class_share: float = Field(default=0.02, ge=0, lt=1)
     max_skew_distance: float = Field(default=0.2, gt=0, le=1)
+    # target leakage: a feature whose one-feature model reaches this skill on the
+    # validation days (1 - loss / loss of the label alone; 1 = a copy of the label)
+    # refuses the run, unless the feature is listed in leakage_allowed
+    max_single_feature_skill: float = Field(default=0.95, gt=0, le=1)
+    leakage_allowed: list[str] = Field(default_factory=list)
 
 
 class ModelGate(StrictModel):

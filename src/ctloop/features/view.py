@@ -11,10 +11,11 @@ parts a view is made of live in `ctloop.features.spec` (re-exported here).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ctloop.errors import FeatureViewError
 from ctloop.features import kinds
@@ -117,9 +118,29 @@ class FeatureView(StrictModel):
     def _names_unique(self) -> FeatureView:
         seen: dict[str, str] = {}
         if self.entity == self.event_date:
-            raise ValueError("entity and event_date must be different columns")
-        reserved = {self.entity: "entity", self.event_date: "event_date",
-                    **dict.fromkeys(RESERVED_COLUMNS, "a column ctloop adds")}  # fmt: skip
+            raise ValueError(
+                f"entity: '{self.entity}' is also the event_date column; the key needs two "
+                "different columns"
+            )
+        # the key columns live only in the store's tables (the log keeps the entity as
+        # entity_id), so they may take the log's names (an entity called `id`) but not
+        # the store's own columns
+        for where, name, columns in (
+            ("entity", self.entity, STORE_COLUMNS),
+            ("event_date", self.event_date, STORE_COLUMNS),
+            ("label.name", self.label.name, RESERVED_COLUMNS),
+        ):
+            problem = reserved_name_problem(name, columns)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+        for where, identifier in self.store_identifiers().items():
+            if len(identifier) > MAX_IDENTIFIER:
+                raise ValueError(
+                    f"name: '{self.name}' is too long: the {where} '{identifier}' has "
+                    f"{len(identifier)} characters, MariaDB takes at most {MAX_IDENTIFIER} "
+                    f"(keep the name to {MAX_VIEW_NAME} characters)"
+                )
+        reserved = {self.entity: "entity", self.event_date: "event_date"}
         for i, feature in enumerate(self.features):
             if feature.name.startswith("proba_"):
                 raise ValueError(
@@ -130,11 +151,14 @@ class FeatureView(StrictModel):
                 raise ValueError(
                     f"features[{i}]: '{feature.name}' is already the {reserved[feature.name]}"
                 )
+            problem = reserved_name_problem(feature.name)
+            if problem:
+                raise ValueError(f"features[{i}].name: {problem}")
             if feature.name in seen:
                 raise ValueError(f"features[{i}]: duplicate feature name '{feature.name}'")
             seen[feature.name] = feature.name
         if self.label.name in seen or self.label.name in reserved:
-            raise ValueError(f"label.name '{self.label.name}' clashes with another column")
+            raise ValueError(f"label.name: '{self.label.name}' clashes with another column")
         markers = set(self.import_options.missing_values)
         for i, feature in enumerate(self.features):
             clash = sorted(markers & set(feature.categories or []))
@@ -148,6 +172,12 @@ class FeatureView(StrictModel):
             raise ValueError(
                 f"label class {clash[0]!r} is also an import.missing_values marker; remove it "
                 "from import.missing_values"
+            )
+        unknown_allowed = sorted(set(self.gates.data.leakage_allowed) - set(seen))
+        if unknown_allowed:
+            raise ValueError(
+                f"gates.data.leakage_allowed names '{unknown_allowed[0]}', which is not a "
+                "feature of this view"
             )
         targets = set(self.import_options.columns.values())
         known = {self.entity, self.event_date, self.label.name, "arrived_at", *seen}
@@ -184,6 +214,18 @@ class FeatureView(StrictModel):
                 return feature
         raise KeyError(name)
 
+    def store_identifiers(self) -> dict[str, str]:
+        """Every database identifier derived from the view's name (tables and indexes), by
+        what it is: one source for `ctloop.store.tables` and the length check above."""
+        name = self.name
+        return {
+            "features table": self.features_table,
+            "labels table": self.labels_table,
+            "features date index": f"ix_{name}_features_date",
+            "labels date index": f"ix_{name}_labels_date",
+            "labels arrival index": f"ix_{name}_labels_arrived",
+        }
+
     @property
     def features_table(self) -> str:
         """The store's table of this view's feature rows, named from the view alone."""
@@ -193,6 +235,37 @@ class FeatureView(StrictModel):
     def labels_table(self) -> str:
         """The store's table of labels, apart from features because they arrive later."""
         return f"{self.name}_labels"
+
+
+MAX_IDENTIFIER = 64
+"""MariaDB's limit on table, index and column names (a longer one failed at `init-db` with
+error 1059, reported as an unreachable store)."""
+MAX_VIEW_NAME = MAX_IDENTIFIER - len("ix__labels_arrived")
+
+# Names the request model (a pydantic model with one field per column) cannot take: a
+# field named like one of BaseModel's attributes breaks the model or vanishes from it, and
+# pydantic keeps the `model_` prefix for itself.
+PYDANTIC_NAMES = frozenset(n for n in dir(BaseModel) if not n.startswith("_"))
+
+
+STORE_COLUMNS = ("ingested_at", "arrived_at")
+"""The columns the store adds to a view's tables next to the key columns."""
+
+
+def reserved_name_problem(name: str, reserved: Sequence[str] = RESERVED_COLUMNS) -> str | None:
+    """Why a view may not name a column `name` (None: it may): one of the `reserved`
+    columns ctloop adds, or a name the request model cannot take."""
+    if name in reserved:
+        return (
+            f"'{name}' clashes with a column ctloop adds to the store or the prediction log "
+            f"(reserved: {', '.join(reserved)})"
+        )
+    if name.startswith("model_") or name in PYDANTIC_NAMES:
+        return (
+            f"'{name}' clashes with an attribute of the request model (pydantic reserves "
+            "the prefix model_ and names such as dict, json, copy, schema)"
+        )
+    return None
 
 
 def _format_loc(loc: tuple) -> str:

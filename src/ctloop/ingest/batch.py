@@ -39,6 +39,10 @@ class CheckedBatch:
     problems: list[Problem] = field(default_factory=list)
     bad_rows: int = 0
     refused: str | None = None
+    # False when the batch has no `arrived_at` column (its labels "arrived" at landing):
+    # then a stored label that is unchanged keeps its arrival time, so re-reading a SQL
+    # interval or a corrected file does not move past point-in-time training sets
+    arrival_given: bool = True
 
     @property
     def rows_taken(self) -> int:
@@ -88,11 +92,13 @@ def check_batch(
         checked = validate_frame(view, resolved.frame)
     problems = sort_problems([*resolved.problems, *checked.problems], resolved.frame.columns)
     rows = checked.total_rows
+    given = "arrived_at" in resolved.frame.columns
     if any(p.row is None for p in problems):
-        return CheckedBatch(rows, None, None, problems, rows, "file-level: " + summary(problems))
+        reason = "file-level: " + summary(problems)
+        return CheckedBatch(rows, None, None, problems, rows, reason, given)
     if problems and not partial:
         reason = f"{len(checked.bad_rows)} bad row(s), partial_loads is off: {summary(problems)}"
-        return CheckedBatch(rows, None, None, problems, len(checked.bad_rows), reason)
+        return CheckedBatch(rows, None, None, problems, len(checked.bad_rows), reason, given)
     if contents == "labels":
         assert checked.labels is not None  # no file-level problem: the columns are there
         keep = ~np.isin(np.arange(1, rows + 1), list(checked.bad_rows))
@@ -102,7 +108,7 @@ def check_batch(
         features, labels = good_rows(checked)
     if labels is not None and labels.empty:
         labels = None
-    return CheckedBatch(rows, features, labels, problems, len(checked.bad_rows))
+    return CheckedBatch(rows, features, labels, problems, len(checked.bad_rows), None, given)
 
 
 def known_columns(view: FeatureView) -> set[str]:

@@ -149,7 +149,10 @@ def take_file(
         with store.begin() as conn:
             bookkeeping(conn)
     else:
-        store.ingest(view, checked.features, checked.labels, also=bookkeeping)
+        store.ingest(
+            view, checked.features, checked.labels,
+            arrival_given=checked.arrival_given, also=bookkeeping,
+        )  # fmt: skip
     moved = _move(path, REJECTED if refused else DONE, sha)
     if refused:
         moved.with_name(moved.name + ".reason.txt").write_text(f"{checked.refused}\n")

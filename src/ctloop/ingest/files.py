@@ -191,8 +191,9 @@ def import_csv(
         )
         raise _refuse(path, problems, checked.bad_rows, resolved.renamed, hint)
     features, labels = good_rows(checked)
+    given = ARRIVED_AT in resolved.frame.columns  # else "now": kept for unchanged labels
     began = time.perf_counter()
-    n_features, n_labels = store.ingest(view, features, labels)
+    n_features, n_labels = store.ingest(view, features, labels, arrival_given=given)
     say(f"written: {_rate(n_features + n_labels, time.perf_counter() - began)}")
     log.info("%s: wrote %d feature rows and %d labels", path, n_features, n_labels)
     return ImportResult(
@@ -224,7 +225,7 @@ def import_labels_csv(store: FeatureStore, view: FeatureView, path: str | Path) 
         raise _refuse(path, problems, checked.bad_rows, resolved.renamed, "nothing was written")
     assert checked.labels is not None  # no problems: every column was there
     labels = checked.labels.drop(columns="_present").reset_index(drop=True)
-    written = store.upsert_labels(view, labels)
+    written = store.upsert_labels(view, labels, arrival_given=ARRIVED_AT in resolved.frame.columns)
     log.info("%s: wrote %d labels", path, written)
     return ImportResult(
         rows_read=checked.total_rows,

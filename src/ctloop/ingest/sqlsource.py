@@ -161,7 +161,10 @@ def take_interval(
             until,  # type: ignore[arg-type]
         ):
             result.duplicates = checked.rows_taken
-        store.ingest(view, checked.features, checked.labels, also=bookkeeping)
+        store.ingest(
+            view, checked.features, checked.labels,
+            arrival_given=checked.arrival_given, also=bookkeeping,
+        )  # fmt: skip
         result.taken, result.late_labels = checked.rows_taken, checked.late_labels
     result.watermark = ledger.watermark(store, view.name, source.name)
     if checked.refused is not None:

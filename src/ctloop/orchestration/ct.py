@@ -1,18 +1,67 @@
 """The CT DAG's tasks, one function per task: build the `Run` from the Airflow context,
 call the pipeline step with the feature store of the Airflow connection, and return the
-step's outcome as plain JSON for XCom."""
+step's outcome as plain JSON for XCom.
+
+Every step runs under the view's CT lease (`ctloop.store.ctlock`), held in the name of the
+DAG run, so a `ctloop train` of the same view cannot run between two of its tasks (nor it
+between a CLI run's steps). The lease is given back when the run ends: after `promote`,
+when the model gate's refusal skips the rest, and when a task fails.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ctloop.orchestration.connection import feature_store_url
 from ctloop.orchestration.context import conf, fail_fast, force_promote, jsonable, make_run
 
+if TYPE_CHECKING:
+    from ctloop.training.run import Run
+
 log = logging.getLogger(__name__)
+
+
+def _run_id(context: Mapping[str, Any]) -> str:
+    dag_run = context.get("dag_run")
+    return str(getattr(dag_run, "run_id", "") or context.get("run_id") or "unknown")
+
+
+@contextlib.contextmanager
+def _leased(run: Run, *, release: bool = False) -> Iterator[None]:
+    """Hold the view's CT lease for this DAG run during a step; give it back if the step
+    fails (the run ends there, or a retry takes it again) or when `release` (last step)."""
+    from ctloop.store.ctlock import CtLock, airflow_holder  # (a) parse time: SQLAlchemy
+
+    store = run.store(feature_store_url())
+    lock = CtLock(store)
+    holder = airflow_holder(run.airflow_run_id or "unknown")
+    try:
+        lock.acquire(run.view.name, holder)
+        try:
+            yield
+        except BaseException:
+            lock.release(run.view.name, holder)
+            raise
+        if release:
+            lock.release(run.view.name, holder)
+    finally:
+        store.dispose()
+
+
+def release_lease(view: str, context: Mapping[str, Any]) -> bool:
+    """Give back this DAG run's lease on the view (the run ends without promoting)."""
+    from ctloop.store.ctlock import CtLock, airflow_holder  # (a) parse time: SQLAlchemy
+    from ctloop.store.engine import Database  # (a) parse time: SQLAlchemy
+
+    db = Database(feature_store_url())
+    try:
+        return CtLock(db).release(view, airflow_holder(_run_id(context)))
+    finally:
+        db.dispose()
 
 
 def extract(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,7 +77,8 @@ def extract(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
         findings = conf(context).get("findings")
         if findings:
             log.info("drift findings: %s", json.dumps(findings, default=str)[:2000])
-        summary = pipeline.extract(run, feature_store_url())
+        with _leased(run):
+            summary = pipeline.extract(run, feature_store_url())
     return jsonable({**summary, "trigger": run.trigger})
 
 
@@ -38,7 +88,8 @@ def validate_data(view: str, context: Mapping[str, Any], fingerprint: str) -> di
 
     with fail_fast():
         run = make_run(view, context)
-        report = pipeline.validate_data(run, feature_store_url(), fingerprint)
+        with _leased(run):
+            report = pipeline.validate_data(run, feature_store_url(), fingerprint)
     return jsonable(report)
 
 
@@ -48,7 +99,8 @@ def train(view: str, context: Mapping[str, Any], fingerprint: str) -> dict[str, 
 
     with fail_fast():
         run = make_run(view, context)
-        result = pipeline.train(run, feature_store_url(), fingerprint)
+        with _leased(run):
+            result = pipeline.train(run, feature_store_url(), fingerprint)
     return jsonable(result)
 
 
@@ -60,13 +112,17 @@ def evaluate(
 
     with fail_fast():
         run = make_run(view, context)
-        verdict = pipeline.evaluate(run, version, feature_store_url(), fingerprint)
+        with _leased(run):
+            verdict = pipeline.evaluate(run, version, feature_store_url(), fingerprint)
     return jsonable(verdict)
 
 
-def should_promote(verdict: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+def should_promote(
+    verdict: Mapping[str, Any], context: Mapping[str, Any], view: str | None = None
+) -> bool:
     """Short-circuit condition: go on to infra check and promotion only when blessed
-    (or when the `force_promote` param overrides a refusal)."""
+    (or when the `force_promote` param overrides a refusal). A refusal ends the run, so
+    it gives the view's CT lease back (when told the `view`)."""
     if verdict["blessed"]:
         return True
     if force_promote(context):
@@ -75,6 +131,8 @@ def should_promote(verdict: Mapping[str, Any], context: Mapping[str, Any]) -> bo
             verdict.get("version"),
         )
         return True
+    if view is not None:
+        release_lease(view, context)
     log.info(
         "version %s was not blessed (%s): skipping infra check and promotion",
         verdict.get("version"),
@@ -89,7 +147,8 @@ def infra_check(view: str, context: Mapping[str, Any], version: str) -> dict[str
 
     with fail_fast():
         run = make_run(view, context)
-        result = pipeline.infra_check(run, version, feature_store_url())
+        with _leased(run):
+            result = pipeline.infra_check(run, version, feature_store_url())
     return jsonable(result)
 
 
@@ -102,5 +161,6 @@ def promote(
     with fail_fast():
         run = make_run(view, context)
         force = force_promote(context) and not verdict["blessed"]
-        result = pipeline.promote(run, version, force=force)
+        with _leased(run, release=True):
+            result = pipeline.promote(run, version, force=force)
     return jsonable(result)

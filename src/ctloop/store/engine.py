@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import NoSuchModuleError, OperationalError
+from sqlalchemy.exc import NoSuchModuleError, OperationalError, ProgrammingError
 
 from ctloop.errors import CtloopError, StoreUnavailableError
 from ctloop.redact import redact
@@ -57,6 +57,12 @@ def unsupported_url_error(url: URL, exc: Exception) -> CtloopError:
         f"FEATURE_STORE_URL {redact(url.render_as_string(hide_password=True))}: scheme "
         f"'{scheme}' cannot be used: {why}{hint}; accepted schemes: {', '.join(ACCEPTED_SCHEMES)}"
     )
+
+
+# MariaDB errors about the schema, not the server: table exists, unknown table, unknown
+# column, identifier too long, duplicate column, duplicate index name, bad table name, no
+# such table
+_SCHEMA_ERRORS = (1050, 1051, 1054, 1059, 1060, 1061, 1103, 1146)
 
 
 def make_engine(url: URL) -> Engine:
@@ -105,11 +111,23 @@ class Database:
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
-        """Turn "cannot connect" driver errors into one clear, user-facing error."""
+        """Turn "cannot connect" driver errors into one clear, user-facing error.
+
+        A schema error (a table or index that exists or is missing, a name too long) is
+        no outage: it is reported as what it is, and not retried as one.
+        """
         try:
             yield
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError) as exc:
             reason = str(exc.orig) if exc.orig is not None else str(exc)
+            orig = exc.orig
+            code = orig.args[0] if orig is not None and orig.args else None
+            if code in _SCHEMA_ERRORS:
+                raise CtloopError(
+                    f"feature store {self.safe_url} refused a schema operation: {reason}"
+                ) from exc
+            if isinstance(exc, ProgrammingError):  # a bug in the SQL: keep its traceback
+                raise
             raise StoreUnavailableError(
                 f"feature store {self.safe_url} is unreachable or refused the operation: {reason}"
             ) from exc

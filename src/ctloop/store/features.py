@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 
 from ctloop.errors import CtloopError, DataValidationError
+from ctloop.features.frames import MAX_REPORTED, parse_calendar_dates, parse_times
 from ctloop.features.view import FeatureView
 from ctloop.settings import Settings, get_settings
 from ctloop.store.dates import as_of_instant, to_date
@@ -36,6 +38,12 @@ from ctloop.store.training_sets import TrainingSetReads
 __all__ = ["FeatureStore", "as_of_instant", "to_date"]
 
 log = logging.getLogger(__name__)
+
+
+def _python_dates(values: pd.Series) -> bool:
+    """Whether a column holds only Python dates (no times, so no zones) and missing values."""
+    present = values.dropna()
+    return bool(len(present)) and bool(present.map(type).eq(dt.date).all())
 
 
 class FeatureStore(TrainingSetReads, StatusReads):
@@ -65,23 +73,37 @@ class FeatureStore(TrainingSetReads, StatusReads):
 
     # ------------------------------------------------------------------ writes
 
-    def _upsert_statement(self, table: sa.Table) -> sa.Insert:
+    def _upsert_statement(self, table: sa.Table, keep_arrival: str | None = None) -> sa.Insert:
+        """An insert that updates the row of an existing key.
+
+        `keep_arrival` names the label column of a labels table whose arrival times were
+        not given (they default to now): an existing row whose label is unchanged keeps
+        its `arrived_at`, so re-importing a file never moves a label's arrival and the
+        point-in-time training sets of past dates stay as they were. A changed label did
+        arrive now, and takes the new time.
+        """
         keys = [c.name for c in table.primary_key.columns]
         rest = [c.name for c in table.columns if c.name not in keys]
         if self.dialect in MYSQL_DIALECTS:
             stmt = mysql.insert(table)
-            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in rest})
-        if self.dialect == "sqlite":
-            stmt = sqlite.insert(table)
-            return stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: stmt.excluded[c] for c in rest}
+            new = stmt.inserted
+        elif self.dialect in ("sqlite", "postgresql"):
+            stmt = (sqlite if self.dialect == "sqlite" else postgresql).insert(table)
+            new = stmt.excluded
+        else:
+            raise CtloopError(f"feature store dialect '{self.dialect}' is not supported")
+        updates: list[tuple[str, Any]] = []
+        if keep_arrival is not None:
+            # first: MariaDB evaluates the assignments in order, and the label's below
+            # would make every label look unchanged
+            same = table.c[keep_arrival] == new[keep_arrival]
+            updates.append(
+                ("arrived_at", sa.case((same, table.c.arrived_at), else_=new["arrived_at"]))
             )
-        if self.dialect == "postgresql":
-            stmt = postgresql.insert(table)
-            return stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: stmt.excluded[c] for c in rest}
-            )
-        raise CtloopError(f"feature store dialect '{self.dialect}' is not supported")
+        updates += [(c, new[c]) for c in rest if not (keep_arrival and c == "arrived_at")]
+        if self.dialect in MYSQL_DIALECTS:
+            return stmt.on_duplicate_key_update(updates)
+        return stmt.on_conflict_do_update(index_elements=keys, set_=dict(updates))
 
     def _rows(self, frame: pd.DataFrame, table: sa.Table) -> list[tuple]:
         """Rows as tuples of plain Python values (None for missing) that any driver binds.
@@ -107,25 +129,64 @@ class FeatureStore(TrainingSetReads, StatusReads):
             if frame[key].isna().any():
                 raise DataValidationError(f"{what}: column '{key}' has empty values")
 
+    @staticmethod
+    def _times(what: str, column: str, values: pd.Series, *, calendar: bool) -> pd.Series:
+        """A date or time column as naive UTC, by the import's rules (`parse_calendar_dates`
+        / `parse_times`): offsets may differ from row to row. Values that are no date or
+        time are refused naming the column and rows, never left to pandas (whose "Mixed
+        timezones detected" came out as a raw traceback)."""
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            zoned = getattr(values.dt, "tz", None) is not None
+            if calendar:  # the date as written, in the value's own zone
+                parsed = (values.dt.tz_localize(None) if zoned else values).dt.normalize()
+            else:
+                parsed = values.dt.tz_convert("UTC").dt.tz_localize(None) if zoned else values
+        elif _python_dates(values):  # the synthetic stream's dates: the fast path
+            parsed = pd.to_datetime(values.astype(object))
+        else:
+            text = values.astype(object).where(values.notna(), None)
+            text = text.map(
+                lambda v: v.isoformat() if isinstance(v, dt.date | dt.datetime) else v,
+                na_action="ignore",
+            ).astype("string")
+            parsed = (parse_calendar_dates if calendar else parse_times)(text)
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            positions = np.flatnonzero(bad)
+            rows = [str(i + 1) for i in positions[:MAX_REPORTED]]
+            more = f" and {int(bad.sum()) - len(rows)} more" if bad.sum() > len(rows) else ""
+            kind = "date" if calendar else "date and time (ISO 8601)"
+            raise DataValidationError(
+                f"{what}: column '{column}' must hold a {kind} in every row; row(s) "
+                f"{', '.join(rows)}{more} do not (e.g. {values.iloc[int(positions[0])]!r})"
+            )
+        return parsed
+
     def _prepare_features(self, view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
         required = [view.entity, view.event_date, *view.feature_names]
-        self._check_columns(frame, required, view.features_table)
+        what = view.features_table
+        self._check_columns(frame, required, what)
         out = frame[required].copy()
         out[view.entity] = out[view.entity].astype(str)
-        out[view.event_date] = pd.to_datetime(out[view.event_date]).dt.date
+        day = self._times(what, view.event_date, out[view.event_date], calendar=True)
+        out[view.event_date] = day.dt.date
         if "ingested_at" in frame.columns:
-            out["ingested_at"] = pd.to_datetime(frame["ingested_at"]).dt.to_pydatetime()
+            when = self._times(what, "ingested_at", frame["ingested_at"], calendar=False)
+            out["ingested_at"] = when.dt.to_pydatetime()
         else:
             out["ingested_at"] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         return out
 
     def _prepare_labels(self, view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
         required = [view.entity, view.event_date, view.label.name, "arrived_at"]
-        self._check_columns(frame, required, view.labels_table)
+        what = view.labels_table
+        self._check_columns(frame, required, what)
         out = frame[required].copy()
         out[view.entity] = out[view.entity].astype(str)
-        out[view.event_date] = pd.to_datetime(out[view.event_date]).dt.date
-        out["arrived_at"] = list(pd.to_datetime(out["arrived_at"]).dt.to_pydatetime())
+        day = self._times(what, view.event_date, out[view.event_date], calendar=True)
+        arrived = self._times(what, "arrived_at", out["arrived_at"], calendar=False)
+        out[view.event_date] = day.dt.date
+        out["arrived_at"] = list(arrived.dt.to_pydatetime())
         label = out[view.label.name]
         if view.label.is_regression:
             values = pd.to_numeric(label, errors="coerce")
@@ -144,7 +205,13 @@ class FeatureStore(TrainingSetReads, StatusReads):
             )
         return out
 
-    def _write(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    def _write(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        frame: pd.DataFrame,
+        keep_arrival: str | None = None,
+    ) -> int:
         """Bulk upsert through the DBAPI cursor's executemany.
 
         The statement is compiled by SQLAlchemy (bound parameters, dialect quoting) and its
@@ -153,7 +220,7 @@ class FeatureStore(TrainingSetReads, StatusReads):
         """
         if frame.empty:
             return 0
-        stmt = self._upsert_statement(table)
+        stmt = self._upsert_statement(table, keep_arrival)
         columns = list(frame.columns)
         compiled = stmt.compile(dialect=self.engine.dialect, column_keys=columns)
         order = compiled.positiontup
@@ -179,10 +246,13 @@ class FeatureStore(TrainingSetReads, StatusReads):
         features: pd.DataFrame | None = None,
         labels: pd.DataFrame | None = None,
         *,
+        arrival_given: bool = True,
         also: Callable[[Connection], None] | None = None,
     ) -> tuple[int, int]:
         """Upsert feature and label rows in one transaction: all of them land, or none.
 
+        `arrival_given=False` says the labels' `arrived_at` is a default (the time of the
+        import), not a fact: a stored label that is unchanged keeps its arrival time.
         `also` runs inside the same transaction after the rows are written: ingestion
         writes its ledger, rejects and watermark there, so rows and the record that they
         were taken commit together or not at all.
@@ -190,13 +260,16 @@ class FeatureStore(TrainingSetReads, StatusReads):
         ftable, ltable = self.view_tables(view)
         fprep = self._prepare_features(view, features) if features is not None else None
         lprep = self._prepare_labels(view, labels) if labels is not None else None
+        keep = None if arrival_given else view.label.name
         with self.begin() as conn:
             n_features = self._write(conn, ftable, fprep) if fprep is not None else 0
-            n_labels = self._write(conn, ltable, lprep) if lprep is not None else 0
+            n_labels = self._write(conn, ltable, lprep, keep) if lprep is not None else 0
             if also is not None:
                 also(conn)
         return n_features, n_labels
 
-    def upsert_labels(self, view: FeatureView, frame: pd.DataFrame) -> int:
+    def upsert_labels(
+        self, view: FeatureView, frame: pd.DataFrame, *, arrival_given: bool = True
+    ) -> int:
         """Upsert labels alone: they land days after their features."""
-        return self.ingest(view, labels=frame)[1]
+        return self.ingest(view, labels=frame, arrival_given=arrival_given)[1]

@@ -7,15 +7,29 @@ database holds them as the view describes before anything reads them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
 from ctloop.store import tables
-from ctloop.store.engine import Database
+from ctloop.store.engine import MYSQL_DIALECTS, Database
+
+log = logging.getLogger(__name__)
+
+
+_ALREADY_EXISTS = (1050, 1061)  # MariaDB: table exists, duplicate index name
+
+
+def created_meanwhile(exc: OperationalError | ProgrammingError) -> bool:
+    """Whether a CREATE failed only because the table or index exists (another process)."""
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    return code in _ALREADY_EXISTS or "already exists" in str(orig)
 
 
 class StoreSchema(Database):
@@ -39,13 +53,78 @@ class StoreSchema(Database):
             )
         return self._view_tables[view.name]
 
-    def init(self, views: Sequence[FeatureView]) -> None:
-        """Create the tables of these views and the shared tables; existing ones are kept."""
+    def init(self, views: Sequence[FeatureView]) -> list[str]:
+        """Create the tables of these views and the shared tables; existing ones are kept,
+        and converted to the binary collation if they predate it (returns those names)."""
         self.create_database_if_missing()
         for view in views:
             self.view_tables(view)
-        with self.begin() as conn:
-            self.metadata.create_all(conn, checkfirst=True)
+        self._create_tables()
+        return self.migrate_collation()
+
+    def _create_tables(self) -> None:
+        """Create the missing tables, safe when several processes do it at once.
+
+        `create_all` checks, then creates: two serving workers starting on a fresh
+        database both saw no table and the second CREATE failed with "table exists"
+        (1050), reported as an unreachable store. Another process having created a table
+        (or index) in between is success: check again and go on. Each retry means the
+        other process got further, so as many tries as there are tables suffice.
+        """
+        tries = len(self.metadata.tables) + 2
+        with self._translate():
+            for attempt in range(1, tries + 1):
+                try:
+                    with self.engine.begin() as conn:
+                        self.metadata.create_all(conn, checkfirst=True)
+                    return
+                except (OperationalError, ProgrammingError) as exc:
+                    if not created_meanwhile(exc) or attempt == tries:
+                        raise
+                    log.info("tables created by another process meanwhile (%s); checking again",
+                             exc.orig)  # fmt: skip
+
+    def _case_insensitive_tables(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Of these tables, those with text columns not in the binary collation: table ->
+        column names (MariaDB/MySQL only; SQLite compares text as bytes already)."""
+        if self.dialect not in MYSQL_DIALECTS or not names:
+            return {}
+        query = sa.text(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names "
+            "AND COLLATION_NAME IS NOT NULL AND COLLATION_NAME <> :binary "
+            "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        ).bindparams(sa.bindparam("names", expanding=True))
+        found: dict[str, list[str]] = {}
+        with self.connect() as conn:
+            rows = conn.execute(query, {"names": list(names), "binary": tables.BINARY_COLLATION})
+            for table, column in rows:
+                found.setdefault(table, []).append(column)
+        return found
+
+    def migrate_collation(self) -> list[str]:
+        """Convert existing tables whose text columns still use a case- or accent-
+        insensitive collation (tables made before keys compared as bytes) to the binary
+        one; returns the tables converted.
+
+        Safe on any data: a binary collation only tells apart values the old one merged,
+        so no key that was unique can become a duplicate.
+        """
+        wrong = self._case_insensitive_tables(sorted(self.metadata.tables))
+        for name in wrong:
+            quoted = self.engine.dialect.identifier_preparer.quote_identifier(name)
+            with self.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {quoted} CONVERT TO CHARACTER SET utf8mb4 "
+                        f"COLLATE {tables.BINARY_COLLATION}"
+                    )
+                )
+            log.warning(
+                "table %s: text columns %s converted to collation %s (keys compare as bytes)",
+                name, ", ".join(wrong[name]), tables.BINARY_COLLATION,
+            )  # fmt: skip
+        return sorted(wrong)
 
     def has_view_tables(self, view: FeatureView) -> bool:
         """Whether both of the view's tables exist (before `init-db` they do not)."""
@@ -72,9 +151,19 @@ class StoreSchema(Database):
                 have = {c["name"] for c in insp.get_columns(table.name)}
                 lacking = [c.name for c in table.columns if c.name not in have]
                 if lacking:
-                    problems.append(f"table {table.name} has no column {', '.join(lacking)}")
+                    problems.append(
+                        f"table {table.name} has no column {', '.join(lacking)} "
+                        "(restore the columns, or fix the view)"
+                    )
+        names = [t.name for t in self.view_tables(view)]
+        for table, columns in self._case_insensitive_tables(names).items():
+            problems.append(
+                f"table {table}: column(s) {', '.join(columns)} compare text case- and "
+                f"accent-insensitively, so distinct keys would merge; run `ctloop init-db` "
+                f"to convert the table to collation {tables.BINARY_COLLATION}"
+            )
         if problems:
             raise CtloopError(
                 f"feature store {self.safe_url}: schema mismatch with view '{view.name}': "
-                f"{'; '.join(problems)} (restore the columns, or fix the view)"
+                f"{'; '.join(problems)}"
             )

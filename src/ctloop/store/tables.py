@@ -17,10 +17,20 @@ Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"
 Double = sa.Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
-MYSQL_OPTS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+# Binary collation: keys and categories compare as bytes, as pandas, CatBoost and the
+# import's duplicate check compare them. MariaDB's default utf8mb4 collation is case- and
+# accent-insensitive, so `Case1`/`case1` (or `Jose`/`José`) on one date were one primary
+# key: the second row's values landed silently under the first key.
+BINARY_COLLATION = "utf8mb4_bin"
+MYSQL_OPTS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": BINARY_COLLATION,
+}
 
 PREDICTION_LOG = "prediction_log"
 DRIFT_REPORT = "drift_report"
+CT_RUN_LOCK = "ct_run_lock"
 
 
 def features_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
@@ -37,7 +47,7 @@ def features_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
         view.features_table,
         metadata,
         *columns,
-        sa.Index(f"ix_{view.name}_features_date", view.event_date),
+        sa.Index(view.store_identifiers()["features date index"], view.event_date),
         **MYSQL_OPTS,
     )
 
@@ -55,8 +65,8 @@ def labels_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
             nullable=False,
         ),
         sa.Column("arrived_at", Timestamp, nullable=False),
-        sa.Index(f"ix_{view.name}_labels_date", view.event_date),
-        sa.Index(f"ix_{view.name}_labels_arrived", "arrived_at"),
+        sa.Index(view.store_identifiers()["labels date index"], view.event_date),
+        sa.Index(view.store_identifiers()["labels arrival index"], "arrived_at"),
         **MYSQL_OPTS,
     )
 
@@ -112,9 +122,24 @@ def drift_report_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """The tables every view shares: the prediction log and the drift report."""
-    return prediction_log_table(metadata), drift_report_table(metadata)
+def ct_run_lock_table(metadata: sa.MetaData) -> sa.Table:
+    """`ct_run_lock`: the lease of the one CT run of a view in progress (`store.ctlock`)."""
+    return sa.Table(
+        CT_RUN_LOCK,
+        metadata,
+        sa.Column("feature_view", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("host", sa.String(255), nullable=True),
+        sa.Column("pid", sa.Integer, nullable=True),
+        sa.Column("started_at", Timestamp, nullable=False),
+        sa.Column("expires_at", Timestamp, nullable=False),
+        **MYSQL_OPTS,
+    )
+
+
+def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The tables every view shares: the prediction log, the drift report, the CT leases."""
+    return prediction_log_table(metadata), drift_report_table(metadata), ct_run_lock_table(metadata)
 
 
 INGEST_FILES = "ingest_files"

@@ -19,6 +19,7 @@ from ctloop.core.stats import MISSING, feature_distance
 from ctloop.errors import CtloopError
 from ctloop.features.schema import schema_of
 from ctloop.features.view import FeatureView
+from ctloop.training.leakage import leaky_features
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,41 @@ def _check_labels(view: FeatureView, labels: pd.Series, report: GateReport) -> N
     )  # fmt: skip
 
 
+def _check_leakage(
+    view: FeatureView, frame: pd.DataFrame, is_val: pd.Series, report: GateReport
+) -> None:
+    """No single feature predicts the label almost perfectly (`ctloop.training.leakage`):
+    a copy of the label, or a value known only after the outcome, would be promoted on a
+    perfect score and fail on every live request."""
+    gate = view.gates.data
+    skills, leaky = leaky_features(view, frame, is_val)
+    if not skills:
+        report.add("leakage", True, "not measured (no training or validation rows to score)")
+        return
+    limit = gate.max_single_feature_skill
+    allowed = [s for s in skills if s.feature in gate.leakage_allowed and s.skill >= limit]
+    if leaky:
+        named = ", ".join(f"'{s.feature}' (skill {s.skill:.3f})" for s in leaky)
+        detail = (
+            f"target leakage: {named} alone predict(s) the label on the validation days "
+            f"(limit {gate.max_single_feature_skill}); a copy of the label or a value known "
+            "only after the outcome? Remove the feature, or list it in "
+            "gates.data.leakage_allowed if it is genuinely that predictive"
+        )
+    else:
+        best = skills[0]
+        detail = (
+            f"best single feature '{best.feature}' skill {best.skill:.3f} "
+            f"(limit {gate.max_single_feature_skill})"
+        )
+        if allowed:
+            detail += "; allowed by gates.data.leakage_allowed: " + ", ".join(
+                f"'{s.feature}' ({s.skill:.3f})" for s in allowed
+            )
+    top = leaky[0].skill if leaky else skills[0].skill
+    report.add("leakage", not leaky, detail, top, gate.max_single_feature_skill)
+
+
 def check_data(
     view: FeatureView,
     frame: pd.DataFrame,
@@ -195,6 +231,17 @@ def check_data(
             report.add(*measure)
 
     _check_labels(view, frame[view.label.name], report)
+    if not view.label.is_regression:
+        # with min_class_share 0 nothing else stops a one-class window, and CatBoost
+        # then fails deep inside training ("Target contains only one unique value")
+        seen = sorted(set(frame.loc[~is_val, view.label.name].astype(str)))
+        report.add(
+            "label_classes", len(seen) >= 2,
+            f"training rows hold {len(seen)} class(es) ({', '.join(seen) or 'none'}); a "
+            "classifier needs at least two",
+            len(seen), 2,
+        )  # fmt: skip
+    _check_leakage(view, frame, is_val, report)
 
     if reference is not None:
         for feature in view.features:

@@ -225,8 +225,10 @@ def evaluate(
             f"gate.model.{metric}": f"{cand:.4f}"}  # fmt: skip
     for check in report.checks:
         tags[f"gate.model.{check.name}"] = "passed" if check.passed else "failed"
+    # always written ("none": no champion), so a re-evaluation never leaves an older
+    # verdict's champion behind for promotion's compare-and-swap to trust
+    tags["gate.model.champion_version"] = champion_info.version if champion_info else "none"
     if champion is not None and champ_value is not None:
-        tags["gate.model.champion_version"] = champion.version.version
         tags[f"gate.model.champion_{metric}"] = f"{champ_value:.4f}"
     _record(run, candidate.version, report, tags)
     registry.log_gate_report(candidate.version, "model", {

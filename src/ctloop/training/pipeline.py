@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from ctloop.store.ctlock import CtLock, cli_holder
 from ctloop.training.datagate import DataGateError, check_data
 from ctloop.training.infra import check_model, infra_check, sample_records
 from ctloop.training.modelgate import decide, evaluate
@@ -102,12 +103,29 @@ def run_all(
     store_url: str | None = None,
     force_promote: bool = False,
     progress: Progress = _no_progress,
+    holder: str | None = None,
 ) -> dict[str, Any]:
     """All steps in order, as the DAG runs them; stops at the first gate that refuses.
+
+    The whole run holds the view's CT lease (`ctloop.store.ctlock`): a second run of the
+    same view, from the CLI or Airflow, fails at once naming the first (`holder` names
+    this one; default: this CLI process).
 
     `progress` lets a caller that waits (`ctloop train`) say what is happening without
     knowing the order of the steps or when the model gate stops the run.
     """
+    store = run.store(store_url)
+    try:
+        with CtLock(store).held(run.view.name, holder or cli_holder()):
+            return _run_steps(run, store_url, force_promote, progress)
+    finally:
+        store.dispose()
+
+
+def _run_steps(
+    run: Run, store_url: str | None, force_promote: bool, progress: Progress
+) -> dict[str, Any]:
+    """`run_all`'s steps, under the lease."""
 
     def step(name: str, call: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         progress(name, None)

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from ctloop.registry import untrusted_reason
+from ctloop.registry import VersionInfo, untrusted_reason
 from ctloop.settings import Settings
 from ctloop.training.run import ModelGateError, Run
 
@@ -37,8 +37,39 @@ def notify_serving(cfg: Settings, view: str, version: str) -> str:
         return f"serving not reached: {exc}"
 
 
+COMPARED_TAG = "gate.model.champion_version"
+"""The champion the model gate compared a candidate with ("none": there was none)."""
+
+
+def champion_moved(registry: Any, name: str, info: VersionInfo) -> str | None:
+    """Why promoting this version would replace a champion its gate never saw (None: it
+    would not): the compare half of a compare-and-swap on the `champion` alias.
+
+    A gate's blessing means "better than that champion". Had another run promoted in the
+    meantime, moving the alias would make `previous` the other run's model (a twin of
+    this one, perhaps) and a rollback could no longer reach the champion it replaced.
+    """
+    current = registry.champion(name)
+    if current is None or current.version == info.version:
+        return None
+    compared = info.tags.get(COMPARED_TAG)
+    compared = None if compared in (None, "none") else compared
+    if compared == current.version:
+        return None
+    then = f"champion version {compared}" if compared else "no champion (there was none then)"
+    return (
+        f"{name} version {info.version} cannot be promoted: its model gate compared it with "
+        f"{then}, but the champion is now version {current.version} (another run promoted "
+        "in the meantime); run the pipeline again to gate it against the current champion"
+    )
+
+
 def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
     """Step 6: move `champion` to the version (old champion -> `previous`), tell serving.
+
+    Compare-and-swap: the champion must still be the one the model gate compared the
+    version with (`champion_moved`), else the promotion is refused; a forced promotion
+    (a person's decision, made on the registry as it is now) skips that check.
 
     Refuses a version whose gates did not pass, unless forced. A forced promotion writes
     who (`forced_by`: the Airflow run, else `cli:<user>`) and why (`forced_reason`: the
@@ -55,6 +86,9 @@ def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
             f"{name} version {version} cannot be promoted: {problem} "
             "(use --force with --reason to override)"
         )
+    moved = None if force else champion_moved(registry, name, info)
+    if moved is not None:
+        raise ModelGateError(moved)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     who = run.airflow_run_id or f"cli:{getpass.getuser()}"
     if force:
