@@ -2,17 +2,21 @@
 
 A `CtloopError` is the user's to fix (a setting, a missing file, a port in use), so it
 prints one line and exits 2 without a traceback; a programming error still surfaces as an
-ordinary traceback. It lives beside `errors.py` rather than in `cli.py` so the developer
-tools can end the same way without importing the product's CLI.
+ordinary traceback (exit 1). Both pass through `redact()`: libraries quote connection URLs,
+passwords included, in their messages, and a terminal's scrollback is not a secret store.
+It lives beside `errors.py` rather than in `cli.py` so the developer tools can end the
+same way without importing the product's CLI.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 
 from ctloop.errors import CtloopError
+from ctloop.redact import redact
 
 
 def run_command(command: click.Command) -> None:
@@ -27,5 +31,8 @@ def run_command(command: click.Command) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except CtloopError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {redact(str(exc))}", err=True)
         sys.exit(2)
+    except Exception as exc:  # a bug: show where, without the secrets it may quote
+        click.echo(redact("".join(traceback.format_exception(exc))).rstrip(), err=True)
+        sys.exit(1)
