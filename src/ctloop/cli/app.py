@@ -20,7 +20,7 @@ import click
 
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView, load_view
-from ctloop.redact import redact
+from ctloop.redact import RedactingFilter, redact
 from ctloop.settings import get_settings
 
 if TYPE_CHECKING:
@@ -157,6 +157,8 @@ def cli(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # log lines quote URLs too
+        handler.addFilter(RedactingFilter())
     # urllib3 logs each retry of an unreachable MLflow server with its full trace; the
     # command's own `error:` line says it once (see CtloopGroup)
     logging.getLogger("urllib3.connectionpool").setLevel(
