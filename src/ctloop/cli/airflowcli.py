@@ -30,7 +30,8 @@ def airflow_command(args: tuple[str, ...]) -> None:
     """Run Airflow's CLI against the local stack (`make up`), e.g.
     `ctloop airflow dags trigger ct_credit_score --conf '{"reason": "..."}'`.
 
-    Every argument goes to `airflow` unchanged (`ctloop airflow --help` is Airflow's help).
+    Every argument goes to `airflow` unchanged (`ctloop airflow --help` is Airflow's help
+    once the stack is set up; before, this text).
     The stack's settings come from the environment and `.env`, as for `make up`.
     """
     from ctloop.dev.stack.config import resolve  # (b) light CLI start
@@ -38,6 +39,13 @@ def airflow_command(args: tuple[str, ...]) -> None:
 
     stack = resolve()
     migrated = stack.log_path("airflow-db-migrate")
+    if not migrated.is_file() and (not args or args[0] in ("-h", "--help")):
+        # help must work on a fresh checkout too: this command's own, and where Airflow's is
+        click.echo(click.get_current_context().get_help())
+        click.echo(
+            "\nAirflow's own help (`ctloop airflow --help`) needs the stack: `make up` first."
+        )
+        return
     if not migrated.is_file():
         raise CtloopError(
             f"the local stack's Airflow has never been set up ({migrated} is missing): run "
