@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.features.frames import (
+    ARRIVED_AT,
     Problem,
     good_rows,
     resolve_columns,
@@ -63,7 +64,7 @@ class CheckedBatch:
         """Labels that arrived after their event day (the usual case for real labels)."""
         if self.refused is not None or self.labels is None or self.labels.empty:
             return 0
-        arrived = pd.to_datetime(self.labels["arrived_at"]).dt.normalize()
+        arrived = pd.to_datetime(self.labels[ARRIVED_AT]).dt.normalize()
         event = pd.to_datetime(self.labels.iloc[:, 1]).dt.normalize()
         return int((arrived > event).sum())
 
@@ -84,7 +85,7 @@ def check_batch(
     allows); a labels batch carries entity, event date, label and optional `arrived_at`.
     """
     if contents == "labels":
-        needed = [view.entity, view.event_date, view.label.name, "arrived_at"]
+        needed = [view.entity, view.event_date, view.label.name, ARRIVED_AT]
         resolved = resolve_columns(view, raw, wanted=needed)
         checked = validate_labels(view, resolved.frame)
     else:
@@ -92,7 +93,7 @@ def check_batch(
         checked = validate_frame(view, resolved.frame)
     problems = sort_problems([*resolved.problems, *checked.problems], resolved.frame.columns)
     rows = checked.total_rows
-    given = "arrived_at" in resolved.frame.columns
+    given = ARRIVED_AT in resolved.frame.columns
     if any(p.row is None for p in problems):
         reason = "file-level: " + summary(problems)
         return CheckedBatch(rows, None, None, problems, rows, reason, given)
