@@ -33,16 +33,13 @@ from ctloop.features.records import model_rows, sample_records
 from ctloop.features.view import FeatureView
 from ctloop.redact import redact
 from ctloop.registry import Registry, VersionInfo, untrusted_reason
+from ctloop.store.dates import utc_now
 from ctloop.training.infra import check_model
 
 log = logging.getLogger(__name__)
 
 RECENT_RECORDS = 64
 _INITIAL_RETRY_SECONDS = 5.0
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,7 @@ class ModelManager:
                 self.registry_ok = False
                 return self._failed("registry", f"cannot read the registry: {exc!r}", before)
             self.registry_ok = True
-            self.last_check_at = _now()
+            self.last_check_at = utc_now()
             if info is None:
                 return self._failed("registry", f"model '{self.view.name}' has no champion",
                                     before)  # fmt: skip
@@ -160,14 +157,14 @@ class ModelManager:
                 run_metrics = dict(self.registry.client.get_run(info.run_id).data.metrics)
         log.info("loaded %s version %s in %.2fs, checked on %d records", self.view.name,
                  info.version, time.perf_counter() - start, len(records))  # fmt: skip
-        return LoadedModel(predictor, info, _now(), run_metrics, self.model_threads)
+        return LoadedModel(predictor, info, utc_now(), run_metrics, self.model_threads)
 
     def _failed(
         self, kind: str, message: str, version: str | None, champion: str | None = None
     ) -> dict[str, Any]:
         message = redact(message)  # an MLflow error quotes its URI, password included
         self.last_error = message[:500]
-        self.last_error_at = _now()
+        self.last_error_at = utc_now()
         log.warning("model refresh failed (%s): %s; still serving version %s", kind, message,
                     version)  # fmt: skip
         self._event(f"{kind}_error", champion or version or "none")

@@ -23,7 +23,6 @@ is the naive design that inserts and commits one row inside each request.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import hmac
 import logging
@@ -49,6 +48,7 @@ from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
 from ctloop.settings import get_settings
+from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
 from serving import openapi
 from serving.client_errors import (
@@ -341,7 +341,7 @@ class ModelService:
         )
         if CONFIG.log_mode == "off":
             return
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utc_now()
         # The JSON fields last: on MariaDB each JSON_TABLE column scans a row's object up
         # to its key, and a 17-feature object scanned eleven times cost 16 us of server
         # CPU per row (benchmarks/log_insert.py).

@@ -291,6 +291,7 @@ def stack_env(tmp: Path, ports: dict[str, int], **settings: str) -> dict[str, st
         "CTLOOP_STACK_AIRFLOW_PORT": str(ports["airflow"]),
         "CTLOOP_STACK_MLFLOW_PORT": str(ports["mlflow"]),
         "CTLOOP_STACK_SERVING_PORT": str(ports["serving"]),
+        "CTLOOP_STACK_PROMETHEUS_PORT": str(ports["prometheus"]),
         "CTLOOP_STACK_AIRFLOW_WORKER_LOG_PORT": str(ports["worker_log"]),
         "CTLOOP_STACK_AIRFLOW_TRIGGER_LOG_PORT": str(ports["trigger_log"]),
         "CTLOOP_STACK_MLFLOW_WORKERS": "1",
@@ -303,7 +304,7 @@ def stack_env(tmp: Path, ports: dict[str, int], **settings: str) -> dict[str, st
 
 
 def stack_ports() -> dict[str, int]:
-    names = ["airflow", "mlflow", "serving", "worker_log", "trigger_log"]
+    names = ["airflow", "mlflow", "serving", "prometheus", "worker_log", "trigger_log"]
     return dict(zip(names, free_ports(len(names)), strict=True))
 
 
@@ -407,7 +408,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )  # fmt: skip
         with stack_up(env, tmp) as running:
             yield {**running, "store_url": store_url, "mlflow_url": mlflow_url,
-                   "airflow_url": airflow_url, "tmp": tmp}  # fmt: skip
+                   "airflow_url": airflow_url, "tmp": tmp, "env": env}  # fmt: skip
 
 
 @pytest.mark.mariadb
@@ -445,6 +446,24 @@ def test_up_starts_every_service_once_and_healthy(live: dict[str, Any]) -> None:
     assert s.http.get(f"{s.mlflow}/health").status_code == 200
     assert s.http.get(f"{s.serving}/livez").status_code == 200
     assert s.http.get(f"{s.serving}/readyz").status_code == 503  # no champion yet
+    check_prometheus_scrapes_the_service(s, live["env"])
+
+
+def check_prometheus_scrapes_the_service(s: LiveStack, env: dict[str, str]) -> None:
+    """Issue 20: `make up` starts Prometheus on the shipped rules, aimed at the stack's own
+    service (not the compose file's `serving:3000`); its first scrape (15 s interval) is up."""
+    prometheus = f"http://127.0.0.1:{env['CTLOOP_STACK_PROMETHEUS_PORT']}"
+    assert prometheus in s.command("status").stdout
+    rules = s.http.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
+    assert any(r["name"] == "CtloopNoModelLoaded" for g in rules for r in g["rules"])
+    serving = s.serving.split("//", 1)[1]
+    deadline, targets = time.monotonic() + 60, []
+    while time.monotonic() < deadline:
+        targets = s.http.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+        if [t["health"] for t in targets] == ["up"]:
+            break
+        time.sleep(2)
+    assert [(t["labels"]["instance"], t["health"]) for t in targets] == [(serving, "up")], targets
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from serving.model import ModelManager
 
 from ctloop.core.predictor import Predictor, to_model_frame
+from ctloop.dev.stack.prometheus import render_config
 from ctloop.features.records import model_rows, sample_records
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.predlog.store import PredictionLog
@@ -247,17 +247,11 @@ def test_prometheus_scrapes_the_service_with_the_shipped_config(
     world: ServingWorld, tmp_path: Path
 ) -> None:
     """Issue 20: a real Prometheus, given docker/prometheus/prometheus.yml aimed at this
-    server, finds the target up and stores ctloop's and BentoML's series."""
+    server as `make up` aims it (`render_config`), finds the target up and stores ctloop's
+    and BentoML's series."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: scripts/bootstrap.sh installs Debian's package"
-    shipped = ROOT / "docker" / "prometheus"
-    config = yaml.safe_load((shipped / "prometheus.yml").read_text())
-    config["global"]["scrape_interval"] = "1s"
-    config["scrape_configs"][0]["static_configs"][0]["targets"] = [
-        world.server.url.split("//", 1)[1]
-    ]
-    config["rule_files"] = [str(shipped / "alerts.yml")]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    render_config(ROOT, world.server.url.split("//", 1)[1], tmp_path, scrape_interval="1s")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -23,6 +23,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from ctloop.dev import stack
+from ctloop.dev.stack.prometheus import render_config
 from ctloop.errors import CtloopError
 from ctloop.orchestration.connection import connection_url
 from tests.support.paths import ROOT
@@ -72,7 +73,9 @@ def test_compose_runs_the_stack_services_and_its_databases(compose: dict) -> Non
     assert set(compose["services"]) == set(stack.SERVICE_NAMES) | INFRA_SERVICES
     ctloop_image = {name for name, svc in compose["raw"]["services"].items()
                     if svc.get("image") == "ctloop:local"}  # fmt: skip
-    assert ctloop_image == set(stack.SERVICE_NAMES) | {"airflow-init"}
+    outside = {s.name for s in stack.SERVICES if s.program}  # Prometheus: its own image
+    assert ctloop_image == set(stack.SERVICE_NAMES) - outside | {"airflow-init"}
+    assert compose["services"]["prometheus"]["image"].startswith("prom/prometheus:")
     # one image, built from docker/, one shared env_file for every ctloop container
     for name in ctloop_image:
         svc = compose["services"][name]
@@ -93,9 +96,10 @@ def test_compose_services_get_the_variables_ports_and_health_checks_of_the_table
     compose: dict,
 ) -> None:
     services = compose["services"]
+    example = dict(line.split("=", 1) for line in env_from_example().splitlines())
     for spec in stack.SERVICES:
         svc = services[spec.name]
-        env = svc["environment"]
+        env = svc.get("environment", {})
         missing = spec.env - set(env)
         assert not missing, f"{spec.name} lacks {sorted(missing)} (stack.SERVICES says so)"
         if spec.kind == "airflow":
@@ -107,8 +111,10 @@ def test_compose_services_get_the_variables_ports_and_health_checks_of_the_table
             continue
         published = {(int(p["target"]), int(p["published"])) for p in svc["ports"]}
         setting = f"CTLOOP_STACK_{spec.port_setting.upper()}"
-        assert published == {(spec.default_port, int(env[setting]))}, spec.name
-        assert f"--port {spec.default_port}" in joined(svc["command"]), spec.name
+        assert published == {(spec.default_port, int(example[setting]))}, spec.name
+        listens = (f"--web.listen-address=0.0.0.0:{spec.default_port}" if spec.program
+                   else f"--port {spec.default_port}")  # fmt: skip
+        assert listens in joined(svc["command"]), spec.name
         health = joined(svc["healthcheck"]["test"])
         assert f"localhost:{spec.default_port}{spec.health_path}" in health, spec.name
     # the cross-service URLs use the same ports as the table
@@ -270,3 +276,47 @@ def test_feature_store_connection_round_trips_to_the_same_url(url: str) -> None:
         schema=conn.get("schema"), extra_dejson=conn.get("extra", {}),
     )  # fmt: skip
     assert make_url(connection_url(airflow_conn)) == make_url(url)
+
+
+def test_compose_prometheus_scrapes_the_serving_service_with_the_shipped_rules(
+    compose: dict,
+) -> None:
+    raw = compose["raw"]["services"]["prometheus"]
+    assert "./docker/prometheus:/etc/prometheus:ro" in raw["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in raw["command"]
+    shipped = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    serving = f"serving:{stack.service('serving').default_port}"
+    assert shipped["scrape_configs"][0]["static_configs"][0]["targets"] == [serving]
+
+
+def test_local_prometheus_is_aimed_at_the_local_service_or_left_out_with_the_reason(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    prometheus = stack.service("prometheus")
+    clean_env.update(CTLOOP_STACK_SERVING_PORT="13001", CTLOOP_STACK_PROMETHEUS_PORT="19090")
+    resolved = stack.resolve(clean_env, cwd=tmp_path)
+    command = resolved.command(prometheus)
+    assert "--web.listen-address=127.0.0.1:19090" in command
+    config_path = resolved.prometheus_dir / "prometheus.yml"
+    assert f"--config.file={config_path}" in command
+    written = render_config(ROOT, "127.0.0.1:13001", resolved.prometheus_dir)
+    assert written == config_path
+    config = yaml.safe_load(written.read_text())
+    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["127.0.0.1:13001"]
+    rules = [Path(p) for p in config["rule_files"]]
+    assert rules == [ROOT / "docker" / "prometheus" / "alerts.yml"] and rules[0].is_file()
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/bootstrap.sh installs Debian's prometheus"
+    checked = subprocess.run([promtool, "check", "config", str(written)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # installed and on: part of the stack; off or missing: left out, saying why
+    assert prometheus in resolved.wanted() and resolved.left_out(prometheus) is None
+    off = stack.resolve({**clean_env, "CTLOOP_STACK_PROMETHEUS": "false"}, cwd=tmp_path)
+    assert prometheus not in off.wanted()
+    assert "CTLOOP_STACK_PROMETHEUS=false" in str(off.left_out(prometheus))
+    missing = stack.resolve({**clean_env, "PATH": str(tmp_path)}, cwd=tmp_path)
+    assert "`prometheus` is not installed" in str(missing.left_out(prometheus))
+    assert [s.name for s in missing.wanted()] == [
+        s.name for s in stack.SERVICES if s.name != "prometheus"
+    ]

@@ -20,6 +20,7 @@ from ctloop.cli.app import (
     view_named,
 )
 from ctloop.features.view import FeatureView, list_views
+from ctloop.store.dates import utc_now
 
 if TYPE_CHECKING:
     from ctloop.store.features import FeatureStore
@@ -126,7 +127,7 @@ def generate(
     if scenario != "none" and drift_start is None:
         raise click.BadParameter("a drift scenario needs --drift-start", param_hint="--scenario")
     start = start or (dt.date.today() - dt.timedelta(days=days))
-    until = labels_until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    until = labels_until or utc_now()
     config = StreamConfig(
         seed=seed,
         rows_per_day=rows_per_day,
@@ -301,7 +302,7 @@ def labels(
             fv.training.label_delay_days if label_delay_days is None else label_delay_days
         ),
     )  # fmt: skip
-    until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    until = until or utc_now()
     total = 0
     for day, _, day_labels in stream(fv, start, days, config):
         arrived = day_labels[day_labels["arrived_at"] < until]

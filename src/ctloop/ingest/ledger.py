@@ -18,17 +18,13 @@ from sqlalchemy.engine import Connection
 
 from ctloop.features.frames import Problem
 from ctloop.store import tables
+from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
 
 TAKEN_OUTCOMES = ("taken", "partial")
 """Ledger outcomes that mean the file's rows are in the store: its checksum is not taken
 again. A rejected file can be fixed and dropped again (its checksum changes), or dropped
 unchanged after the view changed: rejection never blocks a replay."""
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC, the store's clock."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ def taken_before(store: FeatureStore, view: str, source: str, sha256: str) -> in
 def record_file(conn: Connection, store: FeatureStore, entry: FileEntry) -> None:
     """Add a file to the ledger (inside the batch's transaction when rows landed)."""
     conn.execute(
-        sa.insert(_table(store, tables.INGEST_FILES)), [{**asdict(entry), "taken_at": utcnow()}]
+        sa.insert(_table(store, tables.INGEST_FILES)), [{**asdict(entry), "taken_at": utc_now()}]
     )
 
 
@@ -104,7 +100,7 @@ def record_rejects(
     """One row per bad value: which batch (file or SQL interval), row, column and why."""
     if not problems:
         return
-    now = utcnow()
+    now = utc_now()
     rows = [
         {"feature_view": view, "source": source, "batch": batch[-512:], "row_number": p.row,
          "column_name": p.column[:255], "reason": p.reason, "run_id": run_id, "created_at": now}
@@ -117,7 +113,7 @@ def record_runs(store: FeatureStore, entries: Sequence[RunEntry]) -> None:
     """The run's summary per source, for `ctloop status` and whoever audits the loads."""
     if not entries:
         return
-    now = utcnow()
+    now = utc_now()
     with store.begin() as conn:
         conn.execute(
             sa.insert(_table(store, tables.INGEST_RUNS)),
@@ -144,7 +140,7 @@ def advance_watermark(
     marks = _table(store, tables.INGEST_WATERMARKS)
     key = (marks.c.feature_view == view) & (marks.c.source == source)
     current = conn.execute(sa.select(marks.c.watermark).where(key)).scalar_one_or_none()
-    now = utcnow()
+    now = utc_now()
     if current is None:
         conn.execute(
             sa.insert(marks),

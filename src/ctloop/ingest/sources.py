@@ -24,6 +24,7 @@ from ctloop.features.view import FeatureView
 from ctloop.ingest import ledger
 from ctloop.ingest.dropfolder import take_folder
 from ctloop.ingest.sqlsource import take_interval
+from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _sql(
     url_of: Callable[[str], str],
     run_id: str,
 ) -> SourceSummary:
-    until = interval.end or ledger.utcnow()
+    until = interval.end or utc_now()
     done = take_interval(store, view, source, url_of(source.conn_id), interval.start, until,
                          run_id)  # fmt: skip
     detail = {"rows_read": done.rows_read, "since": done.since and done.since.isoformat(),

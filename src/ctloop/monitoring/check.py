@@ -43,6 +43,7 @@ from ctloop.monitoring.result import (
 )
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
+from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def check_with_evidence(
 ) -> tuple[MonitorResult, Evidence | None]:
     """`check`, plus what it measured (reference profile and window), for the report's
     plots; None when there was nothing to measure (no champion)."""
-    until = until or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    until = until or utc_now()
     since = since or DriftReports(store).last_window_end(view.name)
     since = since or (until - dt.timedelta(days=1))
     champion = registry.champion(view.name)
@@ -206,7 +207,7 @@ def monitor_step(
     (the orchestrator tells) or the last drift-triggered retrain is inside the cooldown.
     """
     result, evidence = check_with_evidence(view, store, registry, since, until)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = utc_now()
     blocked = None
     if result.retrain:
         blocked = (

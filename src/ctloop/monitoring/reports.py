@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from ctloop.monitoring.result import MonitorResult
 from ctloop.store import tables
+from ctloop.store.dates import utc_now
 from ctloop.store.engine import Database
 
 
@@ -36,7 +37,7 @@ class DriftReports:
     def record(self, result: MonitorResult, triggered: bool | None = None) -> int:
         """Write the check's findings, its status (and the trigger decision, when one was
         taken) in one transaction; returns the rows written."""
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utc_now()
         base = {
             "check_id": result.check_id,
             "feature_view": result.view,

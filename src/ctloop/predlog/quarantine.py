@@ -25,6 +25,8 @@ from pathlib import Path
 
 import orjson
 
+from ctloop.store.dates import utc_now
+
 QUARANTINE_DIR = "quarantine"
 
 
@@ -59,7 +61,7 @@ def quarantine(spill_dir: Path, source: Path, lines: Sequence[DamagedLine]) -> P
     directory = spill_dir / QUARANTINE_DIR
     directory.mkdir(mode=0o700, exist_ok=True)
     target = directory / source.name
-    at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    at = utc_now()
     data = b"".join(record(source.name, line, at) for line in lines)
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "ab") as handle:

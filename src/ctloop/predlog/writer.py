@@ -46,6 +46,7 @@ from ctloop.predlog.counters import Counters
 from ctloop.predlog.journal import Journal
 from ctloop.predlog.spill import Replayed, Sink, SpillFiles, batches, to_line
 from ctloop.redact import redact
+from ctloop.store.dates import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class PredictionLogWriter:
                 except OSError as exc:
                     self._count("journal_errors", 1)
                     self.last_error = f"journal: {type(exc).__name__}: {exc}"[:500]
-                    self.last_error_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                    self.last_error_at = utc_now()
                     log.error("prediction log journal write failed: %s", exc)
             if self._closed:
                 self._spill_rows(list(rows), "writer closed")
@@ -366,7 +367,7 @@ class PredictionLogWriter:
         self._db_ok = False
         self._next_try = time.monotonic() + self.config.retry_seconds
         self.last_error = redact(f"{type(exc).__name__}: {exc}")[:500]
-        self.last_error_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        self.last_error_at = utc_now()
         level = logging.WARNING if first else logging.DEBUG
         log.log(level, "prediction log %s failed (%s); spilling to %s, retrying every %.1fs",
                 what, self.last_error, self.config.spill_dir,

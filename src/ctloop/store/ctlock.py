@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ctloop.errors import CtloopError
+from ctloop.store.dates import utc_now
 from ctloop.store.engine import Database
 from ctloop.store.tables import CT_RUN_LOCK, ct_run_lock_table
 
@@ -54,7 +55,8 @@ def airflow_holder(run_id: str) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    """Now to the second: a lease's times are compared as stored."""
+    return utc_now().replace(microsecond=0)
 
 
 def _process_gone(host: str | None, pid: int | None) -> bool:

@@ -11,6 +11,12 @@ import datetime as dt
 from ctloop.errors import CtloopError
 
 
+def utc_now() -> dt.datetime:
+    """Now, as naive UTC: how every timestamp column holds time (MariaDB's DATETIME has no
+    zone), so a stored time and a fresh one always compare in the same zone."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 def as_of_instant(as_of: dt.date) -> dt.datetime:
     """The moment a run "as of" date D stands at: the very start of D (naive UTC)."""
     return dt.datetime.combine(as_of, dt.time.min)

@@ -30,7 +30,7 @@ from ctloop.errors import CtloopError, DataValidationError
 from ctloop.features.frames import MAX_REPORTED, parse_calendar_dates, parse_times
 from ctloop.features.view import FeatureView
 from ctloop.settings import Settings, get_settings
-from ctloop.store.dates import as_of_instant, to_date
+from ctloop.store.dates import as_of_instant, to_date, utc_now
 from ctloop.store.engine import MYSQL_DIALECTS
 from ctloop.store.status import StatusReads
 from ctloop.store.training_sets import TrainingSetReads
@@ -174,7 +174,7 @@ class FeatureStore(TrainingSetReads, StatusReads):
             when = self._times(what, "ingested_at", frame["ingested_at"], calendar=False)
             out["ingested_at"] = when.dt.to_pydatetime()
         else:
-            out["ingested_at"] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            out["ingested_at"] = utc_now()
         return out
 
     def _prepare_labels(self, view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:

@@ -102,8 +102,11 @@ def train(
             run.view, result.validation[run.view.label.name], result.output
         )
         figures["plots/feature_importance.png"] = training.importance_figure(run.view, result.model)
+        import matplotlib.pyplot as plt  # (c) heavy, figures only (the backend is set)
+
         for artifact, figure in figures.items():
             mlflow.log_figure(figure, artifact)
+            plt.close(figure)  # pyplot keeps every figure open: a long worker would leak
         example = features.head(5)
         info = mlflow.catboost.log_model(
             result.model,

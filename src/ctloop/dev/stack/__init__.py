@@ -6,7 +6,9 @@
 * Airflow 3: api-server (REST API and UI), scheduler (LocalExecutor), dag-processor and
   triggerer, with the repository's `dags/` folder and its metadata in SQLite under the
   data folder (or PostgreSQL, never MariaDB);
-* the BentoML prediction service (`bentoml serve serving.service:ModelService`).
+* the BentoML prediction service (`bentoml serve serving.service:ModelService`);
+* Prometheus scraping that service with the shipped alert rules, when Debian's
+  `prometheus` is installed (`prometheus`, rendering its configuration).
 
 The feature store is whatever `FEATURE_STORE_URL` says (MariaDB when configured, the
 embedded SQLite file otherwise); the stack only creates its tables.
@@ -19,9 +21,10 @@ exactly what `make up` started, children included, and nothing else on a shared 
 
 One module per job: `services` (the table), `urls` and `config` (settings, secrets and
 each process's environment, resolved once), `databases` (created and migrated before
-anything starts), `supervisor` (circusd), `health` (checks and the wait), `commands`
-(up, down, status) and `cli`. Importing this package starts nothing and does not import
-circus; the names below are what tests and other tools use.
+anything starts), `prometheus` (its configuration), `supervisor` (circusd), `health`
+(checks and the wait), `commands` (up, down, status) and `cli`. Importing this package
+starts nothing and does not import circus; the names below are what tests and other
+tools use.
 
     python -m ctloop.dev.stack up | down | status
 """

@@ -39,7 +39,8 @@ def down_command() -> None:
 @stack_cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per service.")
 def status_command(as_json: bool) -> None:
-    """Each service: running, pid, health, URL, log. Exit 1 unless all run and are healthy."""
+    """Each service: running, pid, health, URL, log. Exit 1 unless all run and are healthy
+    (an optional service left out, such as Prometheus when not installed, does not count)."""
     stack = resolve()
     rows = status(stack)
     if as_json:
@@ -47,11 +48,12 @@ def status_command(as_json: bool) -> None:
     else:
         click.echo(f"{'service':<23}{'state':<10}{'pid':>8}  {'health':<34}url")
         for row in rows:
-            state = "healthy" if row["healthy"] else ("running" if row["running"] else "stopped")
+            state = ("off" if row["left_out"] else "healthy" if row["healthy"]
+                     else "running" if row["running"] else "stopped")  # fmt: skip
             click.echo(f"{row['service']:<23}{state:<10}{row['pid'] or '-':>8}  "
                        f"{row['health'][:33]:<34}{row['url'] or ''}")  # fmt: skip
         click.echo(f"logs: {stack.log_dir}")
-    if not all(row["healthy"] for row in rows):
+    if not all(row["healthy"] for row in rows if not row["left_out"]):
         sys.exit(1)
 
 

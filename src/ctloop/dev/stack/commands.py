@@ -21,7 +21,8 @@ from ctloop.dev.stack.config import Stack
 from ctloop.dev.stack.connections import register_connections
 from ctloop.dev.stack.databases import Say, migrate_airflow, prepare_stores
 from ctloop.dev.stack.health import check_health, check_ports, wait_healthy
-from ctloop.dev.stack.services import SERVICES, service
+from ctloop.dev.stack.prometheus import render_config
+from ctloop.dev.stack.services import SERVICES, ServiceSpec, service
 from ctloop.dev.stack.supervisor import Supervisor, Watcher, kill_sessions
 from ctloop.dev.stack.urls import safe_url
 from ctloop.errors import CtloopError
@@ -69,7 +70,11 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
                 say(f"{name}: started with another configuration "
                     f"({' '.join(circus.command(name))}); `make down` then `make up` to "
                     "apply the current one")  # fmt: skip
-        starting = [spec for spec in SERVICES if spec.name not in already]
+        for spec in SERVICES:
+            why = stack.left_out(spec)
+            if why and spec.name not in already:
+                say(f"{spec.name}: not started: {why}")
+        starting = [spec for spec in stack.wanted() if spec.name not in already]
         if not starting:
             return already
         check_ports(stack, starting)
@@ -83,6 +88,7 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
                 if spec is first_airflow:
                     migrate_airflow(stack, say)  # before the first Airflow component
                     register_connections(stack, say)  # shown under Admin -> Connections
+                _prepare(stack, spec)
                 watcher = Watcher(spec.name, stack.command(spec), stack.env(spec), stack.root,
                                   stack.log_path(spec.name))  # fmt: skip
                 started[spec.name] = circus.start(watcher)
@@ -95,6 +101,14 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
             raise
         say(f"all healthy in {time.monotonic() - began:.0f}s")
         return {**already, **started}
+
+
+def _prepare(stack: Stack, spec: ServiceSpec) -> None:
+    """What a service needs on disk before it starts (Prometheus: its configuration,
+    aimed at this stack's prediction service)."""
+    if spec.name == "prometheus":
+        serving = str(stack.local_url(service("serving"))).split("//", 1)[1]
+        render_config(stack.root, serving, stack.prometheus_dir)
 
 
 def _undo(circus: Supervisor, started: dict[str, int]) -> None:
@@ -125,15 +139,21 @@ def down(stack: Stack, say: Say) -> list[str]:
 
 
 def status(stack: Stack) -> list[dict[str, Any]]:
-    """One row per service: running, pid, URL, health, log."""
+    """One row per service: running, pid, URL, health, log; an optional service left out
+    of this stack (`left_out`) says why instead of counting as unhealthy."""
     running = supervisor(stack).running()
     rows = []
     for spec in SERVICES:
         pid = running.get(spec.name)
-        ok, said = check_health(stack, spec) if pid else (False, "not running")
+        why = stack.left_out(spec) if pid is None else None
+        if why:
+            ok, said = None, f"left out: {why}"
+        else:
+            ok, said = check_health(stack, spec) if pid else (False, "not running")
         rows.append({
             "service": spec.name, "running": pid is not None, "pid": pid, "healthy": ok,
             "health": said, "url": stack.local_url(spec), "log": str(stack.log_path(spec.name)),
+            "left_out": why is not None,
         })  # fmt: skip
     return rows
 
@@ -160,6 +180,10 @@ def summary(stack: Stack) -> str:
         f"  MLflow UI + tracking   {stack.mlflow_url}",
         f"  Prediction service     {stack.serving_url}    (OpenAPI at /, /readyz 503 "
         "until a champion exists)",
+        f"  Prometheus             {stack.local_url(service('prometheus'))}    (alerts at "
+        "/alerts, the service's target at /targets)"
+        if stack.left_out(service("prometheus")) is None
+        else f"  Prometheus             not started: {stack.left_out(service('prometheus'))}",
         "",
         f"  feature store          {safe_url(stack.store_url)}",
         f"  MLflow backend         {safe_url(stack.mlflow_backend)}, artifacts {stack.artifacts}",

@@ -22,8 +22,10 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from ctloop.dev.launcher import bentoml_command, local_host
+from ctloop.dev.stack.prometheus import find_program
 from ctloop.dev.stack.services import (
     PASSWORDS_FILE,
+    SERVICES,
     SIMPLE_AUTH_MANAGER,
     ServiceSpec,
     StackConfig,
@@ -88,6 +90,27 @@ class Stack:
         return str(self.local_url(service("airflow-api-server")))
 
     @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus's rendered configuration and its time-series database."""
+        return self.state_dir / "prometheus"
+
+    def left_out(self, spec: ServiceSpec) -> str | None:
+        """Why `up` does not start an optional service (its program is missing or it is
+        turned off), or None when it is part of this stack."""
+        if spec.program is None:
+            return None
+        if not getattr(self.config, spec.name, True):
+            return f"turned off (CTLOOP_STACK_{spec.name.upper()}=false)"
+        if find_program(spec.program, self.base_env.get("PATH")) is None:
+            return (f"`{spec.program}` is not installed (scripts/bootstrap.sh installs "
+                    "Debian's package); the loop runs without it")  # fmt: skip
+        return None
+
+    def wanted(self) -> list[ServiceSpec]:
+        """The services of this stack, in start order (optional ones only when present)."""
+        return [spec for spec in SERVICES if self.left_out(spec) is None]
+
+    @property
     def passwords_file(self) -> Path:
         """Where Airflow's SimpleAuthManager writes the passwords it generated."""
         configured = self.base_env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
@@ -116,6 +139,8 @@ class Stack:
                 "CTLOOP_ADMIN_TOKEN": self.secrets["admin_token"],
                 "BENTOML_DO_NOT_TRACK": given.get("BENTOML_DO_NOT_TRACK", "True"),
             }
+        elif spec.kind == "prometheus":
+            values = {}
         elif spec.kind == "airflow":
             values = {
                 **ctloop,
@@ -167,6 +192,12 @@ class Stack:
         host, port = self.config.host, self.config.port(spec)
         if spec.name == "serving":  # the same command line as the demo and the tests
             return bentoml_command(int(port or 0), host, working_dir=self.root)
+        if spec.name == "prometheus":  # its configuration is rendered by `up`
+            program = spec.program or spec.name
+            return [find_program(program, self.base_env.get("PATH")) or program,
+                    f"--config.file={self.prometheus_dir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.prometheus_dir / 'data'}",
+                    f"--web.listen-address={host}:{port}"]  # fmt: skip
         commands = {
             "mlflow": [py, "-m", "mlflow", "server", "--host", host, "--port", str(port),
                        "--workers", str(self.config.mlflow_workers), "--serve-artifacts"],

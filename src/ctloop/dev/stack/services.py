@@ -61,12 +61,15 @@ AIRFLOW_ENV = CTLOOP_ENV | frozenset(
 )
 # What the prediction service is started with.
 SERVING_ENV = CTLOOP_ENV | frozenset({"CTLOOP_ADMIN_TOKEN", "BENTOML_DO_NOT_TRACK"})
+# Prometheus reads no variables: its configuration file (rendered by `up`) says it all.
+PROMETHEUS_ENV: frozenset[str] = frozenset()
 
 
 ENV_BY_KIND: dict[str, frozenset[str]] = {
     "mlflow": MLFLOW_ENV,
     "serving": SERVING_ENV,
     "airflow": AIRFLOW_ENV,
+    "prometheus": PROMETHEUS_ENV,
 }
 
 
@@ -77,7 +80,7 @@ class ServiceSpec:
     name: str
     """Process name here, service name in docker-compose.yml, log file name."""
     kind: str
-    """mlflow | serving | airflow: which environment it gets (`ENV_BY_KIND`)."""
+    """mlflow | serving | airflow | prometheus: which environment it gets (`ENV_BY_KIND`)."""
     title: str
     port_setting: str | None = None
     """The `StackConfig` field (env `CTLOOP_STACK_<FIELD>`) holding its HTTP port."""
@@ -86,6 +89,9 @@ class ServiceSpec:
     """HTTP path that answers 200 once the process serves."""
     airflow_component: str | None = None
     """Its key in Airflow's /api/v2/monitor/health answer (Airflow components only)."""
+    program: str | None = None
+    """An outside program the service is (not ctloop's venv): without it on PATH the
+    service is left out of `up` with a message, the loop does not need it."""
 
     @property
     def env(self) -> frozenset[str]:
@@ -106,6 +112,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 airflow_component="dag_processor"),
     ServiceSpec("airflow-triggerer", "airflow", "Airflow triggerer",
                 airflow_component="triggerer"),
+    ServiceSpec("prometheus", "prometheus", "Prometheus (scrapes the service, evaluates alerts)",
+                "prometheus_port", 9090, "/-/ready", program="prometheus"),
 )  # fmt: skip
 """Start order. MLflow and serving first: they start while `airflow db migrate` runs."""
 
@@ -130,6 +138,10 @@ class StackConfig(BaseSettings):
     airflow_port: int = Field(default=8080, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     serving_port: int = Field(default=3000, ge=1, le=65535)
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    prometheus: bool = Field(
+        default=True, description="start Prometheus when its program is installed"
+    )
     airflow_worker_log_port: int = Field(default=8793, ge=1, le=65535,
                                          description="scheduler's task-log server")  # fmt: skip
     airflow_trigger_log_port: int = Field(default=8794, ge=1, le=65535,
