@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ctloop.errors import CtloopError, DataValidationError
 from ctloop.features.view import FeatureView
 from ctloop.ingest.files import import_csv
 from ctloop.ingest.synth import StreamConfig, generate_day
-from ctloop.registry import Registry
+from ctloop.registry import Registry, VersionInfo
 from ctloop.settings import Settings
 from ctloop.store.features import FeatureStore
 from ctloop.training.pipeline import ModelGateError, Run, promote
@@ -112,6 +113,50 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+def _start_together(
+    count: int, args: list[str], env: dict[str, str], cwd: Path, url: str
+) -> list[subprocess.Popen[str]]:
+    """Start `count` CLI runs that reach the CT lease at the same moment.
+
+    Three processes started at once can still reach the lease tens of seconds apart on a
+    loaded 2-core machine (each imports MLflow and CatBoost first), and a late one then
+    runs after the winner as a second, sequential run instead of racing it. So the test
+    holds a write lock on the lease table until every run waits on it, then lets go.
+    """
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    waiting_sql = sa.text(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+        "AND ID <> CONNECTION_ID() AND STATE LIKE 'Waiting for table%'"
+    )
+    with engine.connect() as conn:
+        conn.execute(sa.text("LOCK TABLES ct_run_lock WRITE"))
+        try:
+            procs = [_ctloop(args, env, cwd) for _ in range(count)]
+            deadline = time.monotonic() + 300
+            while conn.execute(waiting_sql).scalar_one() < count:
+                if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                    break  # one ended early or never arrived: the assertions say which
+                time.sleep(0.2)
+        finally:
+            conn.execute(sa.text("UNLOCK TABLES"))
+    engine.dispose()
+    return procs
+
+
+def _race_report(versions: list[VersionInfo], results: list[tuple[int, str, str]]) -> str:
+    """What a failed race shows in full (a string: pytest cuts long reprs to one line):
+    each version's lineage tags, then each racer's exit code and its stderr's tail."""
+    lines = ["versions:"]
+    for v in versions:
+        keys = ("as_of", "data_fingerprint", "trigger", "gate.model.champion_version")
+        lines.append(f"  v{v.version} run {v.run_id}: " + ", ".join(
+            f"{k}={v.tags.get(k)}" for k in keys))  # fmt: skip
+    for i, (code, _, err) in enumerate(results):
+        lines.append(f"racer {i} exited {code}:")
+        lines.extend(f"  {line}" for line in err.splitlines()[-25:])
+    return "\n".join(lines)
+
+
 def test_concurrent_train_runs_make_one_version_and_keep_previous(
     tmp_path: Path, mariadb_url: str, clean_env: dict[str, str], view: FeatureView
 ) -> None:
@@ -129,7 +174,7 @@ def test_concurrent_train_runs_make_one_version_and_keep_previous(
     first = registry.champion(view.name)
     assert first is not None
 
-    racers = [_ctloop(["train", "--as-of", "2026-02-10"], env, tmp_path) for _ in range(3)]
+    racers = _start_together(3, ["train", "--as-of", "2026-02-10"], env, tmp_path, mariadb_url)
     results = [_finish(proc) for proc in racers]
     winners = [json.loads(out) for code, out, _ in results if code == 0]
     refused = [err for code, _, err in results if code != 0]
@@ -138,7 +183,7 @@ def test_concurrent_train_runs_make_one_version_and_keep_previous(
         assert "a CT run for view credit_score is in progress since" in err, err
     versions = registry.versions(view.name)
     # the first champion and at most one new version (the racers' logs say who ran when)
-    assert len(versions) <= 2, (versions, [err for _, _, err in results])
+    assert len(versions) <= 2, _race_report(versions, results)
     champion, previous = registry.champion(view.name), registry.previous(view.name)
     assert champion is not None and champion.version != first.version
     assert previous is not None and previous.version == first.version
