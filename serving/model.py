@@ -249,8 +249,7 @@ class ModelManager:
         if cur is None:
             return out
         tags = cur.info.tags
-        tag_metrics = {k.removeprefix("metric."): v for k, v in tags.items()
-                       if k.startswith("metric.")}  # fmt: skip
+        tag_metrics = cur.info.metrics
         out.update(
             model_name=cur.info.name,
             version=cur.version,

@@ -7,6 +7,8 @@ every decision is recorded as tags on the version it concerns.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,12 @@ GATES_ARTIFACT = "gates/{gate}.json"
 """Each gate's whole report (every check's verdict, measurement, threshold and words) on the
 version's run, one JSON file per gate, where a person reads it; the version keeps only the
 verdict tags serving and the next gate read."""
+METRIC_TAG_PREFIX = "metric."
+FAILED_CHECKS_TAG = "gate.model.failed"
+"""The model gate's refusing checks, comma-separated: one tag,
+where there was one per check; "none" when every check passed (always written, so a
+re-evaluation that passes clears an older refusal); each check's figures are in
+`gates/model.json`."""
 REFERENCE_ARTIFACT = "reference/profile.json"
 """Where a version's run keeps its training profile: what the data gate measures skew and
 the monitor measures drift against."""
@@ -56,6 +64,42 @@ class VersionInfo:
     def uri(self) -> str:
         """The exact `models:/` URI of this version: loads never go through "latest"."""
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The validation metrics recorded at training: the one `metrics` tag (JSON), and
+        `metric.<name>` tags (the primary metric, and every metric of older versions)."""
+        found: dict[str, float] = {}
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            recorded = json.loads(self.tags.get("metrics") or "{}")
+            found.update({str(k): float(v) for k, v in recorded.items()})
+        for key, value in self.tags.items():
+            if key.startswith(METRIC_TAG_PREFIX):
+                with contextlib.suppress(ValueError):
+                    found[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
+        return found
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """The model gate's checks that refused this version, by name (the `gate.model.failed`
+        tag; versions tagged before it carry one `gate.model.<check>` tag per check)."""
+        listed = self.tags.get(FAILED_CHECKS_TAG)
+        if listed is not None:
+            return [name for name in listed.split(",") if name and name != "none"]
+        prefix = "gate.model."
+        return sorted(k.removeprefix(prefix) for k, v in self.tags.items()
+                      if k.startswith(prefix) and v == "failed")  # fmt: skip
+
+
+def metric_tags(metrics: dict[str, float], primary: str) -> dict[str, str]:
+    """A version's metric tags: the primary one alone (the gate compares it, MLflow's search
+    and the version list show it) and all of them in one `metrics` tag, so the version list
+    stays one row high instead of one tag per class and metric."""
+    rounded = {k: round(v, 4) for k, v in sorted(metrics.items())}
+    tags = {"metrics": json.dumps(rounded, separators=(",", ":"))}
+    if primary in metrics:
+        tags[METRIC_TAG_PREFIX + primary] = f"{metrics[primary]:.4f}"
+    return tags
 
 
 def untrusted_reason(info: VersionInfo) -> str | None:
@@ -90,14 +134,10 @@ def version_description(info: VersionInfo) -> str:
     ]
     gates = ", ".join(f"{g} {tags.get(f'gate.{g}', 'not run')}" for g in GATES)
     lines.append(f"Gates: {gates}.")
-    metrics = ", ".join(
-        f"{k.removeprefix('metric.')} {v}" for k, v in sorted(tags.items())
-        if k.startswith("metric.")
-    )  # fmt: skip
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(info.metrics.items()))
     if metrics:
         lines.append(f"Validation: {metrics}.")
-    failed = [k.removeprefix("gate.model.") for k, v in tags.items()
-              if k.startswith("gate.model.") and v == "failed"]  # fmt: skip
+    failed = info.failed_checks
     if failed:
         lines.append(
             f"Model gate refused it on: {', '.join(sorted(failed))} (see gates/model.json)."

@@ -29,7 +29,7 @@ from ctloop.dev import launcher
 from ctloop.dev.launcher import free_port
 from ctloop.features.view import FeatureView
 from ctloop.ingest.synth import StreamConfig, stream
-from ctloop.registry import GATES, Registry
+from ctloop.registry import GATES, Registry, metric_tags
 from tests.support.paths import FEATURES_DIR, ROOT
 
 START = dt.date(2026, 1, 1)
@@ -65,9 +65,8 @@ def register_version(view: FeatureView, registry: Registry, seed: int, gated: bo
             pip_requirements=["catboost"],
         )  # fmt: skip
     version = str(info.registered_model_version)
-    f1 = result.metrics["macro_f1"]
     registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20",
-                                           "metric.macro_f1": f"{f1:.4f}"})  # fmt: skip
+                                           **metric_tags(result.metrics, "macro_f1")})  # fmt: skip
     if gated:  # as the pipeline's gates tag a version they passed; serving refuses others
         registry.set_tags(view.name, version, {f"gate.{g}": "passed" for g in GATES})
     return version

@@ -162,7 +162,9 @@ def models(view: str | None) -> None:
         click.echo(
             f"v{v.version:<4} {alias:9} as_of={v.tags.get('as_of', '-')} "
             f"trigger={v.tags.get('trigger', '-'):9} {gates} "
-            f"{metric}={v.tags.get(f'metric.{metric}', '-')}"
+            f"{metric}={v.metrics[metric]:.4f}"
+            if metric in v.metrics
+            else f"{metric}=-"
         )
 
 

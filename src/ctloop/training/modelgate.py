@@ -18,7 +18,7 @@ import pandas as pd
 from ctloop.core import metrics
 from ctloop.core.predictor import Predictor
 from ctloop.features.view import FeatureView
-from ctloop.registry import VersionInfo
+from ctloop.registry import FAILED_CHECKS_TAG, VersionInfo
 from ctloop.training.datagate import GateReport, split_days
 from ctloop.training.run import ModelGateError, Run
 from ctloop.training.trainset import load
@@ -62,7 +62,7 @@ def _labels_vs_champion(
     name = view.primary_metric
     rule = metrics.metric(name)
     limit = float(view.drift.max_accuracy_drop or 0)
-    recorded = champion.tags.get(f"metric.{name}")
+    recorded = champion.metrics.get(name)
     if recorded is None or name not in scores:
         missing = f"champion v{champion.version} has no recorded {name}: not checked"
         return True, missing, None, limit
@@ -222,9 +222,7 @@ def evaluate(
     cand = candidate.metrics[metric]
     champ_value = champion.metrics.get(metric) if champion else None
     tags = {"gate.model": "passed" if report.passed else "failed",
-            f"gate.model.{metric}": f"{cand:.4f}"}  # fmt: skip
-    for check in report.checks:
-        tags[f"gate.model.{check.name}"] = "passed" if check.passed else "failed"
+            FAILED_CHECKS_TAG: ",".join(c.name for c in report.failed) or "none"}  # fmt: skip
     # always written ("none": no champion), so a re-evaluation never leaves an older
     # verdict's champion behind for promotion's compare-and-swap to trust
     tags["gate.model.champion_version"] = champion_info.version if champion_info else "none"

@@ -17,7 +17,7 @@ from mlflow.types import ColSpec, DataType, Schema
 
 from ctloop.core.predictor import to_model_frame
 from ctloop.features.view import FeatureView
-from ctloop.registry import REFERENCE_ARTIFACT, Registry, VersionInfo
+from ctloop.registry import REFERENCE_ARTIFACT, Registry, VersionInfo, metric_tags
 from ctloop.training import fit as training
 from ctloop.training.datagate import split_days
 from ctloop.training.run import Run, git_commit
@@ -120,8 +120,9 @@ def train(
         version = str(info.registered_model_version)
         run_id = active.info.run_id
     registry.describe_model(name, run.view.description)
-    metric_tags = {f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()}
-    registry.set_tags(name, version, {**tags, **metric_tags})
+    registry.set_tags(
+        name, version, {**tags, **metric_tags(result.metrics, run.view.primary_metric)}
+    )
     log.info("registered %s version %s from run %s", name, version, run_id)
     return {**summary, "version": version, "run_id": run_id, "reused": False,
             "metrics": result.metrics}  # fmt: skip
