@@ -134,7 +134,10 @@ def version_description(info: VersionInfo) -> str:
     ]
     gates = ", ".join(f"{g} {tags.get(f'gate.{g}', 'not run')}" for g in GATES)
     lines.append(f"Gates: {gates}.")
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(info.metrics.items()))
+    metrics = ", ".join(
+        f"{k} {int(v) if v.is_integer() and abs(v) >= 2 else f'{v:.4f}'}"  # best_iteration
+        for k, v in sorted(info.metrics.items())
+    )
     if metrics:
         lines.append(f"Validation: {metrics}.")
     failed = info.failed_checks

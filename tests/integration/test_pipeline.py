@@ -90,6 +90,9 @@ def test_mlflow_ui_shows_a_training_experiment_with_descriptions(world: Pipeline
     assert f"macro_f1 {champion.tags['metric.macro_f1']}" in text
     assert f"accuracy {champion.metrics['accuracy']:.4f}" in text
     assert "Promoted " in text and "by test__1" in text
+    note = client.get_run(champion.run_id).data.tags["mlflow.note.content"]
+    assert note.startswith(f"Trained as of {AS_OF.isoformat()}") and "Validation: " in note
+    assert "Gates:" not in note and f"version {champion.version} of {view.name}" in note
     registry.activate()
     gate = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/gates/model.json")
     assert gate["passed"] is True and gate["metric"] == view.primary_metric

@@ -37,10 +37,10 @@ def test_failed_checks_from_the_one_tag_or_the_older_per_check_tags() -> None:
 
 
 def test_description_lists_every_metric_and_the_refusing_checks() -> None:
-    tags = {**metric_tags({"accuracy": 0.8, "macro_f1": 0.7}, "macro_f1"),
+    tags = {**metric_tags({"accuracy": 0.8, "macro_f1": 0.7, "best_iteration": 207.0}, "macro_f1"),
             "gate.model": "failed", "gate.model.failed": "floor"}  # fmt: skip
     text = version_description(_version(tags))
-    assert "Validation: accuracy 0.8000, macro_f1 0.7000." in text
+    assert "Validation: accuracy 0.8000, best_iteration 207, macro_f1 0.7000." in text
     assert "Model gate refused it on: floor (see gates/model.json)." in text
 
 

@@ -133,6 +133,24 @@ def _click_text(text: str) -> str:
     )
 
 
+MLFLOW_ASSISTANT_CLOSED = {
+    "mlflow.assistant.panelOpen_v1": "false",
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+}
+"""MLflow 3.x's UI opens its assistant panel over a third of the page on a browser's first
+visit and remembers in localStorage once a person closes it (keys read from the UI bundle).
+The screenshots show the page as a person sees it after closing it once."""
+
+
+def _close_mlflow_assistant(page: Browser, mlflow: str) -> None:
+    """Store the closed assistant panel for MLflow's origin, then leave the page, so the
+    next MLflow page loads afresh and reads it."""
+    page.goto(f"{mlflow}/#/", "document.readyState === 'complete'")
+    for key, value in MLFLOW_ASSISTANT_CLOSED.items():
+        page.evaluate(f"localStorage.setItem({json.dumps(key)}, {json.dumps(value)})")
+    page.goto("about:blank", "true")
+
+
 def take(
     out: Path, view: str, airflow: str, mlflow: str, serving: str, password: str
 ) -> dict[str, int]:
@@ -156,6 +174,7 @@ def take(
     with chromium() as page:
         host = airflow.split("//", 1)[1].split(":")[0]
         page.send("Network.setCookie", name="_token", value=token, domain=host, path="/")
+        _close_mlflow_assistant(page, mlflow)
         shots: list[tuple[str, str, str, Callable[[], None] | None]] = [
             (f"airflow-trigger-ct_{view}.png", f"{airflow}/dags/ct_{view}",
              "document.body.innerText.includes('Trigger')", None),

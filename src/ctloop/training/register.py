@@ -17,7 +17,13 @@ from mlflow.types import ColSpec, DataType, Schema
 
 from ctloop.core.predictor import to_model_frame
 from ctloop.features.view import FeatureView
-from ctloop.registry import REFERENCE_ARTIFACT, Registry, VersionInfo, metric_tags
+from ctloop.registry import (
+    REFERENCE_ARTIFACT,
+    Registry,
+    VersionInfo,
+    metric_tags,
+    version_description,
+)
 from ctloop.training import fit as training
 from ctloop.training.datagate import split_days
 from ctloop.training.run import Run, git_commit
@@ -123,9 +129,25 @@ def train(
     registry.set_tags(
         name, version, {**tags, **metric_tags(result.metrics, run.view.primary_metric)}
     )
+    registry.client.set_tag(
+        run_id, "mlflow.note.content", run_note(registry.version(name, version))
+    )
     log.info("registered %s version %s from run %s", name, version, run_id)
     return {**summary, "version": version, "run_id": run_id, "reused": False,
             "metrics": result.metrics}  # fmt: skip
+
+
+def run_note(info: VersionInfo) -> str:
+    """The run's description on MLflow's Overview: what it trained on and measured, as the
+    version says it, and where the decisions are (the gates run after training, so they
+    belong to the version's description, which is rewritten as they decide)."""
+    known = [p for p in version_description(info).split("\n\n")
+             if p.startswith(("Trained as of", "Validation:"))]  # fmt: skip
+    known.append(
+        f"Registered as version {info.version} of {info.name}: the version's description "
+        "says what the gates decided and whether it was promoted."
+    )
+    return "\n\n".join(known)
 
 
 def model_signature(view: FeatureView, model: Any, example: pd.DataFrame) -> Any:
