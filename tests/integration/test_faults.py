@@ -57,6 +57,7 @@ from tests.support.serving import (
     Server,
     TcpProxy,
     free_port,
+    metadata_of_workers,
     records,
     register_version,
     service_env,
@@ -324,8 +325,7 @@ def worker_metadata(
     seen: dict[int, dict[str, Any]] = {}
 
     def both() -> dict[int, dict[str, Any]] | None:
-        with contextlib.suppress(httpx.HTTPError), httpx.Client(timeout=5) as http:
-            meta = http.get(f"{url}/metadata").json()
+        for meta in metadata_of_workers(url):
             if want(meta):
                 seen[meta["worker"]["pid"]] = meta
         return dict(seen) if len(seen) >= 2 else None

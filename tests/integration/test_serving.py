@@ -47,6 +47,7 @@ from tests.support.serving import (
     TcpProxy,
     client,
     labelled,
+    metadata_of_workers,
     records,
     register_version,
     service_env,
@@ -475,10 +476,10 @@ def test_an_alias_moved_around_the_gates_is_refused_until_forced(world: ServingW
     deadline = time.monotonic() + 30
     with client() as http:
         while len(refused) < 2 and time.monotonic() < deadline:
-            meta = http.get(f"{url}/metadata").json()
-            if meta["model"]["refused_version"] == ungated:
-                refused.add(meta["worker"]["pid"])
-                assert "has not passed the gates" in meta["model"]["last_error"]
+            for meta in metadata_of_workers(url):
+                if meta["model"]["refused_version"] == ungated:
+                    refused.add(meta["worker"]["pid"])
+                    assert "has not passed the gates" in meta["model"]["last_error"]
             time.sleep(0.2)
         assert len(refused) == 2, "both workers should have seen and refused the alias"
         answered = {http.post(f"{url}/predict", json=good).json()["model_version"]

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,21 @@ def service_env(
 def client() -> httpx.Client:
     """New connection per request, so the kernel spreads requests over both workers."""
     return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def metadata_of_workers(url: str, calls: int = 4) -> list[dict[str, Any]]:
+    """`/metadata` asked `calls` times at once, each on its own connection. Calls one after
+    another may all be accepted by the same worker (the kernel wakes whichever waits
+    first, and a worker that just answered often does); concurrent calls reach both. A
+    call that fails (a worker restarting) is left out."""
+
+    def one(_: int) -> dict[str, Any] | None:
+        with contextlib.suppress(httpx.HTTPError, ValueError), httpx.Client(timeout=5) as http:
+            return http.get(f"{url}/metadata").json()
+        return None
+
+    with ThreadPoolExecutor(max_workers=calls) as pool:
+        return [meta for meta in pool.map(one, range(calls)) if meta is not None]
 
 
 class TcpProxy:
