@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("FEATURE_STORE_URL", "CTLOOP_FEATURE_STORE_URL"),
     )
+    feature_store_read_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FEATURE_STORE_READ_URL", "CTLOOP_FEATURE_STORE_READ_URL"),
+    )
+    replica_max_lag_seconds: float = Field(default=30.0, gt=0)
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CTLOOP_MLFLOW_TRACKING_URI"),
@@ -69,7 +74,7 @@ class Settings(BaseSettings):
     extract_chunk_rows: int = Field(default=50_000, gt=0)
     write_batch_rows: int = Field(default=5_000, gt=0)
 
-    @field_validator("feature_store_url")
+    @field_validator("feature_store_url", "feature_store_read_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":

@@ -28,7 +28,7 @@ def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
 
     with fail_fast():  # a bad since/until is a refusal: every retry would refuse it too
         since, until = param_time(context, "since"), param_time(context, "until")
-        store = FeatureStore(feature_store_url())
+        store = FeatureStore.for_url(feature_store_url())
         try:
             decision = monitor_step(
                 load_view(view), store, Registry.from_settings(), since, until,

@@ -180,7 +180,7 @@ class PredictionLog:
         )
         if model_version is not None:
             query = query.where(table.c.model_version == str(model_version))
-        with self.db.connect() as conn:
+        with self.db.read_connect() as conn:
             frame = pd.read_sql(query, conn)
         if not expand_features or frame.empty:
             return frame

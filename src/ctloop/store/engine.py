@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -89,8 +89,27 @@ def make_engine(url: URL) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
 
 
+class ReadSource(Protocol):
+    """A database the large reads may use instead (`ctloop.store.replica.ReadReplica`)."""
+
+    def usable(self) -> bool:
+        """Whether reads may go there now (caught up, reachable)."""
+        ...
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection to it."""
+        ...
+
+    def dispose(self) -> None:
+        """Close its pool."""
+        ...
+
+
 class Database:
     """Access to one store database; cheap to create, holds a pooled engine."""
+
+    replica: ReadSource | None = None
+    """Where `read_connect` reads when it may (set by `FeatureStore` from its read URL)."""
 
     def __init__(self, url: str | URL) -> None:
         self.url = make_url(url)
@@ -144,6 +163,15 @@ class Database:
         with self._translate(), self.engine.connect() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def read_connect(self) -> Iterator[Connection]:
+        """A connection for the large reads (training sets, monitor windows): the read
+        replica when one is set and caught up (`ctloop.store.replica`), else this
+        database. Writes, and reads that decide a write, use `connect`/`begin`."""
+        source = self.replica if self.replica is not None and self.replica.usable() else self
+        with source.connect() as conn:
+            yield conn
+
     def ping(self) -> None:
         """Fail fast with a clear message when the database cannot be reached."""
         with self.connect() as conn:
@@ -152,6 +180,8 @@ class Database:
     def dispose(self) -> None:
         """Close the pool's connections (a worker's shutdown, a test's teardown)."""
         self.engine.dispose()
+        if self.replica is not None:
+            self.replica.dispose()
 
     def create_database_if_missing(self) -> bool:
         """On MariaDB/MySQL, create the URL's database when the server lacks it."""

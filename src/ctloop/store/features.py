@@ -32,6 +32,7 @@ from ctloop.features.view import FeatureView
 from ctloop.settings import Settings, get_settings
 from ctloop.store.dates import as_of_instant, to_date, utc_now
 from ctloop.store.engine import MYSQL_DIALECTS
+from ctloop.store.replica import ReadReplica
 from ctloop.store.status import StatusReads
 from ctloop.store.training_sets import TrainingSetReads
 
@@ -55,20 +56,39 @@ class FeatureStore(TrainingSetReads, StatusReads):
         *,
         chunk_rows: int = 50_000,
         batch_rows: int = 5_000,
+        read_url: str | URL | None = None,
+        max_replica_lag: float = 30.0,
     ) -> None:
         super().__init__(url)
         self.chunk_rows = chunk_rows
         self.batch_rows = batch_rows
+        if read_url:  # training sets and monitor windows read there while it keeps up
+            if self.dialect not in MYSQL_DIALECTS:
+                raise CtloopError(
+                    f"FEATURE_STORE_READ_URL is set, but FEATURE_STORE_URL {self.safe_url} is "
+                    "not MariaDB/MySQL: a read replica is a replica of a MariaDB primary"
+                )
+            self.replica = ReadReplica(read_url, max_lag_seconds=max_replica_lag)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> FeatureStore:
         """The store the settings point at (embedded SQLite when nothing is set)."""
         if settings is None:
             settings = get_settings()
+        return cls.for_url(settings.store_url, settings)
+
+    @classmethod
+    def for_url(cls, url: str | URL, settings: Settings | None = None) -> FeatureStore:
+        """The store at `url` (an orchestrator's connection) with the settings' tuning and
+        read replica."""
+        if settings is None:
+            settings = get_settings()
         return cls(
-            settings.store_url,
+            url,
             chunk_rows=settings.extract_chunk_rows,
             batch_rows=settings.write_batch_rows,
+            read_url=settings.feature_store_read_url,
+            max_replica_lag=settings.replica_max_lag_seconds,
         )
 
     # ------------------------------------------------------------------ writes

@@ -116,7 +116,7 @@ class TrainingSetReads(StoreSchema):
         query = self._training_query(view, start, end)
         names = [c.name for c in query.selected_columns]
         numeric = {f.name for f in view.numeric_features}
-        with self.connect() as conn, conn.begin():
+        with self.read_connect() as conn, conn.begin():
             n = self._window_feature_rows(conn, view, start, end)
             arrays = {
                 name: np.empty(n, dtype=np.float64 if name in numeric else object) for name in names
@@ -168,7 +168,7 @@ class TrainingSetReads(StoreSchema):
         if since is not None:
             query = query.where(day >= to_date(since))
         query = query.order_by(day.desc(), ftable.c[view.entity]).limit(limit)
-        with self.connect() as conn:
+        with self.read_connect() as conn:
             return pd.read_sql(query, conn)
 
     def labelled_per_day(
@@ -185,7 +185,7 @@ class TrainingSetReads(StoreSchema):
             .where(day >= start, day < end, ltable.c.arrived_at < as_of_instant(end))
             .group_by(day)
         )
-        with self.connect() as conn:
+        with self.read_connect() as conn:
             return {to_date(d): int(n) for d, n in conn.execute(query).all()}
 
     def waiting_labels(self, view: FeatureView, as_of: dt.date | str, window_days: int) -> int:
@@ -199,7 +199,7 @@ class TrainingSetReads(StoreSchema):
             .select_from(ltable)
             .where(day >= start, day < end, ltable.c.arrived_at >= as_of_instant(end))
         )
-        with self.connect() as conn:
+        with self.read_connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def labels_for_days(
@@ -213,5 +213,5 @@ class TrainingSetReads(StoreSchema):
             .where(ltable.c[view.event_date] <= last)
             .where(ltable.c.arrived_at < arrived_before)
         )
-        with self.connect() as conn:
+        with self.read_connect() as conn:
             return pd.read_sql(query, conn)

@@ -88,11 +88,7 @@ class Run:
     def store(self, url: str | None = None) -> FeatureStore:
         """The feature store: the URL an orchestrator resolved (its connection), else the
         settings' store."""
-        if url:
-            return FeatureStore(
-                url, chunk_rows=self.cfg.extract_chunk_rows, batch_rows=self.cfg.write_batch_rows
-            )
-        return FeatureStore.from_settings(self.cfg)
+        return FeatureStore.for_url(url or self.cfg.store_url, self.cfg)
 
     def registry(self) -> Registry:
         """The MLflow registry of the run's settings."""
