@@ -10,9 +10,11 @@ say() { printf '==> %s\n' "$*" >&2; }
 # docker-compose (1.29, Debian) validates docker-compose.yml offline in tests/unit/test_stack_config.py.
 # prometheus (Debian) brings promtool for the alert rules and a server the serving test scrapes with.
 # mariadb-server-core (mariadbd, mariadb-install-db; no service scripts, nothing started):
-# tests/e2e/test_chaos.py runs and kills a private MariaDB of its own.
+# tests/e2e/test_chaos.py runs and kills a private MariaDB of its own; the read-replica tests
+# run a primary and a replica.
+# haproxy: the load balancer in front of serving replicas (tests/integration/test_replicas.py).
 missing=()
-for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose prometheus mariadb-server-core; do
+for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose prometheus mariadb-server-core haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

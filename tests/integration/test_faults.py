@@ -254,6 +254,7 @@ class Traffic:
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.answers: list[tuple[float, str, str]] = []  # (time, request id, model version)
+        self.sent: list[tuple[float, str, str]] = []  # the same, by the time it was sent
         self.failures: list[tuple[float, str]] = []
         self.threads = [
             threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(threads)
@@ -276,6 +277,7 @@ class Traffic:
         with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             while not self.stop_event.is_set() and time.monotonic() < self.deadline:
                 i += 1
+                sent = time.monotonic()
                 try:
                     if batch:
                         part = [self.recs[(i + k) % len(self.recs)] for k in range(5)]
@@ -288,15 +290,16 @@ class Traffic:
                     if r.status_code != 200:
                         self._fail(f"{r.status_code}: {r.text[:200]}")
                     else:
-                        self._answered(r.json())
+                        self._answered(r.json(), sent)
                 time.sleep(self.pause)
 
-    def _answered(self, body: dict[str, Any]) -> None:
+    def _answered(self, body: dict[str, Any], sent: float) -> None:
         now = time.monotonic()
         rows = body.get("predictions", [body])
         version = body["model_version"]
         with self.lock:
             self.answers.extend((now, row["request_id"], version) for row in rows)
+            self.sent.extend((sent, row["request_id"], version) for row in rows)
 
     def _fail(self, what: str) -> None:
         with self.lock:

@@ -212,10 +212,11 @@ class Server(launcher.Server):
 
     def __init__(
         self, env: dict[str, str], log_path: Path, target: str = launcher.SERVICE_TARGET,
-        cwd: Path = ROOT,
+        cwd: Path = ROOT, port: int | None = None,
     ) -> None:  # fmt: skip
-        """`target` is what `bentoml serve` gets: the service in the checkout, or a Bento tag."""
-        port = free_port()
+        """`target` is what `bentoml serve` gets: the service in the checkout, or a Bento tag;
+        `port` a fixed one (a restart where a load balancer expects it), else a free one."""
+        port = port or free_port()
         super().__init__(launcher.bentoml_command(port, target=target), env, port, log_path,
                          cwd, ready_timeout=READY_TIMEOUT)  # fmt: skip
         self.start()

@@ -23,12 +23,14 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from ctloop.dev import stack
+from ctloop.dev.stack import balancer
 from ctloop.dev.stack.prometheus import render_config
 from ctloop.errors import CtloopError
 from ctloop.orchestration.connection import connection_url
 from tests.support.paths import ROOT
 
 INFRA_SERVICES = {"mariadb", "postgres", "airflow-init"}
+REPLICA_SERVICES = {"serving-2", "balancer"}  # the `replicas` profile
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 
@@ -70,11 +72,11 @@ def joined(command: Any) -> str:
 
 
 def test_compose_runs_the_stack_services_and_its_databases(compose: dict) -> None:
-    assert set(compose["services"]) == set(stack.SERVICE_NAMES) | INFRA_SERVICES
+    assert set(compose["services"]) == set(stack.SERVICE_NAMES) | INFRA_SERVICES | REPLICA_SERVICES
     ctloop_image = {name for name, svc in compose["raw"]["services"].items()
                     if svc.get("image") == "ctloop:local"}  # fmt: skip
     outside = {s.name for s in stack.SERVICES if s.program}  # Prometheus: its own image
-    assert ctloop_image == set(stack.SERVICE_NAMES) - outside | {"airflow-init"}
+    assert ctloop_image == set(stack.SERVICE_NAMES) - outside | {"airflow-init", "serving-2"}
     assert compose["services"]["prometheus"]["image"].startswith("prom/prometheus:")
     # one image, built from docker/, one shared env_file for every ctloop container
     for name in ctloop_image:
@@ -320,3 +322,34 @@ def test_local_prometheus_is_aimed_at_the_local_service_or_left_out_with_the_rea
     assert [s.name for s in missing.wanted()] == [
         s.name for s in stack.SERVICES if s.name != "prometheus"
     ]
+
+
+def test_compose_replicas_profile_balances_two_serving_replicas(compose: dict) -> None:
+    """The `replicas` profile: a second serving service on its own state volume, HAProxy
+    on the shipped file, which is what `ctloop.dev.stack.balancer` writes for them and
+    which HAProxy itself accepts."""
+    raw = compose["raw"]["services"]
+    assert raw["serving-2"]["profiles"] == raw["balancer"]["profiles"] == ["replicas"]
+    assert raw["serving-2"]["command"] == raw["serving"]["command"]
+    assert raw["serving-2"]["volumes"] != raw["serving"]["volumes"]  # own journal
+    assert "./docker/haproxy:/usr/local/etc/haproxy:ro" in raw["balancer"]["volumes"]
+    shipped = (ROOT / "docker" / "haproxy" / "haproxy.cfg").read_text()
+    assert shipped == balancer.haproxy_config(balancer.COMPOSE_BIND, balancer.COMPOSE_BACKENDS,
+                                              stats_bind=balancer.COMPOSE_STATS)  # fmt: skip
+    for backend in balancer.COMPOSE_BACKENDS:
+        assert backend.split(":")[0] in compose["services"], backend
+    haproxy = shutil.which("haproxy")
+    assert haproxy, "haproxy is missing: `make install` (scripts/bootstrap.sh) adds it"
+    shipped_file = ROOT / "docker" / "haproxy" / "haproxy.cfg"
+    checked = subprocess.run([haproxy, "-c", "-f", str(shipped_file)],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_serving_urls_are_every_replica_listed() -> None:
+    from ctloop.settings import Settings
+    from ctloop.training.promotion import serving_urls
+
+    both = Settings(serving_url=" http://a:3000/, http://b:3000 ,")
+    assert serving_urls(both) == ["http://a:3000", "http://b:3000"]
+    assert serving_urls(Settings(serving_url=None)) == []

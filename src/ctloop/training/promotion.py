@@ -10,6 +10,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ctloop.registry import VersionInfo, untrusted_reason
@@ -19,11 +20,15 @@ from ctloop.training.run import ModelGateError, Run
 log = logging.getLogger(__name__)
 
 
-def notify_serving(cfg: Settings, view: str, version: str) -> str:
-    """Tell the serving process to reload now; serving also polls, so failure is not fatal."""
-    if not cfg.serving_url:
-        return "no serving URL configured (CTLOOP_SERVING_URL); serving will poll the registry"
-    url = cfg.serving_url.rstrip("/") + "/admin/reload"
+def serving_urls(cfg: Settings) -> list[str]:
+    """The serving replicas a promotion tells: `CTLOOP_SERVING_URL`, comma-separated (each
+    replica's own address, not the load balancer's, which would reach one of them)."""
+    return [u.strip().rstrip("/") for u in (cfg.serving_url or "").split(",") if u.strip()]
+
+
+def _reload(cfg: Settings, base: str, view: str, version: str) -> str:
+    """One replica's `/admin/reload` answer, in words."""
+    url = base + "/admin/reload"
     body = json.dumps({"view": view, "version": version}).encode()
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", "application/json")
@@ -31,10 +36,26 @@ def notify_serving(cfg: Settings, view: str, version: str) -> str:
         request.add_header("Authorization", f"Bearer {cfg.admin_token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return f"serving answered {response.status}"
+            return f"answered {response.status}"
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         log.warning("could not reach serving at %s: %s (it will poll the registry)", url, exc)
-        return f"serving not reached: {exc}"
+        return f"not reached: {exc}"
+
+
+def notify_serving(cfg: Settings, view: str, version: str) -> str:
+    """Tell every serving replica to reload now, all at once (so two versions answer side
+    by side for the time of one model load, not one poll interval); serving also polls, so
+    a replica that is down is not fatal: it loads the champion when it comes back."""
+    urls = serving_urls(cfg)
+    if not urls:
+        return "no serving URL configured (CTLOOP_SERVING_URL); serving will poll the registry"
+    if len(urls) == 1:
+        return "serving " + _reload(cfg, urls[0], view, version)
+    with ThreadPoolExecutor(max_workers=min(len(urls), 16)) as pool:
+        answers = list(pool.map(lambda base: _reload(cfg, base, view, version), urls))
+    reached = sum(a.startswith("answered 2") for a in answers)
+    each = "; ".join(f"{base} {answer}" for base, answer in zip(urls, answers, strict=True))
+    return f"serving replicas reloaded: {reached} of {len(urls)} ({each})"
 
 
 COMPARED_TAG = "gate.model.champion_version"
