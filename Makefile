@@ -9,7 +9,7 @@ BATCH ?= 100
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint format test test-unit test-integration test-e2e demo test-fast init-db generate status bench-store bench-ct \
-	bench-monitor bench-log bench-serving bench-load bench-ingest load-test clean serve bento serve-bento
+	bench-monitor bench-log bench-serving bench-replicas bench-load bench-ingest load-test clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,10 @@ bench-log: install ## Prediction-log inserts on MariaDB: rows/s, client and serv
 bench-serving: install ## Serving throughput/latency (logged, unlogged, naive, mlflow); BATCH=100 records per batch
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/serving/serving_throughput.py --batch-size $(BATCH)
+
+bench-replicas: install ## Two serving replicas behind HAProxy: the balancer's added latency, promotion to both under load
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/serving/replicas_overhead.py --duration 10 --runs 3
 
 bench-load: install ## Locust at growing user counts against the shipped service, answered vs logged
 	@bash scripts/ensure-mariadb.sh
