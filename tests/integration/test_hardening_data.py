@@ -169,7 +169,11 @@ def test_concurrent_train_runs_make_one_version_and_keep_previous(
                  ["train", "--as-of", "2026-01-31"]):  # fmt: skip
         code, _, err = _finish(_ctloop(args, env, tmp_path))
         assert code == 0, err
-    settings = Settings(data_dir=tmp_path / "data", feature_store_url=mariadb_url)
+    # the racers' store, named: MLflow exports MLFLOW_TRACKING_URI when any earlier test
+    # activates a registry, and Settings() would read that one (another test's versions)
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, feature_store_url=mariadb_url,
+                        mlflow_tracking_uri=f"sqlite:///{data / 'mlflow.db'}")  # fmt: skip
     registry = Registry.from_settings(settings)
     first = registry.champion(view.name)
     assert first is not None

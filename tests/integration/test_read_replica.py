@@ -62,7 +62,9 @@ def world(view: FeatureView) -> Iterator[ReplicaWorld]:
 
 def _run(world: ReplicaWorld, view: FeatureView, tmp_path: Path, **settings: object) -> Run:
     cfg = Settings(data_dir=tmp_path / "data", feature_store_url=world.primary,
-                   feature_store_read_url=world.replica, **settings)  # fmt: skip
+                   feature_store_read_url=world.replica,
+                   mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   **settings)  # fmt: skip
     return Run(view, AS_OF, settings=cfg)
 
 
