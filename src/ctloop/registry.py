@@ -261,15 +261,17 @@ class Registry:
         """Versions of a model whose tags have all the given values."""
         return [v for v in self.versions(name) if all(v.tags.get(k) == t for k, t in tags.items())]
 
-    def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+    def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> VersionInfo:
         """Record decisions on the version they concern (values become strings, as MLflow
-        stores them)."""
+        stores them); the version as it is now, read once to rewrite its description."""
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))
         current = self.client.get_model_version(name, str(version))
-        text = version_description(_info(current))
+        info = _info(current)
+        text = version_description(info)
         if text != (current.description or ""):
             self.client.update_model_version(name, str(version), description=text)
+        return info
 
     def promote(self, name: str, version: str) -> tuple[VersionInfo, VersionInfo | None]:
         """Point `champion` at `version`; the replaced champion becomes `previous`.

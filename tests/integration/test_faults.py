@@ -56,10 +56,10 @@ from tests.support.paths import FEATURES_DIR, ROOT
 from tests.support.serving import (
     Server,
     TcpProxy,
+    champion_and_challenger,
     free_port,
     metadata_of_workers,
     records,
-    register_version,
     service_env,
 )
 from tests.support.world import History, World, built_world, write_history
@@ -214,9 +214,7 @@ def serving(
             tmp, [view], prefix="ctloop_faults", tracking_uri=mlflow_server.url
         ) as shared:
             registry = shared.registry
-            v1 = register_version(view, registry, seed=5)
-            v2 = register_version(view, registry, seed=6)
-            registry.promote(view.name, v1)
+            v1, v2 = champion_and_challenger(view, registry)
             name = shared.url.rsplit("/", 1)[1]
             env = service_env(
                 tmp, mlflow_server.url, f"mysql+pymysql://root@127.0.0.1:{proxy.port}/{name}",

@@ -32,7 +32,13 @@ from ctloop.settings import Settings
 from ctloop.training.promotion import notify_serving
 from tests.integration.test_faults import Traffic, logged_ids, wait_until
 from tests.support.paths import FEATURES_DIR
-from tests.support.serving import Server, descendants, records, register_version, service_env
+from tests.support.serving import (
+    Server,
+    champion_and_challenger,
+    descendants,
+    records,
+    service_env,
+)
 from tests.support.world import World, built_world
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
@@ -71,9 +77,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaWorld]:
     tmp = tmp_path_factory.mktemp("replicas")
     with built_world(tmp, [view], prefix="ctloop_replicas") as shared:
         registry = shared.registry
-        v1 = register_version(view, registry, seed=5)
-        v2 = register_version(view, registry, seed=6)
-        registry.promote(view.name, v1)
+        v1, v2 = champion_and_challenger(view, registry)
         replicas: list[Server] = []
         envs, logs = [], []
         balancer = None

@@ -45,6 +45,7 @@ from tests.support.serving import (
     START,
     Server,
     TcpProxy,
+    champion_and_challenger,
     client,
     labelled,
     metadata_of_workers,
@@ -78,9 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingWorld]:
     tmp = tmp_path_factory.mktemp("serving")
     with built_world(tmp, [view], prefix="ctloop_serving") as shared:
         registry = shared.registry
-        v1 = register_version(view, registry, seed=5)
-        v2 = register_version(view, registry, seed=6)
-        registry.promote(view.name, v1)
+        v1, v2 = champion_and_challenger(view, registry)
         proxy = TcpProxy()
         proxy.start()
         name = shared.url.rsplit("/", 1)[1]

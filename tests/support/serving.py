@@ -46,6 +46,15 @@ def labelled(view: FeatureView, start: dt.date, days: int, seed: int) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
+def champion_and_challenger(view: FeatureView, registry: Registry) -> tuple[str, str]:
+    """Two gated versions (seeds 5 and 6), the first promoted: what the serving worlds swap
+    between."""
+    v1 = register_version(view, registry, seed=5)
+    v2 = register_version(view, registry, seed=6)
+    registry.promote(view.name, v1)
+    return v1, v2
+
+
 def register_version(view: FeatureView, registry: Registry, seed: int, gated: bool = True) -> str:
     """Train a small real CatBoost model and register it as the pipeline does."""
     # heavy (MLflow, CatBoost): only the tests that register a model pay for them, not

@@ -126,12 +126,10 @@ def train(
         version = str(info.registered_model_version)
         run_id = active.info.run_id
     registry.describe_model(name, run.view.description)
-    registry.set_tags(
+    tagged = registry.set_tags(
         name, version, {**tags, **metric_tags(result.metrics, run.view.primary_metric)}
     )
-    registry.client.set_tag(
-        run_id, "mlflow.note.content", run_note(registry.version(name, version))
-    )
+    registry.client.set_tag(run_id, "mlflow.note.content", run_note(tagged))
     log.info("registered %s version %s from run %s", name, version, run_id)
     return {**summary, "version": version, "run_id": run_id, "reused": False,
             "metrics": result.metrics}  # fmt: skip
