@@ -26,9 +26,10 @@ format: install ## Apply ruff formatting and safe fixes
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-test: install ## Lint, then every tier: unit, integration, e2e (needs MariaDB :3306, PostgreSQL :5432)
+test: install ## Lint, then every tier: unit, integration, e2e (needs MariaDB :3306, PostgreSQL :5432, Redis :6379)
 	@bash scripts/ensure-mariadb.sh
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-redis.sh
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
 
@@ -40,9 +41,10 @@ test-integration: install ## The integration tier: real MariaDB, MLflow, bentoml
 	@bash scripts/ensure-postgres.sh
 	$(RUN) pytest tests/integration
 
-test-e2e: install ## The e2e tier: `make up` for real, `make demo`, the load test
+test-e2e: install ## The e2e tier: `make up` for real (LocalExecutor and Celery), `make demo`, the load test
 	@bash scripts/ensure-mariadb.sh
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-redis.sh
 	$(RUN) pytest tests/e2e
 
 demo: install ## The whole loop on the embedded default (Airflow, BentoML, drift, retrain, swap)

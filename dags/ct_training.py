@@ -14,10 +14,10 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 
 from ctloop.orchestration import ct
 from ctloop.orchestration.connection import feature_store_asset
-from ctloop.orchestration.dagargs import dag_args, date_param, views_to_build
+from ctloop.orchestration.dagargs import dag_args, date_param, retry_args, views_to_build
 
 SCHEDULE_CRON = "0 3 * * *"  # daily at 03:00 UTC, after the nightly ingestion
-RETRY = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
+RETRY = retry_args()  # twice, CTLOOP_TASK_RETRY_DELAY_SECONDS (60) apart
 # Steps return one JSON dict each: one XCom, not one per key (a `-> dict` hint would
 # otherwise make TaskFlow infer multiple_outputs=True).
 
@@ -40,7 +40,7 @@ moves the MLflow alias `champion` only when every gate passes.
 6. `infra_check` (**gate 3**): loads and queries the candidate as serving does.
 7. `promote`: `champion` -> candidate, old champion -> `previous`, serving is told.
 
-I/O steps retry twice (1 minute apart); gate refusals fail at once.
+I/O steps retry twice (1 minute apart by default); gate refusals fail at once.
 
 **Triggers** (tagged on the model version as `trigger`):
 

@@ -13,7 +13,13 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from ctloop.orchestration.connection import feature_store_asset
-from ctloop.orchestration.dagargs import dag_args, date_param, datetime_param, views_to_build
+from ctloop.orchestration.dagargs import (
+    dag_args,
+    date_param,
+    datetime_param,
+    retry_args,
+    views_to_build,
+)
 from ctloop.orchestration.ingest import announce, ingest_interval
 
 SCHEDULE_CRON = "0 1 * * *"  # daily at 01:00 UTC: the day that just ended
@@ -68,11 +74,7 @@ def build_ingest_dag(view: str) -> Any:
                    params=PARAMS),
     )  # fmt: skip
     def ingest() -> None:
-        @task(
-            retries=2,
-            retry_delay=dt.timedelta(minutes=1),
-            execution_timeout=dt.timedelta(minutes=30),
-        )
+        @task(**retry_args(), execution_timeout=dt.timedelta(minutes=30))
         def land(**context: Any) -> dict:
             """Land the interval from every source; the summary goes to XCom and the log."""
             return ingest_interval(view, context)

@@ -8,14 +8,13 @@ it triggers `ct_<view>` with the reason and the findings in the run's conf.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
 from ctloop.orchestration import monitor as monitoring
-from ctloop.orchestration.dagargs import dag_args, datetime_param, views_to_build
+from ctloop.orchestration.dagargs import dag_args, datetime_param, retry_args, views_to_build
 
 SCHEDULE_CRON = "0 * * * *"  # hourly; each check reads only the traffic since the last one
 
@@ -70,7 +69,7 @@ def build(view: str) -> Any:
             "monitor",
             "Drift monitor",
             "monitoring",
-            default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+            default_args=retry_args(),
         ),
     )
     def monitor() -> None:

@@ -13,8 +13,10 @@ say() { printf '==> %s\n' "$*" >&2; }
 # tests/e2e/test_chaos.py runs and kills a private MariaDB of its own; the read-replica tests
 # run a primary and a replica.
 # haproxy: the load balancer in front of serving replicas (tests/integration/test_replicas.py).
+# redis-server: the Celery broker of the Celery stack (tests/e2e/test_celery.py), when the
+# machine does not run one already.
 missing=()
-for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose prometheus mariadb-server-core haproxy; do
+for pkg in pkg-config default-libmysqlclient-dev build-essential docker-compose prometheus mariadb-server-core haproxy redis-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

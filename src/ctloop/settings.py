@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     default_view: str = "credit_score"
     extract_chunk_rows: int = Field(default=50_000, gt=0)
     write_batch_rows: int = Field(default=5_000, gt=0)
+    task_retry_delay_seconds: float = Field(default=60.0, ge=0)
+    """How long Airflow waits before it retries a failed I/O step of a ctloop DAG."""
 
     @field_validator("feature_store_url", "feature_store_read_url")
     @classmethod

@@ -31,6 +31,9 @@ from tests.support.paths import ROOT
 
 INFRA_SERVICES = {"mariadb", "postgres", "airflow-init"}
 REPLICA_SERVICES = {"serving-2", "balancer"}  # the `replicas` profile
+CELERY_SERVICES = {"redis", "airflow-worker"}  # the `celery` profile
+REPLICA_DB_SERVICES = {"mariadb-replica"}  # the `replica-db` profile
+PROFILED = REPLICA_SERVICES | CELERY_SERVICES | REPLICA_DB_SERVICES
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 
@@ -72,11 +75,13 @@ def joined(command: Any) -> str:
 
 
 def test_compose_runs_the_stack_services_and_its_databases(compose: dict) -> None:
-    assert set(compose["services"]) == set(stack.SERVICE_NAMES) | INFRA_SERVICES | REPLICA_SERVICES
+    assert set(compose["services"]) == set(stack.SERVICE_NAMES) | INFRA_SERVICES | PROFILED
     ctloop_image = {name for name, svc in compose["raw"]["services"].items()
                     if svc.get("image") == "ctloop:local"}  # fmt: skip
     outside = {s.name for s in stack.SERVICES if s.program}  # Prometheus: its own image
-    assert ctloop_image == set(stack.SERVICE_NAMES) - outside | {"airflow-init", "serving-2"}
+    assert ctloop_image == (
+        set(stack.SERVICE_NAMES) - outside | {"airflow-init", "serving-2", "airflow-worker"}
+    )
     assert compose["services"]["prometheus"]["image"].startswith("prom/prometheus:")
     # one image, built from docker/, one shared env_file for every ctloop container
     for name in ctloop_image:
@@ -227,6 +232,70 @@ def test_local_stack_sets_exactly_the_table_variables(
     )
 
 
+def test_celery_stack_runs_workers_in_folders_of_their_own(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """Issue 22: `CTLOOP_STACK_EXECUTOR=celery` adds N workers after the scheduler; each has
+    its own working directory, data folder, AIRFLOW_HOME and log-server port, and every
+    Airflow component has the same executor, broker and result backend."""
+    clean_env.update(
+        CTLOOP_STACK_EXECUTOR="celery", CTLOOP_STACK_CELERY_WORKERS="3",
+        CTLOOP_STACK_CELERY_BROKER_URL="redis://127.0.0.1:6379/4",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://airflow@127.0.0.1/airflow",
+        FEATURE_STORE_URL="mysql+pymysql://ctloop@127.0.0.1:3306/ctloop",
+    )  # fmt: skip
+    resolved = stack.resolve(clean_env, cwd=tmp_path)
+    names = [spec.name for spec in resolved.services()]
+    workers = ["airflow-worker-1", "airflow-worker-2", "airflow-worker-3"]
+    at = names.index("airflow-scheduler") + 1
+    assert names[at : at + 3] == workers
+    assert [n for n in names if n not in workers] == list(stack.SERVICE_NAMES)
+    envs = {name: resolved.env(resolved.spec(name)) for name in workers}
+    for spec in resolved.services():
+        assert set(resolved.managed_env(spec)) == spec.env, spec.name
+        if spec.kind.startswith("airflow"):
+            env = resolved.env(spec)
+            assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", spec.name
+            assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/4"
+            assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+                "db+postgresql+psycopg2://airflow@127.0.0.1/airflow"
+            )
+    for key in ("CTLOOP_DATA_DIR", "AIRFLOW_HOME", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"):
+        assert len({env[key] for env in envs.values()}) == 3, key  # one each
+    for name, env in envs.items():
+        own = resolved.state_dir / "workers" / name
+        assert resolved.cwd(resolved.spec(name)) == own
+        assert Path(env["CTLOOP_DATA_DIR"]) == own / "data"
+        assert Path(env["AIRFLOW_HOME"]) == own / "airflow"
+        # task logs in the folder the api-server reads (Airflow's shared-log convention)
+        assert env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] == str(resolved.airflow_home / "logs")
+        command = resolved.command(resolved.spec(name))
+        assert command[1:5] == ["-m", "airflow", "celery", "worker"]
+        assert f"{name}@%h" in command
+    ports = [int(env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]) for env in envs.values()]
+    assert ports == [8795, 8796, 8797]
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"FEATURE_STORE_URL": "mysql+pymysql://ctloop@db/ctloop"},
+         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"),
+        ({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow@db/airflow"},
+         "FEATURE_STORE_URL"),
+    ],
+)  # fmt: skip
+def test_celery_stack_refuses_what_workers_would_share_on_disk(
+    given: dict[str, str], named: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    clean_env.update(CTLOOP_STACK_EXECUTOR="celery", **given)
+    with pytest.raises(CtloopError, match=named):
+        stack.resolve(clean_env, cwd=tmp_path)
+    clean_env["CTLOOP_STACK_EXECUTOR"] = "kubernetes"
+    with pytest.raises(CtloopError, match="CTLOOP_STACK_EXECUTOR"):
+        stack.resolve(clean_env, cwd=tmp_path)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -322,6 +391,55 @@ def test_local_prometheus_is_aimed_at_the_local_service_or_left_out_with_the_rea
     assert [s.name for s in missing.wanted()] == [
         s.name for s in stack.SERVICES if s.name != "prometheus"
     ]
+
+
+def test_compose_celery_profile_runs_workers_like_the_local_celery_stack(
+    compose: dict, tmp_path: Path
+) -> None:
+    """The `celery` profile: Redis and a scalable `airflow-worker` with every variable of
+    the local stack's workers; the executor is LocalExecutor unless .env asks for Celery;
+    task logs on one volume the api-server and the workers share."""
+    raw, services = compose["raw"]["services"], compose["services"]
+    assert raw["redis"]["profiles"] == raw["airflow-worker"]["profiles"] == ["celery"]
+    worker = services["airflow-worker"]
+    assert joined(worker["command"]).startswith("airflow celery worker")
+    missing = stack.services.WORKER_ENV - set(worker["environment"])
+    assert not missing, f"airflow-worker lacks {sorted(missing)}"
+    assert worker["environment"]["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    logs = worker["environment"]["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]
+    for name in ("airflow-worker", "airflow-api-server", "airflow-scheduler"):
+        assert f"airflow-logs:{logs}:rw" in services[name]["volumes"], name
+    airflow = [n for n in services if n.startswith("airflow-")]
+    assert {services[n]["environment"]["AIRFLOW__CORE__EXECUTOR"] for n in airflow} == {
+        "LocalExecutor"
+    }
+    # one line in .env switches every Airflow component at once
+    done = compose_config(tmp_path, env_from_example() + "CTLOOP_COMPOSE_EXECUTOR=CeleryExecutor\n")
+    assert done.returncode == 0, done.stderr
+    celery = yaml.safe_load(done.stdout)["services"]
+    assert {celery[n]["environment"]["AIRFLOW__CORE__EXECUTOR"] for n in airflow} == {
+        "CeleryExecutor"
+    }
+
+
+def test_compose_replica_db_profile_follows_the_primary_read_only(compose: dict) -> None:
+    raw, services = compose["raw"]["services"], compose["services"]
+    replica = services["mariadb-replica"]
+    assert raw["mariadb-replica"]["profiles"] == ["replica-db"]
+    assert replica["environment"]["MARIADB_MASTER_HOST"] == "mariadb"
+    assert "--read-only=1" in replica["command"] and "--server-id=2" in replica["command"]
+    assert "--log-bin" in services["mariadb"]["command"]  # the primary keeps a binary log
+    for name in ("mariadb", "mariadb-replica"):
+        assert services[name]["environment"]["MARIADB_REPLICATION_USER"] == "repl", name
+    # ctloop reads through it when .env names it (.env.example does)
+    assert services["airflow-scheduler"]["environment"]["FEATURE_STORE_READ_URL"].startswith(
+        "mysql+pymysql://ctloop:"
+    )
+    assert (
+        "@mariadb-replica:3306/ctloop"
+        in services["serving"]["environment"]["FEATURE_STORE_READ_URL"]
+    )
 
 
 def test_compose_replicas_profile_balances_two_serving_replicas(compose: dict) -> None:

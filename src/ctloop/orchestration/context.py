@@ -13,10 +13,14 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import socket
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import CtloopError, StoreUnavailableError
+from ctloop.settings import get_settings
 from ctloop.store.dates import to_date
 
 if TYPE_CHECKING:
@@ -137,6 +141,10 @@ def make_run(view: str, context: Mapping[str, Any]) -> Run:
     """The pipeline `Run` of this DAG run: the same values in every task of the run."""
     from ctloop.training.run import Run  # (a) parse time: training.run pulls pandas, MLflow
 
+    log.info(
+        "on %s (pid %d), working directory %s, data folder %s",
+        socket.gethostname(), os.getpid(), Path.cwd(), get_settings().data_dir,
+    )  # fmt: skip  # with several workers: which one ran this try
     trigger = trigger_kind(context)
     dag_run = context.get("dag_run")
     run_id = str(getattr(dag_run, "run_id", "") or context.get("run_id") or "")

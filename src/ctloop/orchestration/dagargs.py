@@ -8,6 +8,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from ctloop.features.view import list_views
+from ctloop.settings import get_settings
 
 if TYPE_CHECKING:
     from airflow.sdk import Param
@@ -30,6 +31,13 @@ def dag_args(view: str, prefix: str, title: str, part: str, **own: Any) -> dict[
         **own,
         "default_args": default_args,
     }
+
+
+def retry_args() -> dict[str, Any]:
+    """Retries of the steps that do I/O: twice, `CTLOOP_TASK_RETRY_DELAY_SECONDS` apart
+    (60 by default; a test of a killed worker shortens it rather than sleep a minute)."""
+    delay = dt.timedelta(seconds=get_settings().task_retry_delay_seconds)
+    return {"retries": 2, "retry_delay": delay}
 
 
 def date_param(title: str, description: str) -> Param:

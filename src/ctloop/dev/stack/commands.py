@@ -22,7 +22,7 @@ from ctloop.dev.stack.connections import register_connections
 from ctloop.dev.stack.databases import Say, migrate_airflow, prepare_stores
 from ctloop.dev.stack.health import check_health, check_ports, wait_healthy
 from ctloop.dev.stack.prometheus import render_config
-from ctloop.dev.stack.services import SERVICES, ServiceSpec, service
+from ctloop.dev.stack.services import ServiceSpec, service
 from ctloop.dev.stack.supervisor import Supervisor, Watcher, kill_sessions
 from ctloop.dev.stack.urls import safe_url
 from ctloop.errors import CtloopError
@@ -66,11 +66,11 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
         already = circus.running()
         for name, pid in already.items():
             say(f"{name}: already running (pid {pid})")
-            if circus.command(name) != stack.command(service(name)):
+            if circus.command(name) != stack.command(stack.spec(name)):
                 say(f"{name}: started with another configuration "
                     f"({' '.join(circus.command(name))}); `make down` then `make up` to "
                     "apply the current one")  # fmt: skip
-        for spec in SERVICES:
+        for spec in stack.services():
             why = stack.left_out(spec)
             if why and spec.name not in already:
                 say(f"{spec.name}: not started: {why}")
@@ -89,8 +89,8 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
                     migrate_airflow(stack, say)  # before the first Airflow component
                     register_connections(stack, say)  # shown under Admin -> Connections
                 _prepare(stack, spec)
-                watcher = Watcher(spec.name, stack.command(spec), stack.env(spec), stack.root,
-                                  stack.log_path(spec.name))  # fmt: skip
+                watcher = Watcher(spec.name, stack.command(spec), stack.env(spec),
+                                  stack.cwd(spec), stack.log_path(spec.name))  # fmt: skip
                 started[spec.name] = circus.start(watcher)
                 say(f"{spec.name}: started (pid {started[spec.name]}), "
                     f"log {watcher.log}")  # fmt: skip
@@ -109,6 +109,8 @@ def _prepare(stack: Stack, spec: ServiceSpec) -> None:
     if spec.name == "prometheus":
         serving = str(stack.local_url(service("serving"))).split("//", 1)[1]
         render_config(stack.root, serving, stack.prometheus_dir)
+    if spec.kind == "airflow-worker":
+        (stack.worker_dir(spec) / "data").mkdir(parents=True, exist_ok=True)
 
 
 def _undo(circus: Supervisor, started: dict[str, int]) -> None:
@@ -130,7 +132,7 @@ def down(stack: Stack, say: Say) -> list[str]:
             say("nothing of the stack is running")
             return []
         running = circus.running()
-        ordered = [s.name for s in reversed(SERVICES) if s.name in running]
+        ordered = [s.name for s in reversed(stack.services()) if s.name in running]
         say(f"stopping {', '.join(ordered) or 'circusd'} ...")
         killed = circus.quit()
         if killed:
@@ -143,7 +145,7 @@ def status(stack: Stack) -> list[dict[str, Any]]:
     of this stack (`left_out`) says why instead of counting as unhealthy."""
     running = supervisor(stack).running()
     rows = []
-    for spec in SERVICES:
+    for spec in stack.services():
         pid = running.get(spec.name)
         why = stack.left_out(spec) if pid is None else None
         if why:
@@ -164,6 +166,15 @@ def airflow_login(stack: Stack) -> dict[str, str]:
         return dict(json.loads(stack.passwords_file.read_text()))
     except (OSError, ValueError):
         return {}
+
+
+def _executor_line(stack: Stack) -> str:
+    """Who runs the tasks: the scheduler itself, or Celery workers (how many, broker, where)."""
+    if stack.config.executor == "local":
+        return "  Airflow executor       LocalExecutor (the scheduler runs the tasks)"
+    return (f"  Airflow executor       CeleryExecutor: {stack.config.celery_workers} workers on "
+            f"{safe_url(stack.config.celery_broker_url)}, each in "
+            f"{stack.state_dir / 'workers'}/<worker>")  # fmt: skip
 
 
 def summary(stack: Stack) -> str:
@@ -188,6 +199,7 @@ def summary(stack: Stack) -> str:
         f"  feature store          {safe_url(stack.store_url)}",
         f"  MLflow backend         {safe_url(stack.mlflow_backend)}, artifacts {stack.artifacts}",
         f"  Airflow metadata       {safe_url(stack.airflow_db)}",
+        _executor_line(stack),
         f"  Airflow password file  {stack.passwords_file}",
         f"  admin token            {stack.state_dir / 'secrets.json'} (admin_token)",
         f"  logs                   {stack.log_dir}/*.log, task logs in "

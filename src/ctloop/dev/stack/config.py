@@ -24,12 +24,15 @@ from pydantic import ValidationError
 from ctloop.dev.launcher import bentoml_command, local_host
 from ctloop.dev.stack.prometheus import find_program
 from ctloop.dev.stack.services import (
+    EXECUTORS,
     PASSWORDS_FILE,
     SERVICES,
     SIMPLE_AUTH_MANAGER,
     ServiceSpec,
     StackConfig,
+    celery_workers,
     service,
+    worker_index,
 )
 from ctloop.dev.stack.urls import absolute_sqlite, airflow_connection_json, airflow_metadata_url
 from ctloop.errors import CtloopError
@@ -106,9 +109,38 @@ class Stack:
                     "Debian's package); the loop runs without it")  # fmt: skip
         return None
 
+    def services(self) -> tuple[ServiceSpec, ...]:
+        """Every service of this stack in start order: the table, and under CeleryExecutor
+        its workers right after the scheduler."""
+        if self.config.executor != "celery":
+            return SERVICES
+        at = next(i for i, s in enumerate(SERVICES) if s.name == "airflow-scheduler") + 1
+        return (*SERVICES[:at], *celery_workers(self.config.celery_workers), *SERVICES[at:])
+
+    def spec(self, name: str) -> ServiceSpec:
+        """One service of this stack, by name (a worker too)."""
+        for spec in self.services():
+            if spec.name == name:
+                return spec
+        return service(name)  # raises, naming the services there are
+
     def wanted(self) -> list[ServiceSpec]:
         """The services of this stack, in start order (optional ones only when present)."""
-        return [spec for spec in SERVICES if self.left_out(spec) is None]
+        return [spec for spec in self.services() if self.left_out(spec) is None]
+
+    def worker_dir(self, spec: ServiceSpec) -> Path:
+        """A Celery worker's own working directory (its data folder and AIRFLOW_HOME are in
+        it): what a worker on another machine would have, so nothing can lean on a disk
+        another process wrote."""
+        return self.state_dir / "workers" / spec.name
+
+    def worker_log_port(self, spec: ServiceSpec) -> int:
+        """The port a Celery worker serves its running tasks' logs on (one per worker)."""
+        return self.config.celery_worker_log_port + worker_index(spec) - 1
+
+    def cwd(self, spec: ServiceSpec) -> Path:
+        """Where a service runs: the checkout, or a worker's own folder."""
+        return self.worker_dir(spec) if spec.kind == "airflow-worker" else self.root
 
     @property
     def passwords_file(self) -> Path:
@@ -141,11 +173,11 @@ class Stack:
             }
         elif spec.kind == "prometheus":
             values = {}
-        elif spec.kind == "airflow":
+        elif spec.kind in ("airflow", "airflow-worker"):
             values = {
                 **ctloop,
                 "AIRFLOW_HOME": str(self.airflow_home),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": EXECUTORS[self.config.executor],
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # the Test button of Admin -> Connections (off by default in Airflow 3)
@@ -172,7 +204,17 @@ class Stack:
                 or airflow_connection_json(self.store_url),
                 "CTLOOP_SERVING_URL": self.serving_url,
                 "CTLOOP_ADMIN_TOKEN": self.secrets["admin_token"],
+                "AIRFLOW__CELERY__BROKER_URL": self.config.celery_broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.airflow_db}",
             }
+            if spec.kind == "airflow-worker":
+                own = self.worker_dir(spec)
+                values.update({
+                    "CTLOOP_DATA_DIR": str(own / "data"),
+                    "AIRFLOW_HOME": str(own / "airflow"),
+                    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port(spec)),
+                })  # fmt: skip
         else:  # pragma: no cover - a new env set must get its values here
             raise CtloopError(f"no environment defined for service {spec.name}")
         return values
@@ -192,6 +234,18 @@ class Stack:
         host, port = self.config.host, self.config.port(spec)
         if spec.name == "serving":  # the same command line as the demo and the tests
             return bentoml_command(int(port or 0), host, working_dir=self.root)
+        if spec.kind == "airflow-worker":  # named, so `celery inspect` tells them apart
+            return [
+                py,
+                "-m",
+                "airflow",
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{spec.name}@%h",
+                "--concurrency",
+                str(self.config.celery_concurrency),
+            ]
         if spec.name == "prometheus":  # its configuration is rendered by `up`
             program = spec.program or spec.name
             return [find_program(program, self.base_env.get("PATH")) or program,
@@ -291,9 +345,27 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
     airflow_home = state_dir / "airflow"
     with contextlib.chdir(cwd):
         airflow_db = airflow_metadata_url(given, airflow_home)
+    if config.executor == "celery":
+        _check_celery(airflow_db, store_url)
     return Stack(
         root=root, config=config, data_dir=data_dir, features_dir=features_dir,
         state_dir=state_dir, store_url=store_url, mlflow_backend=backend,
         artifacts=artifacts, airflow_home=airflow_home, airflow_db=airflow_db,
         base_env=dict(given), secrets=_load_secrets(state_dir / "secrets.json", given),
     )  # fmt: skip
+
+
+def _check_celery(airflow_db: str, store_url: str) -> None:
+    """Refuse a Celery stack whose workers would share a file: Airflow's metadata and the
+    feature store must be servers (Airflow refuses SQLite under CeleryExecutor anyway)."""
+    if airflow_db.startswith("sqlite"):
+        raise CtloopError(
+            "CTLOOP_STACK_EXECUTOR=celery needs Airflow's metadata in PostgreSQL: set "
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://user:pass@host:5432/airflow"
+        )
+    if store_url.startswith("sqlite"):
+        raise CtloopError(
+            "CTLOOP_STACK_EXECUTOR=celery runs tasks in workers that share no disk: set "
+            "FEATURE_STORE_URL to a MariaDB server (mysql+pymysql://user:pass@host:3306/ctloop), "
+            f"not {store_url}"
+        )

@@ -1,7 +1,8 @@
 """Is the stack healthy: each service's health check, the ports it needs, the wait at start.
 
 A service counts as up when its own check says so: Airflow's /api/v2/monitor/health for
-each Airflow component, MLflow's /health, BentoML's /livez (not /readyz: no champion may
+each Airflow component, a ping over the broker for each Celery worker (Airflow's health
+does not list them), MLflow's /health, BentoML's /livez (not /readyz: no champion may
 exist yet). `up` refuses a port something else already answers on before it starts
 anything, and waits for every service with one deadline, naming the one that is not
 healthy (or that exited) with the tail of its log.
@@ -9,16 +10,22 @@ healthy (or that exited) with the tail of its log.
 
 from __future__ import annotations
 
+import functools
+import socket
 import time
-from typing import Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ctloop.dev.launcher import port_in_use, tail
 from ctloop.dev.stack.config import Stack
-from ctloop.dev.stack.services import SERVICES, ServiceSpec
+from ctloop.dev.stack.services import ServiceSpec
 from ctloop.dev.stack.supervisor import Supervisor
 from ctloop.errors import CtloopError
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
@@ -33,8 +40,44 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
         return response.status_code, response.text
 
 
+@functools.cache
+def _celery(broker_url: str) -> Celery:
+    """A bare Celery client on the broker: enough to ping workers, no Airflow config."""
+    from celery import Celery  # (c) only Celery stacks need it
+
+    return Celery(broker=broker_url)
+
+
+def ping_worker(broker_url: str, name: str, timeout: float = 1.0) -> bool:
+    """Whether the Celery worker `name` (as `--celery-hostname name@host`) answers a ping
+    over the broker: it is connected and takes work."""
+    from kombu.exceptions import OperationalError  # (c) as above
+
+    try:
+        replies = _celery(broker_url).control.ping(timeout=timeout)
+    except (OperationalError, OSError):  # a broker that is down: `up` names it at start
+        return False
+    return any(node.split("@", 1)[0] == name for reply in replies for node in reply)
+
+
+def check_broker(url: str) -> None:
+    """Refuse a Celery stack whose broker does not answer, before anything starts."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        raise CtloopError(
+            f"CTLOOP_STACK_CELERY_BROKER_URL: nothing answers at {host}:{port} ({exc}); start "
+            "Redis (Debian: redis-server) or point the setting at a running broker"
+        ) from exc
+
+
 def check_health(stack: Stack, spec: ServiceSpec) -> tuple[bool, str]:
     """Whether one service is healthy now, and what it said."""
+    if spec.kind == "airflow-worker":
+        ok = ping_worker(stack.config.celery_broker_url, spec.name)
+        return ok, "answers pings over the broker" if ok else "does not answer a broker ping"
     if spec.airflow_component is not None:
         status, body = http_get(f"{stack.airflow_url}/api/v2/monitor/health")
         if status != 200 or not isinstance(body, dict):
@@ -54,12 +97,16 @@ def check_ports(stack: Stack, starting: list[ServiceSpec]) -> None:
     for spec in starting:
         if spec.port_setting:
             wanted.append((spec.name, int(stack.config.port(spec) or 0), spec.port_setting))
-        if spec.name == "airflow-scheduler":
+        if spec.name == "airflow-scheduler" and stack.config.executor == "local":
             wanted.append((spec.name, stack.config.airflow_worker_log_port,
                            "airflow_worker_log_port"))  # fmt: skip
+        if spec.kind == "airflow-worker":
+            wanted.append((spec.name, stack.worker_log_port(spec), "celery_worker_log_port"))
         if spec.name == "airflow-triggerer":
             wanted.append((spec.name, stack.config.airflow_trigger_log_port,
                            "airflow_trigger_log_port"))  # fmt: skip
+    if any(spec.kind == "airflow-worker" for spec in starting):
+        check_broker(stack.config.celery_broker_url)
     ports = [port for _, port, _ in wanted]
     if len(set(ports)) != len(ports):
         raise CtloopError(f"the stack's ports collide: {wanted}")
@@ -80,7 +127,7 @@ def wait_healthy(stack: Stack, supervisor: Supervisor, started: dict[str, int],
     once with its log rather than after the whole timeout.
     """
     deadline = began + stack.config.start_timeout_seconds
-    waiting = [spec for spec in SERVICES if spec.name in started]
+    waiting = [spec for spec in stack.services() if spec.name in started]
     last: dict[str, str] = {}
     while waiting:
         running = supervisor.running()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,8 +58,16 @@ AIRFLOW_ENV = CTLOOP_ENV | frozenset(
         "AIRFLOW_CONN_FEATURE_STORE",
         "CTLOOP_SERVING_URL",
         "CTLOOP_ADMIN_TOKEN",
+        # Read only under CeleryExecutor (`CTLOOP_STACK_EXECUTOR=celery`); set in both
+        # modes so that every component of one stack has the same configuration.
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
     }
 )
+# A Celery worker has its own working directory, data folder and AIRFLOW_HOME (nothing it
+# needs may come from another process's disk); task logs go to one folder the api-server
+# reads, Airflow's own convention when workers share a machine (else remote logging).
+WORKER_ENV = AIRFLOW_ENV | frozenset({"AIRFLOW__LOGGING__BASE_LOG_FOLDER"})
 # What the prediction service is started with.
 SERVING_ENV = CTLOOP_ENV | frozenset({"CTLOOP_ADMIN_TOKEN", "BENTOML_DO_NOT_TRACK"})
 # Prometheus reads no variables: its configuration file (rendered by `up`) says it all.
@@ -69,8 +78,10 @@ ENV_BY_KIND: dict[str, frozenset[str]] = {
     "mlflow": MLFLOW_ENV,
     "serving": SERVING_ENV,
     "airflow": AIRFLOW_ENV,
+    "airflow-worker": WORKER_ENV,
     "prometheus": PROMETHEUS_ENV,
 }
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,8 @@ class ServiceSpec:
     name: str
     """Process name here, service name in docker-compose.yml, log file name."""
     kind: str
-    """mlflow | serving | airflow | prometheus: which environment it gets (`ENV_BY_KIND`)."""
+    """mlflow | serving | airflow | airflow-worker | prometheus: which environment it gets
+    (`ENV_BY_KIND`)."""
     title: str
     port_setting: str | None = None
     """The `StackConfig` field (env `CTLOOP_STACK_<FIELD>`) holding its HTTP port."""
@@ -106,7 +118,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "/livez"),
     ServiceSpec("airflow-api-server", "airflow", "Airflow API server and UI", "airflow_port",
                 8080, "/api/v2/monitor/health", "metadatabase"),
-    ServiceSpec("airflow-scheduler", "airflow", "Airflow scheduler (LocalExecutor)",
+    ServiceSpec("airflow-scheduler", "airflow", "Airflow scheduler",
                 airflow_component="scheduler"),
     ServiceSpec("airflow-dag-processor", "airflow", "Airflow DAG processor",
                 airflow_component="dag_processor"),
@@ -115,9 +127,25 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("prometheus", "prometheus", "Prometheus (scrapes the service, evaluates alerts)",
                 "prometheus_port", 9090, "/-/ready", program="prometheus"),
 )  # fmt: skip
-"""Start order. MLflow and serving first: they start while `airflow db migrate` runs."""
+"""Start order. MLflow and serving first: they start while `airflow db migrate` runs.
+Under CeleryExecutor the workers of `celery_workers` follow the scheduler."""
 
 SERVICE_NAMES = tuple(s.name for s in SERVICES)
+WORKER_PREFIX = "airflow-worker-"
+
+
+def celery_workers(count: int) -> tuple[ServiceSpec, ...]:
+    """The Celery workers of a `CTLOOP_STACK_EXECUTOR=celery` stack: `airflow-worker-1..N`,
+    each healthy once it answers a ping over the broker."""
+    return tuple(
+        ServiceSpec(f"{WORKER_PREFIX}{i}", "airflow-worker", f"Airflow Celery worker {i}")
+        for i in range(1, count + 1)
+    )
+
+
+def worker_index(spec: ServiceSpec) -> int:
+    """1 for `airflow-worker-1`: the offset of its log-server port and its folder's name."""
+    return int(spec.name.removeprefix(WORKER_PREFIX))
 
 
 def service(name: str) -> ServiceSpec:
@@ -147,6 +175,19 @@ class StackConfig(BaseSettings):
     airflow_trigger_log_port: int = Field(default=8794, ge=1, le=65535,
                                           description="triggerer's log server")  # fmt: skip
     mlflow_workers: int = Field(default=2, ge=1, le=16)
+    executor: Literal["local", "celery"] = Field(
+        default="local",
+        description="local: the scheduler runs tasks (LocalExecutor); celery: it hands them "
+        "to `celery_workers` Celery workers over `celery_broker_url`",
+    )
+    celery_workers: int = Field(default=2, ge=1, le=16)
+    celery_concurrency: int = Field(default=2, ge=1, le=64,
+                                    description="task slots of each Celery worker")  # fmt: skip
+    celery_broker_url: str = Field(default="redis://127.0.0.1:6379/0")
+    celery_worker_log_port: int = Field(
+        default=8795, ge=1, le=65535,
+        description="log server of Celery worker 1 (worker N: this + N - 1)",
+    )  # fmt: skip
     mlflow_backend_store_uri: str | None = Field(
         default=None, description="MLflow's database (default: the MLflow backend from settings)"
     )
