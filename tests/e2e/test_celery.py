@@ -29,6 +29,8 @@ from ctloop.dev.stack.supervisor import Supervisor, session_processes
 from tests.support.databases import mariadb_database, postgres_database
 from tests.support.livestack import (
     CT_DAG,
+    INGEST_DAG,
+    MONITOR_DAG,
     VIEW,
     LiveStack,
     stack_env,
@@ -48,7 +50,8 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     retried in seconds, not minutes. Training is slowed (more trees, no early stop) so the
     test can catch `train` running."""
     tmp = tmp_path_factory.mktemp("celery")
-    write_test_view(tmp / "features", iterations=1500, early_stopping_rounds=1500)
+    write_test_view(tmp / "features", drop=tmp / "drop", iterations=1500,
+                    early_stopping_rounds=1500)  # fmt: skip
     broker = f"redis://127.0.0.1:6379/{BROKER_DB}"
     redis.Redis.from_url(broker).flushdb()
     ports = stack_ports()
@@ -90,11 +93,16 @@ def wait_running(s: LiveStack, run_id: str, task_id: str, timeout: float = 300) 
     pytest.fail(f"{task_id} never ran:\n{s.failure_report(CT_DAG, run_id)}")
 
 
-def attempt_log(s: LiveStack, run_id: str, task_id: str, attempt: int) -> str:
+def attempt_log_of(s: LiveStack, dag_id: str, run_id: str, task_id: str, attempt: int) -> str:
     """One try's task log, from the folder the workers write it to (what the UI reads)."""
-    folder = s.state / "airflow" / "logs" / f"dag_id={CT_DAG}" / f"run_id={run_id}"
+    folder = s.state / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     path = folder / f"task_id={task_id}" / f"attempt={attempt}.log"
     return path.read_text() if path.is_file() else ""
+
+
+def attempt_log(s: LiveStack, run_id: str, task_id: str, attempt: int) -> str:
+    """One try's log of a CT task."""
+    return attempt_log_of(s, CT_DAG, run_id, task_id, attempt)
 
 
 def wait_in_step(s: LiveStack, run_id: str, task_id: str, timeout: float = 120) -> str:
@@ -167,3 +175,67 @@ def test_ct_dag_runs_on_two_celery_workers_and_a_killed_worker_is_retried_on_the
     s.wait_http(f"{s.serving}/metadata",
                 lambda r: r.status_code == 200 and r.json().get("version") == champion.version,
                 "serving loads the champion", "serving")  # fmt: skip
+
+
+@pytest.mark.mariadb
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ingest_and_monitor_dags_run_unchanged_on_celery_and_a_worker_comes_back(
+    celery_stack: dict[str, Any],
+) -> None:
+    """After the kill: `up` starts the missing worker again; a file dropped in the view's
+    (shared) drop folder is landed by `ingest_<view>` on a worker, its Asset starts a CT run
+    that promotes, and the monitor DAG checks the champion's traffic window."""
+    from ctloop.ingest.synth import StreamConfig, generate_day
+    from ctloop.registry import Registry
+
+    s: LiveStack = celery_stack["stack"]
+    again = s.command("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    running = s.pids()
+    assert set(WORKERS) <= set(running), running
+    s.wait_idle(CT_DAG)
+    registry = Registry(s.mlflow)
+    before = registry.champion(VIEW)
+
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    features, labels = generate_day(day, StreamConfig(seed=99, rows_per_day=400,
+                                                      label_delay_days=0))  # fmt: skip
+    rows = features.merge(labels, on=["customer_id", "event_date"])
+    drop = celery_stack["tmp"] / "drop"
+    drop.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(drop / ".incoming.parquet")
+    (drop / ".incoming.parquet").rename(drop / f"{day}.parquet")
+    asset_runs = {r["dag_run_id"] for r in s.runs(CT_DAG)}
+
+    s.wait_dag(INGEST_DAG)
+    assert s.api("PATCH", f"/dags/{INGEST_DAG}", json={"is_paused": False})["is_paused"] is False
+    s.settle(INGEST_DAG)
+    [ingest] = s.runs(INGEST_DAG)
+    assert ingest["state"] == "success", s.failure_report(INGEST_DAG, ingest["dag_run_id"])
+    assert s.xcom(INGEST_DAG, ingest["dag_run_id"], "land")["taken"] == len(rows)
+    assert (drop / "done" / f"{day}.parquet").is_file()
+
+    deadline = time.monotonic() + 180
+    new_data: list[dict[str, Any]] = []
+    while not new_data:
+        new_data = [r for r in s.runs(CT_DAG) if r["run_type"] == "asset_triggered"
+                    and r["dag_run_id"] not in asset_runs]  # fmt: skip
+        assert time.monotonic() < deadline, "no asset-triggered CT run\n" + s.log(
+            "airflow-scheduler"
+        )
+        time.sleep(2)
+    retrain = s.wait_run(CT_DAG, new_data[0]["dag_run_id"])
+    after = registry.champion(VIEW)
+    assert after is not None and before is not None
+    assert after.version != before.version, s.failure_report(CT_DAG, retrain["dag_run_id"])
+    assert after.tags["trigger"] == "new-data"
+
+    s.wait_dag(MONITOR_DAG)
+    assert s.api("PATCH", f"/dags/{MONITOR_DAG}", json={"is_paused": False})["is_paused"] is False
+    s.settle(MONITOR_DAG)
+    run_id = s.trigger(MONITOR_DAG, {"since": None, "until": None})
+    s.wait_run(MONITOR_DAG, run_id)
+    assert s.tasks(MONITOR_DAG, run_id)["check"]["state"] == "success"
+    ran = worker_of(attempt_log_of(s, MONITOR_DAG, run_id, "check", 1))
+    assert ran in WORKERS

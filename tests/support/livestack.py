@@ -44,7 +44,7 @@ def free_ports(n: int) -> list[int]:
         return [sock.getsockname()[1] for sock in socks]
 
 
-def write_test_view(target_dir: Path, **training: Any) -> None:
+def write_test_view(target_dir: Path, drop: Path | None = None, **training: Any) -> None:
     """A small copy of the view: short windows, labels on the day, tiny models, no cooldown.
 
     One gate is looser than in the real view, because this test is about the wiring of the
@@ -67,7 +67,8 @@ def write_test_view(target_dir: Path, **training: Any) -> None:
     data["gates"]["model"].update(max_degradation=0.1)
     data["drift"].update(min_rows=300, min_labelled_rows=200, cooldown_hours=0)
     # a drop folder under the data folder (CTLOOP_DATA_DIR) instead of the synthetic stream
-    data["sources"] = [{"kind": "files", "name": "drop", "path": f"drop/{VIEW}"}]
+    # (or an absolute folder: what workers on several machines must share for this source)
+    data["sources"] = [{"kind": "files", "name": "drop", "path": str(drop or f"drop/{VIEW}")}]
     target_dir.mkdir(parents=True, exist_ok=True)
     (target_dir / f"{VIEW}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 

@@ -137,14 +137,20 @@ def force_promote(context: Mapping[str, Any]) -> bool:
     return bool(value)
 
 
+def log_where() -> None:
+    """One log line naming the host, process and folders of this try: with several Celery
+    workers, which one ran it (and that it used its own data folder)."""
+    log.info(
+        "on %s (pid %d), working directory %s, data folder %s",
+        socket.gethostname(), os.getpid(), Path.cwd(), get_settings().data_dir,
+    )  # fmt: skip
+
+
 def make_run(view: str, context: Mapping[str, Any]) -> Run:
     """The pipeline `Run` of this DAG run: the same values in every task of the run."""
     from ctloop.training.run import Run  # (a) parse time: training.run pulls pandas, MLflow
 
-    log.info(
-        "on %s (pid %d), working directory %s, data folder %s",
-        socket.gethostname(), os.getpid(), Path.cwd(), get_settings().data_dir,
-    )  # fmt: skip  # with several workers: which one ran this try
+    log_where()
     trigger = trigger_kind(context)
     dag_run = context.get("dag_run")
     run_id = str(getattr(dag_run, "run_id", "") or context.get("run_id") or "")

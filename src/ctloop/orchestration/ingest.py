@@ -20,7 +20,7 @@ from ctloop.orchestration.connection import (
     feature_store_asset,
     feature_store_url,
 )
-from ctloop.orchestration.context import fail_fast, param_time, utc_date
+from ctloop.orchestration.context import fail_fast, log_where, param_time, utc_date
 from ctloop.settings import get_settings
 from ctloop.store.dates import to_date
 
@@ -105,6 +105,7 @@ def run_ingest(
 
 def ingest_interval(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     """The ingest DAG's first task: land the interval's rows; no Asset event here."""
+    log_where()
     params = context.get("params") or {}
     dag_run = context.get("dag_run")
     run_id = str(getattr(dag_run, "run_id", "") or context.get("run_id") or "airflow")

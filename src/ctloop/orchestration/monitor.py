@@ -9,7 +9,7 @@ from typing import Any
 
 from ctloop.features.view import load_view
 from ctloop.orchestration.connection import feature_store_url
-from ctloop.orchestration.context import fail_fast, jsonable, param_time
+from ctloop.orchestration.context import fail_fast, jsonable, log_where, param_time
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     from ctloop.registry import Registry  # (a) parse time: MLflow
     from ctloop.store.features import FeatureStore  # (a) parse time: pandas, SQLAlchemy
 
+    log_where()
     with fail_fast():  # a bad since/until is a refusal: every retry would refuse it too
         since, until = param_time(context, "since"), param_time(context, "until")
         store = FeatureStore.for_url(feature_store_url())
