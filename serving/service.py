@@ -50,6 +50,7 @@ from ctloop.registry import Registry
 from ctloop.settings import get_settings
 from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
+from ctloop.store.online import OnlineFeatures
 from serving import openapi
 from serving.client_errors import (
     BENTOML_REQUEST_LOGGER,
@@ -62,6 +63,7 @@ from serving.config import ServingConfig, admin_token_problem
 from serving.limits import BodySizeLimit
 from serving.metrics import worker_metrics
 from serving.model import LoadedModel, ModelManager
+from serving.online import FROM_STORE, FillError, OnlineFill
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +179,9 @@ class ModelService:
         self.store: FeatureStore | None = None
         self.predictions: PredictionLog | None = None
         self.writer: PredictionLogWriter | None = None
-        if CONFIG.log_mode != "off":
+        if CONFIG.log_mode != "off" or VIEW.online is not None:
             self.store = FeatureStore.from_settings(SETTINGS)
+        if self.store is not None and CONFIG.log_mode != "off":
             self.predictions = PredictionLog(self.store)
         if self.store is not None and self.predictions is not None and CONFIG.log_mode == "async":
             self.writer = PredictionLogWriter(
@@ -198,6 +201,9 @@ class ModelService:
             ).start()
         elif self.store is not None:
             self.store.init([])
+        self.online: OnlineFill | None = None
+        if VIEW.online is not None and self.store is not None:
+            self.online = OnlineFill(VIEW, OnlineFeatures(self.store, VIEW))
         self.manager.start()
         log.info("worker %s (pid %d) serving view %s, prediction log %s", self.worker_index,
                  os.getpid(), VIEW.name, CONFIG.log_mode)  # fmt: skip
@@ -230,12 +236,18 @@ class ModelService:
         if model is None:
             return _error(503, "no model loaded yet; see /metadata", **{"Retry-After": "5"})
         start = time.perf_counter()
-        values = record.model_dump()
+        if self.online is not None:
+            try:
+                [values], from_store = self.online.complete([record], batch=False)
+            except FillError as refused:
+                return _error(refused.status, refused.message)
+        else:
+            values, from_store = record.model_dump(), None
         output = model.predict(VIEW, [values])
         rid = uuid.uuid4().hex
         answers = _answers(output)
         latency = (time.perf_counter() - start) * 1000
-        self._log(model, [values], [rid], answers, latency, "predict")
+        self._log(model, [values], [rid], answers, latency, "predict", from_store)
         self.manager.recent.append(values)
         return FastJSONResponse({"request_id": rid, **answers[0], "model_version": model.version})
 
@@ -246,13 +258,19 @@ class ModelService:
         if model is None:
             return _error(503, "no model loaded yet; see /metadata", **{"Retry-After": "5"})
         start = time.perf_counter()
-        values = [r.model_dump() for r in records]
+        if self.online is not None:
+            try:
+                values, from_store = self.online.complete(records, batch=True)
+            except FillError as refused:
+                return _error(refused.status, refused.message)
+        else:
+            values, from_store = [r.model_dump() for r in records], None
         output = model.predict(VIEW, values)
         ids = [uuid.uuid4().hex for _ in values]
         answers = _answers(output)
         out = [{"request_id": i, **a} for i, a in zip(ids, answers, strict=True)]
         latency = (time.perf_counter() - start) * 1000
-        self._log(model, values, ids, answers, latency / len(values), "predict_batch")
+        self._log(model, values, ids, answers, latency / len(values), "predict_batch", from_store)
         self.manager.recent.extend(values[:4])
         return FastJSONResponse({"model_version": model.version, "predictions": out})
 
@@ -331,17 +349,24 @@ class ModelService:
         answers: Sequence[dict[str, Any]],
         latency_ms: float,
         endpoint: str,
+        from_store: Sequence[Sequence[str]] | None = None,
     ) -> None:
         """One prediction log row per answered record, naming the version that answered.
 
         `prediction` holds the class, or the value as exact decimal text (regression);
-        `probabilities` the class probabilities, empty for regression."""
+        `probabilities` the class probabilities, empty for regression; `features` the
+        features as used, with `_from_store` naming those an online view took from the
+        store."""
         self.metrics.predictions.labels(endpoint=endpoint, model_version=model.version).inc(
             len(values)
         )
         if CONFIG.log_mode == "off":
             return
         now = utc_now()
+        logged = [logged_features(VIEW, rec) for rec in values]
+        for features, names in zip(logged, from_store or (), strict=False):
+            if names:
+                features[FROM_STORE] = list(names)
         # The JSON fields last: on MariaDB each JSON_TABLE column scans a row's object up
         # to its key, and a 17-feature object scanned eleven times cost 16 us of server
         # CPU per row (benchmarks/log_insert.py).
@@ -355,9 +380,9 @@ class ModelService:
                 "latency_ms": latency_ms,
                 "created_at": now,
                 "probabilities": answer.get("probabilities", {}),
-                "features": logged_features(VIEW, rec),
+                "features": features,
             }
-            for rid, rec, answer in zip(ids, values, answers, strict=True)
+            for rid, rec, answer, features in zip(ids, values, answers, logged, strict=True)
         ]
         if self.writer is not None:
             self.writer.submit_many(rows)

@@ -54,10 +54,11 @@ def sample_records(view: FeatureView) -> list[dict[str, Any]]:
 def record_model(view: FeatureView) -> type[BaseModel]:
     """The pydantic model of one prediction request for this view.
 
-    Required: every non-nullable feature. Optional (null or absent): nullable features,
-    the entity key and the event date, which are only logged (the monitor joins landed
-    labels to predictions on both). Unknown fields are refused so that a typo in a feature
-    name is an error, not a silently missing value.
+    Required: every non-nullable feature (unless the view is online: then any feature
+    may be left out and comes from the entity's newest row in the store). Optional (null
+    or absent): nullable features, the entity key and the event date, which are logged
+    (the monitor joins landed labels to predictions on both). Unknown fields are refused
+    so that a typo in a feature name is an error, not a silently missing value.
     """
     # The int branch is strict and bounded so that its text fits the log column too: a lax
     # int would turn a string the str branch refused (65 zeros: too long) into 0, and the
@@ -75,7 +76,12 @@ def record_model(view: FeatureView) -> type[BaseModel]:
     ]  # fmt: skip
     fields: dict[str, Any] = {view.entity: (entity_type, None), view.event_date: (date_type, None)}
     for rule in schema_of(view).features:
-        fields[rule.name] = rule.request_field()
+        typ, default = rule.request_field()
+        if view.online is not None and default is ...:
+            # online: a feature left out comes from the store (a sent null is still
+            # refused for a feature that may not be null, by serving's fill)
+            typ, default = typ | None, None
+        fields[rule.name] = (typ, default)
     config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),

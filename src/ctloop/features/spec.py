@@ -245,6 +245,20 @@ class ModelGate(StrictModel):
     max_degradation: float | None = Field(default=None, ge=0)
 
 
+class Online(StrictModel):
+    """Online features: serving fills what a request leaves out from the entity's newest
+    feature row in the store, so a caller may send only the entity key."""
+
+    # a row older than this (by its event date, against the day `now - ttl` falls on) is
+    # stale: the request is refused, never answered from old values
+    ttl_hours: float = Field(gt=0)
+    # how long a worker may answer from a row it read before reading it again: the most
+    # time an ingested row takes to reach serving
+    max_staleness_seconds: float = Field(default=30.0, ge=0)
+    # rows a worker keeps in memory (least recently used go first)
+    cache_entities: int = Field(default=100_000, gt=0)
+
+
 class DriftPolicy(StrictModel):
     """When the monitor calls drift and triggers retraining."""
 

@@ -33,6 +33,7 @@ from ctloop.features.spec import (
     ImportOptions,
     Label,
     ModelGate,
+    Online,
     Source,
     StrictModel,
     Training,
@@ -53,6 +54,7 @@ __all__ = [
     "Label",
     "LabelKind",
     "ModelGate",
+    "Online",
     "Source",
     "Training",
     "list_views",
@@ -80,6 +82,8 @@ class FeatureView(StrictModel):
     # a batch with bad rows lands its good rows (the bad ones go to the rejects table);
     # off: the batch is refused whole
     partial_loads: bool = False
+    # predict by entity: serving takes the features a request leaves out from the store
+    online: Online | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -25,6 +25,8 @@ from ctloop.predlog.row import JSON_FIELDS, encode_row
 from ctloop.store import tables
 from ctloop.store.engine import MYSQL_DIALECTS, Database
 
+# the features-JSON key naming the features serving took from the store (online views)
+FROM_STORE = "_from_store"
 JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
 # max_allowed_packet (16 MiB)
 
@@ -168,7 +170,8 @@ class PredictionLog:
         """Prediction logs of a view with start <= created_at < end, oldest first.
 
         With `expand_features`, the JSON features become one column each and the class
-        probabilities one `proba_<class>` column each, ready for drift statistics.
+        probabilities one `proba_<class>` column each, ready for drift statistics; for an
+        online view `from_store` lists (comma-separated) the features the store supplied.
         """
         table = self.table
         query = (
@@ -185,6 +188,9 @@ class PredictionLog:
         if not expand_features or frame.empty:
             return frame
         feats = pd.DataFrame([json.loads(s) for s in frame["features"]], index=frame.index)
+        if FROM_STORE in feats.columns:  # online requests: which features the store supplied
+            names = feats.pop(FROM_STORE)
+            feats["from_store"] = [",".join(n) if isinstance(n, list) else "" for n in names]
         # regression rows carry no probabilities ({}): zero columns, not zero rows
         probs = pd.DataFrame([json.loads(s) for s in frame["probabilities"]], index=frame.index)
         probs.columns = [f"proba_{c}" for c in probs.columns]
