@@ -77,8 +77,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnlineWorld]:
             store.dispose()
 
 
-def newest_rows(world: OnlineWorld, n: int) -> list[dict[str, Any]]:
-    """`n` entities' newest feature rows, read with plain SQL: the full records."""
+def newest_rows(world: OnlineWorld, n: int, with_day: bool = False) -> list[dict[str, Any]]:
+    """`n` entities' newest feature rows, read with plain SQL: the full records (with the
+    row's event date, as a request may send it, when `with_day`)."""
     view = world.view
     table = view.features_table
     key, day = view.entity, view.event_date  # identifiers from the view (checked names)
@@ -91,6 +92,8 @@ def newest_rows(world: OnlineWorld, n: int) -> list[dict[str, Any]]:
     out = []
     for row in frame.to_dict("records"):
         rec = {view.entity: str(row[view.entity])}
+        if with_day:
+            rec[view.event_date] = str(pd.Timestamp(row[view.event_date]).date())
         for name in view.feature_names:
             value = row[name]
             rec[name] = None if pd.isna(value) else _plain(value)
@@ -231,3 +234,52 @@ def test_the_log_says_which_features_came_from_the_store(world: OnlineWorld) -> 
 def _plain(value: Any) -> Any:
     """A numpy scalar as the JSON value a client sends."""
     return value.item() if hasattr(value, "item") else value
+
+
+def test_the_monitor_measures_skew_between_sent_features_and_the_store(
+    world: OnlineWorld,
+) -> None:
+    """What callers send is compared with the store's row of the same entity and day:
+    half the requests carry a changed feature, so its mismatch rate is one half."""
+    from ctloop.monitoring.skew import skew_findings
+
+    view = world.view
+    numeric = next(f.name for f in view.features if f.is_numeric and f.max is not None)
+    full = newest_rows(world, 20, with_day=True)
+    ids = set()
+    for i, rec in enumerate(full):
+        sent = dict(rec)
+        if i % 2 == 0:
+            sent[numeric] = view.feature(numeric).max
+        ids.add(answer_id(post(world, "/predict", sent)))
+    rows = logged_rows(world, ids)
+    changed = rows[numeric] == view.feature(numeric).max
+    stored = {r[view.entity]: r[numeric] for r in full}
+    expected = float((changed & (rows["entity_id"].map(stored) != rows[numeric])).mean())
+    found = {f.statistic: f.value for f in skew_findings(view, world.store, rows)
+             if f.feature == numeric}  # fmt: skip
+    assert found["compared_rows"] == len(rows)
+    assert found["mismatch_rate"] == expected and expected > 0
+    others = [f for f in skew_findings(view, world.store, rows)
+              if f.statistic == "mismatch_rate" and f.feature != numeric]  # fmt: skip
+    assert others and all(f.value == 0.0 for f in others), others
+
+
+def answer_id(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return str(response.json()["request_id"])
+
+
+def logged_rows(world: OnlineWorld, ids: set[str]) -> pd.DataFrame:
+    """The log rows of these requests, once the writer has flushed them all."""
+    log = PredictionLog(world.store)
+    start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=5)
+    deadline = time.monotonic() + 30
+    rows = pd.DataFrame()
+    while time.monotonic() < deadline:
+        rows = log.read(world.view.name, start, dt.datetime(2100, 1, 1))
+        rows = rows[rows["request_id"].isin(ids)]
+        if len(rows) == len(ids):
+            return rows
+        time.sleep(0.5)
+    pytest.fail(f"{len(rows)} of {len(ids)} rows logged")

@@ -271,6 +271,9 @@ class DriftPolicy(StrictModel):
     drift_share: float = Field(default=0.5, gt=0, le=1)
     prediction_threshold: float = Field(default=0.1, gt=0)
     min_rows: int = Field(default=500, gt=0)
+    # training-serving skew: share of the feature values callers sent that may differ
+    # from the store's row for the same entity and day before the report flags the feature
+    max_skew_rate: float = Field(default=0.01, ge=0, le=1)
     # live primary metric worse than the model's validation figure by more than this is
     # decay: points for bounded metrics, a fraction for error metrics (None: by kind)
     max_accuracy_drop: float | None = Field(default=None, gt=0)

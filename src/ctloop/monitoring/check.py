@@ -7,7 +7,9 @@ Three signals, each gated by the view's `drift` policy:
 - prediction drift: Jensen-Shannon distance of the predicted-class shares, and for a
   binary score or a regression value the normed Wasserstein distance of its distribution;
 - accuracy decay: once labels for logged entities land, the live primary metric of the
-  view's kind (AUC / macro-F1 / RMSE ...) against the model's own validation figure.
+  view's kind (AUC / macro-F1 / RMSE ...) against the model's own validation figure;
+- training-serving skew (reported, never a retrain): the share of feature values callers
+  sent that differ from the store's row of the same entity and day (`skew`).
 A window smaller than `min_rows` never raises an alarm (raw tests on tiny windows flag
 noise); it reports "not enough data". Every check writes its rows to `drift_report`.
 """
@@ -41,6 +43,7 @@ from ctloop.monitoring.result import (
     MonitorResult,
     findings_json,
 )
+from ctloop.monitoring.skew import skew_findings
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
@@ -148,6 +151,8 @@ def check_with_evidence(
             change = dated_change(view, store, lookback, until, baseline)
             if change is not None:
                 result.onset, result.onset_found = change
+    skew = skew_findings(view, store, logs)
+    findings.extend(skew)
     result.findings = findings
 
     if dataset_drift:
@@ -163,6 +168,13 @@ def check_with_evidence(
             f"accuracy decay: live {name} {live[name]:.3f} vs validation {baseline:.3f} "
             f"on {n_lab} labelled predictions (limit {rule.tolerance_text(limit)})"
             + (f", change from {result.onset}" if result.onset else "")
+        )
+    skewed = [f for f in skew if f.drifted]
+    if skewed:  # reported, not retrained on: the caller must send the store's values
+        worst = ", ".join(f"{f.feature} {f.value:.1%}" for f in skewed)
+        result.reasons.append(
+            f"training-serving skew: sent features differ from the store's row of the same "
+            f"entity and day ({worst}; limit {view.drift.max_skew_rate:.1%})"
         )
     if decay:
         result.status = DECAY

@@ -20,7 +20,7 @@ from ctloop.predlog.store import PredictionLog
 from ctloop.store.features import FeatureStore
 
 
-def _event_dates(view: FeatureView, logs: pd.DataFrame) -> pd.Series:
+def event_dates(view: FeatureView, logs: pd.DataFrame) -> pd.Series:
     """The event date of each prediction: as sent with the request, else the log day."""
     if view.event_date in logs.columns:
         sent = pd.to_datetime(logs[view.event_date], errors="coerce")
@@ -42,7 +42,7 @@ def _labelled(view: FeatureView, logs: pd.DataFrame, labels: pd.DataFrame) -> pd
     """Logged predictions joined to the labels that have landed (entity and event day)."""
     if logs.empty or labels.empty or "entity_id" not in logs.columns:
         return logs.iloc[0:0]
-    keyed = logs.assign(_day=_event_dates(view, logs), _entity=logs["entity_id"].astype(str))
+    keyed = logs.assign(_day=event_dates(view, logs), _entity=logs["entity_id"].astype(str))
     lab = labels.assign(
         _day=pd.to_datetime(labels[view.event_date]).dt.normalize(),
         _entity=labels[view.entity].astype(str),
@@ -56,7 +56,7 @@ def labelled_logs(
     """These logged predictions joined to their labels that had landed by `until`."""
     if logs.empty:
         return logs
-    days = _event_dates(view, logs)
+    days = event_dates(view, logs)
     labels = store.labels_for_days(view, days.min().date(), days.max().date(), until)
     return _labelled(view, logs, labels)
 

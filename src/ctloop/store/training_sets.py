@@ -202,6 +202,15 @@ class TrainingSetReads(StoreSchema):
         with self.read_connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def features_for_days(self, view: FeatureView, first: dt.date, last: dt.date) -> pd.DataFrame:
+        """Feature rows of event dates first..last: what the skew check compares the
+        features callers sent with."""
+        ftable, _ = self.view_tables(view)
+        day = ftable.c[view.event_date]
+        query = sa.select(ftable).where(day >= first).where(day <= last)
+        with self.read_connect() as conn:
+            return pd.read_sql(query, conn)
+
     def labels_for_days(
         self, view: FeatureView, first: dt.date, last: dt.date, arrived_before: dt.datetime
     ) -> pd.DataFrame:

@@ -1,0 +1,66 @@
+"""Training-serving skew on the embedded store: the share of sent feature values that differ
+from the store's row of the same entity and day, per feature. The same check on requests
+logged by a real service over MariaDB is in `tests/integration/test_online.py`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from ctloop.features.view import FeatureView
+from ctloop.ingest.synth import StreamConfig, generate_day
+from ctloop.monitoring.skew import skew_findings
+from ctloop.store.features import FeatureStore
+
+DAY = dt.date(2026, 3, 1)
+
+
+def logged(view: FeatureView, features: pd.DataFrame) -> pd.DataFrame:
+    """Feature rows as `PredictionLog.read` returns logged requests of them (log day = DAY)."""
+    logs = features.rename(columns={view.entity: "entity_id"}).drop(columns=[view.event_date])
+    logs["entity_id"] = logs["entity_id"].astype(str)
+    logs["created_at"] = pd.Timestamp(DAY) + pd.Timedelta(hours=9)
+    return logs.reset_index(drop=True)
+
+
+def rates(findings: list) -> dict[str, float]:
+    return {f.feature: f.value for f in findings if f.statistic == "mismatch_rate"}
+
+
+def test_sent_values_are_compared_with_the_store_row_of_the_same_entity_and_day(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    features, _ = generate_day(DAY, StreamConfig(seed=3, rows_per_day=200))
+    store.ingest(view, features)
+    logs = logged(view, features)
+    assert set(rates(skew_findings(view, store, logs)).values()) == {0.0}  # as stored
+    numeric = next(f.name for f in view.features if f.is_numeric)
+    category = next(f for f in view.features if not f.is_numeric)
+    logs.loc[:49, numeric] = logs.loc[:49, numeric].fillna(0) * 1.1 + 1  # a unit change
+    logs.loc[:9, category.name] = "Somewhere_else"
+    logs.loc[10:19, category.name] = None  # missing where the store has a value
+    logs.loc[150:, "entity_id"] = "unknown"  # no row of theirs: not compared
+    findings = skew_findings(view, store, logs)
+    got = rates(findings)
+    stored_missing = features[category.name].iloc[10:20].isna().sum()
+    assert got[numeric] == 50 / 150
+    assert got[category.name] == (20 - stored_missing) / 150
+    assert {f.feature for f in findings if f.drifted} == {numeric, category.name}
+    compared = {f.feature: f.value for f in findings if f.statistic == "compared_rows"}
+    assert set(compared.values()) == {150.0}
+    # features serving took from the store are not the caller's: not compared
+    logs["from_store"] = ""
+    logs.loc[:49, "from_store"] = numeric
+    assert numeric not in {f.feature for f in skew_findings(view, store, logs.loc[:49])}
+    assert rates(skew_findings(view, store, logs))[numeric] == 0.0  # the 100 others agree
+
+
+def test_no_entity_no_store_rows_no_findings(store: FeatureStore, view: FeatureView) -> None:
+    features, _ = generate_day(DAY, StreamConfig(seed=4, rows_per_day=20))
+    logs = logged(view, features)
+    assert skew_findings(view, store, logs) == []  # the store has nothing for that day
+    store.ingest(view, features)
+    logs["entity_id"] = np.nan
+    assert skew_findings(view, store, logs) == []  # callers named no entity
