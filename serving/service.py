@@ -43,7 +43,7 @@ from starlette.routing import Route
 from ctloop.core.metrics import Output
 from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
-from ctloop.predlog.store import PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
@@ -379,6 +379,7 @@ class ModelService:
                 "prediction": str(answer["prediction"]),
                 "latency_ms": latency_ms,
                 "created_at": now,
+                "role": CHAMPION_ROLE,
                 "probabilities": answer.get("probabilities", {}),
                 "features": features,
             }

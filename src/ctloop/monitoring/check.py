@@ -44,7 +44,7 @@ from ctloop.monitoring.result import (
     findings_json,
 )
 from ctloop.monitoring.skew import skew_findings
-from ctloop.predlog.store import PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
@@ -83,7 +83,9 @@ def check_with_evidence(
         return result, None
     result.model_version = champion.version
     predictions = PredictionLog(store)
-    logs = predictions.read(view.name, since, until, model_version=champion.version)
+    logs = predictions.read(
+        view.name, since, until, model_version=champion.version, role=CHAMPION_ROLE
+    )
     result.rows = len(logs)
     policy = view.drift
     enough = len(logs) >= policy.min_rows
@@ -124,7 +126,9 @@ def check_with_evidence(
     # own minimum (`min_labelled_rows`), independent of the drift window's size.
     lookback = until - dt.timedelta(days=policy.accuracy_window_days)
     if lookback < since:
-        scored = predictions.read(view.name, lookback, until, model_version=champion.version)
+        scored = predictions.read(
+            view.name, lookback, until, model_version=champion.version, role=CHAMPION_ROLE
+        )
     else:  # an accumulated window longer than the look-back: only its recent part
         scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
     joined = labelled_logs(view, store, scored, until)

@@ -16,7 +16,7 @@ import pandas as pd
 from ctloop.core.metrics import Output, bootstrap_se, metric, output_from_values, score_one
 from ctloop.core.stats import z_for
 from ctloop.features.view import FeatureView
-from ctloop.predlog.store import PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.store.features import FeatureStore
 
 
@@ -101,7 +101,7 @@ def dated_change(
 ) -> tuple[str, str] | None:
     """Date a change on every version's labelled answers of the look-back, not only the
     champion's: after a promotion the champion has answered for a day or two only."""
-    everyone = PredictionLog(store).read(view.name, lookback, until)
+    everyone = PredictionLog(store).read(view.name, lookback, until, role=CHAMPION_ROLE)
     if everyone.empty:
         return None
     policy = view.drift

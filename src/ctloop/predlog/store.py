@@ -25,6 +25,8 @@ from ctloop.predlog.row import JSON_FIELDS, encode_row
 from ctloop.store import tables
 from ctloop.store.engine import MYSQL_DIALECTS, Database
 
+# the roles of a log row: who answered the caller, or who scored the request beside it
+CHAMPION_ROLE, SHADOW_ROLE, CANARY_ROLE = "champion", "shadow", "canary"
 # the features-JSON key naming the features serving took from the store (online views)
 FROM_STORE = "_from_store"
 JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
@@ -166,10 +168,12 @@ class PredictionLog:
         end: dt.datetime,
         model_version: str | None = None,
         expand_features: bool = True,
+        role: str | None = None,
     ) -> pd.DataFrame:
         """Prediction logs of a view with start <= created_at < end, oldest first.
 
-        With `expand_features`, the JSON features become one column each and the class
+        `role` keeps one role's rows (`champion` includes rows logged before roles
+        existed). With `expand_features`, the JSON features become one column each and the class
         probabilities one `proba_<class>` column each, ready for drift statistics; for an
         online view `from_store` lists (comma-separated) the features the store supplied.
         """
@@ -183,6 +187,10 @@ class PredictionLog:
         )
         if model_version is not None:
             query = query.where(table.c.model_version == str(model_version))
+        if role == CHAMPION_ROLE:  # rows from before roles existed are the champion's
+            query = query.where(sa.or_(table.c.role.is_(None), table.c.role == role))
+        elif role is not None:
+            query = query.where(table.c.role == role)
         with self.db.read_connect() as conn:
             frame = pd.read_sql(query, conn)
         if not expand_features or frame.empty:

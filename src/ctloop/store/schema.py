@@ -60,7 +60,41 @@ class StoreSchema(Database):
         for view in views:
             self.view_tables(view)
         self._create_tables()
+        self.migrate_columns()
         return self.migrate_collation()
+
+    def migrate_columns(self) -> list[str]:
+        """Add the columns a newer ctloop defines to tables an older one created (all
+        nullable, so existing rows stay as they are); returns `table.column` added.
+
+        Several processes may start at once: a column another one added meanwhile is
+        success, as for `_create_tables`.
+        """
+        added = []
+        for name, columns in tables.ADDED_COLUMNS.items():
+            table = self.metadata.tables.get(name)
+            if table is None:
+                continue
+            with self.connect() as conn:
+                have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
+            for column in columns:
+                if column in have:
+                    continue
+                col = table.c[column]
+                kind = col.type.compile(dialect=self.engine.dialect)
+                prep = self.engine.dialect.identifier_preparer
+                ddl = (f"ALTER TABLE {prep.quote_identifier(name)} ADD COLUMN "
+                       f"{prep.quote_identifier(column)} {kind} NULL")  # fmt: skip
+                try:
+                    with self.begin() as conn:
+                        conn.execute(sa.text(ddl))
+                except (OperationalError, ProgrammingError) as exc:
+                    if "duplicate column" not in str(exc).lower():
+                        raise
+                    continue
+                log.warning("table %s: column %s added (this ctloop defines it)", name, column)
+                added.append(f"{name}.{column}")
+        return added
 
     def _create_tables(self) -> None:
         """Create the missing tables, safe when several processes do it at once.

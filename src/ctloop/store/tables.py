@@ -29,6 +29,8 @@ MYSQL_OPTS = {
 }
 
 PREDICTION_LOG = "prediction_log"
+# columns added to a table after it first shipped: `init` adds them to older databases
+ADDED_COLUMNS = {PREDICTION_LOG: ("role",)}
 DRIFT_REPORT = "drift_report"
 CT_RUN_LOCK = "ct_run_lock"
 
@@ -90,6 +92,9 @@ def prediction_log_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("probabilities", sa.Text, nullable=False),
         sa.Column("latency_ms", Double, nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),
+        # champion | shadow (a challenger scoring the same request off the request path) |
+        # canary; NULL in rows written before roles existed: the champion's
+        sa.Column("role", sa.String(16), nullable=True),
         sa.Index("ix_prediction_log_view_time", "feature_view", "created_at"),
         sa.Index("ix_prediction_log_entity", "feature_view", "entity_id"),
         **MYSQL_OPTS,

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ctloop.core.predictor import Predictor, to_model_frame
-from ctloop.predlog.store import PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.training import fit as training
 
 
@@ -21,7 +21,7 @@ def daily_accuracy(
     """Per day: accuracy of what was served (prediction log joined to landed labels) and of
     the first champion on the same customers."""
     logs = PredictionLog(store).read(
-        view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1)
+        view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1), role=CHAMPION_ROLE
     )  # fmt: skip
     first = min(days)
     last = max(days)
