@@ -94,55 +94,99 @@ class ModelManager:
         self.last_error_at: dt.datetime | None = None
         self.registry_ok: bool | None = None
         self.swaps = 0
+        # a candidate on live trial (alias `challenger`): shadow-scored or a canary; loaded
+        # and checked as the champion is, and never in the way of serving the champion
+        self.challenger: LoadedModel | None = None
+        self.rejected_challenger: str | None = None
 
     # ------------------------------------------------------------------ loading
 
     def refresh(self, reason: str, force: bool = False) -> dict[str, Any]:
-        """Ask the registry for the champion; load, check and swap it in if it moved.
+        """Ask the registry for the champion; load, check and swap it in if it moved; then
+        the same for the challenger.
 
         Never raises: a failure leaves the current model serving and is reported.
         """
         with self._lock:
-            before = self.current.version if self.current else None
+            outcome = self._refresh_champion(reason, force)
+            self._refresh_challenger(reason)
+            return outcome
+
+    def _refresh_challenger(self, reason: str) -> None:
+        """Follow the `challenger` alias: load a new one, drop one whose trial ended. A
+        challenger that cannot be read, trusted, loaded or checked is simply not tried
+        (logged once); the champion serves either way."""
+        try:
+            info = self.registry.challenger(self.view.name)
+        except Exception:  # MLflow unreachable: keep trying what we have
+            return
+        held = self.challenger
+        if info is None or (self.current is not None and info.version == self.current.version):
+            if held is not None:
+                log.info("live trial of %s version %s over (%s)", self.view.name, held.version,
+                         reason)  # fmt: skip
+            self.challenger = None
+            return
+        if (held is not None and held.version == info.version) or (
+            info.version == self.rejected_challenger
+        ):
+            return
+        problem = untrusted_reason(info)
+        if problem is None:
             try:
-                info = self.registry.champion(self.view.name)
-            except Exception as exc:  # MLflow unreachable: keep serving what we have
-                self.registry_ok = False
-                return self._failed("registry", f"cannot read the registry: {exc!r}", before)
-            self.registry_ok = True
-            self.last_check_at = utc_now()
-            if info is None:
-                return self._failed("registry", f"model '{self.view.name}' has no champion",
-                                    before)  # fmt: skip
-            if before == info.version:
-                self.refused_version = None  # the alias is back on what this worker serves
-                return {"status": "unchanged", "version": before, "reason": reason}
-            untrusted = untrusted_reason(info)
-            if untrusted is not None:  # an alias moved around the gates: keep what we serve
-                if self.refused_version == info.version:  # said once, not on every poll
-                    return {"status": "refused", "version": before, "champion": info.version,
-                            "error": self.last_error, "reason": reason}  # fmt: skip
-                self.refused_version = info.version
-                return self._failed("untrusted", untrusted, before, info.version)
-            self.refused_version = None
-            if info.version == self.rejected_version and not force:
-                return {"status": "rejected", "version": before, "champion": info.version,
+                self.challenger = self._load(info)
+                log.info("challenger %s version %s on trial (%s)", self.view.name, info.version,
+                         info.tags.get("rollout", "shadow"))  # fmt: skip
+                return
+            except Exception as exc:  # a challenger that cannot answer is not tried
+                problem = f"cannot load: {exc!r}"
+        self.rejected_challenger = info.version
+        self.challenger = None
+        log.warning("challenger %s version %s not tried: %s", self.view.name, info.version,
+                    redact(problem))  # fmt: skip
+
+    def _refresh_champion(self, reason: str, force: bool) -> dict[str, Any]:
+        """The champion part of `refresh` (its lock held)."""
+        before = self.current.version if self.current else None
+        try:
+            info = self.registry.champion(self.view.name)
+        except Exception as exc:  # MLflow unreachable: keep serving what we have
+            self.registry_ok = False
+            return self._failed("registry", f"cannot read the registry: {exc!r}", before)
+        self.registry_ok = True
+        self.last_check_at = utc_now()
+        if info is None:
+            return self._failed("registry", f"model '{self.view.name}' has no champion",
+                                before)  # fmt: skip
+        if before == info.version:
+            self.refused_version = None  # the alias is back on what this worker serves
+            return {"status": "unchanged", "version": before, "reason": reason}
+        untrusted = untrusted_reason(info)
+        if untrusted is not None:  # an alias moved around the gates: keep what we serve
+            if self.refused_version == info.version:  # said once, not on every poll
+                return {"status": "refused", "version": before, "champion": info.version,
                         "error": self.last_error, "reason": reason}  # fmt: skip
-            try:
-                candidate = self._load(info)
-            except Exception as exc:  # a model that cannot load or answer must not serve
-                self.rejected_version = info.version
-                return self._failed("load", f"version {info.version}: {exc!r}", before,
-                                    info.version)  # fmt: skip
-            self.current = candidate  # the swap: requests read this once
-            self.swaps += 1
-            self.rejected_version = None
-            self.last_error = None
-            log.info("serving %s version %s (was %s; %s)", self.view.name, info.version,
-                     before, reason)  # fmt: skip
-            self._event("swapped", info.version)
-            return {"status": "swapped", "version": info.version, "previous_version": before,
-                    "reason": reason}  # fmt: skip
+            self.refused_version = info.version
+            return self._failed("untrusted", untrusted, before, info.version)
+        self.refused_version = None
+        if info.version == self.rejected_version and not force:
+            return {"status": "rejected", "version": before, "champion": info.version,
+                    "error": self.last_error, "reason": reason}  # fmt: skip
+        try:
+            candidate = self._load(info)
+        except Exception as exc:  # a model that cannot load or answer must not serve
+            self.rejected_version = info.version
+            return self._failed("load", f"version {info.version}: {exc!r}", before,
+                                info.version)  # fmt: skip
+        self.current = candidate  # the swap: requests read this once
+        self.swaps += 1
+        self.rejected_version = None
+        self.last_error = None
+        log.info("serving %s version %s (was %s; %s)", self.view.name, info.version,
+                 before, reason)  # fmt: skip
+        self._event("swapped", info.version)
+        return {"status": "swapped", "version": info.version, "previous_version": before,
+                "reason": reason}  # fmt: skip
 
     def _load(self, info: VersionInfo) -> LoadedModel:
         start = time.perf_counter()
@@ -245,7 +289,13 @@ class ModelManager:
             "refused_version": self.refused_version,
             "swaps": self.swaps,
             "poll_seconds": self.poll_seconds,
+            "challenger": None,
         }
+        trial = self.challenger
+        if trial is not None:
+            out["challenger"] = {"version": trial.version,
+                                 "rollout": trial.info.tags.get("rollout", "shadow"),
+                                 "loaded_at": trial.loaded_at.isoformat()}  # fmt: skip
         if cur is None:
             return out
         tags = cur.info.tags

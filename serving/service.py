@@ -23,10 +23,12 @@ is the naive design that inserts and commits one row inside each request.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import hmac
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,7 +45,7 @@ from starlette.routing import Route
 from ctloop.core.metrics import Output
 from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
-from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
@@ -88,6 +90,8 @@ Record = create_model(
     __validators__={"few_unknown_fields": model_validator(mode="before")(_few_unknown_fields)},
 )
 MAX_BATCH = CONFIG.max_batch
+SHADOW_SUFFIX = ".shadow"  # a shadow row's request id: the caller's, suffixed (ids are unique)
+SHADOW_MAX_PENDING = 10_000  # records waiting for shadow scoring per worker; more are skipped
 Batch = Annotated[
     list[Record],  # type: ignore[valid-type]
     Field(
@@ -201,6 +205,12 @@ class ModelService:
             ).start()
         elif self.store is not None:
             self.store.init([])
+        # shadow scoring runs here, one thread, off the request path; `shadow_pending`
+        # bounds the records waiting, so an overloaded worker sheds shadow work, not answers
+        self.shadow_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self.shadow_pending = 0
+        self.shadow_skipped = 0
+        self._shadow_lock = threading.Lock()
         self.online: OnlineFill | None = None
         if VIEW.online is not None and self.store is not None:
             self.online = OnlineFill(VIEW, OnlineFeatures(self.store, VIEW))
@@ -216,6 +226,7 @@ class ModelService:
     def shutdown(self) -> None:
         """Per worker, on SIGTERM too: stop polling, flush the prediction log."""
         self.manager.stop()
+        self.shadow_pool.shutdown(wait=True)  # its rows go to the writer before it closes
         if self.writer is not None:
             self.writer.close()
         if self.store is not None:
@@ -248,6 +259,7 @@ class ModelService:
         answers = _answers(output)
         latency = (time.perf_counter() - start) * 1000
         self._log(model, [values], [rid], answers, latency, "predict", from_store)
+        self._shadow([values], [rid], from_store)
         self.manager.recent.append(values)
         return FastJSONResponse({"request_id": rid, **answers[0], "model_version": model.version})
 
@@ -271,6 +283,7 @@ class ModelService:
         out = [{"request_id": i, **a} for i, a in zip(ids, answers, strict=True)]
         latency = (time.perf_counter() - start) * 1000
         self._log(model, values, ids, answers, latency / len(values), "predict_batch", from_store)
+        self._shadow(values, ids, from_store)
         self.manager.recent.extend(values[:4])
         return FastJSONResponse({"model_version": model.version, "predictions": out})
 
@@ -332,9 +345,49 @@ class ModelService:
             "model": status,
             "worker": {"index": self.worker_index, "pid": os.getpid()},
             "prediction_log": {"mode": CONFIG.log_mode, "writer": writer},
+            "shadow": {"pending": self.shadow_pending, "skipped": self.shadow_skipped},
             "limits": {"max_batch": MAX_BATCH, "workers": CONFIG.workers},
             "admin": {"enabled": problem is None, "reason": problem},
         }
+
+    def _shadow(
+        self,
+        values: Sequence[dict[str, Any]],
+        ids: Sequence[str],
+        from_store: Sequence[Sequence[str]] | None,
+    ) -> None:
+        """Hand the request to the challenger on shadow trial, if one is loaded: scored and
+        logged (role `shadow`, request id + `SHADOW_SUFFIX`) by the shadow thread after
+        the caller has its answer, which the challenger never touches."""
+        trial = self.manager.challenger
+        if trial is None or trial.info.tags.get("rollout", "shadow") != SHADOW_ROLE:
+            return
+        with self._shadow_lock:
+            if self.shadow_pending + len(values) > SHADOW_MAX_PENDING:
+                self.shadow_skipped += len(values)
+                return
+            self.shadow_pending += len(values)
+        self.shadow_pool.submit(self._score_shadow, trial, list(values), list(ids), from_store)
+
+    def _score_shadow(
+        self,
+        trial: LoadedModel,
+        values: list[dict[str, Any]],
+        ids: list[str],
+        from_store: Sequence[Sequence[str]] | None,
+    ) -> None:
+        try:
+            start = time.perf_counter()
+            answers = _answers(trial.predict(VIEW, values))
+            latency = (time.perf_counter() - start) * 1000 / len(values)
+            shadow_ids = [f"{rid}{SHADOW_SUFFIX}" for rid in ids]
+            self._log(trial, values, shadow_ids, answers, latency, "shadow", from_store,
+                      role=SHADOW_ROLE)  # fmt: skip
+        except Exception:  # a challenger's failure is its trial's problem, never the caller's
+            log.exception("shadow scoring by version %s failed", trial.version)
+        finally:
+            with self._shadow_lock:
+                self.shadow_pending -= len(values)
 
     def _count_log(self, event: str, n: int) -> None:
         self.metrics.count_log(event, n)
@@ -350,6 +403,7 @@ class ModelService:
         latency_ms: float,
         endpoint: str,
         from_store: Sequence[Sequence[str]] | None = None,
+        role: str = CHAMPION_ROLE,
     ) -> None:
         """One prediction log row per answered record, naming the version that answered.
 
@@ -379,7 +433,7 @@ class ModelService:
                 "prediction": str(answer["prediction"]),
                 "latency_ms": latency_ms,
                 "created_at": now,
-                "role": CHAMPION_ROLE,
+                "role": role,
                 "probabilities": answer.get("probabilities", {}),
                 "features": features,
             }

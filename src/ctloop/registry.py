@@ -8,6 +8,7 @@ every decision is recorded as tags on the version it concerns.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
+CHALLENGER = "challenger"  # a gated candidate on live trial (shadow or canary)
+ROLLOUT_MODES = ("shadow", "canary")
 GATES = ("data", "model", "infra")
 ONSET_TAG = "ctloop.change_onset"
 ONSET_FOUND_TAG = "ctloop.change_onset_found"
@@ -239,6 +242,37 @@ class Registry:
     def previous(self, name: str) -> VersionInfo | None:
         """The champion the current one replaced: the target of a rollback."""
         return self._by_alias(name, PREVIOUS)
+
+    def challenger(self, name: str) -> VersionInfo | None:
+        """The candidate on live trial, if any: serving scores it beside the champion."""
+        return self._by_alias(name, CHALLENGER)
+
+    def start_trial(self, name: str, version: str, mode: str, share: float = 0.0) -> VersionInfo:
+        """Put a gated candidate on live trial: alias `challenger`, with how it is tried
+        (`rollout`: shadow or canary, and the canary's share of traffic) on its tags."""
+        if mode not in ROLLOUT_MODES:
+            raise CtloopError(f"rollout mode '{mode}' is not one of {', '.join(ROLLOUT_MODES)}")
+        started = dt.datetime.now(dt.UTC).isoformat()
+        tags = {"rollout": mode, "rollout.share": share, "rollout.started": started}
+        info = self.set_tags(name, version, tags)
+        self.client.set_registered_model_alias(name, CHALLENGER, str(version))
+        log.info("%s version %s on live trial (%s)", name, version, mode)
+        return info
+
+    def end_trial(self, name: str, outcome: str, reason: str) -> VersionInfo | None:
+        """End the live trial: record the live gate's outcome and reason on the challenger,
+        drop its alias, and when the outcome is `promoted` make it the champion."""
+        current = self.challenger(name)
+        if current is None:
+            return None
+        self.set_tags(name, current.version, {"live_gate": outcome,
+                                              "live_gate.reason": reason[:4000]})  # fmt: skip
+        if outcome == "promoted":
+            self.promote(name, current.version)
+        self.client.delete_registered_model_alias(name, CHALLENGER)
+        log.info("%s version %s: live trial ended, %s (%s)", name, current.version, outcome,
+                 reason)  # fmt: skip
+        return current
 
     def version(self, name: str, version: str | int) -> VersionInfo:
         """One exact version; a missing one is the user's error, an outage is re-raised."""

@@ -1,0 +1,157 @@
+"""Live trials (issue 21, items 3 and 5): a challenger in shadow, and the live gate.
+
+A real `bentoml serve` (two workers) on MariaDB and a local MLflow registry with two gated
+versions: v1 champion, v2 put on shadow trial (alias `challenger`). Under concurrent load
+every answered request has exactly one champion row (the answer the caller got, from v1)
+and one shadow row (v2's answer to the same record, request id + `.shadow`); ending the
+trial stops the shadow rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+
+from ctloop.features.view import FeatureView, load_view_file
+from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
+from ctloop.registry import Registry
+from ctloop.store.features import FeatureStore
+from tests.support.paths import FEATURES_DIR
+from tests.support.serving import (
+    Server,
+    champion_and_challenger,
+    client,
+    metadata_of_workers,
+    records,
+    service_env,
+)
+from tests.support.world import World, built_world
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+
+TOKEN = "rollout-test-token-" + "x" * 20
+
+
+@dataclass
+class TrialWorld:
+    view: FeatureView
+    store: FeatureStore
+    registry: Registry
+    server: Server
+    v1: str
+    v2: str
+    shared: World
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrialWorld]:
+    view = load_view_file(FEATURES_DIR / "credit_score.yaml")
+    tmp = tmp_path_factory.mktemp("rollout")
+    with built_world(tmp, [view], prefix="ctloop_rollout") as w:
+        v1, v2 = champion_and_challenger(view, w.registry)
+        w.registry.start_trial(view.name, v2, "shadow")
+        env = service_env(tmp, w.registry.tracking_uri, w.url, TOKEN, LOG_FLUSH_SECONDS="0.5")
+        server = Server(env, tmp / "serve.log")
+        store = FeatureStore(w.url)
+        try:
+            server.wait_every_worker(2)
+            yield TrialWorld(view, store, w.registry, server, v1, v2, w)
+        finally:
+            server.stop()
+            store.dispose()
+
+
+def wait_challenger(world: TrialWorld, version: str | None, timeout: float = 60) -> None:
+    """Until both workers hold this challenger (None: none)."""
+    deadline = time.monotonic() + timeout
+    seen: list = []
+    while time.monotonic() < deadline:
+        metas = metadata_of_workers(world.server.url, calls=6)
+        seen = [(m["worker"]["index"], (m["model"]["challenger"] or {}).get("version"))
+                for m in metas]  # fmt: skip
+        if len({w for w, _ in seen}) >= 2 and all(v == version for _, v in seen):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"workers hold challengers {seen}, expected {version}")
+
+
+def send(world: TrialWorld, n_single: int, n_batches: int) -> dict[str, str]:
+    """Concurrent single and batch requests; each answered request id -> the version
+    that answered it."""
+    recs = records(world.view, 40, seed=5)
+    url = world.server.url
+
+    def single(i: int) -> list[tuple[str, str]]:
+        with client() as http:
+            r = http.post(f"{url}/predict", json=recs[i % len(recs)])
+        assert r.status_code == 200, r.text
+        return [(r.json()["request_id"], r.json()["model_version"])]
+
+    def batch(i: int) -> list[tuple[str, str]]:
+        with client() as http:
+            r = http.post(f"{url}/predict_batch", json={"records": recs[i % 5 : i % 5 + 8]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return [(p["request_id"], body["model_version"]) for p in body["predictions"]]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        parts = list(pool.map(single, range(n_single))) + list(pool.map(batch, range(n_batches)))
+    return dict(pair for part in parts for pair in part)
+
+
+def rows_of(world: TrialWorld, since: dt.datetime, expected: int) -> pd.DataFrame:
+    """The log rows since `since`, once `expected` have landed (or the deadline passed)."""
+    log = PredictionLog(world.store)
+    deadline = time.monotonic() + 60
+    rows = pd.DataFrame()
+    while time.monotonic() < deadline:
+        rows = log.read(world.view.name, since, dt.datetime(2100, 1, 1), expand_features=False)
+        if len(rows) >= expected:
+            break
+        time.sleep(0.5)
+    return rows
+
+
+def test_every_answered_request_has_a_champion_row_and_a_shadow_row(world: TrialWorld) -> None:
+    wait_challenger(world, world.v2)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
+    answered = send(world, n_single=120, n_batches=30)
+    assert set(answered.values()) == {world.v1}  # the caller always gets the champion
+    rows = rows_of(world, since, 2 * len(answered))
+    champion = rows[rows["role"] == CHAMPION_ROLE]
+    shadow = rows[rows["role"] == SHADOW_ROLE]
+    assert sorted(champion["request_id"]) == sorted(answered)
+    assert sorted(shadow["request_id"]) == sorted(f"{rid}.shadow" for rid in answered)
+    assert set(champion["model_version"]) == {world.v1}
+    assert set(shadow["model_version"]) == {world.v2}
+    # the same record scored by both: one features document per pair
+    paired = champion.set_index("request_id")["features"]
+    twin = shadow.assign(request_id=shadow["request_id"].str.removesuffix(".shadow"))
+    assert (twin.set_index("request_id")["features"].loc[paired.index] == paired).all()
+    meta = metadata_of_workers(world.server.url, calls=4)
+    assert all(m["shadow"]["skipped"] == 0 for m in meta), meta
+
+
+def test_ending_the_trial_stops_the_shadow_rows(world: TrialWorld) -> None:
+    ended = world.registry.end_trial(world.view.name, "dropped", "test: trial over")
+    assert ended is not None and ended.version == world.v2
+    assert world.registry.challenger(world.view.name) is None
+    assert world.registry.version(world.view.name, world.v2).tags["live_gate"] == "dropped"
+    with client() as http:
+        r = http.post(f"{world.server.url}/admin/reload", json={"view": world.view.name},
+                      headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    wait_challenger(world, None)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
+    answered = send(world, n_single=20, n_batches=0)
+    rows_of(world, since, len(answered))
+    time.sleep(1.5)  # a shadow row would land within one more flush (0.5 s)
+    rows = rows_of(world, since, len(answered))
+    assert sorted(rows["request_id"]) == sorted(answered)
+    assert set(rows["role"]) == {CHAMPION_ROLE}
