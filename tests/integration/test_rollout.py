@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from ctloop.features.view import FeatureView, load_view_file
+from ctloop.ingest.synth import StreamConfig, stream
 from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
@@ -29,6 +30,7 @@ from tests.support.serving import (
     client,
     metadata_of_workers,
     records,
+    register_version,
     service_env,
 )
 from tests.support.world import World, built_world
@@ -155,3 +157,87 @@ def test_ending_the_trial_stops_the_shadow_rows(world: TrialWorld) -> None:
     rows = rows_of(world, since, len(answered))
     assert sorted(rows["request_id"]) == sorted(answered)
     assert set(rows["role"]) == {CHAMPION_ROLE}
+
+
+def labelled_traffic(world: TrialWorld, day: dt.date, n: int, seed: int) -> int:
+    """`n` requests of one day's customers (entity and event date sent), their labels
+    landed in the store: what the live gate pairs. Returns the requests answered."""
+    config = StreamConfig(seed=seed, rows_per_day=n)
+    ((_, features, labels),) = stream(world.view, day, 1, config)
+    labels["arrived_at"] = pd.Timestamp(
+        dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    ) - pd.Timedelta(minutes=5)  # landed already (the stream's own delay would put them days ahead)
+    world.store.ingest(world.view, labels=labels)
+    view = world.view
+    bodies = []
+    for rec in features.to_dict("records"):
+        body = {k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
+                for k, v in rec.items() if k in (view.entity, *view.feature_names)}  # fmt: skip
+        body[view.entity] = str(body[view.entity])
+        body[view.event_date] = str(day)
+        bodies.append(body)
+    url = world.server.url
+
+    def one(body: dict) -> str:
+        with client() as http:
+            r = http.post(f"{url}/predict", json=body)
+        assert r.status_code == 200, r.text
+        return str(r.json()["request_id"])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = list(pool.map(one, bodies))
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=10)
+    log = PredictionLog(world.store)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = log.read(view.name, since, dt.datetime(2100, 1, 1), expand_features=False)
+        shadow = set(got.loc[got["role"] == SHADOW_ROLE, "request_id"])
+        if {f"{i}.shadow" for i in ids} <= shadow:
+            return len(ids)
+        time.sleep(0.5)
+    pytest.fail("the shadow rows of the labelled traffic did not land")
+
+
+def put_on_trial(world: TrialWorld, version: str) -> None:
+    world.registry.start_trial(world.view.name, version, "shadow")
+    with client() as http:
+        r = http.post(f"{world.server.url}/admin/reload", json={"view": world.view.name},
+                      headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    wait_challenger(world, version)
+
+
+def test_the_live_gate_drops_a_worse_challenger_and_promotes_a_better_one(
+    world: TrialWorld,
+) -> None:
+    """A challenger trained on shuffled labels is dropped on live evidence and never
+    becomes champion; with that model as champion, a real one on trial is promoted."""
+    from ctloop.monitoring import livegate
+
+    view, registry = world.view, world.registry
+    noise = register_version(view, registry, seed=8, shuffle=True)
+    put_on_trial(world, noise)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    answered = labelled_traffic(world, now.date() - dt.timedelta(days=1), 300, seed=61)
+    gate = livegate.decide(view, world.store, registry, now + dt.timedelta(minutes=1))
+    assert gate is not None and gate.challenger == noise
+    assert gate.pairs == answered
+    assert gate.outcome == livegate.DROPPED, gate
+    assert gate.high is not None and gate.high < 0 and gate.reason.startswith("worse: ")
+    assert livegate.apply(registry, gate)
+    assert registry.challenger(view.name) is None
+    assert registry.champion(view.name).version == world.v1  # never champion
+    assert registry.version(view.name, noise).tags["live_gate"] == "dropped"
+
+    # the other way round: the noise model serves, the real one is tried and wins
+    registry.promote(view.name, noise)
+    put_on_trial(world, world.v1)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    answered = labelled_traffic(world, now.date() - dt.timedelta(days=2), 300, seed=62)
+    gate = livegate.decide(view, world.store, registry, now + dt.timedelta(minutes=1))
+    assert gate is not None and gate.outcome == livegate.PROMOTED, gate
+    assert gate.pairs == answered and gate.low is not None and gate.low > 0
+    assert livegate.apply(registry, gate)
+    assert registry.champion(view.name).version == world.v1
+    assert registry.previous(view.name).version == noise
+    assert registry.version(view.name, world.v1).tags["live_gate"] == "promoted"

@@ -55,8 +55,11 @@ def champion_and_challenger(view: FeatureView, registry: Registry) -> tuple[str,
     return v1, v2
 
 
-def register_version(view: FeatureView, registry: Registry, seed: int, gated: bool = True) -> str:
-    """Train a small real CatBoost model and register it as the pipeline does."""
+def register_version(
+    view: FeatureView, registry: Registry, seed: int, gated: bool = True, shuffle: bool = False
+) -> str:
+    """Train a small real CatBoost model and register it as the pipeline does (on shuffled
+    labels with `shuffle`: a model that learned nothing, for the gates to catch)."""
     # heavy (MLflow, CatBoost): only the tests that register a model pay for them, not
     # the unit tier that imports `records` from here
     import mlflow
@@ -67,7 +70,11 @@ def register_version(view: FeatureView, registry: Registry, seed: int, gated: bo
     small = view.model_copy(
         update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}
     )
-    result = training.fit(small, labelled(view, START, 20, seed), pd.Timestamp("2026-01-21"))
+    frame = labelled(view, START, 20, seed)
+    if shuffle:
+        label = view.label.name
+        frame[label] = frame[label].sample(frac=1, random_state=seed).to_numpy()
+    result = training.fit(small, frame, pd.Timestamp("2026-01-21"))
     registry.activate()
     with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
         info = mlflow.catboost.log_model(

@@ -101,7 +101,12 @@ def train(
     run = Run.make(view_named(view).name, as_of, trigger, reason)
     result = run_all(run, force_promote=force_promote, progress=StepLog())
     echo_json(result)
-    verdict = "promoted" if result["promoted"] else "not promoted (model gate refused)"
+    if result["promoted"]:
+        verdict = "promoted"
+    elif "challenger" in result.get("promote", {}):
+        verdict = "on a shadow trial (alias challenger): the live gate decides"
+    else:
+        verdict = "not promoted (model gate refused)"
     click.echo(f"{run.view.name} version {result['train']['version']}: {verdict}", err=True)
 
 
@@ -195,9 +200,15 @@ def monitor(
     """
     from ctloop.monitoring.check import monitor_step  # (b) light CLI start
     from ctloop.registry import Registry  # (b) light CLI start
+    from ctloop.training.promotion import notify_serving  # (b) light CLI start
 
     fv = view_named(view)
-    decision = monitor_step(fv, settings_store(), Registry.from_settings(), since, until)
+
+    def promoted(version: str) -> None:  # the live gate promoted a challenger
+        click.echo(notify_serving(get_settings(), fv.name, version))
+
+    decision = monitor_step(fv, settings_store(), Registry.from_settings(), since, until,
+                            on_promoted=promoted)  # fmt: skip
     click.echo(decision["summary"])
     if retrain and decision["trigger"]:
         from ctloop.training.pipeline import Run, run_all  # (b) light CLI start

@@ -259,6 +259,20 @@ class Online(StrictModel):
     cache_entities: int = Field(default=100_000, gt=0)
 
 
+class Rollout(StrictModel):
+    """How a candidate that passed the offline gates goes live, and the live gate's rule."""
+
+    # direct: champion at once (the promote step); shadow: alias `challenger`, scored on
+    # every request beside the champion, promoted or dropped by the live gate
+    mode: Literal["direct", "shadow"] = "direct"
+    # labelled requests both answered before the live gate decides
+    min_labelled_pairs: int = Field(default=200, gt=0)
+    # the paired confidence interval of (challenger - champion) on the primary metric
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # a trial with no decision by then is dropped (no evidence it is better)
+    max_trial_days: float = Field(default=14.0, gt=0)
+
+
 class DriftPolicy(StrictModel):
     """When the monitor calls drift and triggers retraining."""
 

@@ -34,6 +34,7 @@ from ctloop.features.spec import (
     Label,
     ModelGate,
     Online,
+    Rollout,
     Source,
     StrictModel,
     Training,
@@ -55,6 +56,7 @@ __all__ = [
     "LabelKind",
     "ModelGate",
     "Online",
+    "Rollout",
     "Source",
     "Training",
     "list_views",
@@ -84,6 +86,8 @@ class FeatureView(StrictModel):
     partial_loads: bool = False
     # predict by entity: serving takes the features a request leaves out from the store
     online: Online | None = None
+    # how a gated candidate goes live: at once, or through a shadow trial and the live gate
+    rollout: Rollout = Rollout()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

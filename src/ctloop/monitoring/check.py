@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,7 @@ from ctloop.core.metrics import metric, score
 from ctloop.core.stats import z_for
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
+from ctloop.monitoring import livegate
 from ctloop.monitoring.drift import data_drift, prediction_drift
 from ctloop.monitoring.live import dated_change, labelled_logs, logged_output, metric_noise
 from ctloop.monitoring.report import Evidence, log_to_mlflow
@@ -216,13 +218,23 @@ def monitor_step(
     until: dt.datetime | None = None,
     ct_in_flight: bool = False,
     report_to_mlflow: bool = True,
+    on_promoted: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One monitor run: check, decide whether to retrain, record it all. Returns the decision.
+    """One monitor run: check, decide whether to retrain, look at a live trial, record it
+    all. Returns the decision.
 
     A retrain is asked for on drift or decay, unless a CT run of the view is in flight
     (the orchestrator tells) or the last drift-triggered retrain is inside the cooldown.
+    A challenger on trial is promoted or dropped when the live gate can tell
+    (`monitoring.livegate`); `on_promoted(version)` then tells serving.
     """
     result, evidence = check_with_evidence(view, store, registry, since, until)
+    gate = livegate.decide(view, store, registry, result.window_end)
+    if gate is not None:
+        decided = gate.outcome != livegate.CONTINUE
+        found = Finding("live_gate", f"v{gate.challenger}", gate.outcome, gate.low, gate.high,
+                        decided)  # fmt: skip
+        result.findings.append(found)
     now = utc_now()
     blocked = None
     if result.retrain:
@@ -239,6 +251,10 @@ def monitor_step(
         report_run = log_to_mlflow(registry, result, evidence)
     line = result.summary() + (f"; retrain NOT triggered: {blocked}" if blocked else "")
     line += "; retrain triggered" if trigger else ""
+    if gate is not None:
+        line += f"; live trial of v{gate.challenger}: {gate.outcome} ({gate.reason})"
+        if livegate.apply(registry, gate) and gate.outcome == livegate.PROMOTED and on_promoted:
+            on_promoted(gate.challenger)
     log.info(line)
     reason = "; ".join(result.reasons)
     return {
@@ -249,6 +265,16 @@ def monitor_step(
         "check_id": result.check_id,
         "model_version": result.model_version,
         "report_run_id": report_run,
+        "live_gate": None
+        if gate is None
+        else {
+            "challenger": gate.challenger,
+            "outcome": gate.outcome,
+            "reason": gate.reason,
+            "pairs": gate.pairs,
+            "low": gate.low,
+            "high": gate.high,
+        },
         "conf": {
             "trigger": "drift",
             "reason": reason,

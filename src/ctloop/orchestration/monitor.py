@@ -10,6 +10,7 @@ from typing import Any
 from ctloop.features.view import load_view
 from ctloop.orchestration.connection import feature_store_url
 from ctloop.orchestration.context import fail_fast, jsonable, log_where, param_time
+from ctloop.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
     from ctloop.monitoring.check import monitor_step  # (a) parse time: pandas, MLflow
     from ctloop.registry import Registry  # (a) parse time: MLflow
     from ctloop.store.features import FeatureStore  # (a) parse time: pandas, SQLAlchemy
+    from ctloop.training.promotion import notify_serving  # (a) parse time: MLflow
 
     log_where()
     with fail_fast():  # a bad since/until is a refusal: every retry would refuse it too
@@ -34,6 +36,10 @@ def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
             decision = monitor_step(
                 load_view(view), store, Registry.from_settings(), since, until,
                 ct_in_flight=ct_in_flight(view, context),
+                on_promoted=lambda version: log.info(
+                    "live gate promoted v%s: %s", version,
+                    notify_serving(get_settings(), view, version),
+                ),
             )  # fmt: skip
         finally:
             store.dispose()

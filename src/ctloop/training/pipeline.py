@@ -147,5 +147,5 @@ def _run_steps(
     out["infra_check"] = step("infra_check", infra_check, run, trained["version"], store_url)
     forced = force_promote and not verdict["blessed"]
     out["promote"] = step("promote", partial(promote, force=forced), run, trained["version"])
-    out["promoted"] = True
+    out["promoted"] = "challenger" not in out["promote"]  # else: on a live trial
     return out
