@@ -38,7 +38,9 @@ moves the MLflow alias `champion` only when every gate passes.
 5. `blessed`: short-circuit. A refused candidate skips the rest: a normal outcome, the
    run succeeds, `champion` stays where it was.
 6. `infra_check` (**gate 3**): loads and queries the candidate as serving does.
-7. `promote`: `champion` -> candidate, old champion -> `previous`, serving is told.
+7. `promote`: `champion` -> candidate, old champion -> `previous`, serving is told; with
+   the view's `rollout.mode` shadow or canary, the candidate goes on a live trial
+   (alias `challenger`) and the monitor's live gate promotes or drops it.
 
 I/O steps retry twice (1 minute apart by default); gate refusals fail at once.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import hashlib
 import hmac
 import logging
 import os
@@ -45,7 +46,7 @@ from starlette.routing import Route
 from ctloop.core.metrics import Output
 from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
-from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
+from ctloop.predlog.store import CANARY_ROLE, CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
@@ -254,11 +255,15 @@ class ModelService:
                 return _error(refused.status, refused.message)
         else:
             values, from_store = record.model_dump(), None
+        role = CHAMPION_ROLE
+        canary = self._canary_trial()
+        if canary is not None and in_canary(entity_of(VIEW, values), canary):
+            model, role = canary, CANARY_ROLE  # this entity is always answered by it
         output = model.predict(VIEW, [values])
         rid = uuid.uuid4().hex
         answers = _answers(output)
         latency = (time.perf_counter() - start) * 1000
-        self._log(model, [values], [rid], answers, latency, "predict", from_store)
+        self._log(model, [values], [rid], answers, latency, "predict", from_store, role=role)
         self._shadow([values], [rid], from_store)
         self.manager.recent.append(values)
         return FastJSONResponse({"request_id": rid, **answers[0], "model_version": model.version})
@@ -277,8 +282,11 @@ class ModelService:
                 return _error(refused.status, refused.message)
         else:
             values, from_store = [r.model_dump() for r in records], None
-        output = model.predict(VIEW, values)
         ids = [uuid.uuid4().hex for _ in values]
+        canary = self._canary_trial()
+        if canary is not None:  # each record by the model its entity is assigned to
+            return self._canary_batch(model, canary, values, ids, from_store, start)
+        output = model.predict(VIEW, values)
         answers = _answers(output)
         out = [{"request_id": i, **a} for i, a in zip(ids, answers, strict=True)]
         latency = (time.perf_counter() - start) * 1000
@@ -349,6 +357,40 @@ class ModelService:
             "limits": {"max_batch": MAX_BATCH, "workers": CONFIG.workers},
             "admin": {"enabled": problem is None, "reason": problem},
         }
+
+    def _canary_trial(self) -> LoadedModel | None:
+        """The challenger when it is on a canary trial, else None."""
+        trial = self.manager.challenger
+        if trial is None or trial.info.tags.get("rollout") != CANARY_ROLE:
+            return None
+        return trial
+
+    def _canary_batch(
+        self,
+        champion: LoadedModel,
+        canary: LoadedModel,
+        values: list[dict[str, Any]],
+        ids: list[str],
+        from_store: Sequence[Sequence[str]] | None,
+        start: float,
+    ) -> JSONResponse:
+        """A batch during a canary trial: the records of canary entities answered by the
+        challenger, the rest by the champion; each answer names its version."""
+        picks = [in_canary(entity_of(VIEW, v), canary) for v in values]
+        out: list[dict[str, Any]] = [{} for _ in values]
+        for model, role, chosen in ((champion, CHAMPION_ROLE, False), (canary, CANARY_ROLE, True)):
+            at = [i for i, p in enumerate(picks) if p is chosen]
+            if not at:
+                continue
+            part = [values[i] for i in at]
+            answers = _answers(model.predict(VIEW, part))
+            latency = (time.perf_counter() - start) * 1000 / len(values)
+            stores = [from_store[i] for i in at] if from_store is not None else None
+            self._log(model, part, [ids[i] for i in at], answers, latency, "predict_batch",
+                      stores, role=role)  # fmt: skip
+            for i, answer in zip(at, answers, strict=True):
+                out[i] = {"request_id": ids[i], **answer, "model_version": model.version}
+        return FastJSONResponse({"model_version": champion.version, "predictions": out})
 
     def _shadow(
         self,
@@ -443,6 +485,17 @@ class ModelService:
             self.writer.submit_many(rows)
         elif self.predictions is not None:  # "sync": the naive design, measured in the benchmark
             self.predictions.write(rows)
+
+
+def in_canary(entity: str | None, trial: LoadedModel) -> bool:
+    """Whether this entity's requests go to the canary: a stable hash of the entity id
+    against the trial's share, so a customer sees one model for the whole trial. Records
+    without an entity stay with the champion."""
+    if entity is None:
+        return False
+    share = float(trial.info.tags.get("rollout.share") or 0)
+    bucket = int.from_bytes(hashlib.blake2b(entity.encode(), digest_size=8).digest(), "big")
+    return bucket < share * 2**64
 
 
 def _answers(output: Output) -> list[dict[str, Any]]:

@@ -159,7 +159,9 @@ def test_ending_the_trial_stops_the_shadow_rows(world: TrialWorld) -> None:
     assert set(rows["role"]) == {CHAMPION_ROLE}
 
 
-def labelled_traffic(world: TrialWorld, day: dt.date, n: int, seed: int) -> int:
+def labelled_traffic(
+    world: TrialWorld, day: dt.date, n: int, seed: int, shadow: bool = True
+) -> int:
     """`n` requests of one day's customers (entity and event date sent), their labels
     landed in the store: what the live gate pairs. Returns the requests answered."""
     config = StreamConfig(seed=seed, rows_per_day=n)
@@ -191,15 +193,15 @@ def labelled_traffic(world: TrialWorld, day: dt.date, n: int, seed: int) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         got = log.read(view.name, since, dt.datetime(2100, 1, 1), expand_features=False)
-        shadow = set(got.loc[got["role"] == SHADOW_ROLE, "request_id"])
-        if {f"{i}.shadow" for i in ids} <= shadow:
+        wanted = {f"{i}.shadow" for i in ids} if shadow else set(ids)
+        if wanted <= set(got["request_id"]):
             return len(ids)
         time.sleep(0.5)
-    pytest.fail("the shadow rows of the labelled traffic did not land")
+    pytest.fail("the rows of the labelled traffic did not land")
 
 
-def put_on_trial(world: TrialWorld, version: str) -> None:
-    world.registry.start_trial(world.view.name, version, "shadow")
+def put_on_trial(world: TrialWorld, version: str, mode: str = "shadow", share: float = 0) -> None:
+    world.registry.start_trial(world.view.name, version, mode, share)
     with client() as http:
         r = http.post(f"{world.server.url}/admin/reload", json={"view": world.view.name},
                       headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
@@ -241,3 +243,59 @@ def test_the_live_gate_drops_a_worse_challenger_and_promotes_a_better_one(
     assert registry.champion(view.name).version == world.v1
     assert registry.previous(view.name).version == noise
     assert registry.version(view.name, world.v1).tags["live_gate"] == "promoted"
+
+
+def test_a_canary_answers_its_share_stable_per_entity_and_a_worse_one_is_stopped(
+    world: TrialWorld,
+) -> None:
+    """Canary at 25 %: over 10,000 entities the challenger answers 25 % +- 2 %, a
+    customer always gets the same model, and each answer and log row names its version
+    and role; a canary trained on shuffled labels (at 50 %, for labels enough) is dropped
+    by the live gate and never becomes champion."""
+    from ctloop.monitoring import livegate
+
+    view, registry = world.view, world.registry
+    champion = registry.champion(view.name).version
+    canary = register_version(view, registry, seed=9)
+    put_on_trial(world, canary, "canary", 0.25)
+    base = records(view, 100, seed=11)
+    url = world.server.url
+
+    def batch(k: int) -> list[tuple[str, str, str]]:
+        body = [{**base[i], view.entity: f"cust-{k * 100 + i}"} for i in range(100)]
+        with client() as http:
+            r = http.post(f"{url}/predict_batch", json={"records": body})
+        assert r.status_code == 200, r.text
+        return [(b[view.entity], p["model_version"], p["request_id"])
+                for b, p in zip(body, r.json()["predictions"], strict=True)]  # fmt: skip
+
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answered = [a for part in pool.map(batch, range(100)) for a in part]
+    by_entity = {entity: version for entity, version, _ in answered}
+    share = sum(v == canary for v in by_entity.values()) / len(by_entity)
+    assert len(by_entity) == 10_000 and abs(share - 0.25) <= 0.02, share
+    assert set(by_entity.values()) == {champion, canary}
+    for entity in list(by_entity)[:200]:  # one model per customer, single requests too
+        with client() as http:
+            r = http.post(f"{url}/predict", json={**base[0], view.entity: entity})
+        assert r.json()["model_version"] == by_entity[entity], entity
+    rows = rows_of(world, since, len(answered))
+    rows = rows[rows["request_id"].isin({rid for _, _, rid in answered})]
+    assert len(rows) == len(answered)
+    pairs = zip(rows["role"], rows["model_version"], strict=True)
+    roles = dict(zip(rows["request_id"], pairs, strict=True))
+    for _, version, rid in answered:
+        assert roles[rid] == (("canary", canary) if version == canary else ("champion", version))
+    world.registry.end_trial(view.name, "dropped", "test: assignment checked")
+
+    noise = register_version(view, registry, seed=10, shuffle=True)
+    put_on_trial(world, noise, "canary", 0.5)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    labelled_traffic(world, now.date() - dt.timedelta(days=3), 900, seed=63, shadow=False)
+    gate = livegate.decide(view, world.store, registry, now + dt.timedelta(minutes=1))
+    assert gate is not None and gate.challenger == noise
+    assert gate.outcome == livegate.DROPPED, gate
+    assert "canary and" in gate.reason and gate.high is not None and gate.high < 0
+    assert livegate.apply(registry, gate)
+    assert registry.champion(view.name).version == champion

@@ -104,7 +104,8 @@ def train(
     if result["promoted"]:
         verdict = "promoted"
     elif "challenger" in result.get("promote", {}):
-        verdict = "on a shadow trial (alias challenger): the live gate decides"
+        mode = result["promote"]["rollout"]
+        verdict = f"on a {mode} trial (alias challenger): the live gate decides"
     else:
         verdict = "not promoted (model gate refused)"
     click.echo(f"{run.view.name} version {result['train']['version']}: {verdict}", err=True)

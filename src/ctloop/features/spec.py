@@ -263,9 +263,12 @@ class Rollout(StrictModel):
     """How a candidate that passed the offline gates goes live, and the live gate's rule."""
 
     # direct: champion at once (the promote step); shadow: alias `challenger`, scored on
-    # every request beside the champion, promoted or dropped by the live gate
-    mode: Literal["direct", "shadow"] = "direct"
-    # labelled requests both answered before the live gate decides
+    # every request beside the champion; canary: alias `challenger` answers the requests
+    # of `canary_share` of the entities. Shadow and canary end at the live gate.
+    mode: Literal["direct", "shadow", "canary"] = "direct"
+    canary_share: float = Field(default=0.1, gt=0, lt=1)
+    # labelled requests before the live gate decides: answered by both (shadow), or by
+    # each (canary)
     min_labelled_pairs: int = Field(default=200, gt=0)
     # the paired confidence interval of (challenger - champion) on the primary metric
     confidence: float = Field(default=0.95, gt=0.5, lt=1)

@@ -14,9 +14,13 @@ the unit its tolerances use) gets a paired bootstrap confidence interval at
 * otherwise the trial goes on, until `rollout.max_trial_days`, then **dropped** for want
   of evidence (a candidate that is not shown to be better does not replace a champion).
 
-Fewer than `rollout.min_labelled_pairs` labelled pairs: the trial goes on (or ends at
-the deadline). The decision and its figures are returned for the drift report and the
-task log; the registry records the outcome on the challenger (`live_gate`,
+During a canary trial each entity is answered by one model only, so the two groups of
+labelled requests (champion's, canary's) are compared unpaired: each resampled on its
+own, the same interval rule applied.
+
+Fewer than `rollout.min_labelled_pairs` labelled pairs (per group, canary): the trial
+goes on (or ends at the deadline). The decision and its figures are returned for the
+drift report and the task log; the registry records the outcome on the challenger (`live_gate`,
 `live_gate.reason`).
 """
 
@@ -31,7 +35,7 @@ import pandas as pd
 from ctloop.core.metrics import metric, score_one
 from ctloop.features.view import FeatureView
 from ctloop.monitoring.live import labelled_logs, logged_output
-from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
+from ctloop.predlog.store import CANARY_ROLE, CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 
@@ -83,41 +87,63 @@ def paired_pairs(
     return labelled, twin, started
 
 
+def canary_groups(
+    view: FeatureView, store: FeatureStore, registry: Registry, until: dt.datetime
+) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime] | None:
+    """The champion's and the canary's labelled rows of the trial (two groups of
+    different entities); None when no trial runs."""
+    trial, champion = registry.challenger(view.name), registry.champion(view.name)
+    if trial is None or champion is None:
+        return None
+    started = _started(trial.tags.get("rollout.started"), until)
+    log = PredictionLog(store)
+    mine = log.read(view.name, started, until, model_version=champion.version,
+                    role=CHAMPION_ROLE)  # fmt: skip
+    theirs = log.read(view.name, started, until, model_version=trial.version, role=CANARY_ROLE)
+    return (labelled_logs(view, store, mine, until).reset_index(drop=True),
+            labelled_logs(view, store, theirs, until).reset_index(drop=True), started)  # fmt: skip
+
+
 def decide(
     view: FeatureView, store: FeatureStore, registry: Registry, until: dt.datetime, seed: int = 0
 ) -> LiveGate | None:
     """Look at the running trial (None: there is none) and say what it shows."""
-    found = paired_pairs(view, store, registry, until)
-    if found is None:
+    trial = registry.challenger(view.name)
+    if trial is None:
+        return None
+    canary = trial.tags.get("rollout") == CANARY_ROLE
+    found = (canary_groups if canary else paired_pairs)(view, store, registry, until)
+    champion = registry.champion(view.name)
+    if found is None or champion is None:  # the trial ended meanwhile
         return None
     labelled, twin, started = found
-    champion, trial = registry.champion(view.name), registry.challenger(view.name)
-    if champion is None or trial is None:  # the trial ended meanwhile
-        return None
     policy = view.rollout
-    gate = LiveGate(view.name, champion.version, trial.version, CONTINUE, "",
-                    pairs=len(labelled), metric=view.primary_metric)  # fmt: skip
+    size = min(len(labelled), len(twin)) if canary else len(labelled)
+    gate = LiveGate(view.name, champion.version, trial.version, CONTINUE, "", pairs=size,
+                    metric=view.primary_metric)  # fmt: skip
     overdue = until - started >= dt.timedelta(days=policy.max_trial_days)
-    if len(labelled) < policy.min_labelled_pairs:
-        gate.reason = (f"{len(labelled)} labelled requests answered by both so far "
-                       f"(needs {policy.min_labelled_pairs})")  # fmt: skip
+    if size < policy.min_labelled_pairs:
+        what = ("labelled requests in the smaller group (champion / canary)" if canary
+                else "labelled requests answered by both")  # fmt: skip
+        gate.reason = f"{size} {what} so far (needs {policy.min_labelled_pairs})"
         if overdue:
             gate.outcome = DROPPED
             gate.reason += f"; no decision after {policy.max_trial_days:g} days"
         return gate
     rule = metric(view.primary_metric)
     y = labelled[view.label.name].reset_index(drop=True)
+    y_b = twin[view.label.name].reset_index(drop=True) if canary else y
     out_a, out_b = logged_output(view, labelled), logged_output(view, twin)
     a = score_one(view, y, out_a, rule.name)
-    b = score_one(view, y, out_b, rule.name)
+    b = score_one(view, y_b, out_b, rule.name)
     gate.champion_value, gate.challenger_value = a, b
     rng = np.random.default_rng(seed)
-    n, diffs = len(y), []
+    n, m, diffs = len(y), len(y_b), []
     for _ in range(DRAWS):
         idx = rng.integers(0, n, n)
-        ya = y.iloc[idx]
-        va = score_one(view, ya, out_a.take(idx), rule.name)
-        vb = score_one(view, ya, out_b.take(idx), rule.name)
+        jdx = rng.integers(0, m, m) if canary else idx  # paired: the same requests
+        va = score_one(view, y.iloc[idx], out_a.take(idx), rule.name)
+        vb = score_one(view, y_b.iloc[jdx], out_b.take(jdx), rule.name)
         if va is not None and vb is not None and np.isfinite(va) and np.isfinite(vb):
             diffs.append(rule.worsening(va, vb))  # > 0: the champion is worse
     if not diffs or a is None or b is None:
@@ -126,7 +152,8 @@ def decide(
     tail = (1 - policy.confidence) / 2
     gate.low, gate.high = (float(q) for q in np.quantile(diffs, [tail, 1 - tail]))
     interval = f"[{gate.low:+.4f}, {gate.high:+.4f}]"
-    shown = (f"{rule.name} challenger {b:.4f} vs champion {a:.4f} on {n} labelled requests, "
+    on = f"{m} canary and {n} champion" if canary else f"{n}"
+    shown = (f"{rule.name} challenger {b:.4f} vs champion {a:.4f} on {on} labelled requests, "
              f"{policy.confidence:.0%} interval of the gain {interval}")  # fmt: skip
     if gate.low > 0:
         gate.outcome, gate.reason = PROMOTED, f"better: {shown}"

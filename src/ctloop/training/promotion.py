@@ -87,8 +87,8 @@ def champion_moved(registry: Any, name: str, info: VersionInfo) -> str | None:
 
 def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
     """Step 6: move `champion` to the version (old champion -> `previous`), tell serving;
-    for a view whose `rollout.mode` is `shadow` (and a champion to compare with), put it on
-    a shadow trial instead (alias `challenger`): the live gate decides.
+    for a view whose `rollout.mode` is `shadow` or `canary` (and a champion to compare
+    with), put it on that live trial instead (alias `challenger`): the live gate decides.
 
     Compare-and-swap: the champion must still be the one the model gate compared the
     version with (`champion_moved`), else the promotion is refused; a forced promotion
@@ -115,12 +115,13 @@ def promote(run: Run, version: str, force: bool = False) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     who = run.airflow_run_id or f"cli:{getpass.getuser()}"
     current = registry.champion(name)
-    if run.view.rollout.mode == "shadow" and not force and current is not None:
+    rollout = run.view.rollout
+    if rollout.mode != "direct" and not force and current is not None:
         # through a live trial: the live gate (monitor) promotes or drops it on live evidence
-        registry.start_trial(name, version, "shadow")
+        registry.start_trial(name, version, rollout.mode, rollout.canary_share)
         serving = notify_serving(run.cfg, name, version)
         return {"champion": current.version, "previous": None, "forced": False,
-                "challenger": version, "rollout": "shadow", "serving": serving}  # fmt: skip
+                "challenger": version, "rollout": rollout.mode, "serving": serving}  # fmt: skip
     if force:
         reason = run.reason or "forced without a reason"
         registry.set_tags(name, version, {"forced": "true", "forced_by": who, "forced_at": now,
