@@ -251,7 +251,8 @@ def test_a_canary_answers_its_share_stable_per_entity_and_a_worse_one_is_stopped
     """Canary at 25 %: over 10,000 entities the challenger answers 25 % +- 2 %, a
     customer always gets the same model, and each answer and log row names its version
     and role; a canary trained on shuffled labels (at 50 %, for labels enough) is dropped
-    by the live gate and never becomes champion."""
+    by the live gate and never becomes champion, and a real canary against that model as
+    champion is promoted."""
     from ctloop.monitoring import livegate
 
     view, registry = world.view, world.registry
@@ -297,5 +298,15 @@ def test_a_canary_answers_its_share_stable_per_entity_and_a_worse_one_is_stopped
     assert gate is not None and gate.challenger == noise
     assert gate.outcome == livegate.DROPPED, gate
     assert "canary and" in gate.reason and gate.high is not None and gate.high < 0
+    assert livegate.apply(registry, gate)
+    assert registry.champion(view.name).version == champion
+    # the other way round: a real canary against the noise champion is promoted
+    registry.promote(view.name, noise)
+    put_on_trial(world, champion, "canary", 0.5)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    labelled_traffic(world, now.date() - dt.timedelta(days=4), 900, seed=64, shadow=False)
+    gate = livegate.decide(view, world.store, registry, now + dt.timedelta(minutes=1))
+    assert gate is not None and gate.outcome == livegate.PROMOTED, gate
+    assert gate.low is not None and gate.low > 0
     assert livegate.apply(registry, gate)
     assert registry.champion(view.name).version == champion
