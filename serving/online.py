@@ -11,6 +11,7 @@ from the store (`_from_store` in its features).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,14 @@ class OnlineFill:
     def complete(
         self, records: Sequence[BaseModel], batch: bool
     ) -> tuple[list[dict[str, Any]], list[list[str]]]:
-        """Each record's values with the left-out features filled, and which were."""
+        """Each record's values with the left-out features filled, and which were.
+
+        A record without an entity key is what it would be offline: a left-out feature
+        that may be null is null, one that may not is refused. With the entity key, the
+        left-out features come from its newest row (on or before the event date, when the
+        record sends one); the row's event date is recorded with the values, so the log
+        joins the labels of the day the features describe.
+        """
         view = self.view
         values = [r.model_dump() for r in records]
         absent: list[list[str]] = []
@@ -55,42 +63,55 @@ class OnlineFill:
                 if vals[name] is None:
                     raise FillError(
                         422,
-                        f"{where}{name}: null is not allowed; leave the field "
-                        f"out to take it from the store",
+                        f"{where}{name}: null is not allowed; leave the field out to take it "
+                        "from the store",
                     )
             missing = [n for n in view.feature_names if n not in sent]
             if missing and vals.get(view.entity) is None:
-                raise FillError(
-                    422,
-                    f"{where}{missing[0]}: field required (or send "
-                    f"{view.entity} to take the features left out from the "
-                    f"store)",
-                )
+                needed = [n for n in missing if n in self.required]
+                if needed:
+                    raise FillError(
+                        422,
+                        f"{where}{needed[0]}: field required (or send {view.entity} to take "
+                        "the features left out from the store)",
+                    )
+                missing = []  # nullable ones: missing values, as without online features
             absent.append(missing)
-        entities = [str(v[view.entity]) for v, m in zip(values, absent, strict=True) if m]
-        if not entities:
-            return values, absent
-        rows = self.features.latest(entities)
+        newest = [
+            str(v[view.entity])
+            for v, m in zip(values, absent, strict=True)
+            if m and v.get(view.event_date) is None
+        ]
+        rows = self.features.latest(newest) if newest else {}
         oldest = self.features.oldest_fresh_date(utc_now())
         for i, (vals, missing) in enumerate(zip(values, absent, strict=True)):
             if not missing:
                 continue
             entity = str(vals[view.entity])
             where = f"records[{i}]: " if batch else ""
-            row = rows.get(entity)
+            day = vals.get(view.event_date)
+            row = rows.get(entity) if day is None else self.features.as_of(entity, day)
             if row is None:
+                on = "" if day is None else f" on or before {day}"
                 raise FillError(
                     404,
-                    f"{where}{view.entity} '{entity}' has no feature rows in "
-                    f"the store ({view.features_table})",
+                    f"{where}{view.entity} '{entity}' has no feature rows{on} in the store "
+                    f"({view.features_table})",
                 )
-            if row.event_date < oldest:
+            if day is not None:  # as of that day: fresh within the TTL before its end
+                end = dt.datetime.combine(day, dt.time()) + dt.timedelta(days=1)
+                fresh_from = self.features.oldest_fresh_date(end)
+            else:
+                fresh_from = oldest
+            if row.event_date < fresh_from:
                 raise FillError(
                     422,
-                    f"{where}{view.entity} '{entity}': its newest feature "
-                    f"row is from {row.event_date}, older than the view's TTL "
-                    f"of {self.features.policy.ttl_hours:g} h",
+                    f"{where}{view.entity} '{entity}': its newest feature row is from "
+                    f"{row.event_date}, older than the view's TTL of "
+                    f"{self.features.policy.ttl_hours:g} h"
+                    + ("" if day is None else f" before {day}"),
                 )
             for name in missing:
                 vals[name] = row.values[name]
+            vals[view.event_date] = row.event_date
         return values, absent

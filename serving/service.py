@@ -38,12 +38,14 @@ from typing import Annotated, Any
 import bentoml
 import orjson
 from pydantic import ConfigDict, Field, create_model, model_validator
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ctloop.core.metrics import Output
+from ctloop.errors import StoreUnavailableError
 from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
 from ctloop.predlog.store import CANARY_ROLE, CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
@@ -138,6 +140,17 @@ class FastJSONResponse(JSONResponse):
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+# the feature store failing an online lookup: the request cannot be completed now (503),
+# the service itself is fine and answers full records as before
+STORE_ERRORS = (StoreUnavailableError, SQLAlchemyError, OSError)
+
+
+def _store_down(exc: BaseException) -> JSONResponse:
+    log.warning("online features: the feature store did not answer: %s", redact(str(exc))[:300])
+    return _error(503, "the feature store did not answer; send every feature or retry",
+                  **{"Retry-After": "5"})  # fmt: skip
 
 
 async def _metadata_endpoint(_: Request) -> JSONResponse:
@@ -253,6 +266,8 @@ class ModelService:
                 [values], from_store = self.online.complete([record], batch=False)
             except FillError as refused:
                 return _error(refused.status, refused.message)
+            except STORE_ERRORS as exc:
+                return _store_down(exc)
         else:
             values, from_store = record.model_dump(), None
         role = CHAMPION_ROLE
@@ -280,6 +295,8 @@ class ModelService:
                 values, from_store = self.online.complete(records, batch=True)
             except FillError as refused:
                 return _error(refused.status, refused.message)
+            except STORE_ERRORS as exc:
+                return _store_down(exc)
         else:
             values, from_store = [r.model_dump() for r in records], None
         ids = [uuid.uuid4().hex for _ in values]

@@ -192,6 +192,7 @@ def test_ingest_and_monitor_dags_run_unchanged_on_celery_and_a_worker_comes_back
     s: LiveStack = celery_stack["stack"]
     again = s.command("up")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"airflow-worker-\d: started", again.stderr), again.stderr  # the lost one
     running = s.pids()
     assert set(WORKERS) <= set(running), running
     s.wait_idle(CT_DAG)

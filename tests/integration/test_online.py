@@ -245,7 +245,7 @@ def test_the_monitor_measures_skew_between_sent_features_and_the_store(
 
     view = world.view
     numeric = next(f.name for f in view.features if f.is_numeric and f.max is not None)
-    full = newest_rows(world, 20, with_day=True)
+    full = newest_rows(world, 40, with_day=True)  # rated from 30 compared requests on
     ids = set()
     for i, rec in enumerate(full):
         sent = dict(rec)

@@ -46,9 +46,16 @@ def test_newest_row_per_entity_and_a_cache_of_bounded_staleness(
     store: FeatureStore, view: FeatureView
 ) -> None:
     view = online(view, max_staleness_seconds=5, cache_entities=2)
-    store.ingest(view, pd.concat([rows_for(view, "a", DAY, 1),
-                                  rows_for(view, "a", DAY + dt.timedelta(days=1), 2),
-                                  rows_for(view, "b", DAY, 3)]))  # fmt: skip
+    store.ingest(
+        view,
+        pd.concat(
+            [
+                rows_for(view, "a", DAY, 1),
+                rows_for(view, "a", DAY + dt.timedelta(days=1), 2),
+                rows_for(view, "b", DAY, 3),
+            ]
+        ),
+    )
     clock = Clock()
     features = OnlineFeatures(store, view, clock=clock)
     found = features.latest(["a", "b", "nobody", "a"])
@@ -92,3 +99,76 @@ def test_an_online_block_is_checked_and_lets_requests_leave_features_out(
         record_model(view).model_validate({view.entity: "a"})  # offline: still required
     relaxed = record_model(online(view)).model_validate({view.entity: "a"})
     assert relaxed.model_fields_set == {view.entity}  # serving fills the rest from the store
+
+
+def test_the_fill_takes_what_a_record_leaves_out_and_refuses_what_it_cannot(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    """`serving.online.OnlineFill` on the embedded store: int and repeated entity ids, a
+    nullable feature left out, an event date sent (point in time), and each refusal with
+    its status and the record it names."""
+    from serving.online import FillError, OnlineFill
+
+    view = online(view, ttl_hours=72)
+    today = dt.datetime.now(dt.UTC).date()
+    older = today - dt.timedelta(days=1)
+    store.ingest(
+        view,
+        pd.concat(
+            [
+                rows_for(view, "42", older, 1),
+                rows_for(view, "42", today, 2),
+                rows_for(view, "old", today - dt.timedelta(days=9), 3),
+            ]
+        ),
+    )
+    features = OnlineFeatures(store, view)
+    fill = OnlineFill(view, features)
+    model = record_model(view)
+    nullable = next(f.name for f in view.features if f.nullable)
+    required = next(f.name for f in view.features if not f.nullable)
+    newest = features.latest(["42"])["42"]
+    assert newest is not None and newest.event_date == today
+
+    values, absent = fill.complete(
+        [model.model_validate({view.entity: 42}), model.model_validate({view.entity: "42"})],
+        batch=True,
+    )
+    assert absent == [view.feature_names, view.feature_names]
+    for vals in values:  # an int id is the same entity; read once for both records
+        assert {n: vals[n] for n in view.feature_names} == newest.values
+        assert vals[view.event_date] == today  # the log joins labels of the row's day
+    assert features.reads == 1
+    # an event date sent: the newest row on or before it
+    [vals], _ = fill.complete(
+        [model.model_validate({view.entity: "42", view.event_date: str(older)})], batch=False
+    )
+    assert vals[view.event_date] == older
+    assert vals[required] == pytest.approx(features.as_of("42", older).values[required])
+    # no entity: a nullable feature left out is missing, a required one is refused
+    full = {n: newest.values[n] for n in view.feature_names}
+    [vals], _ = fill.complete(
+        [model.model_validate({k: v for k, v in full.items() if k != nullable})], batch=False
+    )
+    assert vals[nullable] is None
+    with pytest.raises(FillError) as err:
+        fill.complete(
+            [model.model_validate({k: v for k, v in full.items() if k != required})], batch=False
+        )
+    assert err.value.status == 422 and err.value.message.startswith(f"{required}: field required")
+    with pytest.raises(FillError) as err:
+        fill.complete(
+            [
+                model.model_validate({view.entity: "42"}),
+                model.model_validate({view.entity: "42", required: None}),
+            ],
+            batch=True,
+        )
+    assert err.value.status == 422
+    assert err.value.message.startswith(f"records[1].{required}: null is not allowed")
+    with pytest.raises(FillError) as err:
+        fill.complete([model.model_validate({view.entity: "nobody"})], batch=False)
+    assert err.value.status == 404 and "'nobody' has no feature rows" in err.value.message
+    with pytest.raises(FillError) as err:
+        fill.complete([model.model_validate({view.entity: "old"})], batch=False)
+    assert err.value.status == 422 and "older than the view's TTL of 72 h" in err.value.message

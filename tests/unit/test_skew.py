@@ -18,8 +18,10 @@ DAY = dt.date(2026, 3, 1)
 
 
 def logged(view: FeatureView, features: pd.DataFrame) -> pd.DataFrame:
-    """Feature rows as `PredictionLog.read` returns logged requests of them (log day = DAY)."""
-    logs = features.rename(columns={view.entity: "entity_id"}).drop(columns=[view.event_date])
+    """Feature rows as `PredictionLog.read` returns logged requests of them, each sending
+    its event date (ISO text, as the log keeps it)."""
+    logs = features.rename(columns={view.entity: "entity_id"})
+    logs[view.event_date] = pd.to_datetime(logs[view.event_date]).dt.date.astype(str)
     logs["entity_id"] = logs["entity_id"].astype(str)
     logs["created_at"] = pd.Timestamp(DAY) + pd.Timedelta(hours=9)
     return logs.reset_index(drop=True)
@@ -57,10 +59,14 @@ def test_sent_values_are_compared_with_the_store_row_of_the_same_entity_and_day(
     assert rates(skew_findings(view, store, logs))[numeric] == 0.0  # the 100 others agree
 
 
-def test_no_entity_no_store_rows_no_findings(store: FeatureStore, view: FeatureView) -> None:
-    features, _ = generate_day(DAY, StreamConfig(seed=4, rows_per_day=20))
+def test_what_cannot_be_compared_gives_no_rate(store: FeatureStore, view: FeatureView) -> None:
+    features, _ = generate_day(DAY, StreamConfig(seed=4, rows_per_day=40))
     logs = logged(view, features)
     assert skew_findings(view, store, logs) == []  # the store has nothing for that day
     store.ingest(view, features)
-    logs["entity_id"] = np.nan
-    assert skew_findings(view, store, logs) == []  # callers named no entity
+    assert skew_findings(view, store, logs.head(29)) == []  # under MIN_COMPARED requests
+    assert len(skew_findings(view, store, logs.head(30))) == 2 * len(view.features)
+    assert skew_findings(view, store, logs.assign(entity_id=np.nan)) == []  # no entity named
+    # no event date sent: the day the features describe is unknown, so not compared
+    assert skew_findings(view, store, logs.assign(**{view.event_date: None})) == []
+    assert skew_findings(view, store, logs.drop(columns=[view.event_date])) == []

@@ -80,7 +80,12 @@ def record_model(view: FeatureView) -> type[BaseModel]:
         if view.online is not None and default is ...:
             # online: a feature left out comes from the store (a sent null is still
             # refused for a feature that may not be null, by serving's fill)
-            typ, default = typ | None, None
+            typ = typ | None
+            default = Field(
+                default=None,
+                description=f"left out: taken from the {view.entity}'s newest row in the "
+                "feature store; null is refused",
+            )
         fields[rule.name] = (typ, default)
     config = ConfigDict(
         extra="forbid",

@@ -331,7 +331,7 @@ class ImportOptions(StrictModel):
 # feature, entity or label with one of these names would collide with them.
 RESERVED_COLUMNS = ("ingested_at", "arrived_at", "created_at", "request_id", "feature_view",
                     "model_version", "entity_id", "features", "prediction", "probabilities",
-                    "latency_ms", "id")  # fmt: skip
+                    "latency_ms", "id", "role", "from_store", "_from_store")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- sources

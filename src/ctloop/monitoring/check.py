@@ -178,7 +178,7 @@ def check_with_evidence(
     skewed = [f for f in skew if f.drifted]
     if skewed:  # reported, not retrained on: the caller must send the store's values
         worst = ", ".join(f"{f.feature} {f.value:.1%}" for f in skewed)
-        result.reasons.append(
+        result.notes.append(
             f"training-serving skew: sent features differ from the store's row of the same "
             f"entity and day ({worst}; limit {view.drift.max_skew_rate:.1%})"
         )

@@ -42,6 +42,8 @@ class MonitorResult:
     status: str = OK
     findings: list[Finding] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    # reported beside the status, never a reason to retrain (training-serving skew)
+    notes: list[str] = field(default_factory=list)
     live_metrics: dict[str, float] = field(default_factory=dict)
     onset: str | None = None  # estimated first day of a concept change (ISO), on decay
     onset_found: str | None = None  # the newest labelled day that showed it
@@ -57,7 +59,8 @@ class MonitorResult:
             f"{self.view} v{self.model_version}: {self.status.upper()} on {self.rows} "
             f"predictions {self.window_start:%Y-%m-%d %H:%M} .. {self.window_end:%Y-%m-%d %H:%M}"
         )
-        return head + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
+        said = self.reasons + self.notes
+        return head + (f" ({'; '.join(said)})" if said else "")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the derived decision and drifted features spelled out."""

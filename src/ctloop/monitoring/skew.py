@@ -3,12 +3,14 @@
 A model learns from `<fv>_features`; a caller that builds its request from another copy
 of the data (a cache, a join of its own, a unit change) sends values the model never saw
 for that entity, which no drift statistic catches while the distributions match. For the
-logged requests that name an entity, each feature the caller sent (not one serving took
-from the store) is compared with the store's row of the same entity and day (the event
-date sent, else the log day): equal when both are missing, or the same category, or
-numbers within 1e-9 relative. Per feature: the share that differed, flagged above
-`drift.max_skew_rate`, and how many were compared. Skew is reported, not retrained on:
-a new model cannot fix a caller that sends other numbers.
+logged requests that name an entity and the event date their features describe, each
+feature the caller sent (not one serving took from the store) is compared with the
+store's row of that entity and day: equal when both are missing, or the same category, or
+numbers within 1e-9 relative. A request without an event date is not compared: the day
+its features describe is not known (the newest row of the log day may be newer than what
+the caller had). Per feature, from `MIN_COMPARED` compared requests on: the share that
+differed, flagged above `drift.max_skew_rate`, and how many were compared. Skew is
+reported, not retrained on: a new model cannot fix a caller that sends other numbers.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ from ctloop.monitoring.result import Finding
 from ctloop.store.features import FeatureStore
 
 KIND = "skew"
+MIN_COMPARED = 30  # fewer compared requests: no rate (one odd request is not 100 % skew)
 
 
 def skew_findings(view: FeatureView, store: FeatureStore, logs: pd.DataFrame) -> list[Finding]:
     """Per feature: mismatch rate and rows compared (none when no request can be paired)."""
-    if logs.empty or "entity_id" not in logs.columns:
+    if logs.empty or "entity_id" not in logs.columns or view.event_date not in logs.columns:
         return []
-    sent = logs[logs["entity_id"].notna()]
+    sent = logs[logs["entity_id"].notna() & logs[view.event_date].notna()]
     if sent.empty:
         return []
     days = event_dates(view, sent)
-    rows = store.features_for_days(view, days.min().date(), days.max().date())
+    entities = sent["entity_id"].astype(str).tolist()
+    rows = store.features_of(view, entities, days.min().date(), days.max().date())
     if rows.empty:
         return []
     stored = rows.assign(
@@ -59,6 +63,8 @@ def skew_findings(view: FeatureView, store: FeatureStore, logs: pd.DataFrame) ->
             continue
         by_caller = ~supplied.map(lambda got, n=name: n in got).to_numpy(dtype=bool)
         if not by_caller.any():
+            continue
+        if by_caller.sum() < MIN_COMPARED:
             continue
         mine, theirs = pairs[name][by_caller], pairs[f"{name}__store"][by_caller]
         differ = _differ(mine, theirs, feature.is_numeric)

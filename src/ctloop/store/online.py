@@ -51,6 +51,9 @@ class OnlineFeatures:
         self._cache: OrderedDict[str, tuple[float, LatestRow | None]] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0  # statements sent: what a test of the cache counts
+        # MariaDB's DOUBLE comes back as Decimal: the model and the log get floats, as
+        # from a request
+        self._numeric = [f.is_numeric for f in view.features]
 
     def latest(self, entities: Sequence[str]) -> dict[str, LatestRow | None]:
         """Each entity's newest row (None: the store has none), from the cache while it is
@@ -78,6 +81,31 @@ class OnlineFeatures:
                 self._cache.popitem(last=False)
         return found
 
+    def as_of(self, entity: str, day: dt.date) -> LatestRow | None:
+        """The entity's newest row on or before `day`: what a request that names its event
+        date is filled from (point in time, as training reads). Not cached: the rarer path."""
+        t = self.table
+        key, when = t.c[self.view.entity], t.c[self.view.event_date]
+        query = (
+            sa.select(key, when, *(t.c[n] for n in self.view.feature_names))
+            .where(key == entity)
+            .where(when <= day)
+            .order_by(when.desc())
+            .limit(1)
+        )
+        with self.db.connect() as conn:
+            row = conn.execute(query).first()
+        self.reads += 1
+        return None if row is None else self._row(row)
+
+    def _row(self, row: Sequence[Any]) -> LatestRow:
+        """A result row (key, date, features...) as a LatestRow of floats and categories."""
+        values = {
+            name: float(v) if is_num and v is not None else v
+            for name, v, is_num in zip(self.view.feature_names, row[2:], self._numeric, strict=True)
+        }
+        return LatestRow(_as_date(row[1]), values)
+
     def oldest_fresh_date(self, now: dt.datetime) -> dt.date:
         """The oldest event date still within the view's TTL at `now` (UTC)."""
         return (now - dt.timedelta(hours=self.policy.ttl_hours)).date()
@@ -87,9 +115,6 @@ class OnlineFeatures:
         t = self.table
         key, day = t.c[self.view.entity], t.c[self.view.event_date]
         names = self.view.feature_names
-        # MariaDB's DOUBLE comes back as Decimal: the model and the log get floats, as
-        # from a request
-        numeric = [f.is_numeric for f in self.view.features]
         out: dict[str, LatestRow] = {}
         with self.db.connect() as conn:
             for at in range(0, len(entities), READ_CHUNK):
@@ -104,12 +129,13 @@ class OnlineFeatures:
                     newest, sa.and_(key == newest.c.k, day == newest.c.d)
                 )
                 for row in conn.execute(query):
-                    values = {
-                        name: float(v) if is_num and v is not None else v
-                        for name, v, is_num in zip(names, row[2:], numeric, strict=True)
-                    }
-                    out[str(row[0])] = LatestRow(_as_date(row[1]), values)
+                    out[str(row[0])] = self._row(row)
                 self.reads += 1
+        # MariaDB's PAD SPACE collation matches "C1 " with the stored "C1": answer under
+        # the id that was asked for
+        for entity in entities:
+            if entity not in out and entity.rstrip(" ") in out:
+                out[entity] = out[entity.rstrip(" ")]
         return out
 
 

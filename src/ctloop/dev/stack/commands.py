@@ -64,9 +64,17 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
             folder.mkdir(parents=True, exist_ok=True)
         circus = supervisor(stack)
         already = circus.running()
+        ours = {spec.name: spec for spec in stack.services()}
         for name, pid in already.items():
             say(f"{name}: already running (pid {pid})")
-            if circus.command(name) != stack.command(stack.spec(name)):
+            spec = ours.get(name)
+            if spec is None:
+                say(f"{name}: not part of this configuration (CTLOOP_STACK_EXECUTOR or "
+                    "CTLOOP_STACK_CELERY_WORKERS changed); `make down` then `make up` to "
+                    "apply it")  # fmt: skip
+            elif circus.command(name) != stack.command(spec) or _executor_changed(
+                circus.env(name), stack.env(spec), spec
+            ):
                 say(f"{name}: started with another configuration "
                     f"({' '.join(circus.command(name))}); `make down` then `make up` to "
                     "apply the current one")  # fmt: skip
@@ -101,6 +109,15 @@ def up(stack: Stack, say: Say) -> dict[str, int]:
             raise
         say(f"all healthy in {time.monotonic() - began:.0f}s")
         return {**already, **started}
+
+
+def _executor_changed(running: dict[str, str], wanted: dict[str, str], spec: ServiceSpec) -> bool:
+    """Whether a running Airflow component has another executor than this configuration
+    asks for (switching `CTLOOP_STACK_EXECUTOR` changes no command line)."""
+    key = "AIRFLOW__CORE__EXECUTOR"
+    if not spec.kind.startswith("airflow") or key not in running:
+        return False
+    return running[key] != wanted.get(key)
 
 
 def _prepare(stack: Stack, spec: ServiceSpec) -> None:

@@ -9,6 +9,7 @@ Nothing here starts a process: `up` hands these to the supervisor.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -128,6 +129,13 @@ class Stack:
         """The services of this stack, in start order (optional ones only when present)."""
         return [spec for spec in self.services() if self.left_out(spec) is None]
 
+    @property
+    def queue(self) -> str:
+        """This stack's Celery queue, named after its state folder: stacks sharing a
+        broker (and the default `redis://.../0`) never run each other's tasks."""
+        digest = hashlib.sha1(str(self.state_dir).encode(), usedforsecurity=False).hexdigest()
+        return f"ctloop-{digest[:10]}"
+
     def worker_dir(self, spec: ServiceSpec) -> Path:
         """A Celery worker's own working directory (its data folder and AIRFLOW_HOME are in
         it): what a worker on another machine would have, so nothing can lean on a disk
@@ -206,6 +214,7 @@ class Stack:
                 "CTLOOP_ADMIN_TOKEN": self.secrets["admin_token"],
                 "AIRFLOW__CELERY__BROKER_URL": self.config.celery_broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.airflow_db}",
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             }
             if spec.kind == "airflow-worker":
                 own = self.worker_dir(spec)

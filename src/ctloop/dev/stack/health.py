@@ -42,22 +42,28 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
 
 @functools.cache
 def _celery(broker_url: str) -> Celery:
-    """A bare Celery client on the broker: enough to ping workers, no Airflow config."""
+    """A bare Celery client on the broker: enough to ping workers, no Airflow config; a
+    broker that is down fails the ping at once instead of being retried."""
     from celery import Celery  # (c) only Celery stacks need it
 
-    return Celery(broker=broker_url)
+    app = Celery(broker=broker_url)
+    app.conf.update(broker_connection_retry=False, broker_connection_max_retries=1,
+                    broker_connection_timeout=2)  # fmt: skip
+    return app
 
 
 def ping_worker(broker_url: str, name: str, timeout: float = 1.0) -> bool:
-    """Whether the Celery worker `name` (as `--celery-hostname name@host`) answers a ping
-    over the broker: it is connected and takes work."""
+    """Whether the Celery worker `name` of this machine (`--celery-hostname name@host`)
+    answers a ping over the broker: it is connected and takes work. Addressed to it alone,
+    so the first reply ends the wait."""
     from kombu.exceptions import OperationalError  # (c) as above
 
+    node = f"{name}@{socket.gethostname()}"
     try:
-        replies = _celery(broker_url).control.ping(timeout=timeout)
+        replies = _celery(broker_url).control.ping(destination=[node], timeout=timeout, limit=1)
     except (OperationalError, OSError):  # a broker that is down: `up` names it at start
         return False
-    return any(node.split("@", 1)[0] == name for reply in replies for node in reply)
+    return any(node in reply for reply in replies)
 
 
 def check_broker(url: str) -> None:

@@ -62,6 +62,9 @@ AIRFLOW_ENV = CTLOOP_ENV | frozenset(
         # modes so that every component of one stack has the same configuration.
         "AIRFLOW__CELERY__BROKER_URL",
         "AIRFLOW__CELERY__RESULT_BACKEND",
+        # the queue tasks go to: one per stack, so two stacks on one broker never take
+        # each other's tasks
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE",
     }
 )
 # A Celery worker has its own working directory, data folder and AIRFLOW_HOME (nothing it

@@ -224,6 +224,10 @@ class Supervisor:
         return [*shlex.split(options["cmd"]), *(shlex.split(args) if isinstance(args, str)
                                                 else args)]  # fmt: skip
 
+    def env(self, name: str) -> dict[str, str]:
+        """The environment circusd starts a service with (empty when it does not say)."""
+        return dict(self._call("options", name=name)["options"].get("env") or {})
+
     def start(self, watcher: Watcher) -> int:
         """(Re)define a service with this command line and environment and start it.
 
