@@ -9,7 +9,7 @@ BATCH ?= 100
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint format test test-unit test-integration test-e2e demo test-fast init-db generate status bench-store bench-ct \
-	bench-monitor bench-log bench-serving bench-replicas bench-load bench-ingest load-test clean serve bento serve-bento
+	bench-monitor bench-log bench-serving bench-replicas bench-shadow bench-load bench-ingest load-test clean serve bento serve-bento
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -89,6 +89,10 @@ bench-serving: install ## Serving throughput/latency (logged, unlogged, naive, m
 bench-replicas: install ## Two serving replicas behind HAProxy: the balancer's added latency, promotion to both under load
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/serving/replicas_overhead.py --duration 10 --runs 3
+
+bench-shadow: install ## The caller's latency with and without a challenger on shadow trial
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/serving/shadow_overhead.py --duration 8 --runs 3
 
 bench-load: install ## Locust at growing user counts against the shipped service, answered vs logged
 	@bash scripts/ensure-mariadb.sh

@@ -23,16 +23,18 @@ is the naive design that inserts and commits one row inside each request.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import hmac
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import bentoml
@@ -95,6 +97,18 @@ Record = create_model(
 MAX_BATCH = CONFIG.max_batch
 SHADOW_SUFFIX = ".shadow"  # a shadow row's request id: the caller's, suffixed (ids are unique)
 SHADOW_MAX_PENDING = 10_000  # records waiting for shadow scoring per worker; more are skipped
+
+
+@dataclass(frozen=True)
+class ShadowWork:
+    """Records a challenger on shadow trial is to score, with the caller's request ids."""
+
+    trial: LoadedModel
+    values: list[dict[str, Any]]
+    ids: list[str]
+    from_store: list[list[str]] | None
+
+
 Batch = Annotated[
     list[Record],  # type: ignore[valid-type]
     Field(
@@ -219,12 +233,16 @@ class ModelService:
             ).start()
         elif self.store is not None:
             self.store.init([])
-        # shadow scoring runs here, one thread, off the request path; `shadow_pending`
-        # bounds the records waiting, so an overloaded worker sheds shadow work, not answers
-        self.shadow_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        # shadow scoring runs on one thread, off the request path, at a lower CPU priority,
+        # and scores what has queued up in one model call; `shadow_pending` bounds the
+        # records waiting, so an overloaded worker sheds shadow work, not answers
+        self._shadow_queue: queue.SimpleQueue[ShadowWork | None] = queue.SimpleQueue()
         self.shadow_pending = 0
         self.shadow_skipped = 0
         self._shadow_lock = threading.Lock()
+        self._shadow_thread = threading.Thread(target=self._shadow_loop, name="shadow",
+                                               daemon=True)  # fmt: skip
+        self._shadow_thread.start()
         self.online: OnlineFill | None = None
         if VIEW.online is not None and self.store is not None:
             self.online = OnlineFill(VIEW, OnlineFeatures(self.store, VIEW))
@@ -240,7 +258,8 @@ class ModelService:
     def shutdown(self) -> None:
         """Per worker, on SIGTERM too: stop polling, flush the prediction log."""
         self.manager.stop()
-        self.shadow_pool.shutdown(wait=True)  # its rows go to the writer before it closes
+        self._shadow_queue.put(None)  # its rows go to the writer before it closes
+        self._shadow_thread.join(timeout=30)
         if self.writer is not None:
             self.writer.close()
         if self.store is not None:
@@ -426,22 +445,42 @@ class ModelService:
                 self.shadow_skipped += len(values)
                 return
             self.shadow_pending += len(values)
-        self.shadow_pool.submit(self._score_shadow, trial, list(values), list(ids), from_store)
+        stores = [list(f) for f in from_store] if from_store is not None else None
+        self._shadow_queue.put(ShadowWork(trial, list(values), list(ids), stores))
 
-    def _score_shadow(
-        self,
-        trial: LoadedModel,
-        values: list[dict[str, Any]],
-        ids: list[str],
-        from_store: Sequence[Sequence[str]] | None,
-    ) -> None:
+    def _shadow_loop(self) -> None:
+        """The shadow thread: take what has queued (up to `MAX_BATCH` records of one
+        version), score it in one model call, log it; until `None` arrives."""
+        with contextlib.suppress(OSError, AttributeError):  # Linux: a thread has its own nice
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        while True:
+            item = self._shadow_queue.get()
+            if item is None:
+                return
+            work = [item]
+            size = len(item.values)
+            while size < MAX_BATCH:
+                try:
+                    more = self._shadow_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._shadow_queue.put(None)  # stop after this batch
+                    break
+                work.append(more)
+                size += len(more.values)
+            for trial in {id(w.trial): w.trial for w in work}.values():
+                self._score_shadow(trial, [w for w in work if w.trial is trial])
+
+    def _score_shadow(self, trial: LoadedModel, work: list[ShadowWork]) -> None:
+        values = [v for w in work for v in w.values]
+        ids = [f"{rid}{SHADOW_SUFFIX}" for w in work for rid in w.ids]
+        stores = [f for w in work for f in (w.from_store or [[] for _ in w.values])]
         try:
             start = time.perf_counter()
             answers = _answers(trial.predict(VIEW, values))
             latency = (time.perf_counter() - start) * 1000 / len(values)
-            shadow_ids = [f"{rid}{SHADOW_SUFFIX}" for rid in ids]
-            self._log(trial, values, shadow_ids, answers, latency, "shadow", from_store,
-                      role=SHADOW_ROLE)  # fmt: skip
+            self._log(trial, values, ids, answers, latency, "shadow", stores, role=SHADOW_ROLE)
         except Exception:  # a challenger's failure is its trial's problem, never the caller's
             log.exception("shadow scoring by version %s failed", trial.version)
         finally:

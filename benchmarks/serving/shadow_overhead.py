@@ -1,0 +1,209 @@
+"""Shadow trials: what scoring every request with a challenger costs the caller.
+
+    uv run python benchmarks/serving/shadow_overhead.py --duration 10 --runs 3
+
+One `bentoml serve` (two workers, MariaDB log) with a champion. Each round sends
+single-record `/predict` load (the raw HTTP/1.1 load generator of
+`serving_throughput.py`, keep-alive connections) twice per concurrency level: once with no
+challenger, once with a second version on shadow trial (alias `challenger`, every request
+scored again on the worker's shadow thread and logged with role `shadow`). The target of
+issue 21 is the caller's p99 with a shadow within 1.2x of the p99 without one.
+
+Answered records are counted from the answers. After all rounds the log must hold exactly
+one champion row per answered request (else exit 1), and the shadow rows are counted
+against the requests answered during shadow rounds (a worker sheds shadow work past
+10,000 waiting records; the figure says how much was shed). Results go to
+`benchmarks/serving/SHADOW.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.serving.serving_throughput import (  # noqa: E402
+    MARIADB,
+    make_records,
+    run_load,
+)
+
+from ctloop.dev.launcher import Server, bentoml_command, every_worker_loaded, free_port  # noqa: E402
+
+
+def _challengers(url: str) -> set[str | None]:
+    """The challenger each worker holds, from several concurrent /metadata calls."""
+    import httpx
+
+    seen = set()
+    for _ in range(8):
+        with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+            meta = http.get(f"{url}/metadata").json()
+        seen.add((meta["model"].get("challenger") or {}).get("version"))
+    return seen
+
+
+def _switch(url: str, token: str, view: str, want: str | None) -> None:
+    """Tell the service to reload and wait until every worker holds `want`."""
+    import httpx
+
+    httpx.post(f"{url}/admin/reload", json={"view": view},
+               headers={"Authorization": f"Bearer {token}"}, timeout=60)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while _challengers(url) != {want}:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"workers hold {_challengers(url)}, not {want}")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per test")
+    parser.add_argument("--runs", type=int, default=3, help="rounds (medians)")
+    parser.add_argument("--concurrency", default="2,8", help="keep-alive connections, a list")
+    parser.add_argument("--out", type=Path, default=HERE / "SHADOW.md")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    import sqlalchemy as sa
+    from benchmarks.serving.world import register_version
+
+    from ctloop.features.view import load_view
+    from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE
+    from ctloop.registry import Registry
+    from ctloop.store.features import FeatureStore
+
+    view = load_view("credit_score", ROOT / "features")
+    db = f"ctloop_bench_shadow_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(MARIADB, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
+    store = FeatureStore(f"{MARIADB}/{db}")
+    token = uuid.uuid4().hex
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    answered = {"off": 0, "on": 0}
+    server: Server | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctloop-shadow-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+            print("training and registering two versions ...", flush=True)
+            register_version(view, tracking, tmp / "mlartifacts", seed=5)
+            v2 = register_version(view, tracking, tmp / "mlartifacts", seed=6, promote=False)
+            registry = Registry(tracking, tmp / "mlartifacts")
+            store.init([view])
+            bodies = tmp / "single.jsonl"
+            bodies.write_text("\n".join(json.dumps(r) for r in make_records(view, 400)) + "\n")
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "MLFLOW_"))}
+            env.update(CTLOOP_FEATURES_DIR=str(ROOT / "features"), MLFLOW_TRACKING_URI=tracking,
+                       FEATURE_STORE_URL=f"{MARIADB}/{db}", CTLOOP_SERVING_WORKERS="2",
+                       CTLOOP_SERVING_POLL_SECONDS="600", CTLOOP_ADMIN_TOKEN=token,
+                       CTLOOP_DATA_DIR=str(tmp / "serving"), BENTOML_DO_NOT_TRACK="True",
+                       BENTOML_HOME=str(tmp / "bentoml"))  # fmt: skip
+            port = free_port()
+            server = Server(bentoml_command(port), env, port, tmp / "serve.log", ROOT,
+                            ready=every_worker_loaded(2)).start()  # fmt: skip
+            server.wait_ready()
+            for run in range(args.runs):
+                for mode in ("off", "on"):
+                    if mode == "on":
+                        registry.start_trial(view.name, v2, "shadow")
+                        _switch(server.url, token, view.name, v2)
+                    for level in levels:
+                        got = run_load(server.url, "/predict", bodies, level, args.duration)
+                        if got["errors"]:
+                            raise SystemExit(
+                                f"{mode}: {got['errors']} errors: {got['first_errors']}"
+                            )
+                        answered[mode] += got["records"]
+                        results.setdefault((mode, level), []).append(got)
+                        print(f"run {run + 1} shadow {mode:3} c={level:2}: {got['rps']:6.0f} "
+                              f"req/s  p50 {got['p50_ms']:6.2f} ms  p99 {got['p99_ms']:6.2f} ms",
+                              flush=True)  # fmt: skip
+                    if mode == "on":
+                        registry.end_trial(view.name, "dropped", "benchmark round over")
+                        _switch(server.url, token, view.name, None)
+            counts = _wait_counts(store, answered, CHAMPION_ROLE, SHADOW_ROLE)
+    finally:
+        if server is not None:
+            server.stop()
+        store.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
+    total = answered["off"] + answered["on"]
+    check = "OK" if counts[CHAMPION_ROLE] == total else "MISMATCH"
+    text = render(results, levels, answered, counts, check, args)
+    print(text)
+    args.out.write_text(text)
+    if check != "OK":
+        sys.exit(1)
+
+
+def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: str) -> dict:
+    """Rows per role once the champion rows reach the answers (or two minutes passed)."""
+    import sqlalchemy as sa
+
+    total = answered["off"] + answered["on"]
+    deadline = time.monotonic() + 120
+    counts: dict[str, int] = {}
+    while True:
+        with store.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT COALESCE(role, :c), COUNT(*) FROM prediction_log GROUP BY 1"
+            ), {"c": champion}).all()  # fmt: skip
+        counts = {champion: 0, shadow: 0, **{str(r): int(n) for r, n in rows}}
+        if counts[champion] >= total and counts[shadow] >= answered["on"]:
+            return counts
+        if time.monotonic() > deadline:
+            return counts
+        time.sleep(1)
+
+
+def render(results: dict[tuple[str, int], list[dict[str, Any]]], levels: list[int],
+           answered: dict[str, int], counts: dict[str, int], check: str,
+           args: argparse.Namespace) -> str:  # fmt: skip
+    def med(mode: str, level: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[(mode, level)])
+
+    lines = [
+        "# Shadow trials: the caller's latency with and without a challenger",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; `{' '.join(sys.argv)}`",
+        f"single-record /predict, two workers, {args.duration:g} s per test, medians of "
+        f"{args.runs} runs; MariaDB log.",
+        "",
+        "| connections | shadow | req/s | p50 ms | p99 ms | p99 vs no shadow |",
+        "|---|---|---|---|---|---|",
+    ]
+    for level in levels:
+        base = med("off", level, "p99_ms")
+        for mode in ("off", "on"):
+            lines.append(f"| {level} | {mode} | {med(mode, level, 'rps'):.0f} | "
+                         f"{med(mode, level, 'p50_ms'):.2f} | {med(mode, level, 'p99_ms'):.2f} | "
+                         f"{med(mode, level, 'p99_ms') / base:.2f}x |")  # fmt: skip
+    shed = answered["on"] - counts.get("shadow", 0)
+    lines += [
+        "",
+        f"Answered {answered['off'] + answered['on']} requests ({answered['on']} during "
+        f"shadow rounds); champion rows {counts.get('champion', 0)}: {check}; shadow rows "
+        f"{counts.get('shadow', 0)} ({shed} shed by overloaded workers).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
