@@ -47,8 +47,9 @@ test-e2e: install ## The e2e tier: `make up` for real (LocalExecutor and Celery)
 	@bash scripts/ensure-redis.sh
 	$(RUN) pytest tests/e2e
 
-demo: install ## The whole loop on the embedded default (Airflow, BentoML, drift, retrain, swap)
-	$(RUN) ctloop demo
+ROLLOUT ?= direct
+demo: install ## The whole loop on the embedded default (Airflow, BentoML, drift, retrain, swap); ROLLOUT=shadow: through a shadow trial and the live gate
+	$(RUN) ctloop demo --rollout $(ROLLOUT)
 
 test-fast: ## The test suite without install and lint
 	$(RUN) pytest -x -q

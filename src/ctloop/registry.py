@@ -249,9 +249,16 @@ class Registry:
 
     def start_trial(self, name: str, version: str, mode: str, share: float = 0.0) -> VersionInfo:
         """Put a gated candidate on live trial: alias `challenger`, with how it is tried
-        (`rollout`: shadow or canary, and the canary's share of traffic) on its tags."""
+        (`rollout`: shadow or canary, and the canary's share of traffic) on its tags. A
+        trial already running ends (`live_gate=superseded`): the newer candidate, trained
+        on newer data, takes its place."""
         if mode not in ROLLOUT_MODES:
             raise CtloopError(f"rollout mode '{mode}' is not one of {', '.join(ROLLOUT_MODES)}")
+        running = self.challenger(name)
+        if running is not None and running.version != str(version):  # a newer candidate
+            self.set_tags(name, running.version, {"live_gate": "superseded",
+                                                  "live_gate.reason": f"version {version} "
+                                                  "took its place on trial"})  # fmt: skip
         started = dt.datetime.now(dt.UTC).isoformat()
         tags = {"rollout": mode, "rollout.share": share, "rollout.started": started}
         info = self.set_tags(name, version, tags)

@@ -60,3 +60,36 @@ def test_make_demo_closes_the_loop(tmp_path: Path) -> None:
     assert "2026-03-01" in done.stdout and "[ok] every answer logged" in done.stdout
     # the demo's Airflow kept its metadata in SQLite under the demo folder, never MariaDB
     assert (out / "airflow" / "airflow.db").is_file()
+
+
+@pytest.mark.slow
+def test_make_demo_through_a_shadow_trial_and_the_live_gate(tmp_path: Path) -> None:
+    """`make demo ROLLOUT=shadow`: the drift retrain goes on a shadow trial (the caller
+    keeps getting the old champion meanwhile), the monitor's live gate promotes it once
+    the shadowed traffic's labels land, and the timeline says so; the loop still closes."""
+    out = tmp_path / "demo"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CTLOOP_", "MLFLOW_", "AIRFLOW")) and k != "FEATURE_STORE_URL"
+    }
+    env["CTLOOP_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "ctloop.cli", "demo", "--out", str(out), "--rollout", "shadow"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    report = f"{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
+    assert done.returncode == 0, report
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["checks"]["drift retrain promoted by the live gate"] is True, report
+    timeline = summary["timeline"]
+    trial = next(d for d in timeline if d["triggered"] and d["ct_trial"])
+    gate = next(d for d in timeline if d["gate_promoted"] == trial["ct_version"])
+    i, k = timeline.index(trial), timeline.index(gate)
+    assert k > i, "the live gate decided before the trial's traffic was labelled"
+    # until the gate's decision callers got the old champion, afterwards the new one
+    assert all(trial["ct_version"] not in d["served_versions"] for d in timeline[i : k + 1])
+    assert timeline[k + 1]["served_versions"] == [trial["ct_version"]]
+    assert gate["live_gate"].startswith(f"v{trial['ct_version']} promoted (better: ")
+    assert summary["answered"] == summary["logged"] == 12 * 800  # shadow rows not counted
+    assert f"live gate: v{trial['ct_version']} promoted" in done.stdout

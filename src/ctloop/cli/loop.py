@@ -239,7 +239,16 @@ def bounded_int(name: str, low: int, high: int, default: int, text: str) -> Any:
 @bounded_int("--drift-day", 1, 57, 3, "Day (0-based) on which the concept drift starts.")
 @bounded_int("--rows-per-day", 500, 20000, 800, "Customers (requests) per simulated day.")
 @click.option("--seed", type=int, default=2026, show_default=True, help="Seed of every draw.")
-def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: int) -> None:
+@click.option(
+    "--rollout",
+    type=click.Choice(["direct", "shadow"]),
+    default="direct",
+    show_default=True,
+    help="shadow: the drift retrain goes on a shadow trial and the live gate decides.",
+)
+def demo(
+    out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: int, rollout: str
+) -> None:
     """Run the whole loop on the embedded default and check that it closes.
 
     Real DAGs in Airflow (dag.test), a real `bentoml serve`, HTTP traffic with a concept
@@ -253,7 +262,7 @@ def demo(out: Path | None, days: int, drift_day: int, rows_per_day: int, seed: i
 
     folder = out or get_settings().data_dir / "demo"
     config = DemoConfig(out=folder, days=days, drift_day=drift_day,
-                        rows_per_day=rows_per_day, seed=seed)  # fmt: skip
+                        rows_per_day=rows_per_day, seed=seed, rollout=rollout)  # fmt: skip
     summary = run_demo(config, lambda line: click.echo(line, err=True))
     click.echo(timeline_table(summary))
     click.echo("")

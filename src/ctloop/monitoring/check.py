@@ -199,6 +199,16 @@ def _answers(view: FeatureView, logs: pd.DataFrame) -> Any:
     return output.values if view.label.is_regression else output.score_column(view)
 
 
+def trial_blocks(registry: Registry, view: FeatureView) -> str | None:
+    """Why a drift retrain must wait for the live gate: a challenger retrained on drift is
+    on trial (a new one would take its place before its labels land, again each check).
+    A trial of a scheduled or manual candidate, trained before the change, gives way."""
+    trial = registry.challenger(view.name)
+    if trial is None or trial.tags.get("trigger") != "drift":
+        return None
+    return f"drift-retrained version {trial.version} is on live trial; the live gate decides first"
+
+
 def cooldown_blocks(store: FeatureStore, view: FeatureView, now: dt.datetime) -> str | None:
     """Why a drift retrain must wait, or None when the cooldown allows it."""
     last = DriftReports(store).last_drift_trigger(view.name)
@@ -241,6 +251,8 @@ def monitor_step(
         blocked = (
             "a CT run is already in flight" if ct_in_flight else cooldown_blocks(store, view, now)
         )
+        if blocked is None and gate is not None and gate.outcome == livegate.CONTINUE:
+            blocked = trial_blocks(registry, view)
     trigger = result.retrain and blocked is None
     DriftReports(store).record(result, triggered=trigger if result.retrain else None)
     if result.onset is not None and result.onset_found is not None:

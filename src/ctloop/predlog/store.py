@@ -205,11 +205,16 @@ class PredictionLog:
         base = frame.drop(columns=["features", "probabilities"])
         return pd.concat([base, feats, probs], axis=1)
 
-    def count(self, view_name: str | None = None) -> int:
-        """Rows logged (for one view, or all): what tests and the demo compare with answers."""
+    def count(self, view_name: str | None = None, role: str | None = None) -> int:
+        """Rows logged (for one view, or all; of one role, `champion` including rows from
+        before roles): what tests and the demo compare with answers."""
         table = self.table
         query = sa.select(sa.func.count()).select_from(table)
         if view_name is not None:
             query = query.where(table.c.feature_view == view_name)
+        if role == CHAMPION_ROLE:
+            query = query.where(sa.or_(table.c.role.is_(None), table.c.role == role))
+        elif role is not None:
+            query = query.where(table.c.role == role)
         with self.db.connect() as conn:
             return conn.execute(query).scalar_one()

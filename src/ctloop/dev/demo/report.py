@@ -15,12 +15,16 @@ def day_line(rec: DayRecord) -> str:
     """The progress line printed after each simulated day."""
     drift = "drift" if rec.drifting else "     "
     served = ",".join(f"v{v}" for v in rec.served_versions)
-    ct = ""
+    ct = f" -> live gate: {rec.live_gate}" if rec.live_gate else ""
     if rec.triggered:
-        ct = f" -> ct run: v{rec.ct_version} " + ("promoted" if rec.ct_promoted else "refused")
+        done = "on shadow trial" if rec.ct_trial else ("promoted" if rec.ct_promoted else "refused")
+        ct += f" -> ct run: v{rec.ct_version} {done}"
     elif rec.scheduled_version:
         verdict = "promoted" if rec.scheduled_promoted else "champion kept"
-        ct = f" -> scheduled ct run: v{rec.scheduled_version} {verdict}"
+        verdict = "on shadow trial" if rec.scheduled_trial else verdict
+        ct += f" -> scheduled ct run: v{rec.scheduled_version} {verdict}"
+    elif rec.scheduled_skipped:
+        ct += f" -> scheduled ct run skipped: {rec.scheduled_skipped}"
     return (f"{rec.day} {drift} traffic {rec.answered} ({served}), labels +{rec.labels_landed}; "
             f"monitor: {rec.monitor}{ct}")  # fmt: skip
 
@@ -61,6 +65,10 @@ def verdict(
             and served_tail >= oracle_tail - config.oracle_tolerance
         ),
     }  # fmt: skip
+    if config.rollout == "shadow":
+        checks["drift retrain promoted by the live gate"] = any(
+            r.gate_promoted for r in records
+        ) and any(r.ct_trial and r.ct_promoted for r in records)
     return {
         "closed": all(checks.values()),
         "checks": checks,
@@ -85,11 +93,16 @@ def timeline_table(summary: dict[str, Any]) -> str:
         static = "" if r["static_accuracy"] is None else f"{r['static_accuracy']:.3f}"
         oracle = "" if r.get("oracle_accuracy") is None else f"{r['oracle_accuracy']:.3f}"
         events = r["monitor_status"] or ""
+        if r.get("live_gate"):
+            events += f"; live gate: {str(r['live_gate']).split(' (')[0]}"
         if r["triggered"]:
             verdict = "promoted" if r["ct_promoted"] else "refused"
+            if r.get("ct_trial"):
+                verdict = "shadow trial" + (", promoted later" if r["ct_promoted"] else "")
             events += f"; retrain -> v{r['ct_version']} {verdict}"
         elif r.get("scheduled_version"):
             verdict = "promoted" if r["scheduled_promoted"] else "kept champion"
+            verdict = "shadow trial" if r.get("scheduled_trial") else verdict
             events += f"; schedule -> v{r['scheduled_version']} {verdict}"
         served = ",".join(f"v{v}" for v in r["served_versions"])
         lines.append(f"{r['day']:<11} {'yes' if r['drifting'] else '':<5} {r['answered']:>7} "
@@ -118,9 +131,15 @@ def plot(records: list[DayRecord], drift_day: str, path: Path) -> None:
     if onset is not None:
         ax.axvline(onset - 0.5, color="tab:red", linestyle=":", label="concept drift starts")
     for i, r in enumerate(records):
-        if r.ct_promoted or r.scheduled_promoted:  # promoted end of day i: serves from i + 1
-            version = r.ct_version if r.ct_promoted else r.scheduled_version
-            how = "drift" if r.ct_promoted else "schedule"
+        live = bool(r.gate_promoted)
+        if live or (r.ct_promoted and not r.ct_trial) or r.scheduled_promoted:
+            # promoted end of day i: serves from i + 1
+            if live:
+                version, how = r.gate_promoted, "live gate"
+            elif r.ct_promoted:
+                version, how = r.ct_version, "drift"
+            else:
+                version, how = r.scheduled_version, "schedule"
             ax.axvline(i + 0.5, color="tab:green", alpha=0.4)
             ax.annotate(f"v{version} ({how})", (i + 0.5, 0.05), rotation=90,
                         color="tab:green", ha="right", va="bottom")  # fmt: skip

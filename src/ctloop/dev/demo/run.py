@@ -33,7 +33,7 @@ from ctloop.dev.launcher import Server, bentoml_command, every_worker_loaded, fr
 from ctloop.errors import CtloopError
 from ctloop.features.view import load_view_file
 from ctloop.ingest.synth import Scenario, StreamConfig, generate_day, stream
-from ctloop.predlog.store import PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import get_settings, project_root
 from ctloop.store.features import FeatureStore
@@ -63,7 +63,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
     out = config.out.resolve()
     prepare_folder(out)
     view_file = write_demo_view(get_settings().features_dir / f"{SOURCE_VIEW}.yaml",
-                                out / "features")  # fmt: skip
+                                out / "features", config.rollout)  # fmt: skip
     view = load_view_file(view_file)
     port = free_port()
     env = demo_env(out, root, port, secrets.token_urlsafe(24), config.workers)
@@ -137,6 +137,16 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
             decision = checked["xcom"].get("check") or {}
             rec.monitor = str(decision.get("summary", checked["state"]))
             rec.monitor_status = str(decision.get("status", ""))
+            gate = decision.get("live_gate") or {}
+            if gate and gate.get("outcome") != "continue":
+                rec.live_gate = f"v{gate['challenger']} {gate['outcome']} ({gate['reason']})"
+                if gate["outcome"] == "promoted":
+                    rec.gate_promoted = str(gate["challenger"])
+                    for earlier in records:  # the retrain that started the trial
+                        if earlier.ct_version == rec.gate_promoted:
+                            earlier.ct_promoted = True
+                    if not wait_served(service.url, rec.gate_promoted):
+                        raise CtloopError(f"serving did not swap to version {rec.gate_promoted}")
             queued = [t for t in checked["triggered"] if t["dag_id"] == ct_dag]
             if queued:
                 rec.triggered = True
@@ -144,9 +154,13 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
                 retrain = runner.trigger(ct_dag, conf)
                 runner.retire_queued()
                 rec.ct_version = str((retrain["xcom"].get("train") or {}).get("version"))
-                rec.ct_promoted = bool(retrain["xcom"].get("promote"))
+                promoted = retrain["xcom"].get("promote") or {}
+                rec.ct_trial = "challenger" in promoted
+                rec.ct_promoted = bool(promoted) and not rec.ct_trial
                 if rec.ct_promoted and not wait_served(service.url, rec.ct_version):
                     raise CtloopError(f"serving did not swap to version {rec.ct_version}")
+            elif config.rollout == "shadow" and registry.challenger(view.name) is not None:
+                rec.scheduled_skipped = "a live trial is running"  # the gate decides first
             else:  # the CT DAG's own timetable: one run per day, as of the next day
                 conf = {"as_of": (day + dt.timedelta(days=1)).isoformat(),
                         "trigger": "schedule", "reason": "daily schedule"}  # fmt: skip
@@ -157,7 +171,9 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
                         f"the scheduled CT run of {day} ended {scheduled['state']}:\n{tail}"
                     )
                 rec.scheduled_version = (scheduled["xcom"].get("train") or {}).get("version")
-                rec.scheduled_promoted = bool(scheduled["xcom"].get("promote"))
+                promoted = scheduled["xcom"].get("promote") or {}
+                rec.scheduled_trial = "challenger" in promoted
+                rec.scheduled_promoted = bool(promoted) and not rec.scheduled_trial
                 version = str(rec.scheduled_version)
                 if rec.scheduled_promoted and not wait_served(service.url, version):
                     raise CtloopError(f"serving did not swap to version {version}")
@@ -174,7 +190,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         for rec in records:
             rec.served_accuracy, rec.static_accuracy = scores[rec.day]
             rec.oracle_accuracy = oracle.get(rec.day)
-        logged = PredictionLog(store).count(view.name)
+        logged = PredictionLog(store).count(view.name, role=CHAMPION_ROLE)
 
     summary = verdict(config, records, sent_total, logged, v1)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)

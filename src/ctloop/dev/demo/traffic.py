@@ -14,7 +14,7 @@ import httpx
 import pandas as pd
 
 from ctloop.errors import CtloopError
-from ctloop.predlog.store import PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 
 
 def request_bodies(view: Any, features: pd.DataFrame) -> list[dict[str, Any]]:
@@ -46,13 +46,14 @@ def send_day(url: str, bodies: list[dict[str, Any]], batch: int = 100) -> list[d
 
 
 def wait_logged(store: Any, view: str, expected: int, timeout: float = 60) -> int:
-    """Wait until the prediction log holds `expected` rows (the writer flushes every 0.5 s)."""
+    """Wait until the prediction log holds `expected` rows of answers given to callers
+    (the writer flushes every 0.5 s; a shadow's rows are not answers)."""
     deadline = time.monotonic() + timeout
     predictions = PredictionLog(store)
-    count = predictions.count(view)
+    count = predictions.count(view, role=CHAMPION_ROLE)
     while count < expected and time.monotonic() < deadline:
         time.sleep(0.2)
-        count = predictions.count(view)
+        count = predictions.count(view, role=CHAMPION_ROLE)
     return count
 
 

@@ -46,6 +46,9 @@ class DemoConfig:
     workers: int = 2
     min_recovery: float = 0.05
     oracle_tolerance: float = 0.02
+    # direct: a blessed retrain is champion at once; shadow: it goes on a shadow trial and
+    # the monitor's live gate promotes or drops it once labels land
+    rollout: str = "direct"
 
     def __post_init__(self) -> None:
         """Refuse a world in which the loop cannot be seen to close."""
@@ -53,6 +56,12 @@ class DemoConfig:
             raise CtloopError("demo: need days >= 4 and 1 <= drift_day < days - 2")
         if self.rows_per_day < 500:
             raise CtloopError("demo: rows_per_day must be at least 500 (the monitor's minimum)")
+        if self.rollout not in ("direct", "shadow"):
+            raise CtloopError(f"demo: rollout must be direct or shadow, not {self.rollout!r}")
+        if self.rollout == "shadow" and self.oracle_tolerance == 0.02:
+            # the live gate waits a day for the labels of the first shadowed traffic, so the
+            # safer path recovers later: the served model trails the oracle longer
+            object.__setattr__(self, "oracle_tolerance", 0.05)
 
 
 @dataclass
@@ -69,8 +78,13 @@ class DayRecord:
     triggered: bool = False
     ct_version: str | None = None
     ct_promoted: bool = False
+    ct_trial: bool = False  # the retrain went on a shadow trial instead
     scheduled_version: str | None = None
     scheduled_promoted: bool = False
+    scheduled_trial: bool = False  # the scheduled candidate went on a shadow trial
+    scheduled_skipped: str | None = None  # why the daily run did not run
+    live_gate: str | None = None  # the live gate's decision at this day's check
+    gate_promoted: str | None = None  # the version the live gate promoted at this check
     served_accuracy: float | None = None
     static_accuracy: float | None = None
     oracle_accuracy: float | None = None
@@ -86,9 +100,11 @@ def prepare_folder(out: Path) -> None:
     (out / MARKER).write_text("made by `ctloop demo`; deleted by the next demo run\n")
 
 
-def write_demo_view(source: Path, target_dir: Path) -> Path:
+def write_demo_view(source: Path, target_dir: Path, rollout: str = "direct") -> Path:
     """Copy the view file with the demo's overrides; the copy is what every process loads."""
     data = yaml.safe_load(source.read_text())
+    if rollout == "shadow":  # a day of labels (800 requests) is enough for the gate
+        data["rollout"] = {"mode": "shadow", "min_labelled_pairs": 300, "max_trial_days": 4}
     for path, values in DEMO_OVERRIDES.items():
         node = data
         for key in path.split("."):
