@@ -50,7 +50,13 @@ from ctloop.core.metrics import Output
 from ctloop.errors import StoreUnavailableError
 from ctloop.features.records import entity_of, logged_features, record_model
 from ctloop.features.view import load_view
-from ctloop.predlog.store import CANARY_ROLE, CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
+from ctloop.predlog.store import (
+    CANARY_ROLE,
+    CHAMPION_ROLE,
+    SHADOW_ROLE,
+    SHADOW_SUFFIX,
+    PredictionLog,
+)
 from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
 from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
@@ -95,7 +101,6 @@ Record = create_model(
     __validators__={"few_unknown_fields": model_validator(mode="before")(_few_unknown_fields)},
 )
 MAX_BATCH = CONFIG.max_batch
-SHADOW_SUFFIX = ".shadow"  # a shadow row's request id: the caller's, suffixed (ids are unique)
 SHADOW_MAX_PENDING = 10_000  # records waiting for shadow scoring per worker; more are skipped
 
 

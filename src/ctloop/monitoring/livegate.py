@@ -27,7 +27,7 @@ drift report and the task log; the registry records the outcome on the challenge
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,11 +35,16 @@ import pandas as pd
 from ctloop.core.metrics import metric, score_one
 from ctloop.features.view import FeatureView
 from ctloop.monitoring.live import labelled_logs, logged_output
-from ctloop.predlog.store import CANARY_ROLE, CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
-from ctloop.registry import Registry
+from ctloop.predlog.store import (
+    CANARY_ROLE,
+    CHAMPION_ROLE,
+    SHADOW_ROLE,
+    SHADOW_SUFFIX,
+    PredictionLog,
+)
+from ctloop.registry import Registry, VersionInfo
 from ctloop.store.features import FeatureStore
 
-SHADOW_SUFFIX = ".shadow"  # serving's: a shadow row's id is the caller's request id + this
 DRAWS = 1000
 PROMOTED, DROPPED, CONTINUE = "promoted", "dropped", "continue"
 
@@ -59,49 +64,40 @@ class LiveGate:
     challenger_value: float | None = None
     low: float | None = None
     high: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
-def paired_pairs(
-    view: FeatureView, store: FeatureStore, registry: Registry, until: dt.datetime
-) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime] | None:
-    """The champion's labelled rows of the trial and the challenger's rows of the same
-    requests, aligned; None when no trial runs."""
-    trial = registry.challenger(view.name)
-    champion = registry.champion(view.name)
-    if trial is None or champion is None:
-        return None
+def _trial_logs(
+    view: FeatureView,
+    store: FeatureStore,
+    champion: VersionInfo,
+    trial: VersionInfo,
+    role: str,
+    until: dt.datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime]:
+    """The champion's and the challenger's log rows (in its `role`: shadow or canary)
+    since the trial began, and when it began."""
     started = _started(trial.tags.get("rollout.started"), until)
     log = PredictionLog(store)
     mine = log.read(view.name, started, until, model_version=champion.version,
                     role=CHAMPION_ROLE)  # fmt: skip
-    theirs = log.read(view.name, started, until, model_version=trial.version, role=SHADOW_ROLE)
+    theirs = log.read(view.name, started, until, model_version=trial.version, role=role)
+    return mine, theirs, started
+
+
+def paired(
+    view: FeatureView, store: FeatureStore, mine: pd.DataFrame, theirs: pd.DataFrame,
+    until: dt.datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Shadow: the champion's labelled rows and the challenger's rows of the same
+    requests, aligned."""
     if mine.empty or theirs.empty:
-        return mine.iloc[0:0], theirs.iloc[0:0], started
+        return mine.iloc[0:0], theirs.iloc[0:0]
     theirs = theirs.assign(request_id=theirs["request_id"].str.removesuffix(SHADOW_SUFFIX))
     both = set(mine["request_id"]) & set(theirs["request_id"])
     labelled = labelled_logs(view, store, mine[mine["request_id"].isin(both)], until)
     labelled = labelled.drop_duplicates("request_id").reset_index(drop=True)
     twin = theirs.drop_duplicates("request_id").set_index("request_id")
-    twin = twin.loc[labelled["request_id"]].reset_index()
-    return labelled, twin, started
-
-
-def canary_groups(
-    view: FeatureView, store: FeatureStore, registry: Registry, until: dt.datetime
-) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime] | None:
-    """The champion's and the canary's labelled rows of the trial (two groups of
-    different entities); None when no trial runs."""
-    trial, champion = registry.challenger(view.name), registry.champion(view.name)
-    if trial is None or champion is None:
-        return None
-    started = _started(trial.tags.get("rollout.started"), until)
-    log = PredictionLog(store)
-    mine = log.read(view.name, started, until, model_version=champion.version,
-                    role=CHAMPION_ROLE)  # fmt: skip
-    theirs = log.read(view.name, started, until, model_version=trial.version, role=CANARY_ROLE)
-    return (labelled_logs(view, store, mine, until).reset_index(drop=True),
-            labelled_logs(view, store, theirs, until).reset_index(drop=True), started)  # fmt: skip
+    return labelled, twin.loc[labelled["request_id"]].reset_index()
 
 
 def decide(
@@ -109,14 +105,17 @@ def decide(
 ) -> LiveGate | None:
     """Look at the running trial (None: there is none) and say what it shows."""
     trial = registry.challenger(view.name)
-    if trial is None:
+    champion = registry.champion(view.name)
+    if trial is None or champion is None:
         return None
     canary = trial.tags.get("rollout") == CANARY_ROLE
-    found = (canary_groups if canary else paired_pairs)(view, store, registry, until)
-    champion = registry.champion(view.name)
-    if found is None or champion is None:  # the trial ended meanwhile
-        return None
-    labelled, twin, started = found
+    role = CANARY_ROLE if canary else SHADOW_ROLE
+    mine, theirs, started = _trial_logs(view, store, champion, trial, role, until)
+    if canary:  # two groups of different entities, each with its labels
+        labelled = labelled_logs(view, store, mine, until).reset_index(drop=True)
+        twin = labelled_logs(view, store, theirs, until).reset_index(drop=True)
+    else:
+        labelled, twin = paired(view, store, mine, theirs, until)
     policy = view.rollout
     size = min(len(labelled), len(twin)) if canary else len(labelled)
     gate = LiveGate(view.name, champion.version, trial.version, CONTINUE, "", pairs=size,

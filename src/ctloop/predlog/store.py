@@ -27,6 +27,8 @@ from ctloop.store.engine import MYSQL_DIALECTS, Database
 
 # the roles of a log row: who answered the caller, or who scored the request beside it
 CHAMPION_ROLE, SHADOW_ROLE, CANARY_ROLE = "champion", "shadow", "canary"
+# a shadow row's request id: the caller's request id + this (request ids are unique)
+SHADOW_SUFFIX = ".shadow"
 # the features-JSON key naming the features serving took from the store (online views)
 FROM_STORE = "_from_store"
 JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
