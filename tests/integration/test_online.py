@@ -204,21 +204,12 @@ def test_an_ingested_row_is_served_within_the_staleness(world: OnlineWorld) -> N
 def test_the_log_says_which_features_came_from_the_store(world: OnlineWorld) -> None:
     view = world.view
     rec = newest_rows(world, 1)[0]
-    start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
     alone = post(world, "/predict", {view.entity: rec[view.entity]}).json()["request_id"]
     numeric = next(f.name for f in view.features if f.is_numeric)
     partly = post(world, "/predict", {view.entity: rec[view.entity], numeric: rec[numeric]})
     sent = post(world, "/predict", {k: _plain(v) for k, v in rec.items()}).json()["request_id"]
     ids = {alone, partly.json()["request_id"], sent}
-    log = PredictionLog(world.store)
-    deadline = time.monotonic() + 30
-    rows = pd.DataFrame()
-    while time.monotonic() < deadline:
-        rows = log.read(view.name, start, dt.datetime(2100, 1, 1))
-        rows = rows[rows["request_id"].isin(ids)]
-        if len(rows) == 3:
-            break
-        time.sleep(0.5)
+    rows = logged_rows(world, ids)
     assert len(rows) == 3, rows
     by_id = rows.set_index("request_id")
     assert by_id.loc[alone, "from_store"] == ",".join(view.feature_names)
