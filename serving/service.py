@@ -23,18 +23,13 @@ is the naive design that inserts and commits one row inside each request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import hashlib
 import hmac
 import logging
 import os
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import bentoml
@@ -46,18 +41,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ctloop.core.metrics import Output
 from ctloop.errors import StoreUnavailableError
-from ctloop.features.records import entity_of, logged_features, record_model
+from ctloop.features.records import entity_of, record_model
 from ctloop.features.view import load_view
 from ctloop.predlog.store import (
     CANARY_ROLE,
     CHAMPION_ROLE,
     SHADOW_ROLE,
-    SHADOW_SUFFIX,
     PredictionLog,
 )
-from ctloop.predlog.writer import PredictionLogWriter, WriterConfig
+from ctloop.predlog.writer import PredictionLogWriter
 from ctloop.redact import RedactingFilter, redact
 from ctloop.registry import Registry
 from ctloop.settings import get_settings
@@ -74,9 +67,11 @@ from serving.client_errors import (
 )
 from serving.config import ServingConfig, admin_token_problem
 from serving.limits import BodySizeLimit
+from serving.logrows import answers_of, log_rows, log_writer
 from serving.metrics import worker_metrics
 from serving.model import LoadedModel, ModelManager
-from serving.online import FROM_STORE, FillError, OnlineFill
+from serving.online import FillError, OnlineFill
+from serving.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +96,6 @@ Record = create_model(
     __validators__={"few_unknown_fields": model_validator(mode="before")(_few_unknown_fields)},
 )
 MAX_BATCH = CONFIG.max_batch
-SHADOW_MAX_PENDING = 10_000  # records waiting for shadow scoring per worker; more are skipped
-
-
-@dataclass(frozen=True)
-class ShadowWork:
-    """Records a challenger on shadow trial is to score, with the caller's request ids."""
-
-    trial: LoadedModel
-    values: list[dict[str, Any]]
-    ids: list[str]
-    from_store: list[list[str]] | None
 
 
 Batch = Annotated[
@@ -221,33 +205,13 @@ class ModelService:
         if self.store is not None and CONFIG.log_mode != "off":
             self.predictions = PredictionLog(self.store)
         if self.store is not None and self.predictions is not None and CONFIG.log_mode == "async":
-            self.writer = PredictionLogWriter(
-                self.predictions.write,
-                WriterConfig(
-                    spill_dir=state_dir / "spill",
-                    batch_size=CONFIG.log_batch_size,
-                    flush_seconds=CONFIG.log_flush_seconds,
-                    max_queue=CONFIG.log_queue_max,
-                    retry_seconds=CONFIG.log_retry_seconds,
-                    journal=CONFIG.journal,
-                    journal_fsync_seconds=CONFIG.journal_fsync_seconds,
-                ),
-                prepare=functools.partial(self.store.init, []),
-                probe=self.store.ping,
-                on_count=self._count_log,
-            ).start()
+            self.writer = log_writer(self.store, self.predictions.write, CONFIG, state_dir,
+                                     on_count=self._count_log)  # fmt: skip
         elif self.store is not None:
             self.store.init([])
-        # shadow scoring runs on one thread, off the request path, at a lower CPU priority,
-        # and scores what has queued up in one model call; `shadow_pending` bounds the
-        # records waiting, so an overloaded worker sheds shadow work, not answers
-        self._shadow_queue: queue.SimpleQueue[ShadowWork | None] = queue.SimpleQueue()
-        self.shadow_pending = 0
-        self.shadow_skipped = 0
-        self._shadow_lock = threading.Lock()
-        self._shadow_thread = threading.Thread(target=self._shadow_loop, name="shadow",
-                                               daemon=True)  # fmt: skip
-        self._shadow_thread.start()
+        # a challenger on shadow trial is scored and logged by a child process at a lower
+        # priority (serving/shadow.py), started when the first shadow work arrives
+        self.shadow = ShadowScorer()
         self.online: OnlineFill | None = None
         if VIEW.online is not None and self.store is not None:
             self.online = OnlineFill(VIEW, OnlineFeatures(self.store, VIEW))
@@ -263,8 +227,7 @@ class ModelService:
     def shutdown(self) -> None:
         """Per worker, on SIGTERM too: stop polling, flush the prediction log."""
         self.manager.stop()
-        self._shadow_queue.put(None)  # its rows go to the writer before it closes
-        self._shadow_thread.join(timeout=30)
+        self.shadow.close()  # the child logs what it was given, then exits
         if self.writer is not None:
             self.writer.close()
         if self.store is not None:
@@ -300,7 +263,7 @@ class ModelService:
             model, role = canary, CANARY_ROLE  # this entity is always answered by it
         output = model.predict(VIEW, [values])
         rid = uuid.uuid4().hex
-        answers = _answers(output)
+        answers = answers_of(VIEW, output)
         latency = (time.perf_counter() - start) * 1000
         self._log(model, [values], [rid], answers, latency, "predict", from_store, role=role)
         self._shadow([values], [rid], from_store)
@@ -328,7 +291,7 @@ class ModelService:
         if canary is not None:  # each record by the model its entity is assigned to
             return self._canary_batch(model, canary, values, ids, from_store, start)
         output = model.predict(VIEW, values)
-        answers = _answers(output)
+        answers = answers_of(VIEW, output)
         out = [{"request_id": i, **a} for i, a in zip(ids, answers, strict=True)]
         latency = (time.perf_counter() - start) * 1000
         self._log(model, values, ids, answers, latency / len(values), "predict_batch", from_store)
@@ -394,7 +357,7 @@ class ModelService:
             "model": status,
             "worker": {"index": self.worker_index, "pid": os.getpid()},
             "prediction_log": {"mode": CONFIG.log_mode, "writer": writer},
-            "shadow": {"pending": self.shadow_pending, "skipped": self.shadow_skipped},
+            "shadow": self.shadow.stats(),
             "limits": {"max_batch": MAX_BATCH, "workers": CONFIG.workers},
             "admin": {"enabled": problem is None, "reason": problem},
         }
@@ -424,7 +387,7 @@ class ModelService:
             if not at:
                 continue
             part = [values[i] for i in at]
-            answers = _answers(model.predict(VIEW, part))
+            answers = answers_of(VIEW, model.predict(VIEW, part))
             latency = (time.perf_counter() - start) * 1000 / len(values)
             stores = [from_store[i] for i in at] if from_store is not None else None
             self._log(model, part, [ids[i] for i in at], answers, latency, "predict_batch",
@@ -440,57 +403,17 @@ class ModelService:
         from_store: Sequence[Sequence[str]] | None,
     ) -> None:
         """Hand the request to the challenger on shadow trial, if one is loaded: scored and
-        logged (role `shadow`, request id + `SHADOW_SUFFIX`) by the shadow thread after
+        logged (role `shadow`, request id + `SHADOW_SUFFIX`) by the shadow process after
         the caller has its answer, which the challenger never touches."""
         trial = self.manager.challenger
         if trial is None or trial.info.tags.get("rollout", "shadow") != SHADOW_ROLE:
             return
-        with self._shadow_lock:
-            if self.shadow_pending + len(values) > SHADOW_MAX_PENDING:
-                self.shadow_skipped += len(values)
-                return
-            self.shadow_pending += len(values)
-        stores = [list(f) for f in from_store] if from_store is not None else None
-        self._shadow_queue.put(ShadowWork(trial, list(values), list(ids), stores))
-
-    def _shadow_loop(self) -> None:
-        """The shadow thread: take what has queued (up to `MAX_BATCH` records of one
-        version), score it in one model call, log it; until `None` arrives."""
-        with contextlib.suppress(OSError, AttributeError):  # Linux: a thread has its own nice
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        while True:
-            item = self._shadow_queue.get()
-            if item is None:
-                return
-            work = [item]
-            size = len(item.values)
-            while size < MAX_BATCH:
-                try:
-                    more = self._shadow_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._shadow_queue.put(None)  # stop after this batch
-                    break
-                work.append(more)
-                size += len(more.values)
-            for trial in {id(w.trial): w.trial for w in work}.values():
-                self._score_shadow(trial, [w for w in work if w.trial is trial])
-
-    def _score_shadow(self, trial: LoadedModel, work: list[ShadowWork]) -> None:
-        values = [v for w in work for v in w.values]
-        ids = [f"{rid}{SHADOW_SUFFIX}" for w in work for rid in w.ids]
-        stores = [f for w in work for f in (w.from_store or [[] for _ in w.values])]
-        try:
-            start = time.perf_counter()
-            answers = _answers(trial.predict(VIEW, values))
-            latency = (time.perf_counter() - start) * 1000 / len(values)
-            self._log(trial, values, ids, answers, latency, "shadow", stores, role=SHADOW_ROLE)
-        except Exception:  # a challenger's failure is its trial's problem, never the caller's
-            log.exception("shadow scoring by version %s failed", trial.version)
-        finally:
-            with self._shadow_lock:
-                self.shadow_pending -= len(values)
+        if self.writer is None:  # no log to compare in: nothing to shadow for
+            return
+        if self.shadow.submit(trial.version, trial.info.uri, values, ids, from_store):
+            self.metrics.predictions.labels(endpoint="shadow", model_version=trial.version).inc(
+                len(values)
+            )
 
     def _count_log(self, event: str, n: int) -> None:
         self.metrics.count_log(event, n)
@@ -508,40 +431,14 @@ class ModelService:
         from_store: Sequence[Sequence[str]] | None = None,
         role: str = CHAMPION_ROLE,
     ) -> None:
-        """One prediction log row per answered record, naming the version that answered.
-
-        `prediction` holds the class, or the value as exact decimal text (regression);
-        `probabilities` the class probabilities, empty for regression; `features` the
-        features as used, with `_from_store` naming those an online view took from the
-        store."""
+        """Count the answers and log them (rows as `serving.logrows.log_rows` builds them)."""
         self.metrics.predictions.labels(endpoint=endpoint, model_version=model.version).inc(
             len(values)
         )
         if CONFIG.log_mode == "off":
             return
-        now = utc_now()
-        logged = [logged_features(VIEW, rec) for rec in values]
-        for features, names in zip(logged, from_store or (), strict=False):
-            if names:
-                features[FROM_STORE] = list(names)
-        # The JSON fields last: on MariaDB each JSON_TABLE column scans a row's object up
-        # to its key, and a 17-feature object scanned eleven times cost 16 us of server
-        # CPU per row (benchmarks/log_insert.py).
-        rows = [
-            {
-                "request_id": rid,
-                "feature_view": VIEW.name,
-                "model_version": model.version,
-                "entity_id": entity_of(VIEW, rec),
-                "prediction": str(answer["prediction"]),
-                "latency_ms": latency_ms,
-                "created_at": now,
-                "role": role,
-                "probabilities": answer.get("probabilities", {}),
-                "features": features,
-            }
-            for rid, rec, answer, features in zip(ids, values, answers, logged, strict=True)
-        ]
+        rows = log_rows(VIEW, model.version, values, ids, answers, latency_ms, utc_now(),
+                        from_store, role)  # fmt: skip
         if self.writer is not None:
             self.writer.submit_many(rows)
         elif self.predictions is not None:  # "sync": the naive design, measured in the benchmark
@@ -557,24 +454,6 @@ def in_canary(entity: str | None, trial: LoadedModel) -> bool:
     share = float(trial.info.tags.get("rollout.share") or 0)
     bucket = int.from_bytes(hashlib.blake2b(entity.encode(), digest_size=8).digest(), "big")
     return bucket < share * 2**64
-
-
-def _answers(output: Output) -> list[dict[str, Any]]:
-    """The per-record answer fields of the view's kind, as plain JSON-able values."""
-    if output.proba is None:  # regression
-        return [{"prediction": value} for value in output.predictions]
-    classes = VIEW.label.class_list
-    rows = output.proba.tolist()
-    if VIEW.label.is_binary:
-        pos = classes.index(str(VIEW.label.positive_class))
-        return [
-            {"prediction": c, "score": p[pos], "probabilities": dict(zip(classes, p, strict=True))}
-            for c, p in zip(output.predictions, rows, strict=True)
-        ]
-    return [
-        {"prediction": c, "probabilities": dict(zip(classes, p, strict=True))}
-        for c, p in zip(output.predictions, rows, strict=True)
-    ]
 
 
 # Refuse oversized bodies from their Content-Length, before BentoML reads and parses them;

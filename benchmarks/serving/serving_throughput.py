@@ -90,7 +90,14 @@ def answered_records(body: bytes) -> int:
     return 1
 
 
-async def _load(url: str, path: str, bodies: list[bytes], concurrency: int, duration: float):
+async def _load(
+    url: str, path: str, bodies: list[bytes], concurrency: int, duration: float, rate: float = 0.0
+):
+    """Closed loop (each connection sends its next request once answered) when `rate` is 0;
+    else open loop: requests are due at a fixed `rate` per second over `concurrency`
+    connections, and each latency runs from the moment the request was due, so a server
+    that falls behind shows it in the tail instead of slowing the client (no coordinated
+    omission)."""
     host, port = url.removeprefix("http://").split(":")
     requests = [
         (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -104,13 +111,22 @@ async def _load(url: str, path: str, bodies: list[bytes], concurrency: int, dura
     start = loop.time()
     stop_at = start + duration
 
+    due: asyncio.Queue[float | None] = asyncio.Queue()
+    late = 0
+
     async def connection(offset: int) -> None:
-        nonlocal answered
+        nonlocal answered, late
         reader, writer = await asyncio.open_connection(host, int(port))
         k = offset
         try:
             while loop.time() < stop_at:
-                sent = time.perf_counter()
+                if rate:
+                    sent = await due.get()
+                    if sent is None:
+                        break
+                    late += time.perf_counter() - sent > 0.001
+                else:
+                    sent = time.perf_counter()
                 writer.write(requests[k % len(requests)])
                 k += 1
                 status, body = await _read_response(reader)
@@ -124,7 +140,23 @@ async def _load(url: str, path: str, bodies: list[bytes], concurrency: int, dura
         finally:
             writer.close()
 
-    await asyncio.gather(*(connection(i * 7) for i in range(concurrency)))
+    async def schedule() -> None:
+        """Put each request on the queue when it falls due."""
+        origin, n = time.perf_counter(), 0
+        while (at := origin + n / rate) < origin + duration:
+            wait = at - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            due.put_nowait(at)
+            n += 1
+        for _ in range(concurrency):
+            due.put_nowait(None)
+
+    tasks = [connection(i * 7) for i in range(concurrency)]
+    if rate:
+        stop_at = start + duration + 30  # an open loop ends when its last request is answered
+        tasks.append(schedule())
+    await asyncio.gather(*tasks)
     elapsed = loop.time() - start
     latencies.sort()
 
@@ -140,29 +172,35 @@ async def _load(url: str, path: str, bodies: list[bytes], concurrency: int, dura
         "rps": len(latencies) / elapsed,
         "p50_ms": pct(0.50) if latencies else float("nan"),
         "p99_ms": pct(0.99) if latencies else float("nan"),
+        "rate": rate,
+        "sent_late": late,  # went out over 1 ms after due: every connection was busy
     }
 
 
 def loadgen_main(argv: list[str]) -> None:
-    """`_loadgen URL PATH BODIES_FILE CONCURRENCY DURATION`: one JSON line to stdout."""
-    url, path, bodies_file, concurrency, duration = argv
+    """`_loadgen URL PATH BODIES_FILE CONCURRENCY DURATION [RATE]`: one JSON line to stdout."""
+    url, path, bodies_file, concurrency, duration, *rest = argv
     bodies = [line.encode() for line in Path(bodies_file).read_text().splitlines() if line]
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    result = asyncio.run(_load(url, path, bodies, int(concurrency), float(duration)))
+    result = asyncio.run(
+        _load(url, path, bodies, int(concurrency), float(duration), float(rest[0]) if rest else 0)
+    )
     print(json.dumps(result))
 
 
 # ---------------------------------------------------------------------- orchestration
 
 
-def run_load(url: str, path: str, bodies_file: Path, concurrency: int, duration: float):
+def run_load(url: str, path: str, bodies_file: Path, concurrency: int, duration: float,
+             rate: float = 0.0):  # fmt: skip
+    """The load generator in a process of its own; `rate` > 0 is an open loop (see `_load`)."""
     out = subprocess.run(
         [sys.executable, __file__, "_loadgen", url, path, str(bodies_file), str(concurrency),
-         str(duration)],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
+         str(duration), str(rate)],
+        capture_output=True, text=True, check=True, timeout=duration + 90,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 

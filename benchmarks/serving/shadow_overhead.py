@@ -4,10 +4,18 @@
 
 One `bentoml serve` (two workers, MariaDB log) with a champion. Each round sends
 single-record `/predict` load (the raw HTTP/1.1 load generator of
-`serving_throughput.py`, keep-alive connections) twice per concurrency level: once with no
+`serving_throughput.py`, keep-alive connections) twice per load: once with no
 challenger, once with a second version on shadow trial (alias `challenger`, every request
 scored again on the worker's shadow thread and logged with role `shadow`). The target of
 issue 21 is the caller's p99 with a shadow within 1.2x of the p99 without one.
+
+Two kinds of load: closed loops (`--concurrency`: each connection sends its next request
+once answered, which saturates the machine) and open loops at fixed rates over 16
+connections, latency counted from when each request was due: how a service sized with
+headroom runs. The rates are `--shares` of the capacity measured first (8 closed-loop
+connections, no shadow), so the load means the same on a faster or slower machine. Both
+kinds are reported. Each test starts once the log holds every row of the tests before it,
+so no test pays for another's backlog.
 
 Answered records are counted from the answers. After all rounds the log must hold exactly
 one champion row per answered request (else exit 1), and the shadow rows are counted
@@ -42,6 +50,15 @@ from benchmarks.serving.serving_throughput import (  # noqa: E402
 
 from ctloop.dev.launcher import Server, bentoml_command, every_worker_loaded, free_port  # noqa: E402
 
+OPEN_LOOP_CONNECTIONS = 16
+
+
+def _name(level: tuple[int, float]) -> str:
+    connections, rate = level
+    if rate:
+        return f"{rate:.0f} req/s (open loop, {connections} conn.)"
+    return f"{connections} connections (closed loop)"
+
 
 def _challengers(url: str) -> set[str | None]:
     """The challenger each worker holds, from several concurrent /metadata calls."""
@@ -72,10 +89,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per test")
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians)")
-    parser.add_argument("--concurrency", default="2,8", help="keep-alive connections, a list")
+    parser.add_argument(
+        "--concurrency",
+        default="2,8",
+        help="closed loops: keep-alive connections, a list ('' for none)",
+    )
+    parser.add_argument(
+        "--shares",
+        default="0.3,0.6",
+        help="open loops: shares of the measured capacity, a list ('' for none)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "SHADOW.md")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [(int(c), 0.0) for c in args.concurrency.split(",") if c.strip()]
+    shares = [float(r) for r in args.shares.split(",") if r.strip()]
+    if any(not 0 < share < 1 for share in shares):
+        parser.error(f"--shares: each share must lie between 0 and 1, got {args.shares!r}")
 
     import sqlalchemy as sa
     from benchmarks.serving.world import register_version
@@ -92,7 +121,7 @@ def main() -> None:
         conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
     store = FeatureStore(f"{MARIADB}/{db}")
     token = uuid.uuid4().hex
-    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    results: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]] = {}
     answered = {"off": 0, "on": 0}
     server: Server | None = None
     try:
@@ -116,20 +145,27 @@ def main() -> None:
             server = Server(bentoml_command(port), env, port, tmp / "serve.log", ROOT,
                             ready=every_worker_loaded(2)).start()  # fmt: skip
             server.wait_ready()
+            calibration = run_load(server.url, "/predict", bodies, 8, args.duration)
+            answered["off"] += calibration["records"]
+            capacity = calibration["rps"]
+            print(f"capacity without shadow: {capacity:.0f} req/s", flush=True)
+            levels += [(OPEN_LOOP_CONNECTIONS, round(share * capacity, -1)) for share in shares]
             for run in range(args.runs):
                 for mode in ("off", "on"):
                     if mode == "on":
                         registry.start_trial(view.name, v2, "shadow")
                         _switch(server.url, token, view.name, v2)
                     for level in levels:
-                        got = run_load(server.url, "/predict", bodies, level, args.duration)
+                        got = run_load(server.url, "/predict", bodies, level[0], args.duration,
+                                       rate=level[1])  # fmt: skip
                         if got["errors"]:
                             raise SystemExit(
                                 f"{mode}: {got['errors']} errors: {got['first_errors']}"
                             )
                         answered[mode] += got["records"]
                         results.setdefault((mode, level), []).append(got)
-                        print(f"run {run + 1} shadow {mode:3} c={level:2}: {got['rps']:6.0f} "
+                        _wait_counts(store, answered, CHAMPION_ROLE, SHADOW_ROLE)
+                        print(f"run {run + 1} shadow {mode:3} {_name(level):28}: {got['rps']:6.0f} "
                               f"req/s  p50 {got['p50_ms']:6.2f} ms  p99 {got['p99_ms']:6.2f} ms",
                               flush=True)  # fmt: skip
                     if mode == "on":
@@ -144,7 +180,7 @@ def main() -> None:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
     total = answered["off"] + answered["on"]
     check = "OK" if counts[CHAMPION_ROLE] == total else "MISMATCH"
-    text = render(results, levels, answered, counts, check, args)
+    text = render(results, levels, answered, counts, check, args, capacity)
     print(text)
     args.out.write_text(text)
     if check != "OK":
@@ -168,13 +204,14 @@ def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: st
             return counts
         if time.monotonic() > deadline:
             return counts
-        time.sleep(1)
+        time.sleep(0.25)
 
 
-def render(results: dict[tuple[str, int], list[dict[str, Any]]], levels: list[int],
+def render(results: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]],
+           levels: list[tuple[int, float]],
            answered: dict[str, int], counts: dict[str, int], check: str,
-           args: argparse.Namespace) -> str:  # fmt: skip
-    def med(mode: str, level: int, key: str) -> float:
+           args: argparse.Namespace, capacity: float) -> str:  # fmt: skip
+    def med(mode: str, level: tuple[int, float], key: str) -> float:
         return statistics.median(r[key] for r in results[(mode, level)])
 
     lines = [
@@ -183,17 +220,21 @@ def render(results: dict[tuple[str, int], list[dict[str, Any]]], levels: list[in
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; `{' '.join(sys.argv)}`",
         f"single-record /predict, two workers, {args.duration:g} s per test, medians of "
-        f"{args.runs} runs; MariaDB log.",
+        f"{args.runs} runs; MariaDB log. Capacity without shadow (8 closed-loop "
+        f"connections, measured first): {capacity:.0f} req/s; open-loop rates are "
+        f"{args.shares} of it.",
         "",
-        "| connections | shadow | req/s | p50 ms | p99 ms | p99 vs no shadow |",
-        "|---|---|---|---|---|---|",
+        "| load | shadow | req/s | p50 ms | p99 ms | p99 vs no shadow | sent late |",
+        "|---|---|---|---|---|---|---|",
     ]
     for level in levels:
         base = med("off", level, "p99_ms")
         for mode in ("off", "on"):
-            lines.append(f"| {level} | {mode} | {med(mode, level, 'rps'):.0f} | "
+            late = med(mode, level, "sent_late") if level[1] else float("nan")
+            lines.append(f"| {_name(level)} | {mode} | {med(mode, level, 'rps'):.0f} | "
                          f"{med(mode, level, 'p50_ms'):.2f} | {med(mode, level, 'p99_ms'):.2f} | "
-                         f"{med(mode, level, 'p99_ms') / base:.2f}x |")  # fmt: skip
+                         f"{med(mode, level, 'p99_ms') / base:.2f}x | "
+                         f"{'' if late != late else f'{late:.0f}'} |")  # fmt: skip
     shed = answered["on"] - counts.get("shadow", 0)
     lines += [
         "",

@@ -36,7 +36,8 @@ from ctloop.core.predictor import Predictor, to_model_frame
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest.sample import sample_frame
 from ctloop.monitoring import check as monitor
-from ctloop.predlog.store import PredictionLog
+from ctloop.monitoring import livegate
+from ctloop.predlog.store import SHADOW_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 from ctloop.training import fit as training
@@ -44,7 +45,7 @@ from ctloop.training import pipeline
 from ctloop.training.datagate import split_days
 from tests.support.airflow import AirflowProcess, airflow_env
 from tests.support.paths import ROOT
-from tests.support.serving import Server, client, service_env
+from tests.support.serving import Server, client, register_version, service_env
 from tests.support.world import World, built_world
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
@@ -320,3 +321,65 @@ def test_served_answers_are_logged_and_monitored_with_the_views_metric(
     else:
         assert ("prediction", "prediction") in kinds
         assert (("prediction", "score") in kinds) == view.label.is_binary
+
+
+@pytest.mark.parametrize("name", VIEWS)
+def test_a_shuffled_challenger_on_shadow_trial_is_dropped_by_the_live_gate(
+    world: AnyTaskWorld, name: str
+) -> None:
+    """A shadow trial and the live gate for every kind: the service scores the challenger
+    beside the champion, and the gate pairs the two on the labelled requests with the view's
+    own metric (log loss or AUC, macro-F1, RMSE...) and drops the one that learned nothing."""
+    view: FeatureView = world.views[name]
+    assert ct_run(world, name)["state"] == "success"
+    store: FeatureStore = world.store
+    registry: Registry = world.registry
+    champion = registry.champion(name)
+    frame = view_frame(view, name)
+    bad = register_version(view, registry, seed=3, shuffle=True, frame=frame)
+    registry.start_trial(name, bad, "shadow")
+    records = wire_records(view, frame)
+    env = service_env(world.tmp / f"trial-{name}", world.settings.tracking_uri, world.url,
+                      "token", VIEW=name, WORKERS="1", LOG_FLUSH_SECONDS="0.5")  # fmt: skip
+    env["CTLOOP_FEATURES_DIR"] = str(world.settings.features_dir)
+    server = Server(env, world.tmp / f"trial-{name}.log")
+    gate = None
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 60
+        while (server_challenger(server) or {}).get("version") != bad:
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.5)
+        with client() as http:
+            for i in range(0, len(records), 50):
+                answer = http.post(f"{server.url}/predict_batch",
+                                   json={"records": records[i : i + 50]})  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["model_version"] == champion.version
+        deadline = time.monotonic() + 60
+        while PredictionLog(store).count(name, role=SHADOW_ROLE) < len(records):
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.5)
+        until = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=1)
+        rollout = view.rollout.model_copy(update={"min_labelled_pairs": 50})
+        gate = livegate.decide(view.model_copy(update={"rollout": rollout}), store, registry,
+                               until)  # fmt: skip
+    finally:
+        server.stop()
+        if gate is None or not livegate.apply(registry, gate):
+            registry.end_trial(name, "dropped", "test over")
+    assert gate is not None and gate.outcome == livegate.DROPPED, gate
+    assert gate.pairs == len(records) and gate.metric == view.primary_metric, gate
+    rule = metrics.metric(view.primary_metric)
+    assert gate.champion_value is not None and gate.challenger_value is not None
+    assert rule.worsening(gate.champion_value, gate.challenger_value) < 0, gate
+    assert gate.high is not None and gate.high < 0 and gate.reason.startswith("worse"), gate
+    assert registry.champion(name).version == champion.version
+    assert registry.challenger(name) is None
+    assert registry.version(name, bad).tags["live_gate"] == livegate.DROPPED
+
+
+def server_challenger(server: Server) -> dict[str, Any] | None:
+    """The challenger the (one-worker) service holds, from /metadata."""
+    with client() as http:
+        return http.get(f"{server.url}/metadata").json()["model"].get("challenger")

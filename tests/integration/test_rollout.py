@@ -10,10 +10,13 @@ trial stops the shadow rows.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -138,6 +141,44 @@ def test_every_answered_request_has_a_champion_row_and_a_shadow_row(world: Trial
     assert (twin.set_index("request_id")["features"].loc[paired.index] == paired).all()
     meta = metadata_of_workers(world.server.url, calls=4)
     assert all(m["shadow"]["skipped"] == 0 for m in meta), meta
+    # scored in a child process of each worker, at a lower priority than the requests
+    for m in meta:
+        child = m["shadow"]["child_pid"]
+        assert child is not None and child != m["worker"]["pid"], m["shadow"]
+        stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[1]) == m["worker"]["pid"] and int(stat[16]) == 10, stat
+
+
+def test_a_killed_shadow_scorer_is_restarted_and_callers_never_notice(world: TrialWorld) -> None:
+    wait_challenger(world, world.v2)
+    send(world, n_single=8, n_batches=0)  # each worker has its child
+    children = {m["shadow"]["child_pid"] for m in metadata_of_workers(world.server.url, calls=6)}
+    assert None not in children and len(children) == 2, children
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
+    answered = send(world, n_single=60, n_batches=10)  # every answer is a 200 (send checks)
+    rows = rows_of(world, since, len(answered) + 8)
+    champion = rows[rows["role"] == CHAMPION_ROLE]
+    assert set(answered) <= set(champion["request_id"])  # every answer logged
+    # new children score what comes after the restart (the frame that found a child dead
+    # is shed and counted, never an answer)
+    send(world, n_single=20, n_batches=0)
+    meta = metadata_of_workers(world.server.url, calls=6)
+    now_children = {m["shadow"]["child_pid"] for m in meta}
+    assert None not in now_children and not now_children & children, meta
+    assert all(m["shadow"]["child_restarts"] >= 1 for m in meta), meta
+    wanted = {f"{rid}.shadow" for rid in answered}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = PredictionLog(world.store).read(world.view.name, since, dt.datetime(2100, 1, 1),
+                                               expand_features=False)  # fmt: skip
+        scored = wanted & set(rows["request_id"])
+        if len(scored) >= len(wanted) - 20:
+            break
+        time.sleep(0.5)
+    # the frame each worker sent into its dead child is the most that can be missing
+    assert len(scored) >= len(wanted) - 20, (len(scored), len(wanted))
 
 
 def test_ending_the_trial_stops_the_shadow_rows(world: TrialWorld) -> None:

@@ -56,10 +56,17 @@ def champion_and_challenger(view: FeatureView, registry: Registry) -> tuple[str,
 
 
 def register_version(
-    view: FeatureView, registry: Registry, seed: int, gated: bool = True, shuffle: bool = False
+    view: FeatureView,
+    registry: Registry,
+    seed: int,
+    gated: bool = True,
+    shuffle: bool = False,
+    frame: pd.DataFrame | None = None,
 ) -> str:
     """Train a small real CatBoost model and register it as the pipeline does (on shuffled
-    labels with `shuffle`: a model that learned nothing, for the gates to catch)."""
+    labels with `shuffle`: a model that learned nothing, for the gates to catch). Trained
+    as of the day after `frame` (features and label) when given, else on 20 synthetic days
+    of the view's stream."""
     # heavy (MLflow, CatBoost): only the tests that register a model pay for them, not
     # the unit tier that imports `records` from here
     import mlflow
@@ -70,11 +77,15 @@ def register_version(
     small = view.model_copy(
         update={"training": view.training.model_copy(update={"iterations": 40, "seed": seed})}
     )
-    frame = labelled(view, START, 20, seed)
+    if frame is None:
+        frame, cutoff = labelled(view, START, 20, seed), pd.Timestamp("2026-01-21")
+    else:
+        frame = frame.assign(**{view.event_date: pd.to_datetime(frame[view.event_date])})
+        cutoff = frame[view.event_date].max().normalize() + pd.Timedelta(days=1)
     if shuffle:
         label = view.label.name
         frame[label] = frame[label].sample(frac=1, random_state=seed).to_numpy()
-    result = training.fit(small, frame, pd.Timestamp("2026-01-21"))
+    result = training.fit(small, frame, cutoff)
     registry.activate()
     with mlflow.start_run(experiment_id=registry.experiment_id(view.name)):
         info = mlflow.catboost.log_model(
@@ -82,8 +93,8 @@ def register_version(
             pip_requirements=["catboost"],
         )  # fmt: skip
     version = str(info.registered_model_version)
-    registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20",
-                                           **metric_tags(result.metrics, "macro_f1")})  # fmt: skip
+    tags = metric_tags(result.metrics, view.primary_metric)
+    registry.set_tags(view.name, version, {"window": "2026-01-01..2026-01-20", **tags})
     if gated:  # as the pipeline's gates tag a version they passed; serving refuses others
         registry.set_tags(view.name, version, {f"gate.{g}": "passed" for g in GATES})
     return version
