@@ -5,10 +5,10 @@ turn or the interpreter lock with the requests it shadows.
 
 Why a process: scored on a thread of the worker, the challenger's model call, its log rows
 and its share of the log writer ran under the worker's GIL; a caller's request waited for
-them (measured: the caller's p99 1.3x to 2x under load, and a niced thread made it worse,
-since a low-priority thread that holds the GIL holds up the request thread). In a child
-process at nice 10 the kernel lets the worker's request threads run first, and the worker
-only hands each request's records over, pickled in one frame per batch on a sender thread.
+them (a niced thread made it worse: a low-priority thread that holds the GIL holds up the
+request thread waiting for it). A child process has its own interpreter, runs under
+SCHED_IDLE (only on CPU time the workers leave idle), and the worker only hands each
+request's records over, pickled in one frame per batch on a sender thread.
 
 Each worker starts its child when the first shadow work arrives. The child loads the
 version named in each frame (through MLflow, as the worker did), scores the frame in one
@@ -46,7 +46,6 @@ FRAME_RECORDS = 1_000
 """At most this many records per frame: what had queued goes over in one pickle and is
 scored in one model call."""
 
-NICE = 10
 _HEADER = struct.Struct(">I")
 
 
@@ -187,7 +186,7 @@ class ShadowScorer:
                 env=env,
             )
             self._child = child
-            log.info("shadow scorer started (pid %d, nice %d)", child.pid, NICE)
+            log.info("shadow scorer started (pid %d)", child.pid)
         assert child.stdin is not None
         return child.stdin
 
@@ -206,9 +205,18 @@ def _frames(stream: IO[bytes]) -> Any:
         yield pickle.loads(body)
 
 
+def _step_aside() -> None:
+    """Run only on CPU time the workers leave idle: SCHED_IDLE where the kernel has it (a
+    waking request thread preempts the child at once), else the lowest niceness."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
 def main() -> None:
     """Score and log the frames a worker sends until its end of the pipe closes."""
-    os.nice(NICE)  # the worker's request threads first (set here: not safe in preexec_fn)
+    _step_aside()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [shadow %(process)d] %(message)s")
     from ctloop.core.predictor import Predictor
     from ctloop.features.records import model_rows

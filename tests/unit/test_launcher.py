@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -53,6 +54,34 @@ def test_a_server_is_ready_in_the_block_and_its_whole_group_gone_after(tmp_path:
     assert not group_members(pgid), "the server's process group outlived the block"
     assert not port_in_use("127.0.0.1", port)
     assert "serving" in server.tail()
+
+
+# A server that exits on SIGTERM at once, leaving a child in a session (and process group)
+# of its own that starts a grandchild: BentoML's arbiter and its workers, as circus runs them.
+RUNAWAY_SERVER = """
+import http.server, subprocess, sys
+code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \\
+       "'import time; time.sleep(600)']); time.sleep(600)"
+child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+print("child", child.pid, flush=True)
+http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=int(sys.argv[1]),
+                 bind="127.0.0.1")
+"""
+
+
+def test_processes_that_left_the_servers_group_are_stopped_with_it(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-c", RUNAWAY_SERVER, str(port)]
+    server = Server(command, dict(os.environ), port, tmp_path / "server.log", tmp_path,
+                    ready=path_answers("/"), ready_timeout=60, stop_timeout=3)  # fmt: skip
+    with server:
+        deadline = time.monotonic() + 30
+        while len(below := psutil.Process(server.proc.pid).children(recursive=True)) < 2:
+            assert time.monotonic() < deadline, below
+            time.sleep(0.1)
+        assert all(os.getpgid(p.pid) != server.proc.pid for p in below)  # out of its group
+    _, alive = psutil.wait_procs(below, timeout=10)
+    assert not alive, f"outlived the server: {alive}"
 
 
 @pytest.mark.parametrize(

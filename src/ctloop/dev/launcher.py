@@ -44,6 +44,34 @@ class ServerNotReadyError(CtloopError):
     """A server exited or did not become ready; the message holds its log's tail."""
 
 
+def _start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot; None: gone or unreadable)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live process below `root` (children, theirs, ...), with its start time, read
+    from /proc through parent links (empty where there is no /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    out: dict[int, int] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in out:
+                started = _start_time(pid)
+                if started is not None:
+                    out[pid] = started
+                    frontier.append(pid)
+    return out
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now (the kernel's pick), for a server started next."""
     with socket.socket() as sock:
@@ -192,13 +220,17 @@ class Server:
 
         SIGTERM goes to the server alone: BentoML's arbiter stops its workers in order, and
         they flush the prediction log. Whatever of the group outlives the server (or the
-        server, when stuck) is killed, so nothing is left behind.
+        server, when stuck) is killed, and so is every process that descended from it when
+        the signal went out: BentoML's arbiter (circus) and its workers run in process
+        groups of their own, so killing the server's group alone once left them serving
+        on with nobody to stop them. Nothing is left behind.
         """
         if self._proc is None or self._stopped:
             return None if self._proc is None else self._proc.returncode
         proc = self._proc
         timeout = self.stop_timeout if timeout is None else timeout
         self._stopped = True
+        tree = descendants(proc.pid)
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -211,6 +243,11 @@ class Server:
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
+        for pid, started in tree.items():
+            if _start_time(pid) == started:  # the same process still, not a reused pid
+                logger.warning("process %d of the server outlived it; killing it", pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         return proc.returncode
 
     def __enter__(self) -> Server:
