@@ -237,3 +237,34 @@ def test_in_flight_ct_run_blocks_trigger_and_reports_are_stored(fresh_logs: Moni
     assert sorted(plotted) == sorted(f.name for f in view.features)
     assert bool(ranked[0].drifted) and not bool(ranked[-1].drifted)
     assert 'id="predictions"><div class=\'card' in text  # the class shares panel
+
+
+def test_a_check_with_a_retention_deletes_the_older_days_after_reading_them(
+    fresh_logs: MonitorWorld,
+) -> None:
+    """`CTLOOP_LOG_RETENTION_DAYS` on the monitor: the check reads its window, then the log's
+    days older than the retention go (whole days); a too-short retention is refused before
+    the check reads or records anything."""
+    from ctloop.predlog import retention
+
+    view, store = fresh_logs.view, fresh_logs.store
+    cfg = StreamConfig(seed=4, rows_per_day=ROWS)
+    days = [GO_LIVE + dt.timedelta(days=d) for d in (0, 1, 20)]
+    for day in days:
+        features, _ = generate_day(day, cfg)
+        log_day(view, store, fresh_logs.predictor, day, features)
+    log = PredictionLog(store)
+    per_day = log.count(view.name) // 3
+    with pytest.raises(retention.RetentionError, match="keep at least 15 days"):
+        monitor.monitor_step(view, store, fresh_logs.registry, keep_days=5,
+                             since=dt.datetime.combine(days[2], dt.time.min))  # fmt: skip
+    assert DriftReports(store).read(view.name).empty and log.count(view.name) == 3 * per_day
+    since = dt.datetime.combine(days[2], dt.time.min)
+    decision = monitor.monitor_step(view, store, fresh_logs.registry, since,
+                                    since + dt.timedelta(days=1), keep_days=15)  # fmt: skip
+    assert decision["status"] != "not_enough_data"  # the check read its day
+    assert decision["pruned_rows"] == 2 * per_day  # days 0 and 1: older than 15 days
+    assert "log retention 15 days: " in decision["summary"]
+    left = log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
+                    expand_features=False)  # fmt: skip
+    assert len(left) == per_day and left["created_at"].min() >= since

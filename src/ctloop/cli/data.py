@@ -20,6 +20,7 @@ from ctloop.cli.app import (
     view_named,
 )
 from ctloop.features.view import FeatureView, list_views
+from ctloop.settings import get_settings
 from ctloop.store.dates import utc_now
 
 if TYPE_CHECKING:
@@ -330,3 +331,34 @@ def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_day
     path = write_sample(name, out, start=start, days=days, label_delay_days=label_delay_days)
     click.echo(f"wrote {path} ({name}, {days} days from {start}, "
                f"labels {label_delay_days} days late)")  # fmt: skip
+
+
+@cli.command("prune-log")
+@click.argument("views", nargs=-1, metavar="[VIEW]...")
+@click.option("--keep-days", type=click.IntRange(min=1), default=None,
+              help="Whole days of log to keep. Default: CTLOOP_LOG_RETENTION_DAYS.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Count the rows that would go; delete nothing.")
+def prune_log(views: tuple[str, ...], keep_days: int | None, dry_run: bool) -> None:
+    """Delete prediction-log rows older than the retention, whole UTC days, every view
+    when none is named. Refused when shorter than what a view's monitor reads."""
+    from ctloop.predlog import retention  # (b) light CLI start
+    from ctloop.predlog.store import PredictionLog  # (b) light CLI start
+
+    keep = keep_days if keep_days is not None else get_settings().log_retention_days
+    if keep is None:
+        raise click.UsageError("no retention: pass --keep-days or set CTLOOP_LOG_RETENTION_DAYS")
+    loaded = [view_named(n) for n in (list(views) or list_views())]
+    for fv in loaded:  # every view's floor first: refuse before deleting anything
+        retention.check_keep(fv, keep)
+    log = PredictionLog(settings_store())
+    now = utc_now()
+    for fv in loaded:
+        started = time.monotonic()
+
+        def progress(done: int, name: str = fv.name, t0: float = started) -> None:
+            click.echo(f"{name}: {done:,} rows deleted ({time.monotonic() - t0:.0f} s)")
+
+        done = retention.prune(log, fv, keep, now, dry_run=dry_run, progress=progress)
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{fv.name}: {verb} {done.deleted:,} rows logged before "
+                   f"{done.before:%Y-%m-%d} (keeping {keep} days)")  # fmt: skip

@@ -197,7 +197,8 @@ def monitor(
 
     Writes the findings to the drift_report table and prints one line. With --retrain, a
     drift or decay outside the cooldown runs `ctloop train --trigger drift` in-process
-    (inside Airflow the monitor DAG triggers the CT DAG instead).
+    (inside Airflow the monitor DAG triggers the CT DAG instead). With
+    CTLOOP_LOG_RETENTION_DAYS set, log days older than that are deleted after the check.
     """
     from ctloop.monitoring.check import monitor_step  # (b) light CLI start
     from ctloop.registry import Registry  # (b) light CLI start
@@ -209,7 +210,8 @@ def monitor(
         click.echo(notify_serving(get_settings(), fv.name, version))
 
     decision = monitor_step(fv, settings_store(), Registry.from_settings(), since, until,
-                            on_promoted=promoted)  # fmt: skip
+                            on_promoted=promoted,
+                            keep_days=get_settings().log_retention_days)  # fmt: skip
     click.echo(decision["summary"])
     if retrain and decision["trigger"]:
         from ctloop.training.pipeline import Run, run_all  # (b) light CLI start

@@ -46,6 +46,7 @@ from ctloop.monitoring.result import (
     findings_json,
 )
 from ctloop.monitoring.skew import skew_findings
+from ctloop.predlog import retention
 from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
@@ -229,15 +230,19 @@ def monitor_step(
     ct_in_flight: bool = False,
     report_to_mlflow: bool = True,
     on_promoted: Callable[[str], None] | None = None,
+    keep_days: int | None = None,
 ) -> dict[str, Any]:
     """One monitor run: check, decide whether to retrain, look at a live trial, record it
-    all. Returns the decision.
+    all; then, with `keep_days`, delete the log's days older than that. Returns the
+    decision.
 
     A retrain is asked for on drift or decay, unless a CT run of the view is in flight
     (the orchestrator tells) or the last drift-triggered retrain is inside the cooldown.
     A challenger on trial is promoted or dropped when the live gate can tell
     (`monitoring.livegate`); `on_promoted(version)` then tells serving.
     """
+    if keep_days is not None:  # a retention that would cut what the check reads: refused first
+        retention.check_keep(view, keep_days)
     result, evidence = check_with_evidence(view, store, registry, since, until)
     gate = livegate.decide(view, store, registry, result.window_end)
     if gate is not None:
@@ -267,6 +272,11 @@ def monitor_step(
         line += f"; live trial of v{gate.challenger}: {gate.outcome} ({gate.reason})"
         if livegate.apply(registry, gate) and gate.outcome == livegate.PROMOTED and on_promoted:
             on_promoted(gate.challenger)
+    pruned = None
+    if keep_days is not None:
+        pruned = retention.prune(PredictionLog(store), view, keep_days, result.window_end)
+        line += (f"; log retention {keep_days} days: {pruned.deleted} rows logged before "
+                 f"{pruned.before:%Y-%m-%d} deleted")  # fmt: skip
     log.info(line)
     reason = "; ".join(result.reasons)
     return {
@@ -277,6 +287,7 @@ def monitor_step(
         "check_id": result.check_id,
         "model_version": result.model_version,
         "report_run_id": report_run,
+        "pruned_rows": None if pruned is None else pruned.deleted,
         "live_gate": None
         if gate is None
         else {

@@ -40,6 +40,7 @@ def check(view: str, context: Mapping[str, Any]) -> dict[str, Any]:
                     "live gate promoted v%s: %s", version,
                     notify_serving(get_settings(), view, version),
                 ),
+                keep_days=get_settings().log_retention_days,
             )  # fmt: skip
         finally:
             store.dispose()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -220,3 +220,38 @@ class PredictionLog:
             query = query.where(table.c.role == role)
         with self.db.connect() as conn:
             return conn.execute(query).scalar_one()
+
+    def count_before(self, view_name: str, before: dt.datetime) -> int:
+        """Rows of a view logged before `before` (what a prune would delete)."""
+        table = self.table
+        query = (
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(table.c.feature_view == view_name)
+            .where(table.c.created_at < before)
+        )
+        with self.db.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def delete_before(self, view_name: str, before: dt.datetime, chunk_rows: int) -> Iterator[int]:
+        """Delete a view's rows logged before `before`, `chunk_rows` at a time, each chunk
+        in its own transaction (the writers' inserts never queue behind one long delete);
+        yields the rows each chunk deleted, oldest first, until none is left."""
+        params = {"view": view_name, "before": before, "n": chunk_rows}
+        if self.db.dialect in MYSQL_DIALECTS:  # DELETE ... LIMIT, along the (view, time) index
+            statement = sa.text(
+                "DELETE FROM prediction_log WHERE feature_view = :view AND created_at < :before "
+                "ORDER BY created_at LIMIT :n"
+            )
+        else:  # SQLite, PostgreSQL: no DELETE ... LIMIT; a limited id subquery
+            statement = sa.text(
+                "DELETE FROM prediction_log WHERE id IN (SELECT id FROM prediction_log "
+                "WHERE feature_view = :view AND created_at < :before ORDER BY id LIMIT :n)"
+            )
+        while True:
+            with self.db.begin() as conn:
+                deleted = max(conn.execute(statement, params).rowcount, 0)
+            if deleted:
+                yield deleted
+            if deleted < chunk_rows:
+                return
