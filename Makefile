@@ -93,7 +93,7 @@ bench-replicas: install ## Two serving replicas behind HAProxy: the balancer's a
 
 bench-shadow: install ## The caller's latency with and without a challenger on shadow trial
 	@bash scripts/ensure-mariadb.sh
-	$(RUN) python benchmarks/serving/shadow_overhead.py --duration 8 --runs 3
+	$(RUN) python benchmarks/serving/shadow_overhead.py --duration 10 --runs 5 --concurrency 8 --shares 0.3,0.5
 
 bench-load: install ## Locust at growing user counts against the shipped service, answered vs logged
 	@bash scripts/ensure-mariadb.sh
