@@ -8,6 +8,7 @@ champion's row it is compared with by the live gate.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,6 @@ def log_writer(
 ) -> PredictionLogWriter:
     """A started background writer with the service's settings. Every writer of a service
     shares one spill folder: a file a dead process left is claimed by the next writer."""
-    import functools
-
     return PredictionLogWriter(
         sink,
         WriterConfig(

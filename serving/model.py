@@ -128,8 +128,8 @@ class ModelManager:
             held = (self.current, self.challenger)
             outcome = self._refresh_champion(reason, force)
             self._refresh_challenger(reason)
-            if (self.current, self.challenger) != held:
-                freeze_heap()
+            if self.current is not held[0] or self.challenger is not held[1]:
+                freeze_heap()  # (identity: == would compare the models field by field)
             return outcome
 
     def _refresh_challenger(self, reason: str) -> None:

@@ -227,9 +227,9 @@ class ModelService:
     def shutdown(self) -> None:
         """Per worker, on SIGTERM too: stop polling, flush the prediction log."""
         self.manager.stop()
-        self.shadow.close()  # the child logs what it was given, then exits
-        if self.writer is not None:
+        if self.writer is not None:  # the answers' rows first: they never wait on the shadow
             self.writer.close()
+        self.shadow.close(timeout=10)  # the child logs what it was given, then exits
         if self.store is not None:
             self.store.dispose()
 

@@ -27,12 +27,13 @@ import logging
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +47,7 @@ FRAME_RECORDS = 1_000
 """At most this many records per frame: what had queued goes over in one pickle and is
 scored in one model call."""
 
+RESTART_BACKOFF_SECONDS = 5.0
 _HEADER = struct.Struct(">I")
 
 
@@ -69,6 +71,7 @@ class ShadowScorer:
         self.skipped = 0
         self.sent = 0
         self.restarts = 0
+        self._started_at = -RESTART_BACKOFF_SECONDS  # when the last child was started
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[ShadowWork | None] = queue.SimpleQueue()
         self._child: subprocess.Popen[bytes] | None = None
@@ -106,20 +109,24 @@ class ShadowScorer:
         }
 
     def close(self, timeout: float = 30.0) -> None:
-        """Hand over what is queued, then let the child log it and exit."""
+        """Hand over what is queued, then let the child log it and exit; a sender stuck
+        on a child that stopped reading, or a child that does not exit, is killed."""
         self._queue.put(None)
         self._thread.join(timeout=timeout)
         child, self._child = self._child, None
         if child is None:
             return
+        if self._thread.is_alive():  # blocked writing to a child that does not read
+            child.kill()  # (its pipe breaks, so the sender's write returns)
         try:
             if child.stdin is not None:
                 child.stdin.close()
             child.wait(timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             log.warning("shadow scorer (pid %d) did not exit in %.0f s; killed", child.pid,
                         timeout)  # fmt: skip
             child.kill()
+            child.wait()
 
     # ------------------------------------------------------------------ sender thread
 
@@ -163,7 +170,8 @@ class ShadowScorer:
             self.sent += n
         except OSError as exc:  # the child died (or could not start): shed, restart next time
             log.warning("shadow scorer lost %d records (%s); restarting it", n, exc)
-            self._child = None
+            if self._child is not None:  # a broken pipe: make sure it is dead (reaped and
+                self._child.kill()  # counted as a restart when the next records come)
             with self._lock:
                 self.skipped += n
         finally:
@@ -177,6 +185,11 @@ class ShadowScorer:
                 self.restarts += 1
                 log.warning("shadow scorer (pid %d) exited with %s; restarting it", child.pid,
                             child.returncode)  # fmt: skip
+                self._child = None
+            # a child that dies at start (a bad environment) is not respawned per frame
+            if time.monotonic() - self._started_at < RESTART_BACKOFF_SECONDS:
+                raise OSError("shadow scorer restarted too recently; records shed")
+            self._started_at = time.monotonic()
             root = str(Path(__file__).resolve().parents[1])
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -194,7 +207,7 @@ class ShadowScorer:
 # ---------------------------------------------------------------------- the child
 
 
-def _frames(stream: IO[bytes]) -> Any:
+def _frames(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
     """The frames on the stream until it ends (a cut last frame is dropped)."""
     while header := stream.read(_HEADER.size):
         if len(header) < _HEADER.size:
@@ -216,8 +229,12 @@ def _step_aside() -> None:
 
 def main() -> None:
     """Score and log the frames a worker sends until its end of the pipe closes."""
-    _step_aside()
+    from ctloop.redact import RedactingFilter
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ends when the worker's pipe closes
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [shadow %(process)d] %(message)s")
+    for handler in logging.getLogger().handlers:  # URLs with passwords never reach the log
+        handler.addFilter(RedactingFilter())
     from ctloop.core.predictor import Predictor
     from ctloop.features.records import model_rows
     from ctloop.features.view import load_view
@@ -237,6 +254,7 @@ def main() -> None:
     writer = log_writer(store, PredictionLog(store).write, config,
                         config.resolved_state_dir(settings))  # fmt: skip
     models: dict[str, Predictor] = {}
+    _step_aside()  # after the start-up work, which ran at the worker's own priority
     try:
         for frame in _frames(sys.stdin.buffer):
             version = frame["version"]

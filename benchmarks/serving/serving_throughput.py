@@ -173,7 +173,7 @@ async def _load(
         "p50_ms": pct(0.50) if latencies else float("nan"),
         "p99_ms": pct(0.99) if latencies else float("nan"),
         "rate": rate,
-        "sent_late": late,  # went out over 1 ms after due: every connection was busy
+        "sent_late": late,  # went out over 1 ms after due (busy connections, timer jitter)
     }
 
 

@@ -188,12 +188,15 @@ def main() -> None:
 
 
 def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: str) -> dict:
-    """Rows per role once the champion rows reach the answers (or two minutes passed)."""
+    """Rows per role once the champion rows reach the answers and the shadow rows reach
+    the shadowed answers, or stopped growing for 3 s once the champion rows are all in
+    (shadow work shed by an overloaded worker never arrives), or two minutes passed."""
     import sqlalchemy as sa
 
     total = answered["off"] + answered["on"]
     deadline = time.monotonic() + 120
     counts: dict[str, int] = {}
+    last, still_since = None, time.monotonic()
     while True:
         with store.connect() as conn:
             rows = conn.execute(sa.text(
@@ -201,6 +204,10 @@ def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: st
             ), {"c": champion}).all()  # fmt: skip
         counts = {champion: 0, shadow: 0, **{str(r): int(n) for r, n in rows}}
         if counts[champion] >= total and counts[shadow] >= answered["on"]:
+            return counts
+        if counts != last:
+            last, still_since = counts, time.monotonic()
+        elif counts[champion] >= total and time.monotonic() - still_since > 3:
             return counts
         if time.monotonic() > deadline:
             return counts

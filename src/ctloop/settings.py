@@ -74,10 +74,10 @@ class Settings(BaseSettings):
     extract_chunk_rows: int = Field(default=50_000, gt=0)
     write_batch_rows: int = Field(default=5_000, gt=0)
     task_retry_delay_seconds: float = Field(default=60.0, ge=0)
-    # prediction-log retention in whole days (None: keep every row); each monitor check
-    # then deletes older rows (ctloop.predlog.retention)
-    log_retention_days: int | None = Field(default=None, gt=0)
     """How long Airflow waits before it retries a failed I/O step of a ctloop DAG."""
+    log_retention_days: int | None = Field(default=None, gt=0)
+    """Whole days of prediction log a monitor check keeps (None: every row); the disk
+    fills otherwise (ctloop.predlog.retention)."""
 
     @field_validator("feature_store_url", "feature_store_read_url")
     @classmethod

@@ -341,6 +341,7 @@ def sample_data(name: str, out: Path, start: dt.date, days: int, label_delay_day
 def prune_log(views: tuple[str, ...], keep_days: int | None, dry_run: bool) -> None:
     """Delete prediction-log rows older than the retention, whole UTC days, every view
     when none is named. Refused when shorter than what a view's monitor reads."""
+    from ctloop.monitoring.reports import DriftReports  # (b) light CLI start
     from ctloop.predlog import retention  # (b) light CLI start
     from ctloop.predlog.store import PredictionLog  # (b) light CLI start
 
@@ -350,7 +351,8 @@ def prune_log(views: tuple[str, ...], keep_days: int | None, dry_run: bool) -> N
     loaded = [view_named(n) for n in (list(views) or list_views())]
     for fv in loaded:  # every view's floor first: refuse before deleting anything
         retention.check_keep(fv, keep)
-    log = PredictionLog(settings_store())
+    store = settings_store()
+    log, reports = PredictionLog(store), DriftReports(store)
     now = utc_now()
     for fv in loaded:
         started = time.monotonic()
@@ -358,7 +360,8 @@ def prune_log(views: tuple[str, ...], keep_days: int | None, dry_run: bool) -> N
         def progress(done: int, name: str = fv.name, t0: float = started) -> None:
             click.echo(f"{name}: {done:,} rows deleted ({time.monotonic() - t0:.0f} s)")
 
-        done = retention.prune(log, fv, keep, now, dry_run=dry_run, progress=progress)
+        done = retention.prune(log, fv, keep, now, dry_run=dry_run, progress=progress,
+                               keep_from=reports.last_window_end(fv.name))  # fmt: skip
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{fv.name}: {verb} {done.deleted:,} rows logged before "
                    f"{done.before:%Y-%m-%d} (keeping {keep} days)")  # fmt: skip

@@ -221,6 +221,25 @@ def cooldown_blocks(store: FeatureStore, view: FeatureView, now: dt.datetime) ->
     return None
 
 
+def _prune(
+    view: FeatureView, store: FeatureStore, keep_days: int, now: dt.datetime
+) -> tuple[retention.Pruned | None, str]:
+    """The retention after a check, and its words for the check's line. It runs after the
+    check is recorded and never fails it: a retention too short for what the monitor
+    reads, or a database error while deleting, is said in the line and the rows stay (the
+    drift decision and the live gate matter more than disk)."""
+    try:
+        keep_from = DriftReports(store).last_window_end(view.name)
+        done = retention.prune(PredictionLog(store), view, keep_days, now, keep_from=keep_from)
+    except retention.RetentionError as refused:
+        return None, f"log retention NOT applied: {refused}"
+    except Exception as exc:
+        log.warning("log retention of %s failed: %r", view.name, exc)
+        return None, f"log retention failed ({type(exc).__name__}); retried at the next check"
+    return done, (f"log retention {keep_days} days: {done.deleted} rows logged before "
+                  f"{done.before:%Y-%m-%d %H:%M} deleted")  # fmt: skip
+
+
 def monitor_step(
     view: FeatureView,
     store: FeatureStore,
@@ -241,8 +260,6 @@ def monitor_step(
     A challenger on trial is promoted or dropped when the live gate can tell
     (`monitoring.livegate`); `on_promoted(version)` then tells serving.
     """
-    if keep_days is not None:  # a retention that would cut what the check reads: refused first
-        retention.check_keep(view, keep_days)
     result, evidence = check_with_evidence(view, store, registry, since, until)
     gate = livegate.decide(view, store, registry, result.window_end)
     if gate is not None:
@@ -274,9 +291,8 @@ def monitor_step(
             on_promoted(gate.challenger)
     pruned = None
     if keep_days is not None:
-        pruned = retention.prune(PredictionLog(store), view, keep_days, result.window_end)
-        line += (f"; log retention {keep_days} days: {pruned.deleted} rows logged before "
-                 f"{pruned.before:%Y-%m-%d} deleted")  # fmt: skip
+        pruned, note = _prune(view, store, keep_days, min(result.window_end, now))
+        line += f"; {note}"
     log.info(line)
     reason = "; ".join(result.reasons)
     return {

@@ -71,11 +71,16 @@ def prune(
     dry_run: bool = False,
     chunk_rows: int = CHUNK_ROWS,
     progress: Callable[[int], None] | None = None,
+    keep_from: dt.datetime | None = None,
 ) -> Pruned:
     """Delete the view's log rows older than `keep_days` whole days before `now` (naive
-    UTC); with `dry_run` only count them. `progress(deleted so far)` after each chunk."""
+    UTC), but nothing from `keep_from` on (where the view's next check starts reading: a
+    window too small to judge is read again, with the traffic after it, however old);
+    with `dry_run` only count them. `progress(deleted so far)` after each chunk."""
     check_keep(view, keep_days)
     before = cutoff(keep_days, now)
+    if keep_from is not None:
+        before = min(before, keep_from)
     if dry_run:
         return Pruned(view.name, before, log.count_before(view.name, before), dry_run=True)
     deleted = 0
