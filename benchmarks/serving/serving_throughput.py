@@ -41,7 +41,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ctloop.dev.launcher import Server, bentoml_command, free_port, path_answers
+from ctloop.dev.launcher import (
+    Server,
+    bentoml_command,
+    cpu_seconds,
+    descendants,
+    free_port,
+    path_answers,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -245,24 +252,7 @@ def tree_cpu_seconds(root: int) -> float:
     (circus, BentoML's process manager, puts its workers in their own process groups, so
     the tree is followed through parent pids.)
     """
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])  # after the command: state, ppid, ...
-        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
-    total = 0
-    for pid, used in ticks.items():
-        node = pid
-        while node > 1 and node != root:
-            node = parents.get(node, 0)
-        if node == root:
-            total += used
-    return total / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds([root, *descendants(root)])
 
 
 def log_metrics(url: str) -> dict[str, float]:

@@ -44,32 +44,47 @@ class ServerNotReadyError(CtloopError):
     """A server exited or did not become ready; the message holds its log's tail."""
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """A process's /proc stat fields after its command (state, ppid, ...); None: gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _start_time(pid: int) -> int | None:
     """When a process started (clock ticks since boot; None: gone or unreadable)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None else None
 
 
 def descendants(root: int) -> dict[int, int]:
     """Every live process below `root` (children, theirs, ...), with its start time, read
     from /proc through parent links (empty where there is no /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    procs: dict[int, tuple[int, int]] = {}  # pid -> (ppid, start time)
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat(entry.name)
+        if fields is not None:
+            procs[int(entry.name)] = (int(fields[1]), int(fields[19]))
     out: dict[int, int] = {}
     frontier = [root]
     while frontier:
         parent = frontier.pop()
-        for pid, ppid in parents.items():
+        for pid, (ppid, started) in procs.items():
             if ppid == parent and pid not in out:
-                started = _start_time(pid)
-                if started is not None:
-                    out[pid] = started
-                    frontier.append(pid)
+                out[pid] = started
+                frontier.append(pid)
     return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the live processes among `pids` have used."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -82,7 +82,7 @@ def prune(
     if keep_from is not None:
         before = min(before, keep_from)
     if dry_run:
-        return Pruned(view.name, before, log.count_before(view.name, before), dry_run=True)
+        return Pruned(view.name, before, log.count(view.name, before=before), dry_run=True)
     deleted = 0
     for n in log.delete_before(view.name, before, chunk_rows):
         deleted += n

@@ -207,29 +207,25 @@ class PredictionLog:
         base = frame.drop(columns=["features", "probabilities"])
         return pd.concat([base, feats, probs], axis=1)
 
-    def count(self, view_name: str | None = None, role: str | None = None) -> int:
+    def count(
+        self,
+        view_name: str | None = None,
+        role: str | None = None,
+        before: dt.datetime | None = None,
+    ) -> int:
         """Rows logged (for one view, or all; of one role, `champion` including rows from
-        before roles): what tests and the demo compare with answers."""
+        before roles; logged before `before`): what tests and the demo compare with
+        answers, and what a prune would delete."""
         table = self.table
         query = sa.select(sa.func.count()).select_from(table)
         if view_name is not None:
             query = query.where(table.c.feature_view == view_name)
+        if before is not None:
+            query = query.where(table.c.created_at < before)
         if role == CHAMPION_ROLE:
             query = query.where(sa.or_(table.c.role.is_(None), table.c.role == role))
         elif role is not None:
             query = query.where(table.c.role == role)
-        with self.db.connect() as conn:
-            return conn.execute(query).scalar_one()
-
-    def count_before(self, view_name: str, before: dt.datetime) -> int:
-        """Rows of a view logged before `before` (what a prune would delete)."""
-        table = self.table
-        query = (
-            sa.select(sa.func.count())
-            .select_from(table)
-            .where(table.c.feature_view == view_name)
-            .where(table.c.created_at < before)
-        )
         with self.db.connect() as conn:
             return conn.execute(query).scalar_one()
 
