@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.databases import mariadb_store_url as store_url  # noqa: F401  MariaDB only
 from tests.unit.test_log_retention import (  # noqa: F401  collected here, on MariaDB
     test_a_retention_shorter_than_the_monitor_reads_is_refused,
     test_prune_log_command,
@@ -12,9 +13,3 @@ from tests.unit.test_log_retention import (  # noqa: F401  collected here, on Ma
 )
 
 pytestmark = pytest.mark.mariadb
-
-
-@pytest.fixture(params=["mariadb"])
-def store_url(mariadb_url: str) -> str:
-    """This module's store: MariaDB only (the unit tier runs the SQLite cases)."""
-    return mariadb_url

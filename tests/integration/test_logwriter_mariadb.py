@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.databases import mariadb_store_url as store_url  # noqa: F401  MariaDB only
 from tests.unit.test_logwriter import (  # noqa: F401  collected here, on MariaDB
     down_log,
     log,
@@ -27,9 +28,3 @@ from tests.unit.test_logwriter import (  # noqa: F401  collected here, on MariaD
 )
 
 pytestmark = pytest.mark.mariadb
-
-
-@pytest.fixture(params=["mariadb"])
-def store_url(mariadb_url: str) -> str:
-    """This module's store: MariaDB only (the unit tier runs the SQLite cases)."""
-    return mariadb_url

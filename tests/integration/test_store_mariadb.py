@@ -15,6 +15,7 @@ import pytest
 
 from ctloop.features.view import FeatureView
 from ctloop.store.features import FeatureStore
+from tests.support.databases import mariadb_store_url as store_url  # noqa: F401  MariaDB only
 from tests.unit.test_store import (  # noqa: F401  collected here, on MariaDB
     DAY,
     _day,
@@ -35,12 +36,6 @@ from tests.unit.test_store import (  # noqa: F401  collected here, on MariaDB
 )
 
 pytestmark = pytest.mark.mariadb
-
-
-@pytest.fixture(params=["mariadb"])
-def store_url(mariadb_url: str) -> str:
-    """This module's store: MariaDB only (the unit tier runs the SQLite cases)."""
-    return mariadb_url
 
 
 def test_c_driver_round_trip(mariadb_url: str, view: FeatureView) -> None:

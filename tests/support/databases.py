@@ -60,3 +60,10 @@ def postgres_database(prefix: str = "ctloop_test") -> Iterator[str]:
         with server.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         server.dispose()
+
+
+@pytest.fixture(name="store_url", params=["mariadb"])
+def mariadb_store_url(mariadb_url: str) -> str:
+    """`store_url` for a `*_mariadb` module of `integration/`, which imports it: MariaDB
+    only (the unit tier runs the same tests' SQLite cases)."""
+    return mariadb_url
