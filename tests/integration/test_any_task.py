@@ -37,7 +37,7 @@ from ctloop.features.view import FeatureView, load_view_file
 from ctloop.ingest.sample import sample_frame
 from ctloop.monitoring import check as monitor
 from ctloop.monitoring import livegate
-from ctloop.predlog.store import SHADOW_ROLE, PredictionLog
+from ctloop.predlog.store import SHADOW_SUFFIX, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.features import FeatureStore
 from ctloop.training import fit as training
@@ -350,14 +350,20 @@ def test_a_shuffled_challenger_on_shadow_trial_is_dropped_by_the_live_gate(
         while (server_challenger(server) or {}).get("version") != bad:
             assert time.monotonic() < deadline, server.tail()
             time.sleep(0.5)
+        answered: list[str] = []
         with client() as http:
             for i in range(0, len(records), 50):
                 answer = http.post(f"{server.url}/predict_batch",
                                    json={"records": records[i : i + 50]})  # fmt: skip
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["model_version"] == champion.version
+                answered += [p["request_id"] for p in answer.json()["predictions"]]
         deadline = time.monotonic() + 60
-        while PredictionLog(store).count(name, role=SHADOW_ROLE) < len(records):
+        # both rows of each request: the worker's writer and the shadow child flush apart
+        wanted = set(answered) | {f"{rid}{SHADOW_SUFFIX}" for rid in answered}
+        log = PredictionLog(store)
+        while not wanted <= set(log.read(name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
+                                         expand_features=False)["request_id"]):  # fmt: skip
             assert time.monotonic() < deadline, server.tail()
             time.sleep(0.5)
         until = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=1)
