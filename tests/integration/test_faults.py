@@ -604,6 +604,8 @@ def ct(
             CTLOOP_FEATURES_DIR=str(features),
             MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
             MLFLOW_HTTP_REQUEST_TIMEOUT="10",
+            # room to restart MLflow before the retry, not the default minute idle
+            CTLOOP_TASK_RETRY_DELAY_SECONDS="30",
         )
         airflow = AirflowProcess(tmp, env)  # starts while the history is written
         try:
@@ -620,8 +622,8 @@ def ct(
 
 def test_ct_task_killed_before_promotion_is_retried_by_airflow(ct: CtFaultsWorld) -> None:
     """The CT DAG through Airflow (`dag.test()`): MLflow dies the moment the candidate is
-    blessed, so `infra_check` fails; Airflow retries it in the same run a minute later (the
-    DAG's retry_delay), by which time MLflow is back, and the run promotes the fully
+    blessed, so `infra_check` fails; Airflow retries it in the same run after the DAG's
+    retry_delay (30 s here), by which time MLflow is back, and the run promotes the fully
     checked candidate. While MLflow is down the registry (read from its store) still has
     the old champion; the feature store is untouched; no second version is registered."""
     view, registry, mlflow, airflow = ct.view, ct.registry, ct.mlflow, ct.airflow
@@ -657,7 +659,7 @@ def test_ct_task_killed_before_promotion_is_retried_by_airflow(ct: CtFaultsWorld
         assert offline.champion(view.name).version == champion
         [candidate] = [v for v in offline.versions(view.name) if v.version not in versions]
         assert candidate.tags["gate.model"] == "passed"
-        mlflow.start()  # back before the retry (the DAG's retry_delay is one minute)
+        mlflow.start()  # back before the retry (the DAG's retry_delay: 30 s here)
     finally:
         mlflow.ensure_running()
         runner.join(600)

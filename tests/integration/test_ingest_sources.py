@@ -109,6 +109,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestWorld]:
             AIRFLOW_CONN_SRC_PG=airflow_uri(pg_src),
             AIRFLOW_CONN_SRC_DOWN=airflow_uri(down_src),
             CTLOOP_FEATURES_DIR=str(features),
+            # the down source's retry: enough to bring it up, not the default minute idle
+            CTLOOP_TASK_RETRY_DELAY_SECONDS="15",
         )
         airflow = AirflowProcess(tmp, env)
         store = FeatureStore(url)
@@ -277,8 +279,8 @@ def test_sql_sources_grow_and_are_read_by_interval_and_watermark(world: IngestWo
 
 def test_a_source_that_is_down_fails_the_task_which_retries(world: IngestWorld) -> None:
     """The source's database does not exist when the run starts: `land` fails and waits for
-    Airflow's retry (a minute later) with nothing written; the database comes up with its
-    rows meanwhile, and the retry lands them all."""
+    Airflow's retry (`CTLOOP_TASK_RETRY_DELAY_SECONDS` later, 15 s here) with nothing
+    written; the database comes up with its rows meanwhile, and the retry lands them all."""
     view = "credit_down"
     outcome: dict[str, Any] = {}
 
