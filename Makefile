@@ -75,7 +75,7 @@ bench-ct: install ## A CT run vs a bare CatBoost fit on the same rows (MariaDB)
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/ct_run.py
 
-bench-monitor: install ## One monitor check over 100k logged predictions (MariaDB)
+bench-monitor: install ## One monitor check over 100k, 1M and 10M logged predictions: time and client memory (MariaDB)
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/monitor_run.py
 

@@ -1,11 +1,15 @@
-"""Monitor run time on 100k logged predictions (MariaDB prediction_log, real champion).
+"""Monitor check time and client memory on 100k to 10M logged predictions (MariaDB).
 
 Setup (not timed): synthetic history, a champion trained and promoted by the pipeline,
-and N prediction-log rows written in bulk from that champion's predictions. Timed: one
-`monitor_step` over the window (read logs, per-feature statistics, prediction drift,
-label join for live accuracy, drift_report rows, HTML report to MLflow).
+100k prediction-log rows of that champion's real predictions (labels landed), and for the
+larger sizes copies of them made by MariaDB itself (`INSERT ... SELECT`, each copy a few
+milliseconds later on the same day, its own request ids). Each size is checked for its
+row count first. Timed: one `monitor_step` over the day (the bounded read, per-feature
+statistics, prediction drift, label join for live accuracy, skew, `drift_report` rows, the
+HTML report to MLflow), each in a fresh process whose peak RSS is the check's client
+memory.
 
-    uv run python benchmarks/monitor_run.py --rows 100000 --repeats 3
+    uv run python benchmarks/monitor_run.py --rows 100000,1000000,10000000 --repeats 3
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import argparse
 import datetime as dt
 import json
 import logging
+import multiprocessing
+import resource
 import statistics
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +37,7 @@ from ctloop.monitoring import check as monitor
 from ctloop.predlog.store import PredictionLog
 from ctloop.registry import Registry
 from ctloop.settings import Settings
+from ctloop.store import tables
 from ctloop.store.features import FeatureStore
 from ctloop.training import pipeline
 
@@ -39,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="mysql+mysqldb://root@127.0.0.1:3306")
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rows", default="100000,1000000,10000000",
+                        help="window sizes, comma-separated; the first at most 100000")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -63,7 +72,11 @@ def main() -> None:
         registry = Registry(settings.tracking_uri)
         info = registry.champion(view.name)
         predictor = Predictor.load(view, info.uri, info.version)
-        features, labels = generate_day(as_of, StreamConfig(rows_per_day=args.rows, seed=3,
+        sizes = sorted(int(n) for n in args.rows.split(","))
+        base = sizes[0]
+        if base > 100_000:
+            parser.error("--rows: the first size is predicted for real: at most 100000")
+        features, labels = generate_day(as_of, StreamConfig(rows_per_day=base, seed=3,
                                                             label_delay_days=0))  # fmt: skip
         store.ingest(view, features, labels)
         output = predictor.predict(features)
@@ -71,34 +84,91 @@ def main() -> None:
         t0 = dt.datetime.combine(as_of, dt.time(0))
         records = features.drop(columns=[view.entity]).astype(object)
         records = records.where(records.notna(), None)
+        spacing = 86_000_000 // base  # microseconds: the base rows fill the day
         rows = [
             {"request_id": uuid.uuid4().hex, "feature_view": view.name,
              "model_version": info.version, "entity_id": entity,
              "features": json.dumps(rec, default=str), "prediction": cls,
              "probabilities": json.dumps(dict(zip(view.label.class_list, map(float, p),
                                                   strict=True))),
-             "latency_ms": 1.0, "created_at": t0 + dt.timedelta(milliseconds=500 * i)}
+             "latency_ms": 1.0, "created_at": t0 + dt.timedelta(microseconds=spacing * i)}
             for i, (entity, rec, cls, p) in enumerate(zip(
                 features[view.entity], records.to_dict("records"), classes, proba, strict=True))
         ]  # fmt: skip
         for i in range(0, len(rows), 10_000):
             PredictionLog(store).write(rows[i : i + 10_000])
-        since, until = t0, t0 + dt.timedelta(days=2)
-        times = []
-        for i in range(args.repeats):
-            began = time.perf_counter()
-            decision = monitor.monitor_step(view, store, registry, since, until)
-            times.append(time.perf_counter() - began)
-            print(f"run {i + 1}: {times[-1]:.2f}s  {decision['summary']}")
+        since, until = t0, t0 + dt.timedelta(days=2)  # labels land by then
+        results = []
+        spawn = multiprocessing.get_context("spawn")
+        copy = 1
+        with store.connect() as conn:  # the base rows: every row logged before copy 1
+            last = conn.execute(sa.text("SELECT MAX(id) FROM prediction_log")).scalar_one()
+        for size in sizes:
+            copy = grow(store, last, size, spacing, copy)
+            logged = PredictionLog(store).count(view.name, since=since, before=until)
+            if logged != size:
+                raise SystemExit(f"the window holds {logged} rows, not {size}")
+            times, peaks = [], []
+            for i in range(args.repeats):
+                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                    took, peak, summary = pool.submit(
+                        timed_check, url, str(settings.tracking_uri), since, until
+                    ).result()
+                times.append(took)
+                peaks.append(peak)
+                print(f"{size:,} rows, run {i + 1}: {took:.2f} s, peak RSS {peak:.0f} MiB  "
+                      f"{summary}", flush=True)  # fmt: skip
+            results.append((size, times, peaks))
         print()
-        print("| logged rows | monitor run (median) | rows/s |")
-        print("|---:|---:|---:|")
-        med = statistics.median(times)
-        print(f"| {args.rows:,} | {med:.2f} s | {args.rows / med:,.0f} |")
+        print("| logged rows in the window | check (median) | runs | client peak RSS (median) |")
+        print("|---:|---:|---|---:|")
+        for size, times, peaks in results:
+            runs = " / ".join(f"{t:.1f}" for t in times)
+            print(f"| {size:,} | {statistics.median(times):.2f} s | {runs} s | "
+                  f"{statistics.median(peaks):.0f} MiB |")  # fmt: skip
     finally:
         tmp.cleanup()
         with server.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
+
+
+def grow(store: FeatureStore, last: int, size: int, spacing: int, copy: int) -> int:
+    """Copies of the base rows (ids up to `last`) until the log holds `size`: MariaDB copies
+    them itself, copy k `k` microseconds after its original (within the row spacing, so the
+    copies stay inside the day), request ids suffixed `.k`, one statement per copy.
+    Returns the next copy's number."""
+    columns = [c.name for c in tables.prediction_log_table(sa.MetaData()).columns
+               if c.name not in ("id", "request_id", "created_at")]  # fmt: skip
+    listed = ", ".join(columns)
+    statement = sa.text(
+        f"INSERT INTO prediction_log (request_id, created_at, {listed}) "  # noqa: S608
+        f"SELECT CONCAT(request_id, '.', :k), created_at + INTERVAL :k MICROSECOND, "
+        f"{listed} FROM prediction_log WHERE id <= :last ORDER BY id LIMIT :n"
+    )
+    have = PredictionLog(store).count()
+    while have < size:
+        if copy >= spacing:
+            raise SystemExit(f"{size} rows need more copies than {spacing} us apart")
+        with store.begin() as conn:
+            have += conn.execute(statement, {"k": copy, "last": last, "n": size - have}).rowcount
+        copy += 1
+        if copy % 10 == 0:
+            print(f"  log grown to {have:,} rows", flush=True)
+    return copy
+
+
+def timed_check(
+    url: str, tracking_uri: str, since: dt.datetime, until: dt.datetime
+) -> tuple[float, float, str]:
+    """One monitor check in this (fresh) process: seconds, peak RSS in MiB, its line."""
+    logging.basicConfig(level=logging.WARNING)
+    view = load_view("credit_score", ROOT / "features")
+    store, registry = FeatureStore(url), Registry(tracking_uri)
+    began = time.perf_counter()
+    decision = monitor.monitor_step(view, store, registry, since, until)
+    took = time.perf_counter() - began
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return took, peak, decision["summary"]
 
 
 if __name__ == "__main__":

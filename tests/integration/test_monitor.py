@@ -21,6 +21,7 @@ from ctloop.features.view import load_view_file
 from ctloop.ingest.synth import Scenario, StreamConfig, generate_day
 from ctloop.monitoring import check as monitor
 from ctloop.monitoring.reports import DriftReports
+from ctloop.monitoring.result import MonitorResult
 from ctloop.predlog.store import PredictionLog
 from ctloop.training import pipeline
 from tests.support.paths import FEATURES_DIR
@@ -268,3 +269,48 @@ def test_a_check_with_a_retention_deletes_the_older_days_after_reading_them(
     left = log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
                     expand_features=False)  # fmt: skip
     assert len(left) == per_day and left["created_at"].min() >= since
+
+
+def test_a_window_past_max_rows_read_is_checked_on_an_even_sample(
+    fresh_logs: MonitorWorld,
+) -> None:
+    """Issue 19 (P5): a busy day is read as a uniform sample of `drift.max_rows_read` rows,
+    not whole; the verdicts match the whole read, the window's size is estimated, and the
+    labelled rows (labels landed the same day) are the sample's."""
+    view, store, registry = fresh_logs.view, fresh_logs.store, fresh_logs.registry
+    day = GO_LIVE
+    cfg = StreamConfig(seed=8, rows_per_day=2_400, scenario=Scenario.COVARIATE_SHIFT,
+                       drift_start=day, label_delay_days=0)  # fmt: skip
+    features, labels = generate_day(day, cfg)
+    store.ingest(view, features, labels)
+    log_day(view, store, fresh_logs.predictor, day, features)
+    since = dt.datetime.combine(day, dt.time.min)
+    until = since + dt.timedelta(days=1)
+    bounded = view.model_copy(
+        update={"drift": view.drift.model_copy(update={"max_rows_read": 1_000})}
+    )
+    whole = monitor.check(view, store, registry, since, until)
+    sampled = monitor.check(bounded, store, registry, since, until)
+    assert whole.sampled_rows is None and whole.rows == 2_400
+    assert sampled.sampled_rows is not None and 900 <= sampled.sampled_rows <= 1_100
+    assert abs(sampled.rows - 2_400) <= 120, sampled.rows  # estimated from the sample
+    assert sampled.labelled_rows == sampled.sampled_rows  # every label has landed
+    assert "~" in sampled.summary() and "statistics on a sample of" in sampled.summary()
+    assert sampled.status == whole.status == "drift"
+
+    def drifted(result: MonitorResult) -> set[str]:
+        return {f.feature for f in result.findings if f.kind == "data" and f.drifted
+                and f.statistic in ("normed_wasserstein", "jensen_shannon")}  # fmt: skip
+
+    assert {"annual_income", "occupation"} <= drifted(sampled) == drifted(whole)
+    # each distance within the sample's own noise floor of the whole read's
+    floors = {f.feature: f.value for f in sampled.findings if f.statistic == "noise_floor"}
+    distances = [
+        [f for f in result.findings if f.kind == "data"
+         and f.statistic in ("normed_wasserstein", "jensen_shannon")]
+        for result in (sampled, whole)
+    ]  # fmt: skip
+    assert len(distances[0]) == len(view.features)
+    for mine, theirs in zip(*distances, strict=True):
+        assert mine.feature == theirs.feature
+        assert abs(mine.value - theirs.value) <= floors[mine.feature], (mine, theirs)

@@ -47,7 +47,7 @@ from ctloop.monitoring.result import (
 )
 from ctloop.monitoring.skew import skew_findings
 from ctloop.predlog import retention
-from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog, bounded_fraction, in_sample
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
@@ -86,11 +86,17 @@ def check_with_evidence(
         return result, None
     result.model_version = champion.version
     predictions = PredictionLog(store)
-    logs = predictions.read(
-        view.name, since, until, model_version=champion.version, role=CHAMPION_ROLE
-    )
-    result.rows = len(logs)
     policy = view.drift
+    # a busy service logs millions of rows a day: past `max_rows_read` the check reads a
+    # uniform sample, so its time and memory do not grow with the traffic
+    window_rows = predictions.count(view.name, since=since, before=until)
+    fraction = bounded_fraction(window_rows, policy.max_rows_read)
+    logs = predictions.read(
+        view.name, since, until, model_version=champion.version, role=CHAMPION_ROLE,
+        fraction=fraction,
+    )  # fmt: skip
+    result.rows = len(logs) if fraction == 1 else round(len(logs) / fraction)
+    result.sampled_rows = None if fraction == 1 else len(logs)
     enough = len(logs) >= policy.min_rows
 
     reference = registry.reference_profile(champion)
@@ -128,10 +134,16 @@ def check_with_evidence(
     # champion's predictions and joins the labels that have landed by `until`; it has its
     # own minimum (`min_labelled_rows`), independent of the drift window's size.
     lookback = until - dt.timedelta(days=policy.accuracy_window_days)
-    if lookback < since:
-        scored = predictions.read(
-            view.name, lookback, until, model_version=champion.version, role=CHAMPION_ROLE
-        )
+    if lookback < since:  # the days before the window, and the window's rows again
+        older_rows = predictions.count(view.name, since=lookback, before=since)
+        wide = bounded_fraction(window_rows + older_rows, policy.max_rows_read)
+        older = predictions.read(view.name, lookback, since, model_version=champion.version,
+                                 role=CHAMPION_ROLE, fraction=wide)  # fmt: skip
+        # the window's sample cut down to the look-back's share (the hash nests), not read
+        # twice
+        recent = logs if wide == fraction or logs.empty else logs[in_sample(logs["id"], wide)]
+        parts = [part for part in (older, recent) if not part.empty]
+        scored = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts or [logs])[0]
     else:  # an accumulated window longer than the look-back: only its recent part
         scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
     joined = labelled_logs(view, store, scored, until)

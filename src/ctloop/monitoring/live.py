@@ -101,7 +101,9 @@ def dated_change(
 ) -> tuple[str, str] | None:
     """Date a change on every version's labelled answers of the look-back, not only the
     champion's: after a promotion the champion has answered for a day or two only."""
-    everyone = PredictionLog(store).read(view.name, lookback, until, role=CHAMPION_ROLE)
+    log = PredictionLog(store)
+    fraction = log.sample_fraction(view.name, lookback, until, view.drift.max_rows_read)
+    everyone = log.read(view.name, lookback, until, role=CHAMPION_ROLE, fraction=fraction)
     if everyone.empty:
         return None
     policy = view.drift

@@ -75,12 +75,22 @@ def _trial_logs(
     until: dt.datetime,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime]:
     """The champion's and the challenger's log rows (in its `role`: shadow or canary)
-    since the trial began, and when it began."""
+    since the trial began, and when it began.
+
+    Bounded as the monitor's reads are (`drift.max_rows_read`): past it, a shadow trial
+    reads a sample of the champion's rows and the shadow rows of exactly those requests
+    (pairs stay pairs); a canary trial samples each group by the same share."""
     started = _started(trial.tags.get("rollout.started"), until)
     log = PredictionLog(store)
+    fraction = log.sample_fraction(view.name, started, until, view.drift.max_rows_read)
     mine = log.read(view.name, started, until, model_version=champion.version,
-                    role=CHAMPION_ROLE)  # fmt: skip
-    theirs = log.read(view.name, started, until, model_version=trial.version, role=role)
+                    role=CHAMPION_ROLE, fraction=fraction)  # fmt: skip
+    if role == SHADOW_ROLE and fraction < 1:
+        twins = [f"{rid}{SHADOW_SUFFIX}" for rid in mine["request_id"]]
+        theirs = log.read_requests(view.name, twins, model_version=trial.version)
+    else:
+        theirs = log.read(view.name, started, until, model_version=trial.version, role=role,
+                          fraction=fraction)  # fmt: skip
     return mine, theirs, started
 
 

@@ -47,6 +47,9 @@ class MonitorResult:
     live_metrics: dict[str, float] = field(default_factory=dict)
     onset: str | None = None  # estimated first day of a concept change (ISO), on decay
     onset_found: str | None = None  # the newest labelled day that showed it
+    # a window over `drift.max_rows_read`: the rows its statistics were computed on (a
+    # uniform sample); `rows` is then the window's estimated size
+    sampled_rows: int | None = None
 
     @property
     def retrain(self) -> bool:
@@ -55,10 +58,13 @@ class MonitorResult:
 
     def summary(self) -> str:
         """One line for the task log."""
+        size = f"{self.rows}" if self.sampled_rows is None else f"~{self.rows}"
         head = (
-            f"{self.view} v{self.model_version}: {self.status.upper()} on {self.rows} "
+            f"{self.view} v{self.model_version}: {self.status.upper()} on {size} "
             f"predictions {self.window_start:%Y-%m-%d %H:%M} .. {self.window_end:%Y-%m-%d %H:%M}"
         )
+        if self.sampled_rows is not None:
+            head += f" (statistics on a sample of {self.sampled_rows})"
         said = self.reasons + self.notes
         return head + (f" ({'; '.join(said)})" if said else "")
 

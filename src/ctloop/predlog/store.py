@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 import sqlalchemy as sa
@@ -31,6 +32,14 @@ CHAMPION_ROLE, SHADOW_ROLE, CANARY_ROLE = "champion", "shadow", "canary"
 SHADOW_SUFFIX = ".shadow"
 # the features-JSON key naming the features serving took from the store (online views)
 FROM_STORE = "_from_store"
+# A sampled read keeps the rows whose id hashes below the fraction: Fibonacci hashing
+# (id times 2^31 over the golden ratio, modulo 2^31) spreads consecutive ids evenly over
+# [0, 2^31), so the kept rows spread evenly over the window's time and over any pattern in
+# which roles or views interleave their ids; plain integer arithmetic (every dialect, no
+# overflow of a signed 64-bit integer), and the same rows on every read of the window.
+SAMPLE_MODULUS = 1 << 31
+SAMPLE_MULTIPLIER = 1_327_217_885
+REQUEST_CHUNK = 5_000  # request ids per `read_requests` query
 JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
 # max_allowed_packet (16 MiB)
 
@@ -171,11 +180,15 @@ class PredictionLog:
         model_version: str | None = None,
         expand_features: bool = True,
         role: str | None = None,
+        fraction: float = 1.0,
     ) -> pd.DataFrame:
         """Prediction logs of a view with start <= created_at < end, oldest first.
 
         `role` keeps one role's rows (`champion` includes rows logged before roles
-        existed). With `expand_features`, the JSON features become one column each and the class
+        existed). A `fraction` under 1 keeps that share of the rows, chosen by a hash of
+        their id (`sample_fraction` gives the fraction for a bounded read); the database
+        filters them, so only the sample crosses the wire. With `expand_features`, the
+        JSON features become one column each and the class
         probabilities one `proba_<class>` column each, ready for drift statistics; for an
         online view `from_store` lists (comma-separated) the features the store supplied.
         """
@@ -193,33 +206,62 @@ class PredictionLog:
             query = query.where(sa.or_(table.c.role.is_(None), table.c.role == role))
         elif role is not None:
             query = query.where(table.c.role == role)
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if fraction < 1:
+            hashed = ((table.c.id % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
+            query = query.where(hashed < _threshold(fraction))
         with self.db.read_connect() as conn:
             frame = pd.read_sql(query, conn)
-        if not expand_features or frame.empty:
-            return frame
-        feats = pd.DataFrame([json.loads(s) for s in frame["features"]], index=frame.index)
-        if FROM_STORE in feats.columns:  # online requests: which features the store supplied
-            names = feats.pop(FROM_STORE)
-            feats["from_store"] = [",".join(n) if isinstance(n, list) else "" for n in names]
-        # regression rows carry no probabilities ({}): zero columns, not zero rows
-        probs = pd.DataFrame([json.loads(s) for s in frame["probabilities"]], index=frame.index)
-        probs.columns = [f"proba_{c}" for c in probs.columns]
-        base = frame.drop(columns=["features", "probabilities"])
-        return pd.concat([base, feats, probs], axis=1)
+        return _expanded(frame) if expand_features else frame
+
+    def read_requests(
+        self, view_name: str, request_ids: Sequence[str], model_version: str | None = None
+    ) -> pd.DataFrame:
+        """A view's rows of these request ids (`REQUEST_CHUNK` ids a query), features
+        expanded as `read` does: the shadow rows of a sample of the champion's requests."""
+        table = self.table
+        frames = []
+        for i in range(0, len(request_ids), REQUEST_CHUNK):
+            query = (
+                sa.select(table)
+                .where(table.c.feature_view == view_name)
+                .where(table.c.request_id.in_(list(request_ids[i : i + REQUEST_CHUNK])))
+                .order_by(table.c.created_at, table.c.id)
+            )
+            if model_version is not None:
+                query = query.where(table.c.model_version == str(model_version))
+            with self.db.read_connect() as conn:
+                frames.append(pd.read_sql(query, conn))
+        if not frames:  # no ids: no rows, with the columns a read has
+            return self.read(view_name, dt.datetime.min, dt.datetime.min, model_version)
+        return _expanded(pd.concat(frames, ignore_index=True))
+
+    def sample_fraction(
+        self, view_name: str, start: dt.datetime, end: dt.datetime, max_rows: int
+    ) -> float:
+        """The `fraction` for `read` that brings about `max_rows` of the window's rows at
+        most (1 when the window holds no more). Counted over every role and version, along
+        the (view, time) index without reading a row, so a read of one role's or one
+        version's rows stays under the bound too."""
+        return bounded_fraction(self.count(view_name, since=start, before=end), max_rows)
 
     def count(
         self,
         view_name: str | None = None,
         role: str | None = None,
         before: dt.datetime | None = None,
+        since: dt.datetime | None = None,
     ) -> int:
         """Rows logged (for one view, or all; of one role, `champion` including rows from
-        before roles; logged before `before`): what tests and the demo compare with
-        answers, and what a prune would delete."""
+        before roles; logged in [since, before)): what tests and the demo compare with
+        answers, what a prune would delete, and what a bounded read samples from."""
         table = self.table
         query = sa.select(sa.func.count()).select_from(table)
         if view_name is not None:
             query = query.where(table.c.feature_view == view_name)
+        if since is not None:
+            query = query.where(table.c.created_at >= since)
         if before is not None:
             query = query.where(table.c.created_at < before)
         if role == CHAMPION_ROLE:
@@ -251,3 +293,49 @@ class PredictionLog:
                 yield deleted
             if deleted < chunk_rows:
                 return
+
+
+def bounded_fraction(rows: int, max_rows: int) -> float:
+    """The sampled share that brings `rows` down to about `max_rows` (1: no sampling)."""
+    return 1.0 if rows <= max_rows else max_rows / rows
+
+
+def in_sample(ids: pd.Series, fraction: float) -> np.ndarray:
+    """Which of these log row ids a read at `fraction` keeps: the database's filter, in
+    numpy. The hash is fixed, so a smaller fraction keeps a subset of a larger one's rows,
+    and rows already read at one fraction can be cut down to a smaller one without a
+    second read."""
+    if fraction >= 1:
+        return np.ones(len(ids), dtype=bool)
+    hashed = ((ids.to_numpy(dtype=np.int64) % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
+    return hashed < _threshold(fraction)
+
+
+def _threshold(fraction: float) -> int:
+    return max(1, round(fraction * SAMPLE_MODULUS))
+
+
+def _loads(text: str) -> Any:
+    """Parsed by orjson for speed (a sampled check parses 400k documents); by the standard
+    parser when orjson refuses one (NaN, which `json.dumps` writes, in older rows)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _expanded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Log rows with the JSON features as one column each and the class probabilities
+    as one `proba_<class>` column each, ready for drift statistics; for an online view
+    `from_store` lists (comma-separated) the features the store supplied."""
+    if frame.empty:
+        return frame
+    feats = pd.DataFrame([_loads(s) for s in frame["features"]], index=frame.index)
+    if FROM_STORE in feats.columns:  # online requests: which features the store supplied
+        names = feats.pop(FROM_STORE)
+        feats["from_store"] = [",".join(n) if isinstance(n, list) else "" for n in names]
+    # regression rows carry no probabilities ({}): zero columns, not zero rows
+    probs = pd.DataFrame([_loads(s) for s in frame["probabilities"]], index=frame.index)
+    probs.columns = [f"proba_{c}" for c in probs.columns]
+    base = frame.drop(columns=["features", "probabilities"])
+    return pd.concat([base, feats, probs], axis=1)
