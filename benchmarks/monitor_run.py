@@ -3,13 +3,14 @@
 Setup (not timed): synthetic history, a champion trained and promoted by the pipeline,
 100k prediction-log rows of that champion's real predictions (labels landed), and for the
 larger sizes copies of them made by MariaDB itself (`INSERT ... SELECT`, each copy a few
-milliseconds later on the same day, its own request ids). Each size is checked for its
+microseconds later on the same day, its own request ids). Each size is checked for its
 row count first. Timed: one `monitor_step` over the day (the bounded read, per-feature
 statistics, prediction drift, label join for live accuracy, skew, `drift_report` rows, the
 HTML report to MLflow), each in a fresh process whose peak RSS is the check's client
 memory.
 
-    uv run python benchmarks/monitor_run.py --rows 100000,1000000,10000000 --repeats 3
+    uv run python benchmarks/monitor_run.py --rows 100000,1000000,10000000 --repeats 3 \
+        --max-rows-read 200000,100000
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def main() -> None:
     parser.add_argument("--rows", default="100000,1000000,10000000",
                         help="window sizes, comma-separated; the first at most 100000")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-rows-read", default="",
+                        help="drift.max_rows_read values to check each size with, comma-"
+                             "separated (default: the view file's)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     view = load_view("credit_score", ROOT / "features")
@@ -73,6 +77,7 @@ def main() -> None:
         info = registry.champion(view.name)
         predictor = Predictor.load(view, info.uri, info.version)
         sizes = sorted(int(n) for n in args.rows.split(","))
+        bounds = [int(n) for n in args.max_rows_read.split(",") if n] or [None]
         base = sizes[0]
         if base > 100_000:
             parser.error("--rows: the first size is predicted for real: at most 100000")
@@ -108,23 +113,26 @@ def main() -> None:
             logged = PredictionLog(store).count(view.name, since=since, before=until)
             if logged != size:
                 raise SystemExit(f"the window holds {logged} rows, not {size}")
-            times, peaks = [], []
-            for i in range(args.repeats):
-                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                    took, peak, summary = pool.submit(
-                        timed_check, url, str(settings.tracking_uri), since, until
-                    ).result()
-                times.append(took)
-                peaks.append(peak)
-                print(f"{size:,} rows, run {i + 1}: {took:.2f} s, peak RSS {peak:.0f} MiB  "
-                      f"{summary}", flush=True)  # fmt: skip
-            results.append((size, times, peaks))
+            for bound in bounds:
+                times, peaks = [], []
+                for i in range(args.repeats):  # rounds: each in a fresh process
+                    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                        took, peak, summary = pool.submit(
+                            timed_check, url, str(settings.tracking_uri), since, until, bound,
+                        ).result()  # fmt: skip
+                    times.append(took)
+                    peaks.append(peak)
+                    print(f"{size:,} rows, max_rows_read {bound or 'view'}, run {i + 1}: "
+                          f"{took:.2f} s, peak RSS {peak:.0f} MiB  {summary}",
+                          flush=True)  # fmt: skip
+                results.append((size, bound, times, peaks))
         print()
-        print("| logged rows in the window | check (median) | runs | client peak RSS (median) |")
-        print("|---:|---:|---|---:|")
-        for size, times, peaks in results:
+        print("| logged rows in the window | `max_rows_read` | check (median) | runs | "
+              "client peak RSS (median) |")  # fmt: skip
+        print("|---:|---:|---:|---|---:|")
+        for size, bound, times, peaks in results:
             runs = " / ".join(f"{t:.1f}" for t in times)
-            print(f"| {size:,} | {statistics.median(times):.2f} s | {runs} s | "
+            print(f"| {size:,} | {bound or 'view'} | {statistics.median(times):.2f} s | {runs} s | "
                   f"{statistics.median(peaks):.0f} MiB |")  # fmt: skip
     finally:
         tmp.cleanup()
@@ -158,11 +166,14 @@ def grow(store: FeatureStore, last: int, size: int, spacing: int, copy: int) -> 
 
 
 def timed_check(
-    url: str, tracking_uri: str, since: dt.datetime, until: dt.datetime
+    url: str, tracking_uri: str, since: dt.datetime, until: dt.datetime, max_rows: int | None
 ) -> tuple[float, float, str]:
     """One monitor check in this (fresh) process: seconds, peak RSS in MiB, its line."""
     logging.basicConfig(level=logging.WARNING)
     view = load_view("credit_score", ROOT / "features")
+    if max_rows is not None:
+        drift = view.drift.model_copy(update={"max_rows_read": max_rows})
+        view = view.model_copy(update={"drift": drift})
     store, registry = FeatureStore(url), Registry(tracking_uri)
     began = time.perf_counter()
     decision = monitor.monitor_step(view, store, registry, since, until)
