@@ -291,7 +291,7 @@ class DriftPolicy(StrictModel):
     # a check reads at most this many of a window's logged predictions: beyond, a uniform
     # sample of about this many (by row id), so a check's time and memory stay bounded
     # however busy the service; the noise floors are those of the sample's size
-    max_rows_read: int = Field(default=200_000, ge=1_000)
+    max_rows_read: int = Field(default=100_000, ge=1_000)
     # training-serving skew: share of the feature values callers sent that may differ
     # from the store's row for the same entity and day before the report flags the feature
     max_skew_rate: float = Field(default=0.01, ge=0, le=1)
