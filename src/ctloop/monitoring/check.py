@@ -141,10 +141,13 @@ def check_with_evidence(
                                  role=CHAMPION_ROLE, fraction=wide)  # fmt: skip
         # the window's sample cut down to the look-back's share (the hash nests), not read
         # twice
-        recent = logs if wide == fraction or logs.empty else logs[in_sample(logs["id"], wide)]
-        parts = [part for part in (older, recent) if not part.empty]
-        scored = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts or [logs])[0]
+        recent = logs if logs.empty else logs[in_sample(logs["id"], wide)]
+        if older.empty or recent.empty:
+            scored = recent if older.empty else older
+        else:
+            scored = pd.concat([older, recent], ignore_index=True)
     else:  # an accumulated window longer than the look-back: only its recent part
+        wide = fraction  # the look-back is inside the window: its share bounds it too
         scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
     joined = labelled_logs(view, store, scored, until)
     live = score(view, joined[view.label.name], logged_output(view, joined)) if len(joined) else {}
@@ -167,7 +170,7 @@ def check_with_evidence(
         findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
         findings.append(Finding("accuracy", name, "live", live[name], None, False))
         if decay:
-            change = dated_change(view, store, lookback, until, baseline)
+            change = dated_change(view, store, lookback, until, baseline, wide)
             if change is not None:
                 result.onset, result.onset_found = change
     skew = skew_findings(view, store, logs)

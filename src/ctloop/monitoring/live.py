@@ -98,11 +98,12 @@ def dated_change(
     lookback: dt.datetime,
     until: dt.datetime,
     baseline: float,
+    fraction: float,
 ) -> tuple[str, str] | None:
     """Date a change on every version's labelled answers of the look-back, not only the
-    champion's: after a promotion the champion has answered for a day or two only."""
+    champion's: after a promotion the champion has answered for a day or two only. Read
+    at the look-back's bounded `fraction`, which the check has counted already."""
     log = PredictionLog(store)
-    fraction = log.sample_fraction(view.name, lookback, until, view.drift.max_rows_read)
     everyone = log.read(view.name, lookback, until, role=CHAMPION_ROLE, fraction=fraction)
     if everyone.empty:
         return None

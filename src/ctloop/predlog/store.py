@@ -209,8 +209,7 @@ class PredictionLog:
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if fraction < 1:
-            hashed = ((table.c.id % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
-            query = query.where(hashed < _threshold(fraction))
+            query = query.where(_hashed(table.c.id) < _threshold(fraction))
         with self.db.read_connect() as conn:
             frame = pd.read_sql(query, conn)
         return _expanded(frame) if expand_features else frame
@@ -307,8 +306,13 @@ def in_sample(ids: pd.Series, fraction: float) -> np.ndarray:
     second read."""
     if fraction >= 1:
         return np.ones(len(ids), dtype=bool)
-    hashed = ((ids.to_numpy(dtype=np.int64) % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
-    return hashed < _threshold(fraction)
+    return _hashed(ids.to_numpy(dtype=np.int64)) < _threshold(fraction)
+
+
+def _hashed(ids: Any) -> Any:
+    """The sample's hash of row ids: one expression for the SQL column and the numpy array,
+    so the database's filter and `in_sample` cannot drift apart."""
+    return ((ids % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
 
 
 def _threshold(fraction: float) -> int:
