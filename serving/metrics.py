@@ -28,6 +28,7 @@ class Metrics:
     predictions: Any
     model_events: Any
     model_version: Any
+    batch_records: Any
     view: str
 
     def count_log(self, event: str, n: int) -> None:
@@ -85,6 +86,12 @@ def worker_metrics(view: str) -> Metrics:
             "Registered model version each live worker serves (one sample per pid)",
             ["view"],
             multiprocess_mode="liveall",
+        ),
+        batch_records=Counter(
+            "ctloop_batch_records",
+            "Batch records by how they were validated: columnar (the plain case, checked "
+            "a column at a time) or request_model (pydantic, one record at a time)",
+            ["validation"],
         ),
         view=view,
     )

@@ -63,6 +63,11 @@ class LoadedModel:
         order, or values (regression)."""
         return self.predictor.answer(model_rows(view, records), thread_count=self.threads)
 
+    def predict_frame(self, frame: Any) -> Output:
+        """The answers for a batch already typed as the model's frame
+        (`ctloop.core.columnar`): CatBoost reads a typed frame 4x faster than lists."""
+        return self.predictor.answer(frame, thread_count=self.threads)
+
 
 def freeze_heap() -> None:
     """Collect once, then put every object alive out of the collector's reach.

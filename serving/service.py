@@ -28,7 +28,6 @@ import hmac
 import logging
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -41,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ctloop.core.columnar import CheckedBatch, checked_batch
 from ctloop.errors import StoreUnavailableError
 from ctloop.features.records import entity_of, record_model
 from ctloop.features.view import load_view
@@ -81,9 +81,12 @@ VIEW = load_view(CONFIG.view_name(SETTINGS))
 _ViewRecord = record_model(VIEW)
 
 
+_KNOWN_FIELDS = frozenset(_ViewRecord.model_fields)  # read once: pydantic's property is slow
+
+
 def _few_unknown_fields(data: Any) -> Any:
     """A record with hundreds of unknown keys fails as one error, not one per key."""
-    problem = too_many_unknown_fields(data, _ViewRecord.model_fields)
+    problem = too_many_unknown_fields(data, _KNOWN_FIELDS)
     if problem is not None:
         raise ValueError(problem)
     return data
@@ -115,6 +118,17 @@ class BatchInput(bentoml.IODescriptor):
     model_config = ConfigDict(extra="forbid")
 
     records: Batch
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> BatchInput:
+        """A plain batch is checked a column at a time and reaches the API as a
+        `CheckedBatch` (`ctloop.core.columnar`: ~4x less CPU per record than one pydantic
+        record each); anything else goes through BentoML's validation as before, so every
+        refusal is the same 400 naming the record and the field."""
+        checked = checked_batch(VIEW, await request.body(), MAX_BATCH)  # body is cached
+        if checked is not None:
+            return cls.model_construct(records=checked)
+        return await super().from_http_request(request, serde)  # type: ignore[return-value]
 
 
 # MLflow's HTTP client retries a dead tracking server 7 times with exponential backoff and
@@ -262,7 +276,7 @@ class ModelService:
         if canary is not None and in_canary(entity_of(VIEW, values), canary):
             model, role = canary, CANARY_ROLE  # this entity is always answered by it
         output = model.predict(VIEW, [values])
-        rid = uuid.uuid4().hex
+        [rid] = request_ids(1)
         answers = answers_of(VIEW, output)
         latency = (time.perf_counter() - start) * 1000
         self._log(model, [values], [rid], answers, latency, "predict", from_store, role=role)
@@ -277,26 +291,35 @@ class ModelService:
         if model is None:
             return _error(503, "no model loaded yet; see /metadata", **{"Retry-After": "5"})
         start = time.perf_counter()
-        if self.online is not None:
+        from_store = None
+        columnar = isinstance(records, CheckedBatch)
+        self.metrics.batch_records.labels(
+            validation="columnar" if columnar else "request_model"
+        ).inc(len(records))
+        if columnar:  # checked a column at a time on the way in
+            batch = records
+        elif self.online is not None:
             try:
                 values, from_store = self.online.complete(records, batch=True)
             except FillError as refused:
                 return _error(refused.status, refused.message)
             except STORE_ERRORS as exc:
                 return _store_down(exc)
+            batch = CheckedBatch.of_values(VIEW, values)
         else:
-            values, from_store = [r.model_dump() for r in records], None
-        ids = [uuid.uuid4().hex for _ in values]
+            batch = CheckedBatch.of_values(VIEW, [r.model_dump() for r in records])
+        ids = request_ids(len(batch))
         canary = self._canary_trial()
         if canary is not None:  # each record by the model its entity is assigned to
-            return self._canary_batch(model, canary, values, ids, from_store, start)
-        output = model.predict(VIEW, values)
+            return self._canary_batch(model, canary, batch.values, ids, from_store, start)
+        output = model.predict_frame(batch.frame)
         answers = answers_of(VIEW, output)
         out = [{"request_id": i, **a} for i, a in zip(ids, answers, strict=True)]
         latency = (time.perf_counter() - start) * 1000
-        self._log(model, values, ids, answers, latency / len(values), "predict_batch", from_store)
-        self._shadow(values, ids, from_store)
-        self.manager.recent.extend(values[:4])
+        # the batch is the records' dumps, built only if the log or a shadow reads them
+        self._log(model, batch, ids, answers, latency / len(batch), "predict_batch", from_store)
+        self._shadow(batch, ids, from_store)
+        self.manager.recent.extend(batch.head(4))
         return FastJSONResponse({"model_version": model.version, "predictions": out})
 
     @bentoml.api(route="/admin/reload")
@@ -443,6 +466,13 @@ class ModelService:
             self.writer.submit_many(rows)
         elif self.predictions is not None:  # "sync": the naive design, measured in the benchmark
             self.predictions.write(rows)
+
+
+def request_ids(n: int) -> list[str]:
+    """`n` random 128-bit request ids as 32 hex digits (uuid4's form), from one read of
+    the system's random source: 1,000 `uuid4()` calls cost 1.6 ms, this 0.1."""
+    text = os.urandom(16 * n).hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 def in_canary(entity: str | None, trial: LoadedModel) -> bool:

@@ -242,6 +242,28 @@ def mlflow_record(view: Any, rec: dict[str, Any]) -> dict[str, Any]:
     return {name: (None if v != v else v) for name, v in zip(view.feature_names, row, strict=True)}
 
 
+def catboost_us_per_record(view: Any, model_uri: str, recs: list[dict[str, Any]],
+                           repeats: int = 15) -> float:  # fmt: skip
+    """CatBoost's own batched predict on these records, already typed as the model's frame,
+    one thread: CPU µs per record (median of `repeats`). The floor a service's batch path
+    is measured against (issue 19, P3: at most 3x this per record)."""
+    import mlflow.catboost
+    import pandas as pd
+
+    from ctloop.core.predictor import to_model_frame
+
+    model = mlflow.catboost.load_model(model_uri)
+    frame = to_model_frame(view, pd.DataFrame.from_records(recs))
+    predict = model.predict_proba if len(getattr(model, "classes_", [])) else model.predict
+    predict(frame, thread_count=1)  # warm
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        predict(frame, thread_count=1)
+        times.append(time.process_time() - start)
+    return statistics.median(times) / len(recs) * 1e6
+
+
 def median(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
@@ -372,6 +394,11 @@ def main() -> None:
                 "mlflow_batch": [json.dumps({"dataframe_records": [mlflow_record(view, r)
                                                                    for r in c]}) for c in chunks],
             }  # fmt: skip
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking)
+            catboost_us = catboost_us_per_record(view, f"models:/{view.name}/{version}",
+                                                 chunks[0])  # fmt: skip
             files = {}
             for name, lines in bodies.items():
                 files[name] = tmp / f"{name}.jsonl"
@@ -443,6 +470,19 @@ def main() -> None:
                           f"{single['errors'] + batch['errors']} | log caught up "
                           f"{single['catchup_s']:.1f} / {batch['catchup_s']:.1f} s after "
                           "the load", flush=True)  # fmt: skip
+            per_record = {mode: median(results[mode]["batch"], "cpu_ms_per_record") * 1000
+                          for mode in ("off", "mlflow") if mode in results}  # fmt: skip
+            checks.append(
+                f"CatBoost's own predict on a typed frame of {args.batch_size} records, one "
+                f"thread: {catboost_us:.2f} µs CPU per record"
+                + "".join(f"; {mode} server CPU per batch record {us:.1f} µs = "
+                          f"{us / catboost_us:.1f}x" for mode, us in per_record.items())
+            )  # fmt: skip
+            if "off" in results and "mlflow" in results:
+                ratio = median(results["off"]["batch"], "sustained_per_s") / median(
+                    results["mlflow"]["batch"], "sustained_per_s"
+                )
+                checks.append(f"unlogged batch records/s vs `mlflow models serve`: {ratio:.2f}x")
             if "async" in results:  # how far the log trailed the answers
                 runs = results["async"]["batch"]
                 sustained = median(runs, "sustained_per_s")

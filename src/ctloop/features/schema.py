@@ -19,15 +19,17 @@ failure-case collection is slower on large frames than the vectorised masks belo
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import NoneType
 from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, Field, StringConstraints
 
-from ctloop.features.spec import CATEGORY_LEN, DataGate, Feature, Label
+from ctloop.features.spec import CATEGORY_LEN, MISSING, DataGate, Feature, Label
 from ctloop.features.view import FeatureView
 
 log = logging.getLogger(__name__)
@@ -276,6 +278,49 @@ class FeatureRule:
         """(type, default) for `pydantic.create_model`: required unless nullable."""
         typ = self.request_type()
         return (typ | None, None) if self.nullable else (typ, ...)
+
+    def request_column(self, column: list[Any]) -> tuple[list[Any], np.ndarray] | None:
+        """One feature of a whole batch of JSON-decoded requests at once, when every value
+        is plainly what `request_type` takes: (the values as the request model dumps them,
+        the model's column as `to_model_frame` types it). None at the first doubt, so the
+        caller lets the request model judge (and word the error); never a value that model
+        would refuse or convert differently."""
+        kinds = set(map(type, column))
+        null = NoneType in kinds
+        if null and not self.nullable:
+            return None
+        if self.numeric:
+            if not kinds <= {int, float, NoneType}:  # bool is its own type: refused here
+                return None
+            array = np.array(
+                [math.nan if v is None else v for v in column] if null else column, np.float64
+            )
+            present = array[~np.isnan(array)] if null else array
+            feature = self.feature
+            if (
+                np.isinf(present).any()
+                or (feature.min is not None and (present < feature.min).any())
+                or (feature.max is not None and (present > feature.max).any())
+                or (feature.integer and (np.mod(present, 1) != 0).any())
+            ):
+                return None
+            dumped = array.tolist()  # floats, as the model's strict float field gives them
+            if null:
+                dumped = [None if v is None else d for v, d in zip(column, dumped, strict=True)]
+            return dumped, array
+        if not kinds <= {str, NoneType}:
+            return None
+        given = set(column)
+        given.discard(None)
+        if self.open:
+            if any(not 1 <= len(v) <= CATEGORY_LEN for v in given):
+                return None
+        elif not given <= set(self.categories):
+            return None
+        model = column
+        if null:
+            model = [MISSING if v is None else v for v in column]
+        return column, np.array(model, dtype=object)
 
     def example(self) -> Any:
         """A valid value: a quarter into the range (whole if it must be), or the first
