@@ -5,7 +5,10 @@ database: in the service process (encoding, the driver) and in `mariadbd` (parsi
 JSON_TABLE, InnoDB and its four indexes). This measures both for the paths
 `PredictionLog.write` can take, on a database of its own (dropped after):
 
-* `json_table`: the shipped path, one JSON document per batch (hex-encoded under PyMySQL);
+* `load_data`: the shipped path on MariaDB/MySQL, `LOAD DATA LOCAL INFILE` of the batch
+  written as a tab-separated temporary file;
+* `json_table`: the path before it (and where the server refuses local files), one JSON
+  document per batch (hex-encoded under PyMySQL);
 * `json_table_plain`: the same under PyMySQL without the hex encoding (what it replaced);
 * `executemany`: the generic multi-row INSERT the other databases use;
 * `JSON fields first`: the shipped path with `features` first in each row object, the
@@ -113,23 +116,28 @@ def main() -> None:
             for driver in ("pymysql", "mysqldb")
         }
         stores["pymysql"].init([])
-        logs = {driver: PredictionLog(store) for driver, store in stores.items()}
-        plain = PredictionLog(FeatureStore(SERVER + f"/{db}"))
+        bulk = {driver: PredictionLog(store, bulk_load=True) for driver, store in stores.items()}
+        logs = {driver: PredictionLog(store, bulk_load=False) for driver, store in stores.items()}
+        plain = PredictionLog(FeatureStore(SERVER + f"/{db}"), bulk_load=False)
         plain._hex_documents = False  # the PyMySQL path before hex documents
         paths: dict[str, Callable[[list[dict[str, Any]]], int]] = {
-            "pymysql json_table (shipped)": logs["pymysql"].write,
+            "pymysql load_data (shipped)": bulk["pymysql"].write,
+            "mysqldb load_data (shipped)": bulk["mysqldb"].write,
+            "pymysql json_table": logs["pymysql"].write,
             "pymysql json_table_plain": plain.write,
             "pymysql executemany": lambda b: logs["pymysql"]._write_executemany(
                 [encode_row(r) for r in b]
             ),
-            "mysqldb json_table (shipped)": logs["mysqldb"].write,
+            "mysqldb json_table": logs["mysqldb"].write,
             FIELDS_FIRST: logs["mysqldb"].write,
             "mysqldb executemany": lambda b: logs["mysqldb"]._write_executemany(
                 [encode_row(r) for r in b]
             ),
         }
-        for log in (*logs.values(), plain):
+        for log in (*bulk.values(), *logs.values(), plain):
             log.write(make_rows(10, rng))  # connect, and ask for JSON_TABLE
+        if not all(log.bulk_load for log in bulk.values()):
+            raise SystemExit("the server refuses LOAD DATA LOCAL INFILE: no bulk path to time")
         for repeat in range(args.repeats):
             for name, write in paths.items():
                 rows = make_rows(args.rows, rng)
@@ -141,6 +149,8 @@ def main() -> None:
                 print(f"[{repeat + 1}] {name:30} {result['rows_s']:8,.0f} rows/s  "
                       f"server {result['server_us']:5.1f} us/row  "
                       f"client {result['client_us']:5.1f} us/row", flush=True)  # fmt: skip
+        if not all(log.bulk_load for log in bulk.values()):
+            raise SystemExit("the bulk path fell back to INSERT during the runs: not timed")
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))

@@ -65,10 +65,20 @@ def unsupported_url_error(url: URL, exc: Exception) -> CtloopError:
 _SCHEMA_ERRORS = (1050, 1051, 1054, 1059, 1060, 1061, 1103, 1146)
 
 
-def make_engine(url: URL) -> Engine:
+# what lets a driver's connection send a local file the server asks for (LOAD DATA LOCAL
+# INFILE); off by default in both drivers, and only the log's bulk path turns it on
+LOCAL_FILES_ARGS: dict[str, dict[str, Any]] = {
+    "pymysql": {"local_infile": True},
+    "mysqldb": {"local_infile": 1},
+}
+
+
+def make_engine(url: URL, local_files: bool = False) -> Engine:
     """A pooled engine tuned per backend: WAL for the embedded SQLite file (readers never
     wait for the log writer), pre-ping and recycling for a server that drops idle
-    connections, and a short connect timeout so an outage is reported, not waited out."""
+    connections, and a short connect timeout so an outage is reported, not waited out.
+    `local_files`: its connections may send local files (MariaDB/MySQL drivers in
+    LOCAL_FILES_ARGS only)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.database and url.database != ":memory:":
@@ -86,6 +96,8 @@ def make_engine(url: URL) -> Engine:
     connect_args: dict[str, Any] = {}
     if backend in MYSQL_DIALECTS and url.get_driver_name() == "pymysql":
         connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
+    if local_files:
+        connect_args.update(LOCAL_FILES_ARGS[url.get_driver_name()])
     return sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
 
 
@@ -110,6 +122,7 @@ class Database:
 
     replica: ReadSource | None = None
     """Where `read_connect` reads when it may (set by `FeatureStore` from its read URL)."""
+    _local_files_engine: Engine | None = None
 
     def __init__(self, url: str | URL) -> None:
         self.url = make_url(url)
@@ -172,6 +185,23 @@ class Database:
         with source.connect() as conn:
             yield conn
 
+    @property
+    def can_send_local_files(self) -> bool:
+        """Whether `local_files_begin` exists here: MariaDB/MySQL through PyMySQL or
+        mysqlclient."""
+        return self.dialect in MYSQL_DIALECTS and self.url.get_driver_name() in LOCAL_FILES_ARGS
+
+    @contextlib.contextmanager
+    def local_files_begin(self) -> Iterator[Connection]:
+        """A transaction on a connection that may send local files to the server (LOAD
+        DATA LOCAL INFILE), from a second pool opened on first use. Only the prediction
+        log's bulk path asks for one, so no other connection of the process can be asked
+        for a file by the server."""
+        if self._local_files_engine is None:
+            self._local_files_engine = make_engine(self.url, local_files=True)
+        with self._translate(), self._local_files_engine.begin() as conn:
+            yield conn
+
     def ping(self) -> None:
         """Fail fast with a clear message when the database cannot be reached."""
         with self.connect() as conn:
@@ -180,6 +210,8 @@ class Database:
     def dispose(self) -> None:
         """Close the pool's connections (a worker's shutdown, a test's teardown)."""
         self.engine.dispose()
+        if self._local_files_engine is not None:
+            self._local_files_engine.dispose()
         if self.replica is not None:
             self.replica.dispose()
 
