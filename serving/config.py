@@ -67,9 +67,9 @@ class ServingConfig(BaseSettings):
     )
     poll_seconds: float = Field(default=30, gt=0, description="registry poll interval")
     log_mode: LogMode = Field(default="async", description="async | off | sync (benchmarks)")
-    log_batch_size: int = Field(default=500, ge=1, description="rows per log insert")
+    log_batch_size: int = Field(default=2_000, ge=1, description="rows per log insert")
     log_flush_seconds: float = Field(default=1.0, gt=0, description="max wait to fill a batch")
-    log_queue_max: int = Field(default=10_000, ge=1, description="rows held in memory")
+    log_queue_max: int = Field(default=20_000, ge=1, description="rows held in memory")
     log_retry_seconds: float = Field(default=5.0, gt=0, description="database retry interval")
     journal: bool = Field(default=True, description="rows on disk before each answer")
     journal_fsync_seconds: float = Field(

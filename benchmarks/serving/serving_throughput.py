@@ -346,6 +346,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--driver", default="mysqldb", help="MariaDB driver: mysqldb | pymysql")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--log-batch-size", type=int, default=None,
+                        help="CTLOOP_SERVING_LOG_BATCH_SIZE of the logged modes (default: the "
+                        "service's)")  # fmt: skip
+    parser.add_argument("--log-queue-max", type=int, default=None,
+                        help="CTLOOP_SERVING_LOG_QUEUE_MAX of the logged modes")  # fmt: skip
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -429,6 +434,10 @@ def main() -> None:
                 else:
                     env["CTLOOP_SERVING_LOG_MODE"] = "async" if mode in LOGGED else mode
                     env["CTLOOP_SERVING_JOURNAL"] = str(mode != "nojournal").lower()
+                    if args.log_batch_size is not None:
+                        env["CTLOOP_SERVING_LOG_BATCH_SIZE"] = str(args.log_batch_size)
+                    if args.log_queue_max is not None:
+                        env["CTLOOP_SERVING_LOG_QUEUE_MAX"] = str(args.log_queue_max)
                     db = dbs.get(mode, dbs["async"])
                     env["FEATURE_STORE_URL"] = f"{server_url}/{db}"
                     cmd = bentoml_command(port)
@@ -563,7 +572,10 @@ def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace)
         "- server CPU = user+system time of the server's process tree per answered record",
         "- command: `uv run python benchmarks/serving/serving_throughput.py "
         f"--duration {args.duration:g} --runs {args.runs} --batch-size {args.batch_size} "
-        f"--driver {args.driver}`",
+        f"--driver {args.driver} --modes {','.join(results)}"
+        + (f" --log-batch-size {args.log_batch_size}" if args.log_batch_size else "")
+        + (f" --log-queue-max {args.log_queue_max}" if args.log_queue_max else "")
+        + "`",
         "",
         "Sustained = records answered / (load time + time the prediction log took to catch "
         "up afterwards): the rate a service can keep up for hours, and the headline figure.",

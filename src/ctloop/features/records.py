@@ -104,10 +104,13 @@ def entity_of(view: FeatureView, values: Mapping[str, Any]) -> str | None:
     return None if value is None else str(value)[:ENTITY_LEN]
 
 
-def logged_features(view: FeatureView, values: Mapping[str, Any]) -> dict[str, Any]:
+def logged_features(
+    view: FeatureView, values: Mapping[str, Any], names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The features JSON of a prediction log row: every feature, plus the event date when
-    the client sent one (ISO text, so the row stays JSON)."""
-    out = {name: values.get(name) for name in view.feature_names}
+    the client sent one (ISO text, so the row stays JSON). `names`: the view's feature
+    names, for a caller that logs many records (the view builds that list on each ask)."""
+    out = {name: values.get(name) for name in (names or view.feature_names)}
     day = values.get(view.event_date)
     if day is not None:
         out[view.event_date] = day.isoformat() if isinstance(day, dt.date) else str(day)
