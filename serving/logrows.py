@@ -57,8 +57,8 @@ def log_rows(
     `probabilities` the class probabilities, empty for regression; `features` the features
     as used, with `_from_store` naming those an online view took from the store.
     """
-    names = view.feature_names
-    logged = [logged_features(view, rec, names) for rec in values]
+    feature_names = view.feature_names
+    logged = [logged_features(view, rec, feature_names) for rec in values]
     for features, names in zip(logged, from_store or (), strict=False):
         if names:
             features[FROM_STORE] = list(names)

@@ -3,7 +3,8 @@
 It must store exactly what the INSERT path stores (every column, byte for byte, also for
 text full of the characters LOAD DATA treats specially), never store a request twice, and
 hand a batch to the INSERT path whenever it cannot take it: a server that refuses local
-files (from then on), a temporary folder that cannot be written. Whether a batch really
+files or fails the load (from then on), a temporary folder that cannot be written. The
+bulk connections send only the file a statement names. Whether a batch really
 went through LOAD DATA is read from the server's own statement counter (`Com_load`), so
 a bulk path that silently never runs fails here.
 """
@@ -15,11 +16,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from ctloop.predlog.store import PredictionLog
+from ctloop.errors import StoreUnavailableError
+from ctloop.predlog.store import PredictionLog, _tsv_line
 from ctloop.store.features import FeatureStore
+from ctloop.store.localfiles import FILE_REFUSED
 from tests.support.databases import MARIADB_SERVER
 
 pytestmark = pytest.mark.mariadb
@@ -138,7 +142,52 @@ def test_a_temporary_folder_that_cannot_be_written_costs_the_bulk_path_not_a_row
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
     before = loads()
     assert log.write(rows(10)) == 10
-    assert loads() == before and log.bulk_load  # this batch inserted; the next may load
+    assert loads() == before and log.bulk_load  # this batch inserted; the path is kept
     monkeypatch.undo()
+    assert log.write(rows(10)) == 10  # within the minute's pause: INSERT, no new attempt
+    assert loads() == before
+    log._spool_retry_at = 0.0  # the minute has passed
     assert log.write(rows(10)) == 10
     assert loads() == before + 1
+    assert log.count() == 30
+
+
+def test_only_the_named_file_is_ever_sent(store: FeatureStore, tmp_path: Any) -> None:
+    """A server asking for another file than the statement's (a rogue server, or a
+    man in the middle) gets nothing: error 2068, no row from that file."""
+    named, secret = tmp_path / "batch.tsv", tmp_path / "secret.tsv"
+    named.write_text("1\n")
+    secret.write_text("42\n")
+    with store.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE bulk_probe (n INT)"))
+    with (
+        pytest.raises(StoreUnavailableError) as refused,
+        store.local_file_begin(str(named)) as conn,
+    ):
+        conn.exec_driver_sql("LOAD DATA LOCAL INFILE %s INTO TABLE bulk_probe", (str(secret),))
+    assert refused.value.__cause__.orig.args[0] == FILE_REFUSED  # type: ignore[union-attr]
+    with store.local_file_begin(str(named)) as conn:  # the pool's connection still works
+        conn.exec_driver_sql("LOAD DATA LOCAL INFILE %s INTO TABLE bulk_probe", (str(named),))
+    with store.connect() as conn:
+        assert [r[0] for r in conn.execute(sa.text("SELECT n FROM bulk_probe"))] == [1]
+
+
+def test_a_load_failing_for_another_reason_gets_inserts_from_then_on(
+    store: FeatureStore,
+) -> None:
+    log = PredictionLog(store, bulk_load=True)
+    log._load_sql = (  # a statement the server fails (a column the table lacks)
+        "LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE prediction_log (no_such_column)"
+    )
+    assert log.write(rows(12)) == 12
+    assert not log.bulk_load
+    assert log.count() == 12
+
+
+def test_values_are_written_as_the_drivers_bind_them() -> None:
+    line = _tsv_line(
+        {"a": np.float64(1.5), "b": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+         "c": dt.datetime(2026, 1, 2, 3, 4, 5, 6), "d": 1e-7},
+        ["a", "b", "c", "d"],
+    )  # fmt: skip
+    assert line == "1.5\t2026-01-02 03:04:05.000000\t2026-01-02 03:04:05.000006\t1e-07\n"

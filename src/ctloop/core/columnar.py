@@ -29,7 +29,6 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ctloop.core.predictor import to_model_frame
 from ctloop.features.records import ENTITY_INT_MAX
 from ctloop.features.schema import schema_of
 from ctloop.features.spec import ENTITY_LEN
@@ -73,25 +72,17 @@ class CheckedBatch(Sequence[dict[str, Any]]):
     def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
 
     def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        return self.values[index]
+        if self._values is not None or isinstance(index, int):
+            return self.values[index]
+        names = list(self.columns)  # a slice (the first few records): only those built
+        columns = list(self.columns.values())
+        return [
+            dict(zip(names, (column[i] for column in columns), strict=True))
+            for i in range(len(self))[index]
+        ]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.values)
-
-    def head(self, n: int) -> list[dict[str, Any]]:
-        """The first `n` records' dumps, without building the others."""
-        if self._values is not None:
-            return self._values[:n]
-        names = list(self.columns)
-        rows = zip(*(c[:n] for c in self.columns.values()), strict=True)
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-    @classmethod
-    def of_values(cls, view: FeatureView, values: list[dict[str, Any]]) -> CheckedBatch:
-        """A batch the request model has already validated (and dumped)."""
-        frame = to_model_frame(view, pd.DataFrame.from_records(values))
-        names = list(values[0]) if values else []
-        return cls({n: [v[n] for v in values] for n in names}, frame, values)
 
 
 def checked_batch(view: FeatureView, body: bytes, max_records: int) -> CheckedBatch | None:

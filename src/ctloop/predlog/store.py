@@ -19,7 +19,9 @@ import json
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -28,7 +30,6 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from ctloop.errors import StoreUnavailableError
 from ctloop.predlog.row import JSON_FIELDS, encode_row
 from ctloop.settings import get_settings
 from ctloop.store import tables
@@ -55,6 +56,7 @@ JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half
 # the server or the client will not send local files: MariaDB's "local infile capability
 # disabled", MySQL's "command not allowed", "local files disabled", "rejected by the client"
 LOCAL_FILES_REFUSED = frozenset({4166, 1148, 3948, 2068})
+SPOOL_RETRY_SECONDS = 60  # after a temporary file failed, INSERT this long before a retry
 # a value LOAD DATA would read as something else: its escape character, the field and line
 # terminators, and NUL
 _TSV_SPECIAL = re.compile(r"[\\\t\n\r\x00]")
@@ -72,6 +74,8 @@ class PredictionLog:
             bulk_load = get_settings().log_bulk_load
         self.bulk_load = bulk_load and db.can_send_local_files
         self._load_sql: str | None = None
+        self._spool_dir: Path | None = None  # a 0700 folder of this log's own, made on use
+        self._spool_retry_at = 0.0  # after a failed spool file, INSERT until then
         self._json_table: bool | None = None  # does the server have JSON_TABLE (MariaDB)?
         self._json_table_sql: str | None = None
         self._hex_documents = db.engine.dialect.driver == "pymysql"
@@ -132,47 +136,69 @@ class PredictionLog:
 
     def _write_load_data(self, rows: Sequence[dict[str, Any]]) -> int | None:
         """The batch through `LOAD DATA LOCAL INFILE ... IGNORE` from a temporary file
-        (0600, deleted after): the server parses plain tab-separated text, no SQL and no
-        JSON, and skips stored request ids. None when this path cannot take the batch: a
-        temporary file that cannot be written (the next path takes it, nothing is lost), a
-        text UTF-8 cannot hold (a lone surrogate; request JSON cannot carry one, the next
-        path decides as it always did), or the server refusing local files (then never
-        again in this process). An outage raises, as on every path."""
-        names = self._load_columns()
-        try:
-            data = "".join([_tsv_line(encode_row(row), names) for row in rows]).encode()
-        except UnicodeEncodeError:
+        (0600 in a 0700 folder, deleted after): the server parses plain tab-separated
+        text, no SQL and no JSON, and skips stored request ids. None when this path cannot
+        take the batch, which the next path then writes (nothing is lost): a temporary
+        file that cannot be written (then INSERT for a minute), a text UTF-8 cannot hold (a
+        lone surrogate: request JSON cannot carry one), or the server refusing the load
+        (then INSERT for the rest of the process). An outage raises, as on every path."""
+        if time.monotonic() < self._spool_retry_at:
             return None
         try:
-            spool = _spooled(data)
+            spool = self._spool()
         except OSError as exc:  # a full or read-only temporary folder
-            log.warning("prediction log: no bulk load for this batch (%s)", exc)
-            return None
+            return self._pause_bulk(exc)
         with spool:  # deleted on close
+            names = self._load_columns()
+            try:
+                data = "".join([_tsv_line(encode_row(row), names) for row in rows]).encode()
+            except UnicodeEncodeError:
+                return None
+            try:
+                spool.write(data)
+                spool.flush()
+            except OSError as exc:  # the folder filled up
+                return self._pause_bulk(exc)
             return self._load_file(spool.name)
 
+    def _pause_bulk(self, exc: OSError) -> None:
+        """A temporary file failed: INSERT for SPOOL_RETRY_SECONDS, said once."""
+        self._spool_retry_at = time.monotonic() + SPOOL_RETRY_SECONDS
+        log.warning("prediction log: a temporary file for the bulk load failed (%s); writing "
+                    "with INSERT for %d s", exc, SPOOL_RETRY_SECONDS)  # fmt: skip
+
+    def _spool(self) -> IO[bytes]:
+        """A new, empty temporary file for one batch (0600, deleted on close)."""
+        if self._spool_dir is None or not self._spool_dir.is_dir():
+            self._spool_dir = Path(tempfile.mkdtemp(prefix="ctloop-log-"))  # 0700
+        return tempfile.NamedTemporaryFile(dir=self._spool_dir, suffix=".tsv")
+
     def _load_file(self, path: str) -> int | None:
+        """Load one spooled batch; None (and no bulk path from now on) when the server
+        refuses it for any reason but a lost connection, which is an outage."""
         if self._load_sql is None:
+            # separators as hex literals: the same statement under any sql_mode
+            # (NO_BACKSLASH_ESCAPES would change what '\t' means)
             self._load_sql = (
                 "LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE "
-                f"{self.table.name} CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' "
-                "ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                f"{self.table.name} CHARACTER SET utf8mb4 FIELDS TERMINATED BY X'09' "
+                "ESCAPED BY X'5C' LINES TERMINATED BY X'0A' "
                 f"({', '.join(self._load_columns())})"
             )
-        try:
-            with self.db.local_files_begin() as conn:
-                try:
-                    return max(conn.exec_driver_sql(self._load_sql, (path,)).rowcount, 0)
-                except sa.exc.DBAPIError as exc:
-                    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-                    if code not in LOCAL_FILES_REFUSED:
-                        raise
-                    refused = exc
-        except StoreUnavailableError:
-            raise
+        with self.db.local_file_begin(path) as conn:
+            try:
+                return max(conn.exec_driver_sql(self._load_sql, (path,)).rowcount, 0)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:  # an outage: the writer keeps the rows
+                    raise
+                failure = exc
         self.bulk_load = False
-        log.warning("prediction log: the server refuses LOAD DATA LOCAL INFILE (%s); "
-                    "writing with INSERT from now on", refused.orig)  # fmt: skip
+        self.db.dispose_local_files()
+        reason = failure.orig if failure.orig is not None else failure
+        code = failure.orig.args[0] if failure.orig is not None and failure.orig.args else None
+        why = "refuses local files" if code in LOCAL_FILES_REFUSED else "failed the bulk load"
+        log.warning("prediction log: the server %s (%s); writing with INSERT from now on",
+                    why, reason)  # fmt: skip
         return None
 
     def _load_columns(self) -> list[str]:
@@ -382,18 +408,6 @@ def in_sample(ids: pd.Series, fraction: float) -> np.ndarray:
     return _hashed(ids.to_numpy(dtype=np.int64)) < _threshold(fraction)
 
 
-def _spooled(data: bytes) -> IO[bytes]:
-    """`data` in a new temporary file (0600, deleted on close), written and flushed."""
-    spool = tempfile.NamedTemporaryFile(prefix="ctloop-log-", suffix=".tsv")  # noqa: SIM115
-    try:
-        spool.write(data)
-        spool.flush()
-    except OSError:
-        spool.close()
-        raise
-    return spool
-
-
 def _tsv_line(row: dict[str, Any], names: Sequence[str]) -> str:
     r"""One row as LOAD DATA reads it: tab-separated, `\N` for NULL, the escape character,
     tab, newline, carriage return and NUL escaped (the caller encodes it as UTF-8)."""
@@ -403,10 +417,10 @@ def _tsv_line(row: dict[str, Any], names: Sequence[str]) -> str:
         if value is None:
             fields.append("\\N")
             continue
-        if isinstance(value, dt.datetime):
-            text = value.isoformat(" ")
+        if isinstance(value, dt.datetime):  # as the drivers bind one: no zone, microseconds
+            text = value.strftime("%Y-%m-%d %H:%M:%S.%f")
         elif isinstance(value, float):
-            text = repr(value)
+            text = float.__repr__(value)  # a numpy float's repr is "np.float64(...)"
         else:
             text = str(value)
         if _TSV_SPECIAL.search(text):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from sqlalchemy.exc import NoSuchModuleError, OperationalError, ProgrammingError
 
 from ctloop.errors import CtloopError, StoreUnavailableError
 from ctloop.redact import redact
+from ctloop.store.localfiles import OneFileConnection
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +67,10 @@ def unsupported_url_error(url: URL, exc: Exception) -> CtloopError:
 _SCHEMA_ERRORS = (1050, 1051, 1054, 1059, 1060, 1061, 1103, 1146)
 
 
-# what lets a driver's connection send a local file the server asks for (LOAD DATA LOCAL
-# INFILE); off by default in both drivers, and only the log's bulk path turns it on
-LOCAL_FILES_ARGS: dict[str, dict[str, Any]] = {
-    "pymysql": {"local_infile": True},
-    "mysqldb": {"local_infile": 1},
-}
-
-
-def make_engine(url: URL, local_files: bool = False) -> Engine:
+def make_engine(url: URL) -> Engine:
     """A pooled engine tuned per backend: WAL for the embedded SQLite file (readers never
     wait for the log writer), pre-ping and recycling for a server that drops idle
-    connections, and a short connect timeout so an outage is reported, not waited out.
-    `local_files`: its connections may send local files (MariaDB/MySQL drivers in
-    LOCAL_FILES_ARGS only)."""
+    connections, and a short connect timeout so an outage is reported, not waited out."""
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.database and url.database != ":memory:":
@@ -96,9 +88,35 @@ def make_engine(url: URL, local_files: bool = False) -> Engine:
     connect_args: dict[str, Any] = {}
     if backend in MYSQL_DIALECTS and url.get_driver_name() == "pymysql":
         connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
-    if local_files:
-        connect_args.update(LOCAL_FILES_ARGS[url.get_driver_name()])
     return sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
+
+
+def local_files_engine(url: URL) -> Engine:
+    """An engine on the same MariaDB/MySQL database whose connections may send one named
+    local file each (`ctloop.store.localfiles`): PyMySQL whatever the URL's driver, one
+    pooled connection (the log writer's thread), two more on overflow."""
+    pymysql_url = url.set(drivername=f"{url.get_backend_name()}+pymysql")
+    engine = sa.create_engine(
+        pymysql_url,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        pool_size=1,
+        max_overflow=2,
+        connect_args={"connect_timeout": 5, "charset": "utf8mb4"},
+    )
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _one_file_connection(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return OneFileConnection(*cargs, **cparams)
+
+    return engine
+
+
+def _allowing(conn: Connection, path: str) -> contextlib.AbstractContextManager[None]:
+    dbapi = conn.connection.dbapi_connection
+    if not isinstance(dbapi, OneFileConnection):  # only local_files_engine's connections
+        raise TypeError(f"not a one-file connection: {type(dbapi).__name__}")
+    return dbapi.allow(path)
 
 
 class ReadSource(Protocol):
@@ -122,10 +140,11 @@ class Database:
 
     replica: ReadSource | None = None
     """Where `read_connect` reads when it may (set by `FeatureStore` from its read URL)."""
-    _local_files_engine: Engine | None = None
 
     def __init__(self, url: str | URL) -> None:
         self.url = make_url(url)
+        self._local_files_engine: Engine | None = None
+        self._local_files_lock = threading.Lock()
         try:
             self.engine = make_engine(self.url)
         except (NoSuchModuleError, ImportError) as exc:
@@ -187,20 +206,28 @@ class Database:
 
     @property
     def can_send_local_files(self) -> bool:
-        """Whether `local_files_begin` exists here: MariaDB/MySQL through PyMySQL or
-        mysqlclient."""
-        return self.dialect in MYSQL_DIALECTS and self.url.get_driver_name() in LOCAL_FILES_ARGS
+        """Whether `local_file_begin` exists here: a MariaDB/MySQL database."""
+        return self.dialect in MYSQL_DIALECTS
 
     @contextlib.contextmanager
-    def local_files_begin(self) -> Iterator[Connection]:
-        """A transaction on a connection that may send local files to the server (LOAD
-        DATA LOCAL INFILE), from a second pool opened on first use. Only the prediction
-        log's bulk path asks for one, so no other connection of the process can be asked
-        for a file by the server."""
-        if self._local_files_engine is None:
-            self._local_files_engine = make_engine(self.url, local_files=True)
-        with self._translate(), self._local_files_engine.begin() as conn:
+    def local_file_begin(self, path: str) -> Iterator[Connection]:
+        """A transaction whose connection sends the server this one local file if it asks
+        for it (LOAD DATA LOCAL INFILE), and no other (`ctloop.store.localfiles`), from a
+        small pool of its own opened on first use: no other connection of the process
+        can be asked for a file."""
+        with self._local_files_lock:
+            if self._local_files_engine is None:
+                self._local_files_engine = local_files_engine(self.url)
+            engine = self._local_files_engine
+        with self._translate(), engine.begin() as conn, _allowing(conn, path):
             yield conn
+
+    def dispose_local_files(self) -> None:
+        """Close the local-file pool (the server refuses local files: no more use)."""
+        with self._local_files_lock:
+            engine, self._local_files_engine = self._local_files_engine, None
+        if engine is not None:
+            engine.dispose()
 
     def ping(self) -> None:
         """Fail fast with a clear message when the database cannot be reached."""
@@ -210,8 +237,7 @@ class Database:
     def dispose(self) -> None:
         """Close the pool's connections (a worker's shutdown, a test's teardown)."""
         self.engine.dispose()
-        if self._local_files_engine is not None:
-            self._local_files_engine.dispose()
+        self.dispose_local_files()
         if self.replica is not None:
             self.replica.dispose()
 
