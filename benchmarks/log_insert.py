@@ -6,7 +6,8 @@ JSON_TABLE, InnoDB and its four indexes). This measures both for the paths
 `PredictionLog.write` can take, on a database of its own (dropped after):
 
 * `load_data`: the shipped path on MariaDB/MySQL, `LOAD DATA LOCAL INFILE` of the batch
-  written as a tab-separated temporary file;
+  written as a tab-separated temporary file (on PyMySQL connections of its own whatever
+  the store URL's driver: `ctloop.store.localfiles`);
 * `json_table`: the path before it (and where the server refuses local files), one JSON
   document per batch (hex-encoded under PyMySQL);
 * `json_table_plain`: the same under PyMySQL without the hex encoding (what it replaced);
@@ -116,13 +117,12 @@ def main() -> None:
             for driver in ("pymysql", "mysqldb")
         }
         stores["pymysql"].init([])
-        bulk = {driver: PredictionLog(store, bulk_load=True) for driver, store in stores.items()}
+        bulk = {"pymysql": PredictionLog(stores["pymysql"], bulk_load=True)}
         logs = {driver: PredictionLog(store, bulk_load=False) for driver, store in stores.items()}
         plain = PredictionLog(FeatureStore(SERVER + f"/{db}"), bulk_load=False)
         plain._hex_documents = False  # the PyMySQL path before hex documents
         paths: dict[str, Callable[[list[dict[str, Any]]], int]] = {
-            "pymysql load_data (shipped)": bulk["pymysql"].write,
-            "mysqldb load_data (shipped)": bulk["mysqldb"].write,
+            "load_data (shipped)": bulk["pymysql"].write,
             "pymysql json_table": logs["pymysql"].write,
             "pymysql json_table_plain": plain.write,
             "pymysql executemany": lambda b: logs["pymysql"]._write_executemany(

@@ -18,8 +18,10 @@ import datetime as dt
 import json
 import logging
 import re
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -171,6 +173,8 @@ class PredictionLog:
         """A new, empty temporary file for one batch (0600, deleted on close)."""
         if self._spool_dir is None or not self._spool_dir.is_dir():
             self._spool_dir = Path(tempfile.mkdtemp(prefix="ctloop-log-"))  # 0700
+            # removed with this log object (or at exit): one empty folder per process
+            weakref.finalize(self, shutil.rmtree, self._spool_dir, ignore_errors=True)
         return tempfile.NamedTemporaryFile(dir=self._spool_dir, suffix=".tsv")
 
     def _load_file(self, path: str) -> int | None:

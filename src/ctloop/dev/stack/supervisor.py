@@ -45,6 +45,9 @@ from ctloop.errors import CtloopError
 
 logger = logging.getLogger(__name__)
 
+# circusd's answer while its arbiter is busy with another command (circus.util.synchronized)
+ARBITER_BUSY = "arbiter is already running"
+BUSY_RETRY_SECONDS = 0.2
 UNIX_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 
 
@@ -179,19 +182,32 @@ class Supervisor:
         )
 
     def _call(self, command: str, timeout: float = 10, **props: Any) -> dict[str, Any]:
+        """One command to circusd. The arbiter runs one command at a time and refuses
+        another while one is in progress ("arbiter is already running watcher_start
+        command", e.g. still starting the service added just before): that refusal is
+        asked again until `timeout`, every other one raises."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self._call_once(command, timeout, props)
+            busy = ARBITER_BUSY in str(answer.get("reason", ""))
+            if answer.get("status") == "ok" or not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(BUSY_RETRY_SECONDS)
+        if answer.get("status") != "ok":
+            raise CtloopError(f"circusd refused {command} {props.get('name', '')}: "
+                              f"{answer.get('reason')}")  # fmt: skip
+        return answer
+
+    def _call_once(self, command: str, timeout: float, props: dict[str, Any]) -> dict[str, Any]:
         client = CircusClient(endpoint=self.endpoint, timeout=timeout)
         try:
-            answer = client.call({"command": command, "properties": props})
+            return dict(client.call({"command": command, "properties": props}))
         except CallError as exc:
             raise CtloopError(
                 f"circusd on {self.endpoint} did not answer {command}: {exc}"
             ) from exc
         finally:
             client.stop()
-        if answer.get("status") != "ok":
-            raise CtloopError(f"circusd refused {command} {props.get('name', '')}: "
-                              f"{answer.get('reason')}")  # fmt: skip
-        return answer
 
     # ---- services
 
