@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ctloop.core.columnar import CheckedBatch, checked_batch
+from ctloop.core.columnar import ColumnarBatch, checked_batch
 from ctloop.errors import StoreUnavailableError
 from ctloop.features.records import entity_of, record_model
 from ctloop.features.view import load_view
@@ -122,9 +122,10 @@ class BatchInput(bentoml.IODescriptor):
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> BatchInput:
         """A plain batch is checked a column at a time and reaches the API as a
-        `CheckedBatch` (`ctloop.core.columnar`: ~4x less CPU per record than one pydantic
-        record each); anything else goes through BentoML's validation as before, so every
-        refusal is the same 400 naming the record and the field."""
+        `ColumnarBatch` (`ctloop.core.columnar`: half the CPU per record of one pydantic
+        record each, and a frame CatBoost reads 4x faster than lists); anything else goes
+        through BentoML's validation as before, so every refusal is the same 400 naming
+        the record and the field."""
         checked = checked_batch(VIEW, await request.body(), MAX_BATCH)  # body is cached
         if checked is not None:
             return cls.model_construct(records=checked)
@@ -291,10 +292,10 @@ class ModelService:
         if model is None:
             return _error(503, "no model loaded yet; see /metadata", **{"Retry-After": "5"})
         start = time.perf_counter()
-        # `records` is a CheckedBatch when BatchInput.from_http_request checked the body a
+        # `records` is a ColumnarBatch when BatchInput.from_http_request checked the body a
         # column at a time (the plain case), else the request model's validated records
         from_store = None
-        columnar = isinstance(records, CheckedBatch)
+        columnar = isinstance(records, ColumnarBatch)
         self.metrics.batch_records.labels(
             validation="columnar" if columnar else "request_model"
         ).inc(len(records))

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from ctloop.core.columnar import CheckedBatch, checked_batch
+from ctloop.core.columnar import ColumnarBatch, checked_batch
 from ctloop.core.predictor import to_model_frame
 from ctloop.features.records import ENTITY_INT_MAX, example_record, record_model
 from ctloop.features.schema import FeatureRule, schema_of
@@ -127,7 +127,7 @@ def model_verdict(view: FeatureView, batch: list[Any]) -> list[dict[str, Any]] |
         return None
 
 
-def assert_same(view: FeatureView, fast: CheckedBatch, expected: list[dict[str, Any]]) -> None:
+def assert_same(view: FeatureView, fast: ColumnarBatch, expected: list[dict[str, Any]]) -> None:
     assert fast[:2] == expected[:2] and fast[1:] == expected[1:]  # before the list is built
     assert fast.values == expected
     assert list(fast) == expected and fast[-1] == expected[-1] and len(fast) == len(expected)

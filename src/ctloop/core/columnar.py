@@ -37,21 +37,16 @@ from ctloop.features.view import FeatureView
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-class CheckedBatch(Sequence[dict[str, Any]]):
+class ColumnarBatch(Sequence[dict[str, Any]]):
     """Validated records twice over: `columns`, each field's values as the request model
     dumps them, and `frame`, typed as the model was trained on them. As a sequence it is
     the records' dumps, what the log, the shadow and the canary read; those dicts are
     built on first use, so an unlogged service never pays for them."""
 
-    def __init__(
-        self,
-        columns: dict[str, list[Any]],
-        frame: pd.DataFrame,
-        values: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, columns: dict[str, list[Any]], frame: pd.DataFrame) -> None:
         self.columns = columns
         self.frame = frame
-        self._values = values
+        self._values: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -60,9 +55,7 @@ class CheckedBatch(Sequence[dict[str, Any]]):
     def values(self) -> list[dict[str, Any]]:
         """One dict per record, fields in the request model's order, as it dumps them."""
         if self._values is None:
-            names = list(self.columns)
-            rows = zip(*self.columns.values(), strict=True)
-            self._values = [dict(zip(names, row, strict=True)) for row in rows]
+            self._values = self._dicts(slice(None))
         return self._values
 
     @overload
@@ -74,18 +67,18 @@ class CheckedBatch(Sequence[dict[str, Any]]):
     def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if self._values is not None or isinstance(index, int):
             return self.values[index]
-        names = list(self.columns)  # a slice (the first few records): only those built
-        columns = list(self.columns.values())
-        return [
-            dict(zip(names, (column[i] for column in columns), strict=True))
-            for i in range(len(self))[index]
-        ]
+        return self._dicts(index)  # a slice: only its records built
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.values)
 
+    def _dicts(self, index: slice) -> list[dict[str, Any]]:
+        names = list(self.columns)
+        rows = zip(*(column[index] for column in self.columns.values()), strict=True)
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
-def checked_batch(view: FeatureView, body: bytes, max_records: int) -> CheckedBatch | None:
+
+def checked_batch(view: FeatureView, body: bytes, max_records: int) -> ColumnarBatch | None:
     """`{"records": [...]}` decoded and checked, or None when the request model must judge
     it (anything but the plain case, including every invalid body)."""
     if view.online is not None:  # features left out come from the store: the model fills
@@ -102,7 +95,7 @@ def checked_batch(view: FeatureView, body: bytes, max_records: int) -> CheckedBa
     return checked_records(view, records)
 
 
-def checked_records(view: FeatureView, records: Sequence[Any]) -> CheckedBatch | None:
+def checked_records(view: FeatureView, records: Sequence[Any]) -> ColumnarBatch | None:
     """JSON-decoded records checked column by column, or None (see `checked_batch`)."""
     rules = schema_of(view).features  # cheap: a few objects per batch
     fields = (view.entity, view.event_date, *(r.name for r in rules))  # the model's order
@@ -121,7 +114,7 @@ def checked_records(view: FeatureView, records: Sequence[Any]) -> CheckedBatch |
         if checked is None:
             return None
         dumped[rule.name], model[rule.name] = checked
-    return CheckedBatch(dumped, pd.DataFrame(model, copy=False))
+    return ColumnarBatch(dumped, pd.DataFrame(model, copy=False))
 
 
 def _feature_columns(records: Sequence[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:

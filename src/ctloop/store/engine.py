@@ -67,6 +67,11 @@ def unsupported_url_error(url: URL, exc: Exception) -> CtloopError:
 _SCHEMA_ERRORS = (1050, 1051, 1054, 1059, 1060, 1061, 1103, 1146)
 
 
+# PyMySQL's connection arguments for every engine: a short connect timeout (an outage is
+# reported, not waited out) and the 4-byte UTF-8 the tables use
+PYMYSQL_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5, "charset": "utf8mb4"}
+
+
 def make_engine(url: URL) -> Engine:
     """A pooled engine tuned per backend: WAL for the embedded SQLite file (readers never
     wait for the log writer), pre-ping and recycling for a server that drops idle
@@ -87,7 +92,7 @@ def make_engine(url: URL) -> Engine:
         return engine
     connect_args: dict[str, Any] = {}
     if backend in MYSQL_DIALECTS and url.get_driver_name() == "pymysql":
-        connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
+        connect_args = dict(PYMYSQL_CONNECT_ARGS)
     return sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
 
 
@@ -102,7 +107,7 @@ def local_files_engine(url: URL) -> Engine:
         pool_recycle=3600,
         pool_size=1,
         max_overflow=2,
-        connect_args={"connect_timeout": 5, "charset": "utf8mb4"},
+        connect_args=dict(PYMYSQL_CONNECT_ARGS),
     )
 
     @sa.event.listens_for(engine, "do_connect")
