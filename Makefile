@@ -83,6 +83,10 @@ bench-log: install ## Prediction-log inserts on MariaDB: rows/s, client and serv
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/log_insert.py
 
+bench-retention: install ## Retention of a 1M-row log day on MariaDB: partition drop vs chunked DELETE, a writer's wait
+	@bash scripts/ensure-mariadb.sh
+	$(RUN) python benchmarks/log_retention.py --rows 1000000 --runs 3
+
 bench-serving: install ## Serving throughput/latency (logged, unlogged, naive, mlflow); BATCH=100 records per batch
 	@bash scripts/ensure-mariadb.sh
 	$(RUN) python benchmarks/serving/serving_throughput.py --batch-size $(BATCH)

@@ -29,14 +29,28 @@ if TYPE_CHECKING:
 
 @cli.command("init-db")
 @click.argument("views", nargs=-1, metavar="[VIEW]...")
-def init_db(views: tuple[str, ...]) -> None:
+@click.option("--partition-log", is_flag=True,
+              help="Partition a prediction log made before day partitions existed (MariaDB/"
+                   "MySQL; copies the table once, writers wait meanwhile).")  # fmt: skip
+def init_db(views: tuple[str, ...], partition_log: bool) -> None:
     """Create the feature store tables (all views when none is named); safe to repeat."""
+    from ctloop.store import partitions  # (b) light CLI start
+
     names = list(views) or list_views()
     loaded = [view_named(n) for n in names]
     store = settings_store()
     converted = store.init(loaded)
     if converted:
         click.echo(f"converted to binary collation (keys compare as bytes): {', '.join(converted)}")
+    if partition_log:
+        click.echo("partitioning prediction_log by day (MariaDB copies the table) ...")
+        made = partitions.convert(store)
+        click.echo(f"prediction_log: {made} day partitions made" if made
+                   else "prediction_log: already partitioned (or not MariaDB/MySQL)")  # fmt: skip
+    elif partitions.unpartitioned_log(store):
+        click.echo("prediction_log is not partitioned by day (made by an older ctloop): "
+                   "retention deletes its rows one chunk at a time; `ctloop init-db "
+                   "--partition-log` converts it")  # fmt: skip
     click.echo(f"feature store {store.safe_url}: tables ready for {', '.join(names)}")
 
 
@@ -363,5 +377,10 @@ def prune_log(views: tuple[str, ...], keep_days: int | None, dry_run: bool) -> N
         done = retention.prune(log, fv, keep, now, dry_run=dry_run, progress=progress,
                                keep_from=reports.last_window_end(fv.name))  # fmt: skip
         verb = "would delete" if dry_run else "deleted"
+        dropped = (
+            f", {done.days_dropped} whole day{'s' * (done.days_dropped > 1)} dropped"
+            if done.days_dropped
+            else ""
+        )
         click.echo(f"{fv.name}: {verb} {done.deleted:,} rows logged before "
-                   f"{done.before:%Y-%m-%d} (keeping {keep} days)")  # fmt: skip
+                   f"{done.before:%Y-%m-%d} (keeping {keep} days{dropped})")  # fmt: skip

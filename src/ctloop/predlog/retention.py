@@ -2,9 +2,13 @@
 
 A log that only grows fills the disk and slows every read of it (at 300 requests/s a day
 holds 26M rows). Rows older than `keep_days` whole days (UTC midnight boundaries, so a
-day is kept or dropped whole) are deleted in chunks of `chunk_rows`, each in its own
-short transaction, so the serving writers' inserts never wait behind one long delete and
-an interrupted prune has deleted whole chunks, never half of one.
+day is kept or dropped whole) go. On MariaDB/MySQL the log is partitioned by day and an
+expired day that holds only this view's rows is dropped as a partition (its file removed,
+whatever its size; `ctloop.store.partitions`). Whatever is left (SQLite, a day other
+views share, rows older than the first day partition) is deleted in chunks of
+`chunk_rows`, each in its own short transaction, so the serving writers' inserts never
+wait behind one long delete and an interrupted prune has deleted whole chunks, never half
+of one.
 
 What the monitor and the live gate read sets a floor: live accuracy looks back
 `drift.accuracy_window_days`, a live trial reads its log since it began (at most
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
 from ctloop.predlog.store import PredictionLog
+from ctloop.store import partitions
 
 CHUNK_ROWS = 10_000
 
@@ -37,6 +42,7 @@ class Pruned:
     before: dt.datetime
     deleted: int
     dry_run: bool = False
+    days_dropped: int = 0  # of `deleted`, whole day partitions dropped (MariaDB/MySQL)
 
 
 def min_keep_days(view: FeatureView) -> int:
@@ -83,9 +89,14 @@ def prune(
         before = min(before, keep_from)
     if dry_run:
         return Pruned(view.name, before, log.count(view.name, before=before), dry_run=True)
-    deleted = 0
+    deleted = days = 0
+    for _day, n in partitions.drop_expired(log.db, view.name, before):
+        deleted, days = deleted + n, days + 1
+        if progress is not None:
+            progress(deleted)
     for n in log.delete_before(view.name, before, chunk_rows):
         deleted += n
         if progress is not None:
             progress(deleted)
-    return Pruned(view.name, before, deleted)
+    partitions.ensure_ahead(log.db)  # the days to come, while at it
+    return Pruned(view.name, before, deleted, days_dropped=days)

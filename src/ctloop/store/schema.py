@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
-from ctloop.store import tables
+from ctloop.store import partitions, tables
 from ctloop.store.engine import MYSQL_DIALECTS, Database
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,13 @@ class StoreSchema(Database):
         self._view_tables: dict[str, tuple[sa.Table, sa.Table]] = {}
         # the shared tables are created with the views' (one `ctloop init-db`); the
         # prediction log and the monitor read and write them through their own modules
-        tables.shared_tables(self.metadata)
+        # MariaDB/MySQL: the log partitioned by day (retention drops whole days)
+        by = (
+            partitions.partition_clause(partitions.days_ahead())
+            if self.dialect in MYSQL_DIALECTS
+            else None
+        )
+        tables.shared_tables(self.metadata, log_partition_by=by)
         tables.ingest_tables(self.metadata)
 
     def view_tables(self, view: FeatureView) -> tuple[sa.Table, sa.Table]:
@@ -61,7 +67,12 @@ class StoreSchema(Database):
             self.view_tables(view)
         self._create_tables()
         self.migrate_columns()
-        return self.migrate_collation()
+        converted = self.migrate_collation()
+        try:  # rows past the last day partition land in p_future: never worth failing for
+            partitions.ensure_ahead(self)
+        except Exception as exc:
+            log.warning("prediction_log: day partitions ahead not made (%r); retried later", exc)
+        return converted
 
     def migrate_columns(self) -> list[str]:
         """Add the columns a newer ctloop defines to tables an older one created (all

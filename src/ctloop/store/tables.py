@@ -73,17 +73,35 @@ def labels_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def prediction_log_table(metadata: sa.MetaData) -> sa.Table:
+def prediction_log_table(metadata: sa.MetaData, partition_by: str | None = None) -> sa.Table:
     """`prediction_log`: one row per answered prediction, shared by all views.
 
     `request_id` is unique so that a replayed batch (after a database outage) can never
-    write a row twice.
+    write a row twice. With `partition_by` (MariaDB/MySQL: day partitions, see
+    `ctloop.store.partitions`) every unique key must hold the partitioning column, so the
+    keys are (id, created_at) and (request_id, created_at): a replay carries the row's
+    own `created_at` (set when the request was answered), so it still meets its first
+    copy and is skipped.
     """
+    partitioned = partition_by is not None
+    keys: list[sa.SchemaItem] = [
+        sa.Index("ix_prediction_log_view_time", "feature_view", "created_at"),
+        sa.Index("ix_prediction_log_entity", "feature_view", "entity_id"),
+    ]
+    if partitioned:
+        keys.append(
+            sa.UniqueConstraint("request_id", "created_at", name="uq_prediction_log_request")
+        )
     return sa.Table(
         PREDICTION_LOG,
         metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-        sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("request_id", sa.String(64), nullable=False, unique=not partitioned),
         sa.Column("feature_view", sa.String(64), nullable=False),
         sa.Column("model_version", sa.String(32), nullable=False),
         sa.Column("entity_id", sa.String(ENTITY_LEN), nullable=True),
@@ -91,13 +109,13 @@ def prediction_log_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("prediction", sa.String(CATEGORY_LEN), nullable=False),
         sa.Column("probabilities", sa.Text, nullable=False),
         sa.Column("latency_ms", Double, nullable=False),
-        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False, primary_key=partitioned),
         # champion | shadow (a challenger scoring the same request off the request path) |
         # canary; NULL in rows written before roles existed: the champion's
         sa.Column("role", sa.String(16), nullable=True),
-        sa.Index("ix_prediction_log_view_time", "feature_view", "created_at"),
-        sa.Index("ix_prediction_log_entity", "feature_view", "entity_id"),
+        *keys,
         **MYSQL_OPTS,
+        **({"mysql_partition_by": partition_by} if partitioned else {}),
     )
 
 
@@ -142,9 +160,16 @@ def ct_run_lock_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def shared_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
-    """The tables every view shares: the prediction log, the drift report, the CT leases."""
-    return prediction_log_table(metadata), drift_report_table(metadata), ct_run_lock_table(metadata)
+def shared_tables(
+    metadata: sa.MetaData, log_partition_by: str | None = None
+) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The tables every view shares: the prediction log (partitioned by `log_partition_by`
+    where given), the drift report, the CT leases."""
+    return (
+        prediction_log_table(metadata, log_partition_by),
+        drift_report_table(metadata),
+        ct_run_lock_table(metadata),
+    )
 
 
 INGEST_FILES = "ingest_files"

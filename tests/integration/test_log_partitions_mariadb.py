@@ -1,0 +1,182 @@
+"""The prediction log's day partitions on MariaDB (`ctloop.store.partitions`): a new log is
+partitioned by day with a week ahead, retention drops expired days whole (only days no
+other view shares, only before the cutoff, never past what the monitor still reads), a
+long reader turns a drop into chunked deletes instead of stalling the writers, and a log
+made by an older ctloop is converted on request without losing or doubling a row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from ctloop.features.view import FeatureView
+from ctloop.predlog import retention
+from ctloop.predlog.store import PredictionLog
+from ctloop.store import partitions, tables
+from ctloop.store.engine import Database
+from ctloop.store.features import FeatureStore
+from tests.support.databases import mariadb_store_url as store_url  # noqa: F401  MariaDB only
+from tests.support.paths import FEATURES_DIR
+from tests.unit.test_log_retention import row
+
+pytestmark = pytest.mark.mariadb
+
+TODAY = partitions.utc_today()
+NOW = dt.datetime.combine(TODAY, dt.time(15, 30))
+
+
+def layout(db: Database) -> list[str]:
+    with db.connect() as conn:
+        return [name for name, _ in partitions._partitions(conn)]
+
+
+def in_partition(db: Database, day: dt.date | str) -> dict[str, int]:
+    """Rows per view in one partition (a day, or p_start / p_future)."""
+    name = day if isinstance(day, str) else partitions.day_name(day)
+    with db.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT feature_view, COUNT(*) FROM prediction_log "
+                                    f"PARTITION ({name}) GROUP BY feature_view"))  # fmt: skip
+        return {v: int(n) for v, n in rows}
+
+
+def day_rows(view: str, day: dt.date, n: int, tag: str = "") -> list[dict]:
+    start = dt.datetime.combine(day, dt.time())
+    step = 86_399 // max(n - 1, 1)
+    return [row(f"{view}{tag}-{day}-{i}", view, start + dt.timedelta(seconds=i * step))
+            for i in range(n)]  # fmt: skip
+
+
+def test_a_new_log_is_partitioned_by_day_with_a_week_ahead(store: FeatureStore) -> None:
+    with store.connect() as conn:  # the bounds are the server's own TO_DAYS
+        assert conn.execute(sa.text("SELECT TO_DAYS(:d)"), {"d": TODAY}).scalar() == (
+            partitions.to_days(TODAY)
+        )
+    ahead = [TODAY + dt.timedelta(days=d) for d in range(-1, partitions.DAYS_AHEAD + 1)]
+    assert layout(store) == ["p_start", *map(partitions.day_name, ahead), "p_future"]
+    log = PredictionLog(store)
+    later = TODAY + dt.timedelta(days=30)
+    log.write(day_rows("v", TODAY, 3) + day_rows("v", later, 2))
+    assert in_partition(store, TODAY) == {"v": 3}
+    assert in_partition(store, "p_future") == {"v": 2}  # past the days made: kept, not refused
+    made = partitions.ensure_days(store, TODAY, later)
+    assert made == [TODAY + dt.timedelta(days=d) for d in range(partitions.DAYS_AHEAD + 1, 31)]
+    assert in_partition(store, later) == {"v": 2} and in_partition(store, "p_future") == {}
+    assert partitions.ensure_days(store, TODAY, later) == []  # idempotent
+    # a replay of rows already logged (same request ids, same times) writes nothing
+    assert log.write(day_rows("v", TODAY, 3) + day_rows("v", later, 2)) == 0
+    assert log.count("v") == 5
+
+
+def test_expired_days_are_dropped_whole_and_only_those(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    first = TODAY - dt.timedelta(days=40)
+    partitions.ensure_days(store, first, TODAY)
+    log = PredictionLog(store)
+    days = [TODAY - dt.timedelta(days=back) for back in range(40, -1, -1)]
+    shared = set(days[21:25])  # days 19..16 back: the other view logged there too
+    rows = [r for d in days for r in day_rows(view.name, d, 20)]
+    rows += [r for d in sorted(shared) for r in day_rows("other_view", d, 3)]
+    rows += day_rows(view.name, first - dt.timedelta(days=3), 7)  # before the first day: p_start
+    log.write(rows)
+    keep = retention.min_keep_days(view)
+    before = dt.datetime.combine(TODAY - dt.timedelta(days=keep), dt.time())
+    expired = [d for d in days if d < before.date()]
+    seen: list[int] = []
+    done = retention.prune(log, view, keep, NOW, chunk_rows=25, progress=seen.append)
+    alone = [d for d in expired if d not in shared]
+    assert done.before == before
+    assert done.days_dropped == len(alone)
+    assert done.deleted == len(expired) * 20 + 7
+    assert seen[-1] == done.deleted
+    names = set(layout(store))
+    assert not names & set(map(partitions.day_name, alone))  # dropped as partitions
+    for day in shared:  # kept as partitions: the other view's rows are still there
+        assert in_partition(store, day) == {"other_view": 3}
+    assert in_partition(store, "p_start") == {}
+    left = log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
+                    expand_features=False)  # fmt: skip
+    assert left["created_at"].min() == before  # every kept day whole, from its first second
+    assert len(left) == (len(days) - len(expired)) * 20
+    assert log.count("other_view") == 3 * len(shared)
+    assert retention.prune(log, view, keep, NOW).deleted == 0
+
+
+def test_a_day_the_monitor_has_not_read_is_not_dropped(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    first = TODAY - dt.timedelta(days=30)
+    partitions.ensure_days(store, first, TODAY)
+    log = PredictionLog(store)
+    log.write([r for back in range(31) for r in
+               day_rows(view.name, TODAY - dt.timedelta(days=back), 10)])  # fmt: skip
+    keep = retention.min_keep_days(view)
+    # the view's next check starts reading mid-day, 25 days ago (a window too small to judge)
+    keep_from = dt.datetime.combine(TODAY - dt.timedelta(days=25), dt.time(12))
+    done = retention.prune(log, view, keep, NOW, keep_from=keep_from)
+    assert done.before == keep_from
+    assert done.days_dropped == 5  # 30..26 days back; the 25th only up to noon, by chunks
+    assert partitions.day_name(keep_from.date()) in layout(store)
+    left = log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
+                    expand_features=False)  # fmt: skip
+    assert left["created_at"].min() >= keep_from
+    assert len(left) == 25 * 10 + 5  # 25 whole days, and the afternoon of the 26th
+
+
+def test_a_long_reader_turns_the_drop_into_chunked_deletes(
+    store: FeatureStore, view: FeatureView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partitions.ensure_days(store, TODAY - dt.timedelta(days=20), TODAY)
+    log = PredictionLog(store)
+    old = TODAY - dt.timedelta(days=20)
+    log.write(day_rows(view.name, old, 50) + day_rows(view.name, TODAY, 5))
+    monkeypatch.setattr(partitions, "METADATA_WAIT_SECONDS", 1)
+    reader = sa.create_engine(store.engine.url)
+    try:
+        with reader.connect() as conn:  # an open transaction that read the log holds its
+            conn.execute(sa.text("SELECT COUNT(*) FROM prediction_log")).scalar()  # metadata lock
+            done = retention.prune(log, view, retention.min_keep_days(view), NOW)
+            # the writers were not held up behind a waiting DROP meanwhile
+            log.write(day_rows(view.name, TODAY, 3, tag="during"))
+    finally:
+        reader.dispose()
+    assert (done.deleted, done.days_dropped) == (50, 0)
+    assert partitions.day_name(old) in layout(store) and in_partition(store, old) == {}
+    assert log.count(view.name) == 8
+
+
+def test_an_older_log_is_converted_on_request(mariadb_url: str, view: FeatureView) -> None:
+    legacy = Database(mariadb_url)
+    legacy.create_database_if_missing()
+    with legacy.begin() as conn:  # the table as ctloop made it before day partitions
+        tables.prediction_log_table(sa.MetaData()).create(conn)
+    log = PredictionLog(legacy)
+    old = [r for back in (40, 3, 0) for r in
+           day_rows(view.name, TODAY - dt.timedelta(days=back), 4)]  # fmt: skip
+    log.write(old)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTLOOP_")}
+    env.update(FEATURE_STORE_URL=mariadb_url, CTLOOP_FEATURES_DIR=str(FEATURES_DIR))
+
+    def init_db(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ctloop.cli", "init-db", view.name, *args],
+                              env=env, capture_output=True, text=True, check=False,
+                              timeout=120)  # fmt: skip
+
+    hint = init_db()
+    assert hint.returncode == 0 and "--partition-log" in hint.stdout, hint.stderr
+    with legacy.connect() as conn:
+        assert not partitions.is_partitioned(conn)
+    done = init_db("--partition-log")
+    assert done.returncode == 0 and "day partitions made" in done.stdout, done.stderr
+    assert layout(legacy)[1] == partitions.day_name(TODAY - dt.timedelta(days=40))
+    assert in_partition(legacy, TODAY - dt.timedelta(days=3)) == {view.name: 4}
+    assert log.count(view.name) == 12
+    assert log.write(old) == 0  # replays still meet their first copy
+    again = init_db("--partition-log")
+    assert again.returncode == 0 and "already partitioned" in again.stdout
+    legacy.dispose()
