@@ -29,7 +29,9 @@ DESCRIPTIONS = {
     "/predict": "Predict one record. The answer names the model version that made it and a "
     "`request_id` under which the prediction log keeps the request.",
     "/predict_batch": "Predict up to CTLOOP_SERVING_MAX_BATCH records with one model call; "
-    "answers come in request order.",
+    "answers come in request order. The records may also come in the split form, field "
+    'names once and one list of values per record: `{"columns": [...], "data": [[...], '
+    "...]}` (pandas' orient='split'; a column left out is a field every record leaves out).",
     "/admin/reload": "Load the registry's `champion` now (the CT pipeline calls this after a "
     "promotion). Needs `Authorization: Bearer <CTLOOP_ADMIN_TOKEN>`.",
 }
@@ -168,10 +170,10 @@ def rewrite(spec: OpenAPISpecification, view: FeatureView) -> OpenAPISpecificati
         if route in answers:
             post["responses"] = {**post["responses"], 200: answers[route]}
         if route in ("/predict", "/predict_batch"):
-            content = post["requestBody"]["content"]["application/json"]
+            content = _plain(post["requestBody"]["content"]["application/json"])
             body = request if route == "/predict" else {"records": [request]}
             post["requestBody"] = {**post["requestBody"], "content": {
-                "application/json": {**_plain(content), "example": body}}}  # fmt: skip
+                "application/json": {**content, "example": body}}}  # fmt: skip
         paths[route] = attr.evolve(item, post=post)
     return attr.evolve(spec, info=info, paths=paths)
 

@@ -33,14 +33,20 @@ from typing import Annotated, Any
 
 import bentoml
 import orjson
-from pydantic import ConfigDict, Field, create_model, model_validator
+from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ctloop.core.columnar import ColumnarBatch, checked_batch
+from ctloop.core.columnar import (
+    SPLIT_KEYS,
+    ColumnarBatch,
+    SplitShapeError,
+    checked_batch,
+    split_records,
+)
 from ctloop.errors import StoreUnavailableError
 from ctloop.features.records import entity_of, record_model
 from ctloop.features.view import load_view
@@ -113,7 +119,8 @@ Batch = Annotated[
 
 class BatchInput(bentoml.IODescriptor):
     """The body of /predict_batch: `records` and nothing else (a misspelt key is an error
-    naming it, not an ignored option)."""
+    naming it, not an ignored option), or the same records in the split form (`columns`
+    and `data`, see `ctloop.core.columnar.split_records`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -126,10 +133,40 @@ class BatchInput(bentoml.IODescriptor):
         record each, and a frame CatBoost reads 4x faster than lists); anything else goes
         through BentoML's validation as before, so every refusal is the same 400 naming
         the record and the field."""
-        checked = checked_batch(VIEW, await request.body(), MAX_BATCH)  # body is cached
+        body = await request.body()  # cached: BentoML's own parse reads it again
+        checked = checked_batch(VIEW, body, MAX_BATCH)
         if checked is not None:
             return cls.model_construct(records=checked)
+        split = _split_document(body)
+        if split is not None:  # judged as the records it holds: the same 400s
+            return cls.model_validate_json(_split_as_records(split))
         return await super().from_http_request(request, serde)  # type: ignore[return-value]
+
+
+def _split_document(body: bytes) -> dict[str, Any] | None:
+    """A body in the split form (`columns` without `records`), decoded; else None."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:  # not JSON, or numbers orjson refuses: the model judges
+        return None
+    if isinstance(document, dict) and "columns" in document and "records" not in document:
+        return document
+    return None
+
+
+def _split_as_records(document: dict[str, Any]) -> bytes:
+    """A split body rewritten as `{"records": [...]}` (other keys kept, so the model still
+    refuses them); a wrong shape is a validation error at its place (`data.3`)."""
+    try:
+        records = split_records(document)
+    except SplitShapeError as exc:
+        raise ValidationError.from_exception_data(
+            "BatchInput",
+            [{"type": "value_error", "loc": exc.loc, "input": None,
+              "ctx": {"error": exc.message}}],
+        ) from None  # fmt: skip
+    rest = {k: v for k, v in document.items() if k not in SPLIT_KEYS}
+    return orjson.dumps({"records": records, **rest})
 
 
 # MLflow's HTTP client retries a dead tracking server 7 times with exponential backoff and

@@ -313,6 +313,12 @@ def batch_validations(http: httpx.Client, url: str) -> dict[str, float]:
     return out
 
 
+def split(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Records in the split form: field names once, one list of values per record."""
+    columns = list(recs[0])
+    return {"columns": columns, "data": [[r[c] for c in columns] for r in recs]}
+
+
 def test_a_batch_takes_the_columnar_path_or_the_request_model_with_one_answer(
     world: ServingWorld,
 ) -> None:
@@ -327,15 +333,14 @@ def test_a_batch_takes_the_columnar_path_or_the_request_model_with_one_answer(
     expected = predictor.predict(pd.DataFrame.from_records(recs)).proba
     plain = [{**r, view.event_date: "2026-02-01"} for r in recs]
     odd = [{**r, view.event_date: "2026-02-01T00:00:00"} for r in recs]
+    bodies = [{"records": plain}, {"records": odd}, split(plain), split(odd)]
     with client() as http:
         before = batch_validations(http, url)
-        answers = [
-            http.post(f"{url}/predict_batch", json={"records": body}).json()["predictions"]
-            for body in (plain, odd)
-        ]
+        answers = [http.post(f"{url}/predict_batch", json=body).json()["predictions"]
+                   for body in bodies]  # fmt: skip
         after = batch_validations(http, url)
-    assert after["columnar"] - before["columnar"] == len(plain)
-    assert after["request_model"] - before["request_model"] == len(odd)
+    assert after["columnar"] - before["columnar"] == 2 * len(plain)  # both forms
+    assert after["request_model"] - before["request_model"] == 2 * len(odd)
     for got in answers:
         proba = np.array([[a["probabilities"][c] for c in view.label.class_list] for a in got])
         np.testing.assert_allclose(proba, expected, atol=1e-12)
@@ -420,6 +425,25 @@ def test_other_bad_requests(world: ServingWorld) -> None:
         one_bad = http.post(f"{url}/predict_batch", json={"records": [good, {**good, "age": 7}]})
         assert one_bad.status_code == 400
         assert one_bad.json()["detail"][0]["loc"] == ["records", 1, "age"]
+        # the split form: values judged as records, its shape named where it is wrong
+        body = split([good, {**good, "age": 7}])
+        bad_value = http.post(f"{url}/predict_batch", json=body)
+        assert bad_value.status_code == 400
+        assert bad_value.json()["detail"][0]["loc"] == ["records", 1, "age"]
+        ragged = http.post(f"{url}/predict_batch", json={**body, "data": [body["data"][0], [1]]})
+        assert ragged.status_code == 400 and ragged.json()["detail"][0]["loc"] == ["data", 1]
+        assert "1 values for" in ragged.json()["detail"][0]["msg"]
+        twice = http.post(
+            f"{url}/predict_batch", json={"columns": ["age", "age"], "data": [[1, 2]]}
+        )
+        assert twice.status_code == 400 and "'age' named more than once" in twice.text
+        unknown = split([{**good, "agee": 3}])
+        typo = http.post(f"{url}/predict_batch", json=unknown)
+        assert typo.status_code == 400 and typo.json()["detail"][0]["loc"] == ["records", 0, "agee"]
+        extra = http.post(f"{url}/predict_batch", json={**body, "format": "split"})
+        assert extra.status_code == 400 and "format" in extra.text
+        too_many = http.post(f"{url}/predict_batch", json=split([good] * 101))
+        assert too_many.status_code == 400 and "at most 100 items" in too_many.text
 
 
 def test_admin_reload_needs_the_token(world: ServingWorld) -> None:

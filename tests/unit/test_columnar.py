@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from ctloop.core.columnar import ColumnarBatch, checked_batch
+from ctloop.core.columnar import ColumnarBatch, checked_batch, split_records
 from ctloop.core.predictor import to_model_frame
 from ctloop.features.records import ENTITY_INT_MAX, example_record, record_model
 from ctloop.features.schema import FeatureRule, schema_of
@@ -140,13 +140,38 @@ def assert_same(view: FeatureView, fast: ColumnarBatch, expected: list[dict[str,
 
 
 def check_against_the_model(view: FeatureView, batch: list[Any]) -> bool:
-    """The invariant; True when the fast path took the batch. The body is written by the
-    standard library, which also writes what orjson cannot (integers past 64 bits, NaN)."""
+    """The invariant, for the batch as records and in the split form; True when the fast
+    path took the records. The bodies are written by the standard library, which also
+    writes what orjson cannot (integers past 64 bits, NaN)."""
+    check_split_against_the_model(view, batch)
     fast = checked_batch(view, json.dumps({"records": batch}).encode(), max_records=1000)
     expected = model_verdict(view, batch)
     if fast is None:
         return False
     assert expected is not None, f"accepted what the request model refuses: {batch!r}"
+    assert_same(view, fast, expected)
+    return True
+
+
+def as_split(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """The split form of records: every field any record sends (in first-seen order) is a
+    column; a record that leaves one out sends null there."""
+    columns = list(dict.fromkeys(k for r in batch for k in r))
+    return {"columns": columns, "data": [[r.get(c) for c in columns] for r in batch]}
+
+
+def check_split_against_the_model(view: FeatureView, batch: list[Any]) -> bool:
+    """The split form's invariant: the fast path never takes what the request model
+    refuses in the records the body holds (`split_records`, what serving validates it
+    as), and gives the same values; True when it took the body."""
+    if not all(isinstance(r, dict) for r in batch):
+        return False
+    body = as_split(batch)
+    fast = checked_batch(view, json.dumps(body).encode(), max_records=1000)
+    if fast is None:
+        return False
+    expected = model_verdict(view, split_records(body))
+    assert expected is not None, f"accepted a split body the request model refuses: {body!r}"
     assert_same(view, fast, expected)
     return True
 
@@ -188,6 +213,48 @@ def test_client_batches_of_the_shipped_view_take_the_fast_path(view: FeatureView
     body = orjson.dumps({"records": batch})
     taken = checked_batch(view, body, max_records=300)
     assert taken is not None and len(taken) == 300
+    assert check_split_against_the_model(view, batch)  # the split form too
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
+def test_a_split_body_gives_what_its_records_give(view: FeatureView) -> None:
+    """Columns in any order, and a nullable feature's column left out, are the records."""
+    base = example_record(view)
+    batch = [base, {**base, view.entity: 7}]
+    body = as_split(batch)
+    shuffled = list(reversed(body["columns"]))
+    order = [body["columns"].index(c) for c in shuffled]
+    reordered = {"columns": shuffled, "data": [[row[i] for i in order] for row in body["data"]]}
+    records_form = checked_batch(view, orjson.dumps({"records": batch}), max_records=10)
+    for form in (body, reordered):
+        got = checked_batch(view, orjson.dumps(form), max_records=10)
+        assert got is not None and records_form is not None
+        assert got.values == records_form.values
+        pd.testing.assert_frame_equal(got.frame, records_form.frame)
+    nullable = [r.name for r in schema_of(view).features if r.nullable]
+    if nullable:
+        left_out = {k: v for k, v in base.items() if k != nullable[0]}
+        assert check_split_against_the_model(view, [left_out, left_out])
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"columns": "age", "data": [[1]]}, "columns: a list of field names"),
+        ({"columns": [1], "data": [[1]]}, "columns: a list of field names"),
+        ({"columns": ["age", "age"], "data": [[1, 2]]}, "'age' named more than once"),
+        ({"columns": ["age"], "data": {"age": 1}}, "data: a list of rows"),
+        ({"columns": ["age"]}, "data: a list of rows"),
+        ({"columns": ["age", "income"], "data": [[1, 2], [3]]}, r"data\.1: 1 values for 2"),
+        ({"columns": ["age"], "data": [[1], {"age": 1}]}, r"data\.1: a dict for 1 columns"),
+    ],
+)
+def test_a_split_body_of_the_wrong_shape_is_named(
+    view: FeatureView, body: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        split_records(body)
+    assert checked_batch(view, orjson.dumps(body), max_records=10) is None  # the model's 400
 
 
 @pytest.mark.parametrize(
@@ -199,6 +266,10 @@ def test_client_batches_of_the_shipped_view_take_the_fast_path(view: FeatureView
         b'{"records": {}}',
         b'{"records": [{}], "extra": 1}',
         b'{"records": [1]}',
+        b'{"columns": ["age"], "data": []}',
+        b'{"columns": ["age", "agee"], "data": [[30, 1]]}',
+        b'{"columns": ["age"], "data": [[30]], "extra": 1}',
+        b'{"columns": ["age"], "data": [30]}',
     ],
 )
 def test_anything_but_a_plain_body_goes_to_the_request_model(

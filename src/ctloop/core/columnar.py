@@ -78,16 +78,56 @@ class ColumnarBatch(Sequence[dict[str, Any]]):
         return [dict(zip(names, row, strict=True)) for row in rows]
 
 
+SPLIT_KEYS = frozenset({"columns", "data"})
+"""A batch in the split form: field names once, then one list of values per record
+(pandas' `orient="split"`, MLflow's `dataframe_split` without its wrapper)."""
+
+
+class SplitShapeError(ValueError):
+    """A split body whose shape is wrong, with where (`loc`, as in a validation error)."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(map(str, loc))}: {message}")
+        self.loc = loc
+        self.message = message
+
+
+def split_records(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records a split body holds, one dict per row; a column left out is a field each
+    record leaves out. SplitShapeError names what is wrong with the body's shape (serving
+    answers it as a 400 at that location; the values themselves are judged as records)."""
+    columns, data = document.get("columns"), document.get("data")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise SplitShapeError(("columns",), "a list of field names is expected")
+    if len(set(columns)) != len(columns):
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        raise SplitShapeError(("columns",), f"{', '.join(map(repr, twice))} named more than once")
+    if not isinstance(data, list):
+        raise SplitShapeError(
+            ("data",), "a list of rows (one list of values per record) is expected"
+        )
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            got = f"{len(row)} values" if isinstance(row, list) else f"a {type(row).__name__}"
+            raise SplitShapeError(("data", i), f"{got} for {len(columns)} columns")
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
 def checked_batch(view: FeatureView, body: bytes, max_records: int) -> ColumnarBatch | None:
-    """`{"records": [...]}` decoded and checked, or None when the request model must judge
-    it (anything but the plain case, including every invalid body)."""
+    """`{"records": [...]}` or `{"columns": [...], "data": [[...], ...]}` decoded and
+    checked, or None when the request model must judge it (anything but the plain case,
+    including every invalid body)."""
     if view.online is not None:  # features left out come from the store: the model fills
         return None
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(document) is not dict or document.keys() != {"records"}:
+    if type(document) is not dict:
+        return None
+    if document.keys() == SPLIT_KEYS:
+        return _checked_split(view, document["columns"], document["data"], max_records)
+    if document.keys() != {"records"}:
         return None
     records = document["records"]
     if type(records) is not list or not 1 <= len(records) <= max_records:
@@ -104,12 +144,50 @@ def checked_records(view: FeatureView, records: Sequence[Any]) -> ColumnarBatch 
         if type(record) is not dict or not record.keys() <= known:
             return None
     entities = [r.get(view.entity) for r in records]
-    days = _days([r.get(view.event_date) for r in records])
-    if not _entities_ok(entities) or days is None:
+    days = [r.get(view.event_date) for r in records]
+    return _checked(view, rules, entities, days, _feature_columns(records, fields[2:]))
+
+
+def _checked_split(
+    view: FeatureView, columns: Any, data: Any, max_records: int
+) -> ColumnarBatch | None:
+    """A split body checked as `checked_records` checks records, without a dict per
+    record: its rows are transposed into columns in one C-level pass."""
+    if type(columns) is not list or type(data) is not list or not 1 <= len(data) <= max_records:
         return None
-    dumped: dict[str, list[Any]] = {view.entity: entities, view.event_date: days}
+    rules = schema_of(view).features
+    fields = (view.entity, view.event_date, *(r.name for r in rules))
+    width = len(columns)
+    if not all(type(c) is str for c in columns) or len(set(columns)) != width:
+        return None
+    if not set(columns) <= set(fields):
+        return None
+    for row in data:
+        if type(row) is not list or len(row) != width:
+            return None
+    by_name = dict(zip(columns, map(list, zip(*data, strict=True)), strict=True))
+    n = len(data)
+
+    def column(name: str) -> list[Any]:  # a column left out: each record leaves it out
+        return by_name.get(name) or [None] * n
+
+    return _checked(view, rules, column(view.entity), column(view.event_date),
+                    [column(name) for name in fields[2:]])  # fmt: skip
+
+
+def _checked(
+    view: FeatureView,
+    rules: Sequence[Any],
+    entities: list[Any],
+    days: list[Any],
+    feature_columns: list[list[Any]],
+) -> ColumnarBatch | None:
+    parsed = _days(days)
+    if not _entities_ok(entities) or parsed is None:
+        return None
+    dumped: dict[str, list[Any]] = {view.entity: entities, view.event_date: parsed}
     model: dict[str, np.ndarray] = {}
-    for rule, column in zip(rules, _feature_columns(records, fields[2:]), strict=True):
+    for rule, column in zip(rules, feature_columns, strict=True):
         checked = rule.request_column(column)
         if checked is None:
             return None
