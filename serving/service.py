@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import os
 import time
@@ -144,10 +145,14 @@ class BatchInput(bentoml.IODescriptor):
 
 
 def _split_document(body: bytes) -> dict[str, Any] | None:
-    """A body in the split form (`columns` without `records`), decoded; else None."""
+    """A body in the split form (`columns` without `records`), decoded; else None. Read
+    by the standard library, which also reads what orjson refuses (NaN, 1e400, integers
+    past 64 bits), so such a value is judged as in a records body."""
+    if b'"columns"' not in body:  # most bodies: no second decode
+        return None
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:  # not JSON, or numbers orjson refuses: the model judges
+        document = json.loads(body)
+    except ValueError:  # not JSON: the request model says so
         return None
     if isinstance(document, dict) and "columns" in document and "records" not in document:
         return document
@@ -158,6 +163,9 @@ def _split_as_records(document: dict[str, Any]) -> bytes:
     """A split body rewritten as `{"records": [...]}` (other keys kept, so the model still
     refuses them); a wrong shape is a validation error at its place (`data.3`)."""
     try:
+        data = document.get("data")
+        if isinstance(data, list) and not 1 <= len(data) <= MAX_BATCH:
+            raise SplitShapeError(("data",), f"1 to {MAX_BATCH} rows expected, got {len(data)}")
         records = split_records(document)
     except SplitShapeError as exc:
         raise ValidationError.from_exception_data(
@@ -166,7 +174,7 @@ def _split_as_records(document: dict[str, Any]) -> bytes:
               "ctx": {"error": exc.message}}],
         ) from None  # fmt: skip
     rest = {k: v for k, v in document.items() if k not in SPLIT_KEYS}
-    return orjson.dumps({"records": records, **rest})
+    return json.dumps({"records": records, **rest}).encode()  # NaN stays NaN
 
 
 # MLflow's HTTP client retries a dead tracking server 7 times with exponential backoff and

@@ -26,8 +26,15 @@ from tests.unit.test_log_retention import row
 
 pytestmark = pytest.mark.mariadb
 
+# the day the module's tests run (a run across UTC midnight would see two "todays")
 TODAY = partitions.utc_today()
 NOW = dt.datetime.combine(TODAY, dt.time(15, 30))
+
+
+@pytest.fixture(autouse=True)
+def _same_day() -> None:
+    if partitions.utc_today() != TODAY:
+        pytest.fail("UTC midnight passed since the module was imported: run it again")
 
 
 def layout(db: Database) -> list[str]:
@@ -141,13 +148,53 @@ def test_a_long_reader_turns_the_drop_into_chunked_deletes(
         with reader.connect() as conn:  # an open transaction that read the log holds its
             conn.execute(sa.text("SELECT COUNT(*) FROM prediction_log")).scalar()  # metadata lock
             done = retention.prune(log, view, retention.min_keep_days(view), NOW)
-            # the writers were not held up behind a waiting DROP meanwhile
+            # the drop gave up, so no ALTER is left queued in front of the writers
             log.write(day_rows(view.name, TODAY, 3, tag="during"))
     finally:
         reader.dispose()
     assert (done.deleted, done.days_dropped) == (50, 0)
     assert partitions.day_name(old) in layout(store) and in_partition(store, old) == {}
     assert log.count(view.name) == 8
+
+
+def test_another_process_holding_the_partition_lock_means_chunks(
+    store: FeatureStore, view: FeatureView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partitions.ensure_days(store, TODAY - dt.timedelta(days=20), TODAY)
+    log = PredictionLog(store)
+    old = TODAY - dt.timedelta(days=20)
+    log.write(day_rows(view.name, old, 30))
+    monkeypatch.setattr(partitions, "_LOCK_SECONDS", 1)
+    other = sa.create_engine(store.engine.url)
+    try:
+        with other.connect() as conn:  # another prune (or a starting service) holds it
+            name = partitions._LOCK_NAME
+            assert conn.execute(sa.text(f"SELECT GET_LOCK({name}, 1)")).scalar() == 1
+            done = retention.prune(log, view, retention.min_keep_days(view), NOW)
+            conn.execute(sa.text(f"SELECT RELEASE_LOCK({name})"))
+    finally:
+        other.dispose()
+    assert (done.deleted, done.days_dropped) == (30, 0)  # by chunks, not refused
+    assert log.count(view.name) == 0
+    # and the lock left nothing behind: the next prune drops again
+    log.write(day_rows(view.name, old + dt.timedelta(days=1), 4))
+    again = retention.prune(log, view, retention.min_keep_days(view), NOW)
+    assert again.deleted == 4 and again.days_dropped >= 1
+
+
+def test_days_below_are_made_after_drops(store: FeatureStore, view: FeatureView) -> None:
+    """p_start keeps its bound when the days above it are dropped: days made below later
+    reach up to that bound, and rows already in p_start move to their day."""
+    partitions.ensure_days(store, TODAY - dt.timedelta(days=25), TODAY)
+    log = PredictionLog(store)
+    log.write(day_rows(view.name, TODAY - dt.timedelta(days=40), 6))  # in p_start
+    log.write(day_rows(view.name, TODAY - dt.timedelta(days=24), 2))
+    assert retention.prune(log, view, 20, NOW).days_dropped >= 5
+    made = partitions.ensure_days(store, TODAY - dt.timedelta(days=45), TODAY)
+    assert made == [TODAY - dt.timedelta(days=d) for d in range(45, 25, -1)]
+    assert in_partition(store, TODAY - dt.timedelta(days=40)) == {}  # pruned above
+    log.write(day_rows(view.name, TODAY - dt.timedelta(days=40), 6))
+    assert in_partition(store, TODAY - dt.timedelta(days=40)) == {view.name: 6}
 
 
 def test_an_older_log_is_converted_on_request(mariadb_url: str, view: FeatureView) -> None:
@@ -171,6 +218,9 @@ def test_an_older_log_is_converted_on_request(mariadb_url: str, view: FeatureVie
     assert hint.returncode == 0 and "--partition-log" in hint.stdout, hint.stderr
     with legacy.connect() as conn:
         assert not partitions.is_partitioned(conn)
+    with legacy.begin() as conn:  # a conversion an older ctloop left halfway: keys changed
+        conn.execute(sa.text("ALTER TABLE prediction_log DROP PRIMARY KEY, "
+                             "ADD PRIMARY KEY (id, created_at)"))  # fmt: skip
     done = init_db("--partition-log")
     assert done.returncode == 0 and "day partitions made" in done.stdout, done.stderr
     assert layout(legacy)[1] == partitions.day_name(TODAY - dt.timedelta(days=40))

@@ -443,7 +443,13 @@ def test_other_bad_requests(world: ServingWorld) -> None:
         extra = http.post(f"{url}/predict_batch", json={**body, "format": "split"})
         assert extra.status_code == 400 and "format" in extra.text
         too_many = http.post(f"{url}/predict_batch", json=split([good] * 101))
-        assert too_many.status_code == 400 and "at most 100 items" in too_many.text
+        assert too_many.status_code == 400 and too_many.json()["detail"][0]["loc"] == ["data"]
+        assert "1 to 100 rows expected, got 101" in too_many.text
+        # a value orjson cannot read (NaN, as Python's json writes it) is judged as records
+        nan = json.dumps(split([good, {**good, "age": float("nan")}])).encode()
+        refused = http.post(f"{url}/predict_batch", content=nan, headers=JSON)
+        assert refused.status_code == 400
+        assert refused.json()["detail"][0]["loc"] == ["records", 1, "age"]
 
 
 def test_admin_reload_needs_the_token(world: ServingWorld) -> None:

@@ -28,7 +28,6 @@ from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
 
 from ctloop.store import tables
 from ctloop.store.engine import MYSQL_DIALECTS, Database
@@ -38,10 +37,12 @@ log = logging.getLogger(__name__)
 START, FUTURE = "p_start", "p_future"
 DAYS_AHEAD = 7  # day partitions made past today: a week without maintenance costs nothing
 _DAY_NAME = re.compile(r"^p(\d{8})$")
-_LOCK = "ctloop.prediction_log.partitions"  # one process changes the partitions at a time
+# one process changes a database's partitions at a time (names are at most 64 characters)
+_LOCK_NAME = "CONCAT('ctloop_log_parts:', LEFT(MD5(DATABASE()), 20))"
 _LOCK_SECONDS = 60
-METADATA_WAIT_SECONDS = 10
-_LOCK_WAIT_TIMEOUT = 1205  # the server's "Lock wait timeout exceeded"
+# how long a drop or a reorganize waits behind a long query on the log; writers queue
+# behind the waiting ALTER meanwhile, so this is also the longest stall it costs them
+METADATA_WAIT_SECONDS = 3
 # TO_DAYS(date) = the proleptic Gregorian ordinal + 365 (TO_DAYS('0000-01-01') = 1)
 _TO_DAYS_OFFSET = 365
 
@@ -124,62 +125,71 @@ def _day(name: str) -> dt.date:
 
 class _Lock:
     """MariaDB's named lock around a partition change (two monitors, or a monitor and a
-    starting service, must not reorganize the same partition at once), and a short wait
-    for the table's metadata lock: an ALTER queued behind a long read would otherwise hold
-    up every insert queued behind it (the server waits a year by default); past
-    `METADATA_WAIT_SECONDS` it fails instead and the change is left for the next time."""
+    starting service, must not reorganize the same partition at once; named per database,
+    so two stores on one server do not wait for each other), and with `metadata_wait` a
+    short wait for the table's metadata lock: an ALTER queued behind a long read holds up
+    every insert queued behind it (the server waits a year by default); past that many
+    seconds it fails instead and the change is left for the next time."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, metadata_wait: float | None = None) -> None:
         self.conn = conn
+        self.metadata_wait = metadata_wait
 
     def __enter__(self) -> None:
-        got = self.conn.execute(sa.text("SELECT GET_LOCK(:n, :s)"),
-                                {"n": _LOCK, "s": _LOCK_SECONDS}).scalar()  # fmt: skip
+        got = self.conn.execute(sa.text(f"SELECT GET_LOCK({_LOCK_NAME}, :s)"),
+                                {"s": _LOCK_SECONDS}).scalar()  # fmt: skip
         if got != 1:
             raise TimeoutError(f"the prediction log's partition lock was busy {_LOCK_SECONDS} s")
-        self.conn.execute(sa.text("SET SESSION lock_wait_timeout = :s"),
-                          {"s": METADATA_WAIT_SECONDS})  # fmt: skip
+        if self.metadata_wait is not None:
+            try:
+                self.conn.execute(sa.text("SET SESSION lock_wait_timeout = :s"),
+                                  {"s": self.metadata_wait})  # fmt: skip
+            except BaseException:
+                self._release()
+                raise
 
     def __exit__(self, *exc: object) -> None:
-        self.conn.execute(sa.text("SET SESSION lock_wait_timeout = DEFAULT"))
-        self.conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": _LOCK})
+        try:
+            if self.metadata_wait is not None:
+                self.conn.execute(sa.text("SET SESSION lock_wait_timeout = DEFAULT"))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self.conn.execute(sa.text(f"SELECT RELEASE_LOCK({_LOCK_NAME})"))
+
+
+def _bound_day(bound: str) -> dt.date:
+    """The first day a partition's upper bound (a TO_DAYS number) leaves out."""
+    return dt.date.fromordinal(int(bound) - _TO_DAYS_OFFSET)
 
 
 def ensure_days(db: Database, first: dt.date, last: dt.date) -> list[dt.date]:
     """Give every day from `first` to `last` a partition of its own where the log has
-    none yet; returns the days added. Days after the last day partition are split off
-    p_future, days before the first off p_start (rows already there move to their day).
-    A day between two existing ones that was dropped stays merged into the next: it is
-    past retention."""
+    none yet; returns the days added. Days past the top (what p_future holds) are split
+    off it, one partition per day from the top's bound on; days below p_start's bound are
+    split off p_start, one per day up to that bound (rows already there move to their
+    day). A day between two existing partitions that was dropped stays merged into the
+    next: it is past retention."""
     if not supported(db) or last < first:
         return []
-    with db.connect() as conn, _Lock(conn):
+    with db.connect() as conn, _Lock(conn, metadata_wait=METADATA_WAIT_SECONDS):
         parts = _partitions(conn)
-        if not parts:
+        if len(parts) < 2:  # not partitioned (an older log)
             return []
-        have = [_day(n) for n, _ in parts if _DAY_NAME.match(n)]
-        if have:
-            low, high = have[0], have[-1]
-        else:  # only p_start and p_future: p_start's bound is the first day to make
-            low = high = dt.date.fromordinal(int(parts[0][1]) - _TO_DAYS_OFFSET)
-            high -= dt.timedelta(days=1)
-        after = _days(high + dt.timedelta(days=1), last)  # contiguous: one day per partition
-        before = _days(first, min(last, low - dt.timedelta(days=1)))
+        start, top = _bound_day(parts[0][1]), _bound_day(parts[-2][1])
+        after = _days(top, last)  # contiguous from the top's bound
+        below = _days(first, start - dt.timedelta(days=1)) if first < start else []
         if after:
             future = f"PARTITION {FUTURE} VALUES LESS THAN MAXVALUE"
             _reorganize(conn, FUTURE, [*map(_day_partition, after), future])
-        if before:
-            start = f"PARTITION {START} VALUES LESS THAN ({to_days(before[0])})"
-            _reorganize(conn, START, [start, *map(_day_partition, before)])
-    added = sorted(before + after)
+        if below:
+            bottom = f"PARTITION {START} VALUES LESS THAN ({to_days(below[0])})"
+            _reorganize(conn, START, [bottom, *map(_day_partition, below)])
+    added = sorted(below + after)
     if added:
         log.info("prediction_log: day partitions %s to %s made", added[0], added[-1])
     return added
-
-
-def _code(exc: OperationalError) -> int | None:
-    orig = exc.orig
-    return orig.args[0] if orig is not None and orig.args else None
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -206,7 +216,9 @@ def convert(db: Database, today: dt.date | None = None) -> int:
 
     MariaDB copies the whole table to do it, so this runs only when asked (`ctloop
     init-db --partition-log`), never on its own: on a big log it takes a while and
-    blocks the writers' inserts meanwhile (they queue, then spill; nothing is lost).
+    blocks the writers' inserts meanwhile (they queue, then spill; nothing is lost). It
+    waits for long reads to end, as any ALTER does; one statement, so an interrupted
+    conversion leaves the table as it was.
     """
     if not supported(db):
         return 0
@@ -220,13 +232,20 @@ def convert(db: Database, today: dt.date | None = None) -> int:
         if oldest is not None:
             first = min(first, max(oldest.date(), today - dt.timedelta(days=MAX_DAYS_BACK)))
         days = _days(first, today + dt.timedelta(days=DAYS_AHEAD))
-        unique = [i["name"] for i in sa.inspect(conn).get_indexes(table)
-                  if i.get("unique") and i["column_names"] == ["request_id"]]  # fmt: skip
-        keys = ["DROP PRIMARY KEY", "ADD PRIMARY KEY (id, created_at)"]
-        keys += [f"DROP INDEX `{name}`" for name in unique]
-        keys.append("ADD CONSTRAINT uq_prediction_log_request UNIQUE (request_id, created_at)")
-        conn.execute(sa.text(f"ALTER TABLE {table} {', '.join(keys)}"))
-        conn.execute(sa.text(f"ALTER TABLE {table} PARTITION BY {partition_clause(days)}"))
+        indexes = sa.inspect(conn).get_indexes(table)
+        primary = sa.inspect(conn).get_pk_constraint(table).get("constrained_columns") or []
+        changes = []
+        if primary != ["id", "created_at"]:
+            changes += ["DROP PRIMARY KEY", "ADD PRIMARY KEY (id, created_at)"]
+        changes += [f"DROP INDEX `{i['name']}`" for i in indexes
+                    if i.get("unique") and i["column_names"] == ["request_id"]]  # fmt: skip
+        if not any(i["name"] == "uq_prediction_log_request" for i in indexes):
+            changes.append(
+                "ADD CONSTRAINT uq_prediction_log_request UNIQUE (request_id, created_at)"
+            )
+        # one statement, one copy of the table: it succeeds whole or changes nothing
+        conn.execute(sa.text(f"ALTER TABLE {table} {', '.join(changes)} "
+                             f"PARTITION BY {partition_clause(days)}"))  # fmt: skip
     log.warning("prediction_log: partitioned by day (%d day partitions, %s to %s)",
                 len(days), days[0], days[-1])  # fmt: skip
     return len(days)
@@ -237,27 +256,19 @@ def drop_expired(
 ) -> Iterator[tuple[dt.date, int]]:
     """Drop the day partitions that end at or before `before` and hold no other view's
     rows; yields (day, rows dropped) for each, oldest first. A day another view still
-    has rows in is left to the chunked DELETE of the view's own rows."""
+    has rows in is left to the chunked DELETE of the view's own rows. A table held by a
+    long query past `METADATA_WAIT_SECONDS`, or another process holding the partition
+    lock, raises (OperationalError 1205, TimeoutError): the caller deletes by chunks."""
     if not supported(db):
         return
-    with db.connect() as conn, _Lock(conn):
+    with db.connect() as conn, _Lock(conn, metadata_wait=METADATA_WAIT_SECONDS):
         if not is_partitioned(conn):
             return
         for day in day_partitions(conn):
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
             if end > before:
                 return
-            try:
-                dropped = _drop_if_alone(conn, day, view_name)
-            except OperationalError as exc:
-                if _code(exc) != _LOCK_WAIT_TIMEOUT:
-                    raise
-                log.warning(
-                    "prediction_log: days from %s not dropped: a long query held the table "
-                    "past %d s; their rows are deleted by chunks instead", day,
-                    METADATA_WAIT_SECONDS,
-                )  # fmt: skip
-                return
+            dropped = _drop_if_alone(conn, day, view_name)
             if dropped is not None:
                 yield day, dropped
 
@@ -277,7 +288,7 @@ def _drop_if_alone(conn: Connection, day: dt.date, view_name: str) -> int | None
     count = f"SELECT COUNT(*) FROM {part}"  # noqa: S608
     rows = int(conn.execute(sa.text(count)).scalar() or 0)
     conn.commit()  # the count's snapshot ends before the table lock
-    conn.execute(sa.text(f"LOCK TABLES {table} WRITE"))  # OperationalError 1205: busy
+    conn.execute(sa.text(f"LOCK TABLES {table} WRITE"))  # 1205 after METADATA_WAIT_SECONDS
     try:
         if conn.execute(sa.text(other), {"v": view_name}).first() is not None:
             return None
