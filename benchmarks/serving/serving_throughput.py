@@ -234,6 +234,12 @@ def make_records(view: Any, n: int) -> list[dict[str, Any]]:
     return out
 
 
+def as_split(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Records in the split form (`columns` once, one list of values per record)."""
+    columns = list(records[0])
+    return {"columns": columns, "data": [[r.get(c) for c in columns] for r in records]}
+
+
 def mlflow_record(view: Any, rec: dict[str, Any]) -> dict[str, Any]:
     """The same record typed as the logged signature expects (what a pyfunc client sends)."""
     from ctloop.features.records import model_rows
@@ -343,6 +349,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="single-record connections")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--batch-form", choices=("records", "split"), default="records",
+                        help="batch bodies as records, or in the split form (columns once; "
+                             "`dataframe_split` for mlflow)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--driver", default="mysqldb", help="MariaDB driver: mysqldb | pymysql")
     parser.add_argument("--modes", default=",".join(MODES))
@@ -391,13 +400,20 @@ def main() -> None:
             chunks = [recs[i : i + args.batch_size] for i in range(0, len(recs), args.batch_size)]
             if {len(c) for c in chunks} != {args.batch_size}:
                 raise SystemExit(f"batch bodies of {sorted({len(c) for c in chunks})} records")
+            mlflow_chunks = [[mlflow_record(view, r) for r in c] for c in chunks]
+            if args.batch_form == "split":  # field names once per body, for both servers
+                batch = [json.dumps(as_split(c)) for c in chunks]
+                mlflow_batch = [json.dumps({"dataframe_split": as_split(c)})
+                                for c in mlflow_chunks]  # fmt: skip
+            else:
+                batch = [json.dumps({"records": c}) for c in chunks]
+                mlflow_batch = [json.dumps({"dataframe_records": c}) for c in mlflow_chunks]
             bodies = {
                 "single": [json.dumps(r) for r in recs],
-                "batch": [json.dumps({"records": c}) for c in chunks],
+                "batch": batch,
                 "mlflow_single": [json.dumps({"dataframe_records": [mlflow_record(view, r)]})
                                   for r in recs],
-                "mlflow_batch": [json.dumps({"dataframe_records": [mlflow_record(view, r)
-                                                                   for r in c]}) for c in chunks],
+                "mlflow_batch": mlflow_batch,
             }  # fmt: skip
             import mlflow
 
@@ -565,7 +581,8 @@ def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace)
         "and MariaDB run on the same two cores as the server",
         f"- {args.workers} server workers per server; single: {args.concurrency} keep-alive "
         f"connections, one record per request; batch: {args.batch_concurrency} connections, "
-        f"{args.batch_size} records per request; {args.duration:g} s per run; {args.runs} "
+        f"{args.batch_size} records per request ({args.batch_form} form); {args.duration:g} s "
+        f"per run; {args.runs} "
         "rounds, each round runs every mode once (interleaved, so load from other processes "
         "on the machine hits all modes alike); medians; MariaDB driver "
         f"`{args.driver}`",
@@ -575,6 +592,7 @@ def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace)
         f"--driver {args.driver} --modes {','.join(results)}"
         + (f" --log-batch-size {args.log_batch_size}" if args.log_batch_size else "")
         + (f" --log-queue-max {args.log_queue_max}" if args.log_queue_max else "")
+        + (f" --batch-form {args.batch_form}" if args.batch_form != "records" else "")
         + "`",
         "",
         "Sustained = records answered / (load time + time the prediction log took to catch "
