@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -51,6 +52,18 @@ def in_partition(db: Database, day: dt.date | str) -> dict[str, int]:
         return {v: int(n) for v, n in rows}
 
 
+def log_with_days(store: FeatureStore, back: int) -> PredictionLog:
+    """The store's log with a partition for each of the `back` days before today."""
+    partitions.ensure_days(store, TODAY - dt.timedelta(days=back), TODAY)
+    return PredictionLog(store)
+
+
+def logged_rows(log: PredictionLog, view: FeatureView) -> pd.DataFrame:
+    """Every row the view has in the log."""
+    return log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
+                    expand_features=False)  # fmt: skip
+
+
 def day_rows(view: str, day: dt.date, n: int, tag: str = "") -> list[dict]:
     start = dt.datetime.combine(day, dt.time())
     step = 86_399 // max(n - 1, 1)
@@ -83,8 +96,7 @@ def test_expired_days_are_dropped_whole_and_only_those(
     store: FeatureStore, view: FeatureView
 ) -> None:
     first = TODAY - dt.timedelta(days=40)
-    partitions.ensure_days(store, first, TODAY)
-    log = PredictionLog(store)
+    log = log_with_days(store, 40)
     days = [TODAY - dt.timedelta(days=back) for back in range(40, -1, -1)]
     shared = set(days[21:25])  # days 19..16 back: the other view logged there too
     rows = [r for d in days for r in day_rows(view.name, d, 20)]
@@ -106,8 +118,7 @@ def test_expired_days_are_dropped_whole_and_only_those(
     for day in shared:  # kept as partitions: the other view's rows are still there
         assert in_partition(store, day) == {"other_view": 3}
     assert in_partition(store, "p_start") == {}
-    left = log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
-                    expand_features=False)  # fmt: skip
+    left = logged_rows(log, view)
     assert left["created_at"].min() == before  # every kept day whole, from its first second
     assert len(left) == (len(days) - len(expired)) * 20
     assert log.count("other_view") == 3 * len(shared)
@@ -117,9 +128,7 @@ def test_expired_days_are_dropped_whole_and_only_those(
 def test_a_day_the_monitor_has_not_read_is_not_dropped(
     store: FeatureStore, view: FeatureView
 ) -> None:
-    first = TODAY - dt.timedelta(days=30)
-    partitions.ensure_days(store, first, TODAY)
-    log = PredictionLog(store)
+    log = log_with_days(store, 30)
     log.write([r for back in range(31) for r in
                day_rows(view.name, TODAY - dt.timedelta(days=back), 10)])  # fmt: skip
     keep = retention.min_keep_days(view)
@@ -129,8 +138,7 @@ def test_a_day_the_monitor_has_not_read_is_not_dropped(
     assert done.before == keep_from
     assert done.days_dropped == 5  # 30..26 days back; the 25th only up to noon, by chunks
     assert partitions.day_name(keep_from.date()) in layout(store)
-    left = log.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
-                    expand_features=False)  # fmt: skip
+    left = logged_rows(log, view)
     assert left["created_at"].min() >= keep_from
     assert len(left) == 25 * 10 + 5  # 25 whole days, and the afternoon of the 26th
 
@@ -138,8 +146,7 @@ def test_a_day_the_monitor_has_not_read_is_not_dropped(
 def test_a_long_reader_turns_the_drop_into_chunked_deletes(
     store: FeatureStore, view: FeatureView, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    partitions.ensure_days(store, TODAY - dt.timedelta(days=20), TODAY)
-    log = PredictionLog(store)
+    log = log_with_days(store, 20)
     old = TODAY - dt.timedelta(days=20)
     log.write(day_rows(view.name, old, 50) + day_rows(view.name, TODAY, 5))
     monkeypatch.setattr(partitions, "METADATA_WAIT_SECONDS", 1)
@@ -160,8 +167,7 @@ def test_a_long_reader_turns_the_drop_into_chunked_deletes(
 def test_another_process_holding_the_partition_lock_means_chunks(
     store: FeatureStore, view: FeatureView, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    partitions.ensure_days(store, TODAY - dt.timedelta(days=20), TODAY)
-    log = PredictionLog(store)
+    log = log_with_days(store, 20)
     old = TODAY - dt.timedelta(days=20)
     log.write(day_rows(view.name, old, 30))
     monkeypatch.setattr(partitions, "_LOCK_SECONDS", 1)
@@ -185,8 +191,7 @@ def test_another_process_holding_the_partition_lock_means_chunks(
 def test_days_below_are_made_after_drops(store: FeatureStore, view: FeatureView) -> None:
     """p_start keeps its bound when the days above it are dropped: days made below later
     reach up to that bound, and rows already in p_start move to their day."""
-    partitions.ensure_days(store, TODAY - dt.timedelta(days=25), TODAY)
-    log = PredictionLog(store)
+    log = log_with_days(store, 25)
     log.write(day_rows(view.name, TODAY - dt.timedelta(days=40), 6))  # in p_start
     log.write(day_rows(view.name, TODAY - dt.timedelta(days=24), 2))
     assert retention.prune(log, view, 20, NOW).days_dropped >= 5

@@ -377,10 +377,6 @@ def prune_log(views: tuple[str, ...], keep_days: int | None, dry_run: bool) -> N
         done = retention.prune(log, fv, keep, now, dry_run=dry_run, progress=progress,
                                keep_from=reports.last_window_end(fv.name))  # fmt: skip
         verb = "would delete" if dry_run else "deleted"
-        dropped = (
-            f", {done.days_dropped} whole day{'s' * (done.days_dropped > 1)} dropped"
-            if done.days_dropped
-            else ""
-        )
+        dropped = f", {done.days_text}" if done.days_text else ""
         click.echo(f"{fv.name}: {verb} {done.deleted:,} rows logged before "
                    f"{done.before:%Y-%m-%d} (keeping {keep} days{dropped})")  # fmt: skip

@@ -97,20 +97,29 @@ def split_records(document: dict[str, Any]) -> list[dict[str, Any]]:
     record leaves out. SplitShapeError names what is wrong with the body's shape (serving
     answers it as a 400 at that location; the values themselves are judged as records)."""
     columns, data = document.get("columns"), document.get("data")
+    problem = _shape_problem(columns, data)
+    if problem is not None:
+        raise problem
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
+def _shape_problem(columns: Any, data: Any) -> SplitShapeError | None:
+    """What is wrong with a split body's shape (the first thing), or None: the one rule
+    `split_records` reports and the columnar check declines on."""
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise SplitShapeError(("columns",), "a list of field names is expected")
+        return SplitShapeError(("columns",), "a list of field names is expected")
     if len(set(columns)) != len(columns):
         twice = sorted({c for c in columns if columns.count(c) > 1})
-        raise SplitShapeError(("columns",), f"{', '.join(map(repr, twice))} named more than once")
+        return SplitShapeError(("columns",), f"{', '.join(map(repr, twice))} named more than once")
     if not isinstance(data, list):
-        raise SplitShapeError(
+        return SplitShapeError(
             ("data",), "a list of rows (one list of values per record) is expected"
         )
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             got = f"{len(row)} values" if isinstance(row, list) else f"a {type(row).__name__}"
-            raise SplitShapeError(("data", i), f"{got} for {len(columns)} columns")
-    return [dict(zip(columns, row, strict=True)) for row in data]
+            return SplitShapeError(("data", i), f"{got} for {len(columns)} columns")
+    return None
 
 
 def checked_batch(view: FeatureView, body: bytes, max_records: int) -> ColumnarBatch | None:
@@ -153,18 +162,12 @@ def _checked_split(
 ) -> ColumnarBatch | None:
     """A split body checked as `checked_records` checks records, without a dict per
     record: its rows are transposed into columns in one C-level pass."""
-    if type(columns) is not list or type(data) is not list or not 1 <= len(data) <= max_records:
+    if _shape_problem(columns, data) is not None or not 1 <= len(data) <= max_records:
         return None
     rules = schema_of(view).features
     fields = (view.entity, view.event_date, *(r.name for r in rules))
-    width = len(columns)
-    if not all(type(c) is str for c in columns) or len(set(columns)) != width:
-        return None
     if not set(columns) <= set(fields):
         return None
-    for row in data:
-        if type(row) is not list or len(row) != width:
-            return None
     by_name = dict(zip(columns, map(list, zip(*data, strict=True)), strict=True))
     n = len(data)
 

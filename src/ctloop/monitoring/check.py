@@ -251,11 +251,7 @@ def _prune(
     except Exception as exc:
         log.warning("log retention of %s failed: %r", view.name, exc)
         return None, f"log retention failed ({type(exc).__name__}); retried at the next check"
-    dropped = (
-        f" ({done.days_dropped} whole day{'s' * (done.days_dropped > 1)} dropped)"
-        if done.days_dropped
-        else ""
-    )
+    dropped = f" ({done.days_text})" if done.days_text else ""
     return done, (f"log retention {keep_days} days: {done.deleted} rows logged before "
                   f"{done.before:%Y-%m-%d %H:%M} deleted{dropped}")  # fmt: skip
 

@@ -48,6 +48,13 @@ class Pruned:
     dry_run: bool = False
     days_dropped: int = 0  # of `deleted`, whole day partitions dropped (MariaDB/MySQL)
 
+    @property
+    def days_text(self) -> str:
+        """What the check and the CLI say of the days dropped ("" when none was)."""
+        if not self.days_dropped:
+            return ""
+        return f"{self.days_dropped} whole day{'s' * (self.days_dropped > 1)} dropped"
+
 
 def min_keep_days(view: FeatureView) -> int:
     """The fewest whole days of log the view's monitor and live gate still read, plus the

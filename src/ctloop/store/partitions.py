@@ -232,8 +232,9 @@ def convert(db: Database, today: dt.date | None = None) -> int:
         if oldest is not None:
             first = min(first, max(oldest.date(), today - dt.timedelta(days=MAX_DAYS_BACK)))
         days = _days(first, today + dt.timedelta(days=DAYS_AHEAD))
-        indexes = sa.inspect(conn).get_indexes(table)
-        primary = sa.inspect(conn).get_pk_constraint(table).get("constrained_columns") or []
+        inspector = sa.inspect(conn)
+        indexes = inspector.get_indexes(table)
+        primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
         changes = []
         if primary != ["id", "created_at"]:
             changes += ["DROP PRIMARY KEY", "ADD PRIMARY KEY (id, created_at)"]
@@ -262,9 +263,7 @@ def drop_expired(
     if not supported(db):
         return
     with db.connect() as conn, _Lock(conn, metadata_wait=METADATA_WAIT_SECONDS):
-        if not is_partitioned(conn):
-            return
-        for day in day_partitions(conn):
+        for day in day_partitions(conn):  # none in an unpartitioned log
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
             if end > before:
                 return
