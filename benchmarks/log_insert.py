@@ -5,9 +5,12 @@ database: in the service process (encoding, the driver) and in `mariadbd` (parsi
 JSON_TABLE, InnoDB and its four indexes). This measures both for the paths
 `PredictionLog.write` can take, on a database of its own (dropped after):
 
-* `load_data`: the shipped path on MariaDB/MySQL, `LOAD DATA LOCAL INFILE` of the batch
-  written as a tab-separated temporary file (on PyMySQL connections of its own whatever
-  the store URL's driver: `ctloop.store.localfiles`);
+* `load_data typed`: the shipped path, `LOAD DATA LOCAL INFILE` of the batch written as a
+  tab-separated temporary file (on PyMySQL connections of its own whatever the store
+  URL's driver: `ctloop.store.localfiles`) into the view's own table, one typed column per
+  feature (`<view>_predictions`);
+* `load_data`: the same into the shared table, features as one JSON text (views without a
+  table of their own);
 * `json_table`: the path before it (and where the server refuses local files), one JSON
   document per batch (hex-encoded under PyMySQL);
 * `json_table_plain`: the same under PyMySQL without the hex encoding (what it replaced);
@@ -16,9 +19,10 @@ JSON_TABLE, InnoDB and its four indexes). This measures both for the paths
   order the service built its rows in before (each JSON_TABLE column scans the object up
   to its key, so a big object early is scanned once per column).
 
-Rows look like the service's (17 features, three class probabilities); they are generated
-before the clock starts. Server CPU is read from /proc for the `mariadbd` process, so run
-it on a machine where nothing else uses that server.
+Rows look like the service's (the credit_score view's 17 features, three class
+probabilities); they are generated before the clock starts. Server CPU is read from
+/proc for the `mariadbd` process, so run it on a machine where nothing else uses that
+server.
 
     uv run python benchmarks/log_insert.py --rows 50000 --batch 500 --repeats 3
 """
@@ -44,6 +48,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from ctloop.features.view import load_view  # noqa: E402
 from ctloop.predlog.row import encode_row  # noqa: E402
 from ctloop.predlog.store import PredictionLog  # noqa: E402
 from ctloop.store.features import FeatureStore  # noqa: E402
@@ -59,15 +64,18 @@ def mariadbd_cpu() -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+VIEW = load_view("credit_score", ROOT / "features")
+
+
 def make_rows(n: int, rng: random.Random) -> list[dict[str, Any]]:
     now = dt.datetime.now()
     rows = []
     for _ in range(n):
         features: dict[str, Any] = {
-            f"feature_{i}": round(rng.uniform(0, 1e4), 3) for i in range(12)
-        }
-        features |= {
-            f"category_{i}": rng.choice(["Engineer", "Doctor", "_______"]) for i in range(5)
+            f.name: round(rng.uniform(0, 1e4), 3)
+            if f.is_numeric
+            else rng.choice(["Engineer", "Doctor", "_______"])
+            for f in VIEW.features
         }
         p = sorted(rng.random() for _ in range(2))
         rows.append({  # in the service's order: the JSON fields last
@@ -121,8 +129,15 @@ def main() -> None:
         logs = {driver: PredictionLog(store, bulk_load=False) for driver, store in stores.items()}
         plain = PredictionLog(FeatureStore(SERVER + f"/{db}"), bulk_load=False)
         plain._hex_documents = False  # the PyMySQL path before hex documents
+        for log in (*bulk.values(), *logs.values(), plain):
+            log.write(make_rows(10, rng))  # connect, ask for JSON_TABLE: the shared table
+        stores["pymysql"].init([], log_views=[VIEW])  # from here on: the typed table too
+        typed = PredictionLog(stores["pymysql"], bulk_load=True)
+        if typed.layout(VIEW.name) is None:
+            raise SystemExit("no typed log table was made: nothing to time")
         paths: dict[str, Callable[[list[dict[str, Any]]], int]] = {
-            "load_data (shipped)": bulk["pymysql"].write,
+            "load_data typed (shipped)": typed.write,
+            "load_data shared JSON table": bulk["pymysql"].write,
             "pymysql json_table": logs["pymysql"].write,
             "pymysql json_table_plain": plain.write,
             "pymysql executemany": lambda b: logs["pymysql"]._write_executemany(
@@ -134,9 +149,8 @@ def main() -> None:
                 [encode_row(r) for r in b]
             ),
         }
-        for log in (*bulk.values(), *logs.values(), plain):
-            log.write(make_rows(10, rng))  # connect, and ask for JSON_TABLE
-        if not all(log.bulk_load for log in bulk.values()):
+        typed.write(make_rows(10, rng))
+        if not all(log.bulk_load for log in (*bulk.values(), typed)):
             raise SystemExit("the server refuses LOAD DATA LOCAL INFILE: no bulk path to time")
         for repeat in range(args.repeats):
             for name, write in paths.items():
@@ -149,8 +163,13 @@ def main() -> None:
                 print(f"[{repeat + 1}] {name:30} {result['rows_s']:8,.0f} rows/s  "
                       f"server {result['server_us']:5.1f} us/row  "
                       f"client {result['client_us']:5.1f} us/row", flush=True)  # fmt: skip
-        if not all(log.bulk_load for log in bulk.values()):
+        if not all(log.bulk_load for log in (*bulk.values(), typed)):
             raise SystemExit("the bulk path fell back to INSERT during the runs: not timed")
+        with stores["pymysql"].connect() as conn:
+            count = f"SELECT COUNT(*) FROM {VIEW.log_table}"  # noqa: S608  (the view's name)
+            in_typed = conn.execute(sa.text(count)).scalar()
+        if in_typed != 10 + args.repeats * args.rows:
+            raise SystemExit(f"the typed table holds {in_typed} rows, not what was written")
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))

@@ -1,8 +1,9 @@
 """Retention of one expired day of prediction log on MariaDB: day partition dropped against
 chunked DELETE, and what a serving writer inserting meanwhile waits.
 
-For each mode and run, a fresh database: the log as `ctloop init-db` makes it (partitioned
-by day) or as an older ctloop made it (one plain table), `--rows` rows logged on one day a
+For each mode and run, a fresh database: the log as `ctloop init-db` makes it (the view's
+own typed table, partitioned by day) or as an older ctloop made it (one plain shared
+table), `--rows` rows logged on one day a
 month ago (100,000 written by the log's own bulk path, the rest copied by MariaDB itself,
 each copy its own request ids), plus today's traffic. The day's row count is checked
 before anything is timed. Timed: `retention.prune` of that day, while a thread writes
@@ -45,8 +46,11 @@ def log_row(view: str, names: list[str], rid: str, at: dt.datetime) -> dict:
             "latency_ms": 1.5, "created_at": at, "role": "champion"}  # fmt: skip
 
 
-def fill_day(db: Database, view: str, names: list[str], day: dt.date, rows: int) -> None:
-    """`rows` log rows on `day`: the base written by the log, the rest copied by MariaDB."""
+def fill_day(
+    db: Database, table: str, view: str, names: list[str], day: dt.date, rows: int
+) -> None:
+    """`rows` log rows on `day`: the base written by the log (into `table`, the view's own
+    or the shared one), the rest copied by MariaDB."""
     start = dt.datetime.combine(day, dt.time(0, 0, 1))
     base = min(rows, BASE_ROWS)
     step = 86_000 / base
@@ -54,27 +58,23 @@ def fill_day(db: Database, view: str, names: list[str], day: dt.date, rows: int)
     for lo in range(0, base, 5_000):
         log.write([log_row(view, names, f"old-{i}", start + dt.timedelta(seconds=i * step))
                    for i in range(lo, min(lo + 5_000, base))])  # fmt: skip
-    cols = [c.name for c in tables.prediction_log_table(sa.MetaData()).columns
-            if c.name not in ("id", "request_id")]  # fmt: skip
-    listed = ", ".join(cols)
+    with db.connect() as conn:
+        cols = [c["name"] for c in sa.inspect(conn).get_columns(table)
+                if c["name"] not in ("id", "request_id")]  # fmt: skip
+    listed = ", ".join(f"`{c}`" for c in cols)
     copy = 0
     while True:
-        with db.connect() as conn:
-            have = conn.execute(sa.text("SELECT COUNT(*) FROM prediction_log")).scalar()
+        have = log.count(view)
         if have >= rows:
             break
         copy += 1
         with db.begin() as conn:
             conn.execute(sa.text(
-                f"INSERT INTO prediction_log (request_id, {listed}) "  # noqa: S608
-                f"SELECT CONCAT(request_id, '.{copy}'), {listed} FROM prediction_log "
+                f"INSERT INTO {table} (request_id, {listed}) "  # noqa: S608
+                f"SELECT CONCAT(request_id, '.{copy}'), {listed} FROM {table} "
                 f"WHERE request_id LIKE 'old-%' AND request_id NOT LIKE '%.%' LIMIT :n"
             ), {"n": rows - have})  # fmt: skip
-    with db.connect() as conn:
-        got = conn.execute(sa.text("SELECT COUNT(*) FROM prediction_log WHERE created_at >= :a "
-                                   "AND created_at < :b"),
-                           {"a": start.replace(second=0),
-                            "b": start + dt.timedelta(days=1)}).scalar()  # fmt: skip
+    got = log.count(view, since=start.replace(second=0), before=start + dt.timedelta(days=1))
     if got != rows:
         raise SystemExit(f"the day holds {got} rows, not {rows}")
 
@@ -93,13 +93,15 @@ def one_run(server: str, partitioned: bool, rows: int) -> dict[str, float]:
         if partitioned:
             store = FeatureStore(url)
             store.init([view])
-            partitions.ensure_days(store, old - dt.timedelta(days=1), today)
+            table = view.log_table
+            partitions.ensure_days(store, old - dt.timedelta(days=1), today, table)
             db: Database = store
         else:
             db = Database(url)
             with db.begin() as conn:
                 tables.prediction_log_table(sa.MetaData()).create(conn)
-        fill_day(db, view.name, names, old, rows)
+            table = tables.PREDICTION_LOG
+        fill_day(db, table, view.name, names, old, rows)
         waits: list[float] = []
         stop = threading.Event()
 

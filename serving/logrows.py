@@ -83,6 +83,7 @@ def log_rows(
 
 
 def log_writer(
+    view: FeatureView,
     store: FeatureStore,
     sink: Callable[[list[dict[str, Any]]], int],
     config: ServingConfig,
@@ -90,7 +91,9 @@ def log_writer(
     on_count: Callable[[str, int], None] | None = None,
 ) -> PredictionLogWriter:
     """A started background writer with the service's settings. Every writer of a service
-    shares one spill folder: a file a dead process left is claimed by the next writer."""
+    shares one spill folder: a file a dead process left is claimed by the next writer.
+    Before its first write the writer makes the view's typed log table (or gives an older
+    one the view's new feature columns)."""
     return PredictionLogWriter(
         sink,
         WriterConfig(
@@ -102,7 +105,7 @@ def log_writer(
             journal=config.journal,
             journal_fsync_seconds=config.journal_fsync_seconds,
         ),
-        prepare=functools.partial(store.init, []),
+        prepare=functools.partial(store.init, [], log_views=[view]),
         probe=store.ping,
         on_count=on_count,
     ).start()

@@ -265,10 +265,10 @@ class ModelService:
         if self.store is not None and CONFIG.log_mode != "off":
             self.predictions = PredictionLog(self.store)
         if self.store is not None and self.predictions is not None and CONFIG.log_mode == "async":
-            self.writer = log_writer(self.store, self.predictions.write, CONFIG, state_dir,
+            self.writer = log_writer(VIEW, self.store, self.predictions.write, CONFIG, state_dir,
                                      on_count=self._count_log)  # fmt: skip
         elif self.store is not None:
-            self.store.init([])
+            self.store.init([], log_views=[VIEW] if self.predictions is not None else [])
         # a challenger on shadow trial is scored and logged by a child process at a lower
         # priority (serving/shadow.py), started when the first shadow work arrives
         self.shadow = ShadowScorer()

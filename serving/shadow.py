@@ -251,7 +251,7 @@ def main() -> None:
     view = load_view(config.view_name(settings))
     Registry.from_settings(settings).activate()
     store = FeatureStore.from_settings(settings)
-    writer = log_writer(store, PredictionLog(store).write, config,
+    writer = log_writer(view, store, PredictionLog(store).write, config,
                         config.resolved_state_dir(settings))  # fmt: skip
     models: dict[str, Predictor] = {}
     _step_aside()  # after the start-up work, which ran at the worker's own priority

@@ -191,18 +191,15 @@ def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: st
     """Rows per role once the champion rows reach the answers and the shadow rows reach
     the shadowed answers, or stopped growing for 3 s once the champion rows are all in
     (shadow work shed by an overloaded worker never arrives), or two minutes passed."""
-    import sqlalchemy as sa
+    from ctloop.predlog.store import PredictionLog
 
     total = answered["off"] + answered["on"]
     deadline = time.monotonic() + 120
     counts: dict[str, int] = {}
     last, still_since = None, time.monotonic()
     while True:
-        with store.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT COALESCE(role, :c), COUNT(*) FROM prediction_log GROUP BY 1"
-            ), {"c": champion}).all()  # fmt: skip
-        counts = {champion: 0, shadow: 0, **{str(r): int(n) for r, n in rows}}
+        log = PredictionLog(store)  # the view's typed table and the shared one
+        counts = {role: log.count(role=role) for role in (champion, shadow)}
         if counts[champion] >= total and counts[shadow] >= answered["on"]:
             return counts
         if counts != last:

@@ -313,10 +313,9 @@ class Traffic:
 
 
 def logged_ids(store: FeatureStore) -> list[str]:
-    """Every request id in prediction_log, read directly (not through the relay)."""
-    with store.engine.connect() as conn:
-        table = PredictionLog(store).table
-        return list(conn.execute(sa.select(table.c.request_id)).scalars())
+    """Every request id in the prediction log's tables, read directly (not through the
+    relay)."""
+    return PredictionLog(store).request_ids()
 
 
 def worker_metadata(

@@ -12,15 +12,18 @@ a bulk path that silently never runs fails here.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from ctloop.errors import StoreUnavailableError
+from ctloop.features.view import FeatureView
 from ctloop.predlog.store import PredictionLog, _tsv_line
 from ctloop.store.features import FeatureStore
 from ctloop.store.localfiles import FILE_REFUSED
@@ -106,6 +109,41 @@ def test_a_bulk_loaded_batch_is_stored_exactly_as_the_insert_path_stores_it(
     assert {row[2] for row in by_bulk} >= {None, "\\N", "NULL", "tab\there", "nul\x00here"}
 
 
+def test_a_views_typed_table_is_bulk_loaded_as_the_insert_path_stores_it(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    """The view's own table (one column per feature, `_extra` for what no column holds):
+    one LOAD DATA per batch, the same stored values as the INSERT path, and the values
+    read back as they were logged."""
+    store.init([view])
+    bulk, insert = PredictionLog(store, bulk_load=True), PredictionLog(store, bulk_load=False)
+    batch = [{**r, "feature_view": view.name} for r in rows(60)]
+    twin = [{**r, "request_id": uuid.uuid4().hex} for r in batch]
+    before = loads()
+    assert bulk.write(batch) == 60
+    assert loads() == before + 1 and bulk.bulk_load
+    assert insert.write(twin) == 60
+    assert loads() == before + 1
+    assert bulk.write(batch) == 0  # a replay: nothing twice
+    table = bulk.layout(view.name).table  # type: ignore[union-attr]
+    columns = [c for c in table.columns if c.name not in ("id", "request_id")]
+    with store.connect() as conn:
+        found = {r[0]: tuple(r[1:]) for r in conn.execute(sa.select(table.c.request_id, *columns))}
+    assert [found[r["request_id"]] for r in batch] == [found[r["request_id"]] for r in twin]
+    assert PredictionLog(store).count(view.name) == 120
+    back = bulk.read(view.name, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1))
+    by_id = back.set_index("request_id")
+    for row in batch:
+        got = by_id.loc[row["request_id"]]
+        features = row["features"]
+        if isinstance(features, str):
+            features = json.loads(features)
+        for key, value in features.items():
+            assert got[key] == value or (value is None and pd.isna(got[key])), (key, got[key])
+        assert got["entity_id"] == row["entity_id"] or row["entity_id"] is None
+        assert got["prediction"] == row["prediction"]
+
+
 def test_a_replayed_batch_is_never_stored_twice(store: FeatureStore) -> None:
     log = PredictionLog(store, bulk_load=True)
     batch = rows(40)
@@ -176,7 +214,7 @@ def test_a_load_failing_for_another_reason_gets_inserts_from_then_on(
     store: FeatureStore,
 ) -> None:
     log = PredictionLog(store, bulk_load=True)
-    log._load_sql = (  # a statement the server fails (a column the table lacks)
+    log._load_sqls["prediction_log"] = (  # a statement the server fails (no such column)
         "LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE prediction_log (no_such_column)"
     )
     assert log.write(rows(12)) == 12

@@ -38,24 +38,41 @@ def _same_day() -> None:
         pytest.fail("UTC midnight passed since the module was imported: run it again")
 
 
-def layout(db: Database) -> list[str]:
+def layout(db: Database, table: str = tables.PREDICTION_LOG) -> list[str]:
+    """The partitions of a log table (the shared one, or a view's own)."""
     with db.connect() as conn:
-        return [name for name, _ in partitions._partitions(conn)]
+        return [name for name, _ in partitions._partitions(conn, table)]
 
 
 def in_partition(db: Database, day: dt.date | str) -> dict[str, int]:
-    """Rows per view in one partition (a day, or p_start / p_future)."""
+    """Rows per view in one partition (a day, or p_start / p_future) of the shared log
+    and of every view's own log table (a table without that partition has none there)."""
     name = day if isinstance(day, str) else partitions.day_name(day)
+    found: dict[str, int] = {}
     with db.connect() as conn:
-        rows = conn.execute(sa.text(f"SELECT feature_view, COUNT(*) FROM prediction_log "
-                                    f"PARTITION ({name}) GROUP BY feature_view"))  # fmt: skip
-        return {v: int(n) for v, n in rows}
+        for table in (tables.PREDICTION_LOG, *typed_tables(db)):
+            if name not in {p for p, _ in partitions._partitions(conn, table)}:
+                continue
+            of_view = ("feature_view" if table == tables.PREDICTION_LOG
+                       else f"'{table.removesuffix(tables.VIEW_LOG_SUFFIX)}'")  # fmt: skip
+            rows = conn.execute(sa.text(f"SELECT {of_view}, COUNT(*) FROM {table} "
+                                        f"PARTITION ({name}) GROUP BY 1"))  # fmt: skip
+            for view, n in rows:
+                found[view] = found.get(view, 0) + int(n)
+    return found
 
 
 def log_with_days(store: FeatureStore, back: int) -> PredictionLog:
     """The store's log with a partition for each of the `back` days before today."""
-    partitions.ensure_days(store, TODAY - dt.timedelta(days=back), TODAY)
+    for table in (tables.PREDICTION_LOG, *typed_tables(store)):
+        partitions.ensure_days(store, TODAY - dt.timedelta(days=back), TODAY, table)
     return PredictionLog(store)
+
+
+def typed_tables(db: Database) -> list[str]:
+    with db.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+    return [n for n in names if n.endswith(tables.VIEW_LOG_SUFFIX)]
 
 
 def logged_rows(log: PredictionLog, view: FeatureView) -> pd.DataFrame:
@@ -110,12 +127,14 @@ def test_expired_days_are_dropped_whole_and_only_those(
     done = retention.prune(log, view, keep, NOW, chunk_rows=25, progress=seen.append)
     alone = [d for d in expired if d not in shared]
     assert done.before == before
-    assert done.days_dropped == len(alone)
+    assert done.days_dropped == len(expired)  # its own table holds no other view's rows
     assert done.deleted == len(expired) * 20 + 7
     assert seen[-1] == done.deleted
-    names = set(layout(store))
-    assert not names & set(map(partitions.day_name, alone))  # dropped as partitions
+    assert not set(layout(store, view.log_table)) & set(map(partitions.day_name, expired))
+    names = set(layout(store))  # the shared log: days without the other view dropped too
+    assert not names & set(map(partitions.day_name, alone))
     for day in shared:  # kept as partitions: the other view's rows are still there
+        assert partitions.day_name(day) in names
         assert in_partition(store, day) == {"other_view": 3}
     assert in_partition(store, "p_start") == {}
     left = logged_rows(log, view)
@@ -137,7 +156,7 @@ def test_a_day_the_monitor_has_not_read_is_not_dropped(
     done = retention.prune(log, view, keep, NOW, keep_from=keep_from)
     assert done.before == keep_from
     assert done.days_dropped == 5  # 30..26 days back; the 25th only up to noon, by chunks
-    assert partitions.day_name(keep_from.date()) in layout(store)
+    assert partitions.day_name(keep_from.date()) in layout(store, view.log_table)
     left = logged_rows(log, view)
     assert left["created_at"].min() >= keep_from
     assert len(left) == 25 * 10 + 5  # 25 whole days, and the afternoon of the 26th
@@ -153,14 +172,15 @@ def test_a_long_reader_turns_the_drop_into_chunked_deletes(
     reader = sa.create_engine(store.engine.url)
     try:
         with reader.connect() as conn:  # an open transaction that read the log holds its
-            conn.execute(sa.text("SELECT COUNT(*) FROM prediction_log")).scalar()  # metadata lock
+            conn.execute(sa.text(f"SELECT COUNT(*) FROM {view.log_table}")).scalar()  # MDL
             done = retention.prune(log, view, retention.min_keep_days(view), NOW)
             # the drop gave up, so no ALTER is left queued in front of the writers
             log.write(day_rows(view.name, TODAY, 3, tag="during"))
     finally:
         reader.dispose()
     assert (done.deleted, done.days_dropped) == (50, 0)
-    assert partitions.day_name(old) in layout(store) and in_partition(store, old) == {}
+    assert partitions.day_name(old) in layout(store, view.log_table)
+    assert in_partition(store, old) == {}
     assert log.count(view.name) == 8
 
 
@@ -194,8 +214,10 @@ def test_days_below_are_made_after_drops(store: FeatureStore, view: FeatureView)
     log = log_with_days(store, 25)
     log.write(day_rows(view.name, TODAY - dt.timedelta(days=40), 6))  # in p_start
     log.write(day_rows(view.name, TODAY - dt.timedelta(days=24), 2))
-    assert retention.prune(log, view, 20, NOW).days_dropped >= 5
-    made = partitions.ensure_days(store, TODAY - dt.timedelta(days=45), TODAY)
+    assert retention.prune(log, view, 20, NOW).days_dropped == 1  # the one that had rows
+    gone = [partitions.day_name(TODAY - dt.timedelta(days=d)) for d in range(25, 20, -1)]
+    assert not set(layout(store, view.log_table)) & set(gone)  # the empty ones went too
+    made = partitions.ensure_days(store, TODAY - dt.timedelta(days=45), TODAY, view.log_table)
     assert made == [TODAY - dt.timedelta(days=d) for d in range(45, 25, -1)]
     assert in_partition(store, TODAY - dt.timedelta(days=40)) == {}  # pruned above
     log.write(day_rows(view.name, TODAY - dt.timedelta(days=40), 6))

@@ -135,10 +135,11 @@ def test_every_answered_request_has_a_champion_row_and_a_shadow_row(world: Trial
     assert sorted(shadow["request_id"]) == sorted(f"{rid}.shadow" for rid in answered)
     assert set(champion["model_version"]) == {world.v1}
     assert set(shadow["model_version"]) == {world.v2}
-    # the same record scored by both: one features document per pair
-    paired = champion.set_index("request_id")["features"]
+    # the same record scored by both: the same features in each pair's two rows
+    names = world.view.feature_names
+    paired = champion.set_index("request_id")[names]
     twin = shadow.assign(request_id=shadow["request_id"].str.removesuffix(".shadow"))
-    assert (twin.set_index("request_id")["features"].loc[paired.index] == paired).all()
+    pd.testing.assert_frame_equal(twin.set_index("request_id")[names].loc[paired.index], paired)
     meta = metadata_of_workers(world.server.url, calls=4)
     assert all(m["shadow"]["skipped"] == 0 for m in meta), meta
     # scored in a child process of each worker, at a lower priority than the requests

@@ -20,6 +20,8 @@ from tests.unit.test_store import (  # noqa: F401  collected here, on MariaDB
     DAY,
     _day,
     test_a_large_log_batch_is_split_below_the_packet_budget,
+    test_a_request_id_is_stored_once_across_the_shared_and_the_typed_table,
+    test_a_views_typed_log_gives_back_every_value_as_logged,
     test_ingest_is_atomic,
     test_init_is_idempotent_and_creates_all_tables,
     test_labels_with_unknown_class_are_refused_and_nothing_written,

@@ -32,8 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from ctloop.predlog.store import PredictionLog
 from ctloop.store.features import FeatureStore
 
@@ -87,15 +85,9 @@ def naive_utc(text: str) -> dt.datetime:
 def logged_ids(
     store: FeatureStore, view: str | None, start: dt.datetime, end: dt.datetime
 ) -> list[str]:
-    """Request ids of the prediction_log rows with start <= created_at <= end."""
-    table = PredictionLog(store).table
-    query = sa.select(table.c.request_id).where(
-        table.c.created_at >= start, table.c.created_at <= end
-    )
-    if view is not None:
-        query = query.where(table.c.feature_view == view)
-    with store.engine.connect() as conn:
-        return [row[0] for row in conn.execute(query)]
+    """Request ids of the prediction log's rows with start <= created_at <= end (the
+    view's typed table and the shared one)."""
+    return PredictionLog(store).request_ids(view, since=start, through=end)
 
 
 def settled_ids(

@@ -236,22 +236,24 @@ def test_prediction_log_window_read_and_replay_dedup(store: FeatureStore) -> Non
 
 
 def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) -> None:
-    """MariaDB writes the log through one JSON_TABLE document, SQLite through executemany:
-    both must store every value as given, NULLs, quotes, backslashes and emoji included
-    (the service's schema bounds every length before a row exists)."""
+    """The shared JSON table (a view without a typed table of its own): MariaDB writes
+    it through LOAD DATA or one JSON_TABLE document, SQLite through executemany; each must
+    store every value as given, NULLs, quotes, backslashes and emoji included (the
+    service's schema bounds every length before a row exists)."""
     log = PredictionLog(store)
     t0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456)
     tricky = 'O\'Brien \\ "quoted" ; DROP TABLE prediction_log; -- 🙂 ünïcode\n'
+    name = "no_typed_table"
     rows = [
-        {**_log_row("credit_score", t0), "entity_id": tricky,
+        {**_log_row(name, t0), "entity_id": tricky,
          "features": json.dumps({"occupation": tricky, "age": 30.5}, ensure_ascii=False)},
-        {**_log_row("credit_score", t0), "entity_id": None},
-        {**_log_row("credit_score", dt.datetime(2026, 3, 1, 12)), "latency_ms": 0.000123},
+        {**_log_row(name, t0), "entity_id": None},
+        {**_log_row(name, dt.datetime(2026, 3, 1, 12)), "latency_ms": 0.000123},
         # the serving writer's rows: JSON fields still objects, encoded by the store
-        {**_log_row("credit_score", t0), "features": {"occupation": tricky, "age": 1e-7},
+        {**_log_row(name, t0), "features": {"occupation": tricky, "age": 1e-7},
          "probabilities": {"Good": 0.1, "Standard": 0.2, "Poor": 0.7}},
         # values orjson refuses: the batch takes the executemany path, stored as numbers
-        {**_log_row("credit_score", t0), "features": {"age": np.float64(0.5), "id": 2**70}},
+        {**_log_row(name, t0), "features": {"age": np.float64(0.5), "id": 2**70}},
     ]  # fmt: skip
     assert log.write(rows) == 5
     table = log.table
@@ -268,6 +270,81 @@ def test_prediction_log_rows_are_stored_exactly_as_given(store: FeatureStore) ->
     assert stored[rows[-1]["request_id"]].features == '{"age":0.5,"id":1180591620717411303424}'
     assert log.write(rows) == 0  # a replay writes nothing twice
     assert log.count() == 5
+
+
+def test_a_views_typed_log_gives_back_every_value_as_logged(
+    store: FeatureStore, view: FeatureView
+) -> None:
+    """A view with its own table (`init-db` made `credit_score_predictions`) logs one typed
+    column per feature; a read gives back what the JSON form gives, and a value no column
+    holds exactly (an unknown feature, an integer past 2^53, a category longer than the
+    column, a bool, the online view's list of store features) comes back unchanged from
+    `_extra`. Nothing lands in the shared JSON table."""
+    log = PredictionLog(store)
+    assert log.layout(view.name) is not None
+    t0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456)
+    tricky = 'O\'Brien \\ "quoted" ; DROP TABLE x; -- 🙂 ünïcode\n\t\x00'
+    given = [
+        {"age": 30.5, "occupation": tricky, "event_date": "2026-03-01"},
+        {"age": None, "occupation": None},
+        {"age": 3, "occupation": "x" * 500, "unknown": [1, {"a": None}]},
+        {"age": 2**70, "occupation": "Doctor", "_from_store": ["age", "occupation"]},
+        {"age": True, "occupation": 7, "annual_income": -1e-300},
+        {"age": np.float64(0.25), "occupation": ""},
+    ]
+    rows = [{**_log_row(view.name, t0 + dt.timedelta(seconds=i)), "features": features,
+             "role": "champion"} for i, features in enumerate(given)]  # fmt: skip
+    rows[1]["features"] = json.dumps(rows[1]["features"])  # a replayed row: JSON text
+    rows[1]["entity_id"] = tricky
+    assert log.write(rows) == len(rows)
+    assert log.write(rows) == 0  # a replay writes nothing twice
+    assert log.count(view.name) == len(rows) and log.count("no_typed_table") == 0
+    raw = log.read(view.name, t0, t0 + dt.timedelta(days=1), expand_features=False)
+    assert "age" in raw.columns and "features" not in raw.columns  # the typed table's rows
+    back = log.read(view.name, t0, t0 + dt.timedelta(days=1))
+    assert list(back["request_id"]) == [r["request_id"] for r in rows]
+    assert back.loc[1, "entity_id"] == tricky
+    for i, features in enumerate(given):
+        for key, value in features.items():
+            if key == "_from_store":
+                assert back.loc[i, "from_store"] == ",".join(value)
+                continue
+            got = back.loc[i, key]
+            if value is None:
+                assert got is None or pd.isna(got), (i, key, got)
+            else:
+                assert got == value, (i, key, got)
+                assert isinstance(got, bool) == isinstance(value, bool), (i, key, got)
+    assert back.loc[0, "from_store"] == "" and back.loc[0, "proba_Good"] == 0.7
+    assert back.loc[1, "event_date"] is None or pd.isna(back.loc[1, "event_date"])
+    assert list(back["feature_view"].unique()) == [view.name]
+
+
+def test_a_request_id_is_stored_once_across_the_shared_and_the_typed_table(
+    store_url: str, view: FeatureView
+) -> None:
+    """Rows a view logged to the shared JSON table before its typed table existed (or an
+    older ctloop's worker logged there during an upgrade), replayed once the typed table
+    exists, are skipped: a request id is unique across both tables. A damaged features
+    text (a flipped byte in a spilled line) is kept as it came, never fails its batch."""
+    old = FeatureStore(store_url)
+    old.init([])
+    t0 = dt.datetime(2026, 3, 1, 12)
+    rows = [_log_row(view.name, t0 + dt.timedelta(seconds=i)) for i in range(6)]
+    assert PredictionLog(old).write(rows[:4]) == 4  # no typed table yet: the shared one
+    old.init([view])
+    log = PredictionLog(old)
+    assert log.layout(view.name) is not None
+    assert log.write(rows) == 2  # the four already in the shared table are skipped
+    assert log.count(view.name) == 6
+    assert sorted(log.request_ids(view.name)) == sorted(r["request_id"] for r in rows)
+    damaged = {**_log_row(view.name, t0), "features": '{"age": 3\x00, "occ'}
+    assert log.write([damaged]) == 1
+    back = log.read_requests(view.name, [damaged["request_id"]])
+    assert len(back) == 1 and back.iloc[0][""] == damaged["features"]
+    window = log.read(view.name, t0, t0 + dt.timedelta(minutes=1))
+    assert len(window) == 7 and window["created_at"].is_monotonic_increasing
+    old.dispose()
 
 
 def test_a_large_log_batch_is_split_below_the_packet_budget(store: FeatureStore) -> None:

@@ -232,12 +232,21 @@ class FeatureView(StrictModel):
             "features date index": f"ix_{name}_features_date",
             "labels date index": f"ix_{name}_labels_date",
             "labels arrival index": f"ix_{name}_labels_arrived",
+            "log table": self.log_table,
+            "log time index": f"ix_{name}_pred_time",
+            "log entity index": f"ix_{name}_pred_entity",
+            "log request key": f"uq_{name}_pred_request",
         }
 
     @property
     def features_table(self) -> str:
         """The store's table of this view's feature rows, named from the view alone."""
         return f"{self.name}_features"
+
+    @property
+    def log_table(self) -> str:
+        """The view's own prediction log (typed: one column per feature)."""
+        return f"{self.name}{LOG_TABLE_SUFFIX}"
 
     @property
     def labels_table(self) -> str:
@@ -249,6 +258,7 @@ MAX_IDENTIFIER = 64
 """MariaDB's limit on table, index and column names (a longer one failed at `init-db` with
 error 1059, reported as an unreachable store)."""
 MAX_VIEW_NAME = MAX_IDENTIFIER - len("ix__labels_arrived")
+LOG_TABLE_SUFFIX = "_predictions"  # a view's own prediction log table: `<view>_predictions`
 
 # Names the request model (a pydantic model with one field per column) cannot take: a
 # field named like one of BaseModel's attributes breaks the model or vanishes from it, and

@@ -100,24 +100,30 @@ def prune(
         before = min(before, keep_from)
     if dry_run:
         return Pruned(view.name, before, log.count(view.name, before=before), dry_run=True)
-    deleted = days = 0
-    try:
-        for _day, n in partitions.drop_expired(log.db, view.name, before):
-            deleted, days = deleted + n, days + 1
-            if progress is not None:
-                progress(deleted)
-    except (TimeoutError, DBAPIError, StoreUnavailableError) as exc:  # long query, lock, rights
-        logger.warning("prediction_log of %s: day partitions not dropped (%s); the rows go by "
-                     "chunked DELETE", view.name, _short(exc))  # fmt: skip
+    deleted, days = 0, set()
+    layout = log.layout(view.name)
+    names = [log.table.name] + ([] if layout is None else [layout.table.name])
+    for name in names:
+        try:
+            for day, n in partitions.drop_expired(log.db, view.name, before, table=name):
+                deleted += n
+                if n:  # an empty day's partition goes too, but dropped no row of the view
+                    days.add(day)
+                if progress is not None:
+                    progress(deleted)
+        except (TimeoutError, DBAPIError, StoreUnavailableError) as exc:  # long query, lock
+            logger.warning("%s of %s: day partitions not dropped (%s); the rows go by "
+                           "chunked DELETE", name, view.name, _short(exc))  # fmt: skip
     for n in log.delete_before(view.name, before, chunk_rows):
         deleted += n
         if progress is not None:
             progress(deleted)
-    try:  # the days to come, while at it; a row past them still lands (in p_future)
-        partitions.ensure_ahead(log.db)
-    except (TimeoutError, DBAPIError, StoreUnavailableError) as exc:
-        logger.warning("prediction_log: day partitions ahead not made (%s)", _short(exc))
-    return Pruned(view.name, before, deleted, days_dropped=days)
+    for name in names:
+        try:  # the days to come, while at it; a row past them still lands (in p_future)
+            partitions.ensure_ahead(log.db, table=name)
+        except (TimeoutError, DBAPIError, StoreUnavailableError) as exc:
+            logger.warning("%s: day partitions ahead not made (%s)", name, _short(exc))
+    return Pruned(view.name, before, deleted, days_dropped=len(days))
 
 
 def _short(exc: BaseException) -> str:

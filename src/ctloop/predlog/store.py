@@ -15,8 +15,8 @@ executemany of plain tuples. Every path skips a request id already stored.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -32,7 +32,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from ctloop.predlog.row import JSON_FIELDS, encode_row
+from ctloop.predlog.row import FROM_STORE, JSON_FIELDS, decode_json, encode_row
+from ctloop.predlog.typed import TypedLayout, rows_by_view
 from ctloop.settings import get_settings
 from ctloop.store import tables
 from ctloop.store.engine import MYSQL_DIALECTS, Database
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 CHAMPION_ROLE, SHADOW_ROLE, CANARY_ROLE = "champion", "shadow", "canary"
 # a shadow row's request id: the caller's request id + this (request ids are unique)
 SHADOW_SUFFIX = ".shadow"
-# the features-JSON key naming the features serving took from the store (online views)
-FROM_STORE = "_from_store"
 # A sampled read keeps the rows whose id hashes below the fraction: Fibonacci hashing
 # (id times 2^31 over the golden ratio, modulo 2^31) spreads consecutive ids evenly over
 # [0, 2^31), so the kept rows spread evenly over the window's time and over any pattern in
@@ -53,6 +52,7 @@ FROM_STORE = "_from_store"
 SAMPLE_MODULUS = 1 << 31
 SAMPLE_MULTIPLIER = 1_327_217_885
 REQUEST_CHUNK = 5_000  # request ids per `read_requests` query
+RECHECK_SECONDS = 60.0  # a view's table not found, or no shared rows: asked again after
 JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
 # max_allowed_packet (16 MiB)
 # the server or the client will not send local files: MariaDB's "local infile capability
@@ -75,12 +75,52 @@ class PredictionLog:
         if bulk_load is None:
             bulk_load = get_settings().log_bulk_load
         self.bulk_load = bulk_load and db.can_send_local_files
-        self._load_sql: str | None = None
         self._spool_dir: Path | None = None  # a 0700 folder of this log's own, made on use
         self._spool_retry_at = 0.0  # after a failed spool file, INSERT until then
         self._json_table: bool | None = None  # does the server have JSON_TABLE (MariaDB)?
         self._json_table_sql: str | None = None
         self._hex_documents = db.engine.dialect.driver == "pymysql"
+        self._layouts: dict[str, TypedLayout | None] = {}  # view -> its own table, if any
+        self._looked: dict[str, float] = {}  # view -> when its table was looked for
+        self._in_shared: dict[str, tuple[bool, float]] = {}  # view -> (shared rows?, when)
+        self._load_sqls: dict[str, str] = {}
+
+    def layout(self, view_name: str) -> TypedLayout | None:
+        """The view's own typed log table (`<fv>_predictions`), None where the database
+        has none (a store `init-db` has not seen since typed logs came): then the shared
+        JSON table takes the view's rows. Reflected once per process (a service's writer
+        creates its view's table before its first write, `StoreSchema.init`); a table not
+        found is looked for again after `RECHECK_SECONDS`."""
+        stale = time.monotonic() - self._looked.get(view_name, -math.inf) > RECHECK_SECONDS
+        if view_name not in self._layouts or (self._layouts[view_name] is None and stale):
+            self._looked[view_name] = time.monotonic()
+            name = tables.view_log_name(view_name)
+            with self.db.connect() as conn:
+                found = sa.inspect(conn).has_table(name)
+                table = sa.Table(name, sa.MetaData(), autoload_with=conn) if found else None
+            for column in [] if table is None else table.columns:
+                if isinstance(column.type, sa.Float):  # reflected DOUBLE reads as Decimal
+                    column.type = tables.Double
+            # a table of the user's that only shares the name's ending is not a log
+            ours = table is not None and {"request_id", "created_at", "probabilities"} <= set(
+                table.c.keys()
+            )
+            self._layouts[view_name] = (
+                TypedLayout.of(view_name, table) if table is not None and ours else None
+            )
+        return self._layouts[view_name]
+
+    def _tables(self, layout: TypedLayout | None) -> list[sa.Table]:
+        """The tables that may hold a view's rows: the shared one, and its own if any."""
+        return [self.table] if layout is None else [self.table, layout.table]
+
+    def typed_layouts(self) -> list[TypedLayout]:
+        """Every view's typed log table in this database."""
+        with self.db.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+        suffix = tables.VIEW_LOG_SUFFIX
+        found = [self.layout(n.removesuffix(suffix)) for n in names if n.endswith(suffix)]
+        return [layout for layout in found if layout is not None]
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert prediction log rows; a row whose request id is already stored is skipped.
@@ -91,8 +131,63 @@ class PredictionLog:
         """
         if not rows:
             return 0
+        written = 0
+        shared: list[dict[str, Any]] = []
+        for view_name, part in rows_by_view(rows).items():
+            layout = self.layout(view_name)
+            if layout is None:
+                shared += part
+            else:
+                written += self._write_typed(layout, part)
+        return written + (self._write_shared(shared) if shared else 0)
+
+    def _write_typed(self, layout: TypedLayout, rows: Sequence[dict[str, Any]]) -> int:
+        """A view's rows into its typed table: bulk-loaded where the server allows it,
+        else one executemany (no JSON documents: the values are plain already). While the
+        shared table still holds rows of the view (logged before its table existed, or by
+        an older ctloop's worker during an upgrade), a replayed row already stored there is
+        skipped here too: a request id is unique across both tables."""
+        if self._shared_holds(layout.view_name):
+            stored = self._stored_in_shared(layout.view_name, [r["request_id"] for r in rows])
+            rows = [r for r in rows if r["request_id"] not in stored]
+            if not rows:
+                return 0
+        flat = [layout.flatten(row) for row in rows]
         if self.bulk_load:
-            written = self._write_load_data(rows)
+            written = self._write_load_data(flat, layout.table, layout.columns)
+            if written is not None:
+                return written
+        return self._write_executemany(flat, layout.table)
+
+    def _shared_holds(self, view_name: str) -> bool:
+        """Whether the shared table has rows of the view (asked again after
+        `RECHECK_SECONDS`; an index probe)."""
+        holds, asked = self._in_shared.get(view_name, (True, -math.inf))
+        if time.monotonic() - asked > RECHECK_SECONDS:
+            query = sa.select(sa.literal(1)).where(self.table.c.feature_view == view_name)
+            with self.db.connect() as conn:
+                holds = conn.execute(query.limit(1)).first() is not None
+            self._in_shared[view_name] = (holds, time.monotonic())
+        return holds
+
+    def _stored_in_shared(self, view_name: str, request_ids: Sequence[str]) -> set[str]:
+        """Those of these request ids the shared table holds for the view."""
+        found: set[str] = set()
+        table = self.table
+        with self.db.connect() as conn:
+            for i in range(0, len(request_ids), REQUEST_CHUNK):
+                query = sa.select(table.c.request_id).where(
+                    table.c.feature_view == view_name,
+                    table.c.request_id.in_(list(request_ids[i : i + REQUEST_CHUNK])),
+                )
+                found.update(conn.execute(query).scalars())
+        return found
+
+    def _write_shared(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Rows of views without a table of their own, into the shared JSON table."""
+        if self.bulk_load:
+            names = self._load_columns()
+            written = self._write_load_data([encode_row(r) for r in rows], self.table, names)
             if written is not None:
                 return written
         if self.db.dialect in MYSQL_DIALECTS and self._has_json_table():
@@ -104,8 +199,10 @@ class PredictionLog:
                 return self._write_json_table(documents)
         return self._write_executemany([encode_row(r) for r in rows])
 
-    def _write_executemany(self, rows: Sequence[dict[str, Any]]) -> int:
-        table = self.table
+    def _write_executemany(
+        self, rows: Sequence[dict[str, Any]], table: sa.Table | None = None
+    ) -> int:
+        table = self.table if table is None else table
         if self.db.dialect in MYSQL_DIALECTS:
             stmt = mysql.insert(table).prefix_with("IGNORE")
         elif self.db.dialect == "sqlite":
@@ -136,7 +233,9 @@ class PredictionLog:
             finally:
                 cursor.close()
 
-    def _write_load_data(self, rows: Sequence[dict[str, Any]]) -> int | None:
+    def _write_load_data(
+        self, rows: Sequence[dict[str, Any]], table: sa.Table, names: Sequence[str]
+    ) -> int | None:
         """The batch through `LOAD DATA LOCAL INFILE ... IGNORE` from a temporary file
         (0600 in a 0700 folder, deleted after): the server parses plain tab-separated
         text, no SQL and no JSON, and skips stored request ids. None when this path cannot
@@ -151,9 +250,8 @@ class PredictionLog:
         except OSError as exc:  # a full or read-only temporary folder
             return self._pause_bulk(exc)
         with spool:  # deleted on close
-            names = self._load_columns()
             try:
-                data = "".join([_tsv_line(encode_row(row), names) for row in rows]).encode()
+                data = "".join([_tsv_line(row, names) for row in rows]).encode()
             except UnicodeEncodeError:
                 return None
             try:
@@ -161,7 +259,7 @@ class PredictionLog:
                 spool.flush()
             except OSError as exc:  # the folder filled up
                 return self._pause_bulk(exc)
-            return self._load_file(spool.name)
+            return self._load_file(spool.name, table, names)
 
     def _pause_bulk(self, exc: OSError) -> None:
         """A temporary file failed: INSERT for SPOOL_RETRY_SECONDS, said once."""
@@ -177,21 +275,23 @@ class PredictionLog:
             weakref.finalize(self, shutil.rmtree, self._spool_dir, ignore_errors=True)
         return tempfile.NamedTemporaryFile(dir=self._spool_dir, suffix=".tsv")
 
-    def _load_file(self, path: str) -> int | None:
+    def _load_file(self, path: str, table: sa.Table, names: Sequence[str]) -> int | None:
         """Load one spooled batch; None (and no bulk path from now on) when the server
         refuses it for any reason but a lost connection, which is an outage."""
-        if self._load_sql is None:
+        if table.name not in self._load_sqls:
+            quote = self.db.engine.dialect.identifier_preparer.quote_identifier
             # separators as hex literals: the same statement under any sql_mode
             # (NO_BACKSLASH_ESCAPES would change what '\t' means)
-            self._load_sql = (
+            self._load_sqls[table.name] = (
                 "LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE "
-                f"{self.table.name} CHARACTER SET utf8mb4 FIELDS TERMINATED BY X'09' "
+                f"{quote(table.name)} CHARACTER SET utf8mb4 FIELDS TERMINATED BY X'09' "
                 "ESCAPED BY X'5C' LINES TERMINATED BY X'0A' "
-                f"({', '.join(self._load_columns())})"
+                f"({', '.join(quote(n) for n in names)})"
             )
         with self.db.local_file_begin(path) as conn:
             try:
-                return max(conn.exec_driver_sql(self._load_sql, (path,)).rowcount, 0)
+                sql = self._load_sqls[table.name]
+                return max(conn.exec_driver_sql(sql, (path,)).rowcount, 0)
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated:  # an outage: the writer keeps the rows
                     raise
@@ -291,53 +391,92 @@ class PredictionLog:
         existed). A `fraction` under 1 keeps that share of the rows, chosen by a hash of
         their id (`sample_fraction` gives the fraction for a bounded read); the database
         filters them, so only the sample crosses the wire. With `expand_features`, the
-        JSON features become one column each and the class
-        probabilities one `proba_<class>` column each, ready for drift statistics; for an
-        online view `from_store` lists (comma-separated) the features the store supplied.
+        features become one column each and the class probabilities one `proba_<class>`
+        column each, ready for drift statistics; for an online view `from_store` lists
+        (comma-separated) the features the store supplied. Rows of the view's typed table
+        and any it still has in the shared JSON table (logged before the typed table
+        existed) are read alike; without `expand_features` each table's columns as stored
+        (a typed row has no `features` text, a shared row no feature columns).
         """
-        table = self.table
-        query = (
-            sa.select(table)
-            .where(table.c.feature_view == view_name)
-            .where(table.c.created_at >= start)
-            .where(table.c.created_at < end)
-            .order_by(table.c.created_at, table.c.id)
-        )
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        frames = []
+        layout = self.layout(view_name)
+        for table in self._tables(layout):
+            query = (
+                sa.select(table)
+                .where(table.c.created_at >= start)
+                .where(table.c.created_at < end)
+                .order_by(table.c.created_at, table.c.id)
+            )
+            query = self._filtered(query, table, view_name, model_version, role)
+            if fraction < 1:
+                query = query.where(_hashed(table.c.id) < sample_threshold(fraction))
+            with self.db.read_connect() as conn:
+                frames.append(pd.read_sql(query, conn))
+        if expand_features:
+            return self._expanded_union(frames, layout)
+        if len(frames) == 1 or frames[1].empty:
+            return frames[0]
+        typed = frames[1].assign(feature_view=view_name)
+        both = typed if frames[0].empty else pd.concat([frames[0], typed], ignore_index=True)
+        return both.sort_values("created_at", kind="stable", ignore_index=True)
+
+    def _filtered(
+        self,
+        query: sa.Select[Any],
+        table: sa.Table,
+        view_name: str | None,
+        model_version: str | None = None,
+        role: str | None = None,
+    ) -> sa.Select[Any]:
+        """A query on the shared or a view's table narrowed to a view, version and role."""
+        if view_name is not None and table is self.table:
+            query = query.where(table.c.feature_view == view_name)
         if model_version is not None:
             query = query.where(table.c.model_version == str(model_version))
         if role == CHAMPION_ROLE:  # rows from before roles existed are the champion's
             query = query.where(sa.or_(table.c.role.is_(None), table.c.role == role))
         elif role is not None:
             query = query.where(table.c.role == role)
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        if fraction < 1:
-            query = query.where(_hashed(table.c.id) < _threshold(fraction))
-        with self.db.read_connect() as conn:
-            frame = pd.read_sql(query, conn)
-        return _expanded(frame) if expand_features else frame
+        return query
+
+    @staticmethod
+    def _expanded_union(frames: list[pd.DataFrame], layout: TypedLayout | None) -> pd.DataFrame:
+        """The shared table's rows and the typed table's, expanded alike, oldest first."""
+        shared = _expanded(frames[0])
+        if layout is None:
+            return shared
+        typed = layout.expand(frames[1])
+        if shared.empty:
+            return typed
+        if typed.empty:
+            return shared
+        both = pd.concat([shared, typed], ignore_index=True)
+        return both.sort_values("created_at", kind="stable", ignore_index=True)
 
     def read_requests(
         self, view_name: str, request_ids: Sequence[str], model_version: str | None = None
     ) -> pd.DataFrame:
         """A view's rows of these request ids (`REQUEST_CHUNK` ids a query), features
         expanded as `read` does: the shadow rows of a sample of the champion's requests."""
-        table = self.table
-        frames = []
+        layout = self.layout(view_name)
+        frames: list[list[pd.DataFrame]] = [[], []]
         for i in range(0, len(request_ids), REQUEST_CHUNK):
-            query = (
-                sa.select(table)
-                .where(table.c.feature_view == view_name)
-                .where(table.c.request_id.in_(list(request_ids[i : i + REQUEST_CHUNK])))
-                .order_by(table.c.created_at, table.c.id)
-            )
-            if model_version is not None:
-                query = query.where(table.c.model_version == str(model_version))
-            with self.db.read_connect() as conn:
-                frames.append(pd.read_sql(query, conn))
-        if not frames:  # no ids: no rows, with the columns a read has
+            chunk = list(request_ids[i : i + REQUEST_CHUNK])
+            for j, table in enumerate(self._tables(layout)):
+                query = (
+                    sa.select(table)
+                    .where(table.c.request_id.in_(chunk))
+                    .order_by(table.c.created_at, table.c.id)
+                )
+                query = self._filtered(query, table, view_name, model_version)
+                with self.db.read_connect() as conn:
+                    frames[j].append(pd.read_sql(query, conn))
+        if not frames[0]:  # no ids: no rows, with the columns a read has
             return self.read(view_name, dt.datetime.min, dt.datetime.min, model_version)
-        return _expanded(pd.concat(frames, ignore_index=True))
+        joined = [pd.concat(f, ignore_index=True) for f in frames if f]
+        return self._expanded_union(joined, layout)
 
     def sample_fraction(
         self, view_name: str, start: dt.datetime, end: dt.datetime, max_rows: int
@@ -357,36 +496,73 @@ class PredictionLog:
     ) -> int:
         """Rows logged (for one view, or all; of one role, `champion` including rows from
         before roles; logged in [since, before)): what tests and the demo compare with
-        answers, what a prune would delete, and what a bounded read samples from."""
-        table = self.table
-        query = sa.select(sa.func.count()).select_from(table)
-        if view_name is not None:
-            query = query.where(table.c.feature_view == view_name)
-        if since is not None:
-            query = query.where(table.c.created_at >= since)
-        if before is not None:
-            query = query.where(table.c.created_at < before)
-        if role == CHAMPION_ROLE:
-            query = query.where(sa.or_(table.c.role.is_(None), table.c.role == role))
-        elif role is not None:
-            query = query.where(table.c.role == role)
+        answers, what a prune would delete, and what a bounded read samples from. Counts
+        the shared table and the views' typed tables."""
+        if view_name is None:
+            targets = [self.table, *(layout.table for layout in self.typed_layouts())]
+        else:
+            layout = self.layout(view_name)
+            targets = self._tables(layout)
+        total = 0
         with self.db.connect() as conn:
-            return conn.execute(query).scalar_one()
+            for table in targets:
+                query = sa.select(sa.func.count()).select_from(table)
+                if since is not None:
+                    query = query.where(table.c.created_at >= since)
+                if before is not None:
+                    query = query.where(table.c.created_at < before)
+                query = self._filtered(query, table, view_name, role=role)
+                total += conn.execute(query).scalar_one()
+        return total
+
+    def request_ids(
+        self,
+        view_name: str | None = None,
+        since: dt.datetime | None = None,
+        through: dt.datetime | None = None,
+    ) -> list[str]:
+        """The request ids logged (for one view, or all; with since <= created_at <=
+        through), from every table that holds rows: what a load test or a fault test
+        compares with the answers it got."""
+        if view_name is None:
+            targets = [self.table, *(layout.table for layout in self.typed_layouts())]
+        else:
+            targets = self._tables(self.layout(view_name))
+        ids: list[str] = []
+        with self.db.connect() as conn:
+            for table in targets:
+                query = self._filtered(sa.select(table.c.request_id), table, view_name)
+                if since is not None:
+                    query = query.where(table.c.created_at >= since)
+                if through is not None:
+                    query = query.where(table.c.created_at <= through)
+                ids += conn.execute(query).scalars()
+        return ids
 
     def delete_before(self, view_name: str, before: dt.datetime, chunk_rows: int) -> Iterator[int]:
         """Delete a view's rows logged before `before`, `chunk_rows` at a time, each chunk
         in its own transaction (the writers' inserts never queue behind one long delete);
-        yields the rows each chunk deleted, oldest first, until none is left."""
+        yields the rows each chunk deleted, oldest first, until none is left: the shared
+        table's first, then the view's typed table's."""
+        layout = self.layout(view_name)
+        for table in self._tables(layout):
+            yield from self._delete_chunks(table, view_name, before, chunk_rows)
+
+    def _delete_chunks(
+        self, table: sa.Table, view_name: str, before: dt.datetime, chunk_rows: int
+    ) -> Iterator[int]:
         params = {"view": view_name, "before": before, "n": chunk_rows}
-        if self.db.dialect in MYSQL_DIALECTS:  # DELETE ... LIMIT, along the (view, time) index
+        name = self.db.engine.dialect.identifier_preparer.quote_identifier(table.name)
+        of_view = "feature_view = :view AND " if table is self.table else ""
+        if self.db.dialect in MYSQL_DIALECTS:  # DELETE ... LIMIT, along the time index
             statement = sa.text(
-                "DELETE FROM prediction_log WHERE feature_view = :view AND created_at < :before "
+                f"DELETE FROM {name} WHERE {of_view}created_at < :before "  # noqa: S608
                 "ORDER BY created_at LIMIT :n"
             )
         else:  # SQLite, PostgreSQL: no DELETE ... LIMIT; a limited id subquery
             statement = sa.text(
-                "DELETE FROM prediction_log WHERE id IN (SELECT id FROM prediction_log "
-                "WHERE feature_view = :view AND created_at < :before ORDER BY id LIMIT :n)"
+                f"DELETE FROM {name} WHERE id IN (SELECT id FROM {name} "  # noqa: S608
+                f"WHERE {of_view}created_at < :before ORDER BY id LIMIT :n)"
             )
         while True:
             with self.db.begin() as conn:
@@ -409,7 +585,7 @@ def in_sample(ids: pd.Series, fraction: float) -> np.ndarray:
     second read."""
     if fraction >= 1:
         return np.ones(len(ids), dtype=bool)
-    return _hashed(ids.to_numpy(dtype=np.int64)) < _threshold(fraction)
+    return _hashed(ids.to_numpy(dtype=np.int64)) < sample_threshold(fraction)
 
 
 def _tsv_line(row: dict[str, Any], names: Sequence[str]) -> str:
@@ -439,17 +615,9 @@ def _hashed(ids: Any) -> Any:
     return ((ids % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
 
 
-def _threshold(fraction: float) -> int:
+def sample_threshold(fraction: float) -> int:
+    """The hash below which a row is in a sample of `fraction` (see `_hashed`)."""
     return max(1, round(fraction * SAMPLE_MODULUS))
-
-
-def _loads(text: str) -> Any:
-    """Parsed by orjson for speed (a sampled check parses 400k documents); by the standard
-    parser when orjson refuses one (NaN, which `json.dumps` writes, in older rows)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def _expanded(frame: pd.DataFrame) -> pd.DataFrame:
@@ -458,12 +626,12 @@ def _expanded(frame: pd.DataFrame) -> pd.DataFrame:
     `from_store` lists (comma-separated) the features the store supplied."""
     if frame.empty:
         return frame
-    feats = pd.DataFrame([_loads(s) for s in frame["features"]], index=frame.index)
+    feats = pd.DataFrame([decode_json(s) for s in frame["features"]], index=frame.index)
     if FROM_STORE in feats.columns:  # online requests: which features the store supplied
         names = feats.pop(FROM_STORE)
         feats["from_store"] = [",".join(n) if isinstance(n, list) else "" for n in names]
     # regression rows carry no probabilities ({}): zero columns, not zero rows
-    probs = pd.DataFrame([_loads(s) for s in frame["probabilities"]], index=frame.index)
+    probs = pd.DataFrame([decode_json(s) for s in frame["probabilities"]], index=frame.index)
     probs.columns = [f"proba_{c}" for c in probs.columns]
     base = frame.drop(columns=["features", "probabilities"])
     return pd.concat([base, feats, probs], axis=1)

@@ -88,9 +88,9 @@ def supported(db: Database) -> bool:
     return db.dialect in MYSQL_DIALECTS
 
 
-def is_partitioned(conn: Connection) -> bool:
-    """Whether the log table in this connection's database is partitioned."""
-    return bool(_partitions(conn))
+def is_partitioned(conn: Connection, table: str = tables.PREDICTION_LOG) -> bool:
+    """Whether a log table in this connection's database is partitioned."""
+    return bool(_partitions(conn, table))
 
 
 def unpartitioned_log(db: Database) -> bool:
@@ -101,22 +101,23 @@ def unpartitioned_log(db: Database) -> bool:
         return sa.inspect(conn).has_table(tables.PREDICTION_LOG) and not is_partitioned(conn)
 
 
-def _partitions(conn: Connection) -> list[tuple[str, str]]:
-    """(name, upper bound) of the log's partitions, in order ([] when not partitioned)."""
+def _partitions(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """(name, upper bound) of a log table's partitions, in order ([] when not
+    partitioned)."""
     rows = conn.execute(
         sa.text(
             "SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS "
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t AND PARTITION_NAME IS NOT NULL "
             "ORDER BY PARTITION_ORDINAL_POSITION"
         ),
-        {"t": tables.PREDICTION_LOG},
+        {"t": table},
     )
     return [(str(name), str(bound)) for name, bound in rows]
 
 
-def day_partitions(conn: Connection) -> list[dt.date]:
+def day_partitions(conn: Connection, table: str = tables.PREDICTION_LOG) -> list[dt.date]:
     """The days that have a partition of their own, oldest first."""
-    return [_day(name) for name, _ in _partitions(conn) if _DAY_NAME.match(name)]
+    return [_day(name) for name, _ in _partitions(conn, table) if _DAY_NAME.match(name)]
 
 
 def _day(name: str) -> dt.date:
@@ -164,8 +165,10 @@ def _bound_day(bound: str) -> dt.date:
     return dt.date.fromordinal(int(bound) - _TO_DAYS_OFFSET)
 
 
-def ensure_days(db: Database, first: dt.date, last: dt.date) -> list[dt.date]:
-    """Give every day from `first` to `last` a partition of its own where the log has
+def ensure_days(
+    db: Database, first: dt.date, last: dt.date, table: str = tables.PREDICTION_LOG
+) -> list[dt.date]:
+    """Give every day from `first` to `last` a partition of its own where a log table has
     none yet; returns the days added. Days past the top (what p_future holds) are split
     off it, one partition per day from the top's bound on; days below p_start's bound are
     split off p_start, one per day up to that bound (rows already there move to their
@@ -174,7 +177,7 @@ def ensure_days(db: Database, first: dt.date, last: dt.date) -> list[dt.date]:
     if not supported(db) or last < first:
         return []
     with db.connect() as conn, _Lock(conn, metadata_wait=METADATA_WAIT_SECONDS):
-        parts = _partitions(conn)
+        parts = _partitions(conn, table)
         if len(parts) < 2:  # not partitioned (an older log)
             return []
         start, top = _bound_day(parts[0][1]), _bound_day(parts[-2][1])
@@ -182,13 +185,13 @@ def ensure_days(db: Database, first: dt.date, last: dt.date) -> list[dt.date]:
         below = _days(first, start - dt.timedelta(days=1)) if first < start else []
         if after:
             future = f"PARTITION {FUTURE} VALUES LESS THAN MAXVALUE"
-            _reorganize(conn, FUTURE, [*map(_day_partition, after), future])
+            _reorganize(conn, table, FUTURE, [*map(_day_partition, after), future])
         if below:
             bottom = f"PARTITION {START} VALUES LESS THAN ({to_days(below[0])})"
-            _reorganize(conn, START, [bottom, *map(_day_partition, below)])
+            _reorganize(conn, table, START, [bottom, *map(_day_partition, below)])
     added = sorted(below + after)
     if added:
-        log.info("prediction_log: day partitions %s to %s made", added[0], added[-1])
+        log.info("%s: day partitions %s to %s made", table, added[0], added[-1])
     return added
 
 
@@ -196,15 +199,22 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def _reorganize(conn: Connection, name: str, into: list[str]) -> None:
-    conn.execute(sa.text(f"ALTER TABLE {tables.PREDICTION_LOG} REORGANIZE PARTITION {name} "
+def _reorganize(conn: Connection, table: str, name: str, into: list[str]) -> None:
+    conn.execute(sa.text(f"ALTER TABLE {_quoted(conn, table)} REORGANIZE PARTITION {name} "
                          f"INTO ({', '.join(into)})"))  # fmt: skip
 
 
-def ensure_ahead(db: Database, today: dt.date | None = None) -> list[dt.date]:
+def ensure_ahead(
+    db: Database, today: dt.date | None = None, table: str = tables.PREDICTION_LOG
+) -> list[dt.date]:
     """Partitions for `days_ahead` (yesterday to a week ahead) where missing."""
     days = days_ahead(today)
-    return ensure_days(db, days[0], days[-1])
+    return ensure_days(db, days[0], days[-1], table)
+
+
+def _quoted(conn: Connection, table: str) -> str:
+    """A log table's name as SQL (a view's name is an identifier already; quoted anyway)."""
+    return conn.dialect.identifier_preparer.quote_identifier(table)
 
 
 MAX_DAYS_BACK = 366  # partitions a conversion makes for old rows (older ones stay in p_start)
@@ -253,21 +263,25 @@ def convert(db: Database, today: dt.date | None = None) -> int:
 
 
 def drop_expired(
-    db: Database, view_name: str, before: dt.datetime
+    db: Database, view_name: str, before: dt.datetime, table: str = tables.PREDICTION_LOG
 ) -> Iterator[tuple[dt.date, int]]:
-    """Drop the day partitions that end at or before `before` and hold no other view's
-    rows; yields (day, rows dropped) for each, oldest first. A day another view still
-    has rows in is left to the chunked DELETE of the view's own rows. A table held by a
+    """Drop the day partitions of a log table that end at or before `before` and hold no
+    other view's rows; yields (day, rows dropped) for each, oldest first. In the shared
+    log, a day another view still has rows in is left to the chunked DELETE of the view's
+    own rows; a view's own table (`table`) holds no other view's. A table held by a
     long query past `METADATA_WAIT_SECONDS`, or another process holding the partition
     lock, raises (OperationalError 1205, TimeoutError): the caller deletes by chunks."""
     if not supported(db):
         return
     with db.connect() as conn, _Lock(conn, metadata_wait=METADATA_WAIT_SECONDS):
-        for day in day_partitions(conn):  # none in an unpartitioned log
+        for day in day_partitions(conn, table):  # none in an unpartitioned log
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
             if end > before:
                 return
-            dropped = _drop_if_alone(conn, day, view_name)
+            if table != tables.PREDICTION_LOG:
+                dropped = _drop_day(conn, table, day)
+            else:
+                dropped = _drop_if_alone(conn, day, view_name)
             if dropped is not None:
                 yield day, dropped
 
@@ -295,4 +309,16 @@ def _drop_if_alone(conn: Connection, day: dt.date, view_name: str) -> int | None
     finally:
         conn.execute(sa.text("UNLOCK TABLES"))
     log.info("prediction_log: day %s dropped (%d rows of %s)", day, rows, view_name)
+    return rows
+
+
+def _drop_day(conn: Connection, table: str, day: dt.date) -> int:
+    """Drop one day's partition of a view's own log table (rows counted before, for the
+    report, as in `_drop_if_alone`)."""
+    quoted = _quoted(conn, table)
+    count = f"SELECT COUNT(*) FROM {quoted} PARTITION ({day_name(day)})"  # noqa: S608
+    rows = int(conn.execute(sa.text(count)).scalar() or 0)
+    conn.commit()  # the count's snapshot ends before the drop
+    conn.execute(sa.text(f"ALTER TABLE {quoted} DROP PARTITION {day_name(day)}"))
+    log.info("%s: day %s dropped (%d rows)", table, day, rows)
     return rows

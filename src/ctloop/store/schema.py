@@ -39,6 +39,7 @@ class StoreSchema(Database):
         super().__init__(url)
         self.metadata = sa.MetaData()
         self._view_tables: dict[str, tuple[sa.Table, sa.Table]] = {}
+        self._log_tables: dict[str, sa.Table] = {}
         # the shared tables are created with the views' (one `ctloop init-db`); the
         # prediction log and the monitor read and write them through their own modules
         # MariaDB/MySQL: the log partitioned by day (retention drops whole days)
@@ -47,6 +48,7 @@ class StoreSchema(Database):
             if self.dialect in MYSQL_DIALECTS
             else None
         )
+        self._log_partition_by = by
         tables.shared_tables(self.metadata, log_partition_by=by)
         tables.ingest_tables(self.metadata)
 
@@ -59,20 +61,56 @@ class StoreSchema(Database):
             )
         return self._view_tables[view.name]
 
-    def init(self, views: Sequence[FeatureView]) -> list[str]:
-        """Create the tables of these views and the shared tables; existing ones are kept,
-        and converted to the binary collation if they predate it (returns those names)."""
+    def view_log_table(self, view: FeatureView) -> sa.Table:
+        """The view's own prediction log table (`<fv>_predictions`), defined once."""
+        if view.name not in self._log_tables:
+            self._log_tables[view.name] = tables.view_log_table(
+                view, self.metadata, self._log_partition_by
+            )
+        return self._log_tables[view.name]
+
+    def init(
+        self, views: Sequence[FeatureView], log_views: Sequence[FeatureView] = ()
+    ) -> list[str]:
+        """Create the tables of these views (and the prediction log tables of `log_views`:
+        a service makes its own view's) and the shared tables; existing ones are kept,
+        given the columns a newer ctloop or view defines, and converted to the binary
+        collation if they predate it (returns those names)."""
         self.create_database_if_missing()
         for view in views:
             self.view_tables(view)
+            self.view_log_table(view)
         self._create_tables()
         self.migrate_columns()
+        for view in views:
+            self._add_missing_columns(self.view_log_table(view))
+        for view in log_views:
+            self._serving_log_table(view)
         converted = self.migrate_collation()
-        try:  # rows past the last day partition land in p_future: never worth failing for
-            partitions.ensure_ahead(self)
-        except Exception as exc:
-            log.warning("prediction_log: day partitions ahead not made (%r); retried later", exc)
+        for name in [tables.PREDICTION_LOG, *(t.name for t in self._log_tables.values())]:
+            try:  # rows past the last day partition land in p_future: never worth failing
+                partitions.ensure_ahead(self, table=name)
+            except Exception as exc:
+                log.warning("%s: day partitions ahead not made (%r); retried later", name, exc)
         return converted
+
+    def _serving_log_table(self, view: FeatureView) -> None:
+        """A service's own view log table, made or given the view's new columns where it
+        can be; where it cannot (a user without CREATE or ALTER, a long query holding the
+        table) the service logs to the shared table, or what lacks a column to `_extra`:
+        its writes never wait on this."""
+        table = self.view_log_table(view)
+        try:
+            try:
+                with self.engine.begin() as conn:
+                    table.create(conn, checkfirst=True)
+            except (OperationalError, ProgrammingError) as exc:
+                if not created_meanwhile(exc):
+                    raise
+            self._add_missing_columns(table)
+        except Exception as exc:
+            log.warning("%s: not made or not given the view's columns (%r); logging goes on "
+                        "(see `ctloop init-db`)", table.name, exc)  # fmt: skip
 
     def migrate_columns(self) -> list[str]:
         """Add the columns a newer ctloop defines to tables an older one created (all
@@ -84,27 +122,38 @@ class StoreSchema(Database):
         added = []
         for name, columns in tables.ADDED_COLUMNS.items():
             table = self.metadata.tables.get(name)
-            if table is None:
+            if table is not None:
+                added += self._add_missing_columns(table, columns)
+        return added
+
+    def _add_missing_columns(
+        self, table: sa.Table, columns: Sequence[str] | None = None
+    ) -> list[str]:
+        """Add those of `columns` (default: all the table's) the database's table lacks,
+        as nullable columns: a feature added to a view gets its log column at the next
+        `init-db` or service start, and rows already logged keep theirs."""
+        name = table.name
+        with self.connect() as conn:
+            have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
+        added = []
+        for column in [c.name for c in table.columns] if columns is None else columns:
+            if column in have:
                 continue
-            with self.connect() as conn:
-                have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
-            for column in columns:
-                if column in have:
-                    continue
-                col = table.c[column]
-                kind = col.type.compile(dialect=self.engine.dialect)
-                prep = self.engine.dialect.identifier_preparer
-                ddl = (f"ALTER TABLE {prep.quote_identifier(name)} ADD COLUMN "
-                       f"{prep.quote_identifier(column)} {kind} NULL")  # fmt: skip
-                try:
-                    with self.begin() as conn:
-                        conn.execute(sa.text(ddl))
-                except (OperationalError, ProgrammingError) as exc:
-                    if "duplicate column" not in str(exc).lower():
-                        raise
-                    continue
-                log.warning("table %s: column %s added (this ctloop defines it)", name, column)
-                added.append(f"{name}.{column}")
+            kind = table.c[column].type.compile(dialect=self.engine.dialect)
+            prep = self.engine.dialect.identifier_preparer
+            ddl = (f"ALTER TABLE {prep.quote_identifier(name)} ADD COLUMN "
+                   f"{prep.quote_identifier(column)} {kind} NULL")  # fmt: skip
+            try:
+                with self.begin() as conn:
+                    if self.dialect in MYSQL_DIALECTS:  # not a year behind a long read
+                        conn.execute(sa.text("SET SESSION lock_wait_timeout = 10"))
+                    conn.execute(sa.text(ddl))
+            except (OperationalError, ProgrammingError) as exc:
+                if "duplicate column" not in str(exc).lower():
+                    raise
+                continue
+            log.warning("table %s: column %s added (this ctloop defines it)", name, column)
+            added.append(f"{name}.{column}")
         return added
 
     def _create_tables(self) -> None:

@@ -10,11 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from ctloop.features.spec import CATEGORY_LEN, ENTITY_LEN
-from ctloop.features.view import FeatureView
+from ctloop.features.view import LOG_TABLE_SUFFIX, FeatureView
 
 # DATETIME with microseconds on MariaDB (its default keeps whole seconds only).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-Double = sa.Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
+# read back as float: SQLAlchemy's MySQL DOUBLE returns Decimal rounded to 10 places by
+# default (a logged 1e-300 came back as -0.0)
+Double = sa.Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 # Binary collation: keys and categories compare as bytes, as pandas, CatBoost and the
@@ -113,6 +115,81 @@ def prediction_log_table(metadata: sa.MetaData, partition_by: str | None = None)
         # champion | shadow (a challenger scoring the same request off the request path) |
         # canary; NULL in rows written before roles existed: the champion's
         sa.Column("role", sa.String(16), nullable=True),
+        *keys,
+        **MYSQL_OPTS,
+        **({"mysql_partition_by": partition_by} if partitioned else {}),
+    )
+
+
+EXTRA = "_extra"  # a view log's JSON of values no column holds (no identifier starts with _)
+
+
+EVENT_DATE_PREFIX = "_ed_"
+VIEW_LOG_SUFFIX = LOG_TABLE_SUFFIX
+
+
+def view_log_name(view_name: str) -> str:
+    """The name of a view's own prediction log table (`FeatureView.log_table`)."""
+    return f"{view_name}{VIEW_LOG_SUFFIX}"
+
+
+def event_date_column(event_date: str) -> str:
+    """A view log's column of the event date a caller sent (see `view_log_table`)."""
+    return f"{EVENT_DATE_PREFIX}{event_date}"
+
+
+def view_log_table(
+    view: FeatureView, metadata: sa.MetaData, partition_by: str | None = None
+) -> sa.Table:
+    """`<fv>_predictions`: the view's prediction log, one typed column per feature.
+
+    The shared `prediction_log` keeps a row's features as one JSON text; a typed column is
+    about a third of the bytes, costs the server no JSON to store, and lets the monitor
+    count buckets with GROUP BY instead of parsing every row. Same keys as the shared
+    log (request ids unique, with `created_at` when partitioned by day). Feature names
+    cannot collide with the fixed columns (`RESERVED_COLUMNS`). `_ed_<event date>` holds
+    the event date a caller sent (ISO text, as in the JSON form; the view's name for it
+    may be one of the fixed columns', so it carries a prefix no identifier can have, and
+    the reader takes the name back from it); `from_store` the features an
+    online view took from the store (comma-separated); `_extra` (JSON: no view column can
+    take the name) any logged value its
+    column cannot hold exactly (a feature added to the view before `init-db` gave it a
+    column, an integer past 2^53, a category longer than the column), so nothing a caller
+    sent is lost or changed.
+    """
+    names = view.store_identifiers()
+    partitioned = partition_by is not None
+    keys: list[sa.SchemaItem] = [
+        sa.Index(names["log time index"], "created_at"),
+        sa.Index(names["log entity index"], "entity_id"),
+    ]
+    if partitioned:
+        keys.append(sa.UniqueConstraint("request_id", "created_at", name=names["log request key"]))
+    features = [
+        sa.Column(f.name, Double if f.is_numeric else sa.String(CATEGORY_LEN), nullable=True)
+        for f in view.features
+    ]
+    return sa.Table(
+        view.log_table,
+        metadata,
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("request_id", sa.String(64), nullable=False, unique=not partitioned),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("role", sa.String(16), nullable=True),
+        sa.Column("entity_id", sa.String(ENTITY_LEN), nullable=True),
+        sa.Column("prediction", sa.String(CATEGORY_LEN), nullable=False),
+        sa.Column("latency_ms", Double, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False, primary_key=partitioned),
+        *features,
+        sa.Column(event_date_column(view.event_date), sa.String(32), nullable=True),
+        sa.Column("from_store", sa.Text, nullable=True),
+        sa.Column(EXTRA, LongText, nullable=True),
+        sa.Column("probabilities", sa.Text, nullable=False),
         *keys,
         **MYSQL_OPTS,
         **({"mysql_partition_by": partition_by} if partitioned else {}),
