@@ -4,10 +4,14 @@ Setup (not timed): synthetic history, a champion trained and promoted by the pip
 100k prediction-log rows of that champion's real predictions (labels landed), and for the
 larger sizes copies of them made by MariaDB itself (`INSERT ... SELECT`, each copy a few
 microseconds later on the same day, its own request ids). Each size is checked for its
-row count first. Timed: one `monitor_step` over the day (the bounded read, per-feature
-statistics, prediction drift, label join for live accuracy, skew, `drift_report` rows, the
-HTML report to MLflow), each in a fresh process whose peak RSS is the check's client
-memory.
+row count first. Timed: one `monitor_step` over the day (drift from the database's
+summaries of every row in the typed log, or from the bounded read in the JSON log;
+prediction drift, the label join for live accuracy and skew on the bounded read,
+`drift_report` rows, the HTML report to MLflow), each in a fresh process whose peak RSS is
+the check's client memory.
+
+`--layout typed` (default) logs to the view's own table (`<view>_predictions`, what
+`init-db` makes now); `--layout json` to the shared JSON table, as before typed logs.
 
     uv run python benchmarks/monitor_run.py --rows 100000,1000000,10000000 --repeats 3 \
         --max-rows-read 200000,100000
@@ -54,6 +58,8 @@ def main() -> None:
     parser.add_argument("--max-rows-read", default="",
                         help="drift.max_rows_read values to check each size with, comma-"
                              "separated (default: the view file's)")  # fmt: skip
+    parser.add_argument("--layout", choices=["typed", "json"], default="typed",
+                        help="the view's typed log table, or the shared JSON table")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     view = load_view("credit_score", ROOT / "features")
@@ -69,6 +75,10 @@ def main() -> None:
                             mlflow_tracking_uri=f"sqlite:///{tmp.name}/mlflow.db")  # fmt: skip
         store = FeatureStore(url)
         store.init([view])
+        table = view.log_table if args.layout == "typed" else tables.PREDICTION_LOG
+        if args.layout == "json":  # the view logs to the shared table, as before typed logs
+            with store.begin() as conn:
+                conn.execute(sa.text(f"DROP TABLE {view.log_table}"))
         start, as_of = dt.date(2026, 1, 1), dt.date(2026, 1, 31)
         for _, features, labels in stream(view, start, 30, StreamConfig(rows_per_day=500)):
             store.ingest(view, features, labels[labels["arrived_at"] < pd.Timestamp(as_of)])
@@ -107,9 +117,9 @@ def main() -> None:
         spawn = multiprocessing.get_context("spawn")
         copy = 1
         with store.connect() as conn:  # the base rows: every row logged before copy 1
-            last = conn.execute(sa.text("SELECT MAX(id) FROM prediction_log")).scalar_one()
+            last = conn.execute(sa.text(f"SELECT MAX(id) FROM {table}")).scalar_one()  # noqa: S608
         for size in sizes:
-            copy = grow(store, last, size, spacing, copy)
+            copy = grow(store, table, last, size, spacing, copy)
             logged = PredictionLog(store).count(view.name, since=since, before=until)
             if logged != size:
                 raise SystemExit(f"the window holds {logged} rows, not {size}")
@@ -140,18 +150,18 @@ def main() -> None:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
 
 
-def grow(store: FeatureStore, last: int, size: int, spacing: int, copy: int) -> int:
+def grow(store: FeatureStore, table: str, last: int, size: int, spacing: int, copy: int) -> int:
     """Copies of the base rows (ids up to `last`) until the log holds `size`: MariaDB copies
     them itself, copy k `k` microseconds after its original (within the row spacing, so the
     copies stay inside the day), request ids suffixed `.k`, one statement per copy.
     Returns the next copy's number."""
-    columns = [c.name for c in tables.prediction_log_table(sa.MetaData()).columns
-               if c.name not in ("id", "request_id", "created_at")]  # fmt: skip
-    listed = ", ".join(columns)
+    with store.connect() as conn:
+        names = [c["name"] for c in sa.inspect(conn).get_columns(table)]
+    listed = ", ".join(f"`{c}`" for c in names if c not in ("id", "request_id", "created_at"))
     statement = sa.text(
-        f"INSERT INTO prediction_log (request_id, created_at, {listed}) "  # noqa: S608
+        f"INSERT INTO {table} (request_id, created_at, {listed}) "  # noqa: S608
         f"SELECT CONCAT(request_id, '.', :k), created_at + INTERVAL :k MICROSECOND, "
-        f"{listed} FROM prediction_log WHERE id <= :last ORDER BY id LIMIT :n"
+        f"{listed} FROM {table} WHERE id <= :last ORDER BY id LIMIT :n"
     )
     have = PredictionLog(store).count()
     while have < size:

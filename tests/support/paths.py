@@ -6,4 +6,5 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES_DIR = ROOT / "features"
+EXAMPLE_VIEWS_DIR = ROOT / "examples" / "views"
 DAGS_DIR = ROOT / "dags"

@@ -292,6 +292,11 @@ class DriftPolicy(StrictModel):
     # sample of about this many (by row id), so a check's time and memory stay bounded
     # however busy the service; the noise floors are those of the sample's size
     max_rows_read: int = Field(default=100_000, ge=1_000)
+    # where the database summarizes the window for the drift statistics (MariaDB/MySQL,
+    # the view's typed log), it counts up to this many rows; a bigger window is summarized
+    # on an even sample of this size (the same hash as the read), so a check's time stays
+    # bounded too
+    max_rows_summarized: int = Field(default=2_000_000, ge=1_000)
     # training-serving skew: share of the feature values callers sent that may differ
     # from the store's row for the same entity and day before the report flags the feature
     max_skew_rate: float = Field(default=0.01, ge=0, le=1)

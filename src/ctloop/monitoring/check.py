@@ -31,7 +31,7 @@ from ctloop.core.stats import z_for
 from ctloop.errors import CtloopError
 from ctloop.features.view import FeatureView
 from ctloop.monitoring import livegate
-from ctloop.monitoring.drift import data_drift, prediction_drift
+from ctloop.monitoring.drift import data_drift, prediction_drift, summarize_rows
 from ctloop.monitoring.live import dated_change, labelled_logs, logged_output, metric_noise
 from ctloop.monitoring.report import Evidence, log_to_mlflow
 from ctloop.monitoring.reports import DriftReports
@@ -46,7 +46,7 @@ from ctloop.monitoring.result import (
     findings_json,
 )
 from ctloop.monitoring.skew import skew_findings
-from ctloop.predlog import retention
+from ctloop.predlog import retention, summaries
 from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog, bounded_fraction, in_sample
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
@@ -95,23 +95,35 @@ def check_with_evidence(
         view.name, since, until, model_version=champion.version, role=CHAMPION_ROLE,
         fraction=fraction,
     )  # fmt: skip
-    result.rows = len(logs) if fraction == 1 else round(len(logs) / fraction)
-    result.sampled_rows = None if fraction == 1 else len(logs)
-    enough = len(logs) >= policy.min_rows
-
     reference = registry.reference_profile(champion)
     if reference is None:
         raise CtloopError(
             f"{view.name} champion v{champion.version} has no training run, so no profile "
             "to measure drift against"
         )
+    # Where the database can summarize the window (MariaDB/MySQL, the view's typed log:
+    # counts per bucket, O(bins) over the wire), drift is measured on its summaries of up
+    # to `max_rows_summarized` rows (every row, or an even sample past that); elsewhere
+    # on the rows read (all of them, or the bounded sample).
+    counted = bounded_fraction(window_rows, policy.max_rows_summarized)
+    window = summaries.summarize(
+        predictions, view, reference, since, until, champion.version, CHAMPION_ROLE, counted
+    )
+    if window is None:
+        window = summarize_rows(view, reference, logs)
+        result.rows = len(logs) if fraction == 1 else round(len(logs) / fraction)
+    else:
+        result.rows = window.rows if counted == 1 else round(window.rows / counted)
+        result.drift_rows = window.rows
+    result.sampled_rows = None if fraction == 1 else len(logs)
+    enough = window.rows >= policy.min_rows
     findings: list[Finding] = []
     drifted: list[str] = []
     distance_findings: list[Finding] = []
     pred_findings: list[Finding] = []
     dataset_drift = pred_drift = False
     if enough:
-        findings = data_drift(view, reference, logs)
+        findings = data_drift(view, reference, window)
         distance_findings = [
             f for f in findings if f.statistic in ("normed_wasserstein", "jensen_shannon")
         ]
@@ -121,12 +133,12 @@ def check_with_evidence(
         findings.append(
             Finding("dataset", "*", "drifted_share", share, policy.drift_share, dataset_drift)
         )
-        pred_findings = prediction_drift(view, reference, logs)
+        pred_findings = prediction_drift(view, reference, window)
         findings.extend(pred_findings)
         pred_drift = any(f.drifted for f in pred_findings)
     else:
         result.reasons.append(
-            f"not enough data: {len(logs)} predictions (minimum {policy.min_rows}); the next "
+            f"not enough data: {window.rows} predictions (minimum {policy.min_rows}); the next "
             "check reads this window again with the traffic that follows"
         )
 

@@ -50,6 +50,9 @@ class MonitorResult:
     # a window over `drift.max_rows_read`: the rows its statistics were computed on (a
     # uniform sample); `rows` is then the window's estimated size
     sampled_rows: int | None = None
+    # the rows drift was measured on when the database summarized them (every row of the
+    # window, or its own sample of `max_rows_summarized`); None: on the rows read
+    drift_rows: int | None = None
 
     @property
     def retrain(self) -> bool:
@@ -58,12 +61,18 @@ class MonitorResult:
 
     def summary(self) -> str:
         """One line for the task log."""
-        size = f"{self.rows}" if self.sampled_rows is None else f"~{self.rows}"
+        every = self.drift_rows is not None and self.drift_rows == self.rows
+        exact = self.sampled_rows is None or every
+        size = f"{self.rows}" if exact else f"~{self.rows}"
         head = (
             f"{self.view} v{self.model_version}: {self.status.upper()} on {size} "
             f"predictions {self.window_start:%Y-%m-%d %H:%M} .. {self.window_end:%Y-%m-%d %H:%M}"
         )
-        if self.sampled_rows is not None:
+        if self.sampled_rows is not None and self.drift_rows is not None:
+            drift = "every row" if every else f"a sample of {self.drift_rows}"
+            head += (f" (drift on {drift}; live accuracy and skew on a sample of "
+                     f"{self.sampled_rows})")  # fmt: skip
+        elif self.sampled_rows is not None:
             head += f" (statistics on a sample of {self.sampled_rows})"
         said = self.reasons + self.notes
         return head + (f" ({'; '.join(said)})" if said else "")
