@@ -14,6 +14,8 @@ not skip. Helpers that are not fixtures live in `tests/support/`.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +88,20 @@ def store(store_url: str, view: FeatureView) -> Iterator[FeatureStore]:
     fs.init([view])
     yield fs
     fs.dispose()
+
+
+SLOW_TEST_SECONDS = 30.0
+_ELAPSED: dict[str, float] = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Name each slow test as it ends (setup, call and teardown together), so a run a time
+    limit cuts off (CI's 90 minutes) still shows where the time went: `--durations` prints
+    only at the end of a run."""
+    _ELAPSED[report.nodeid] = _ELAPSED.get(report.nodeid, 0.0) + report.duration
+    if report.when != "teardown":
+        return
+    total = _ELAPSED.pop(report.nodeid)
+    if total >= SLOW_TEST_SECONDS:
+        sys.stderr.write(f"\n[{time.strftime('%H:%M:%S')}] {total:.0f}s {report.nodeid}\n")
