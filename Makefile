@@ -31,7 +31,14 @@ test: install ## Lint, then every tier: unit, integration, e2e (needs MariaDB :3
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-redis.sh
 	$(MAKE) --no-print-directory lint
-	$(RUN) pytest
+	$(RUN) pytest $(PARALLEL) -m "not serial"
+	$(RUN) pytest -m serial
+
+# Two test files at a time (pytest-xdist, a module's tests on one worker, so its fixtures are
+# made once): the tiers wait on processes (Airflow, bentoml serve, MariaDB) about half the
+# time, so a second file fills the idle core. `serial` tests read server-wide counters or
+# settings and run alone after. PARALLEL= runs one file at a time.
+PARALLEL ?= -n 2 --dist loadfile
 
 test-unit: ## The unit tier (tests/unit): no service needed, under a minute
 	$(RUN) pytest tests/unit -q
@@ -39,13 +46,14 @@ test-unit: ## The unit tier (tests/unit): no service needed, under a minute
 test-integration: install ## The integration tier: real MariaDB, MLflow, bentoml serve, Airflow dag.test()
 	@bash scripts/ensure-mariadb.sh
 	@bash scripts/ensure-postgres.sh
-	$(RUN) pytest tests/integration
+	$(RUN) pytest $(PARALLEL) -m "not serial" tests/integration
+	$(RUN) pytest -m serial tests/integration
 
 test-e2e: install ## The e2e tier: `make up` for real (LocalExecutor and Celery), `make demo`, the load test
 	@bash scripts/ensure-mariadb.sh
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-redis.sh
-	$(RUN) pytest tests/e2e
+	$(RUN) pytest $(PARALLEL) tests/e2e
 
 ROLLOUT ?= direct
 demo: install ## The whole loop on the embedded default (Airflow, BentoML, drift, retrain, swap); ROLLOUT=shadow: through a shadow trial and the live gate

@@ -99,6 +99,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Name each slow test as it ends (setup, call and teardown together), so a run a time
     limit cuts off (CI's 90 minutes) still shows where the time went: `--durations` prints
     only at the end of a run."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the controller names it, once
+        return
     _ELAPSED[report.nodeid] = _ELAPSED.get(report.nodeid, 0.0) + report.duration
     if report.when != "teardown":
         return

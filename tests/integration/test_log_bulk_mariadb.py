@@ -29,7 +29,7 @@ from ctloop.store.features import FeatureStore
 from ctloop.store.localfiles import FILE_REFUSED
 from tests.support.databases import MARIADB_SERVER
 
-pytestmark = pytest.mark.mariadb
+pytestmark = [pytest.mark.mariadb, pytest.mark.serial]  # Com_load, local_infile: server-wide
 
 AWKWARD = ["tab\there", "new\nline", "back\\slash", '"quoted"', "\\N", "NULL", "é ü 中 😀",
            "cr\rhere", "nul\x00here", "", "trailing\\"]  # fmt: skip

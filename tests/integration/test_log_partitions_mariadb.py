@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from ctloop.features.view import FeatureView
+from ctloop.features.view import LOG_TABLE_SUFFIX, FeatureView
 from ctloop.predlog import retention
 from ctloop.predlog.store import PredictionLog
 from ctloop.store import partitions, tables
@@ -54,7 +54,7 @@ def in_partition(db: Database, day: dt.date | str) -> dict[str, int]:
             if name not in {p for p, _ in partitions._partitions(conn, table)}:
                 continue
             of_view = ("feature_view" if table == tables.PREDICTION_LOG
-                       else f"'{table.removesuffix(tables.VIEW_LOG_SUFFIX)}'")  # fmt: skip
+                       else f"'{table.removesuffix(LOG_TABLE_SUFFIX)}'")  # fmt: skip
             rows = conn.execute(sa.text(f"SELECT {of_view}, COUNT(*) FROM {table} "
                                         f"PARTITION ({name}) GROUP BY 1"))  # fmt: skip
             for view, n in rows:
@@ -72,7 +72,7 @@ def log_with_days(store: FeatureStore, back: int) -> PredictionLog:
 def typed_tables(db: Database) -> list[str]:
     with db.connect() as conn:
         names = sa.inspect(conn).get_table_names()
-    return [n for n in names if n.endswith(tables.VIEW_LOG_SUFFIX)]
+    return [n for n in names if n.endswith(LOG_TABLE_SUFFIX)]
 
 
 def logged_rows(log: PredictionLog, view: FeatureView) -> pd.DataFrame:

@@ -246,7 +246,7 @@ class FeatureView(StrictModel):
     @property
     def log_table(self) -> str:
         """The view's own prediction log (typed: one column per feature)."""
-        return f"{self.name}{LOG_TABLE_SUFFIX}"
+        return log_table_name(self.name)
 
     @property
     def labels_table(self) -> str:
@@ -259,6 +259,13 @@ MAX_IDENTIFIER = 64
 error 1059, reported as an unreachable store)."""
 MAX_VIEW_NAME = MAX_IDENTIFIER - len("ix__labels_arrived")
 LOG_TABLE_SUFFIX = "_predictions"  # a view's own prediction log table: `<view>_predictions`
+
+
+def log_table_name(view_name: str) -> str:
+    """A view's own prediction log table, from its name alone: readers that know only the
+    name a log row carries find the view's table without loading the view."""
+    return f"{view_name}{LOG_TABLE_SUFFIX}"
+
 
 # Names the request model (a pydantic model with one field per column) cannot take: a
 # field named like one of BaseModel's attributes breaks the model or vanishes from it, and

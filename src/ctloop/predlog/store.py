@@ -32,6 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from ctloop.features.view import LOG_TABLE_SUFFIX, log_table_name
 from ctloop.predlog.row import FROM_STORE, JSON_FIELDS, decode_json, encode_row
 from ctloop.predlog.typed import TypedLayout, rows_by_view
 from ctloop.settings import get_settings
@@ -94,7 +95,7 @@ class PredictionLog:
         stale = time.monotonic() - self._looked.get(view_name, -math.inf) > RECHECK_SECONDS
         if view_name not in self._layouts or (self._layouts[view_name] is None and stale):
             self._looked[view_name] = time.monotonic()
-            name = tables.view_log_name(view_name)
+            name = log_table_name(view_name)
             with self.db.connect() as conn:
                 found = sa.inspect(conn).has_table(name)
                 table = sa.Table(name, sa.MetaData(), autoload_with=conn) if found else None
@@ -114,11 +115,17 @@ class PredictionLog:
         """The tables that may hold a view's rows: the shared one, and its own if any."""
         return [self.table] if layout is None else [self.table, layout.table]
 
+    def _all_tables(self, view_name: str | None) -> list[sa.Table]:
+        """The tables that may hold a view's rows, or with no view every log table."""
+        if view_name is not None:
+            return self._tables(self.layout(view_name))
+        return [self.table, *(layout.table for layout in self.typed_layouts())]
+
     def typed_layouts(self) -> list[TypedLayout]:
         """Every view's typed log table in this database."""
         with self.db.connect() as conn:
             names = sa.inspect(conn).get_table_names()
-        suffix = tables.VIEW_LOG_SUFFIX
+        suffix = LOG_TABLE_SUFFIX
         found = [self.layout(n.removesuffix(suffix)) for n in names if n.endswith(suffix)]
         return [layout for layout in found if layout is not None]
 
@@ -175,10 +182,9 @@ class PredictionLog:
         found: set[str] = set()
         table = self.table
         with self.db.connect() as conn:
-            for i in range(0, len(request_ids), REQUEST_CHUNK):
+            for chunk in _chunked(request_ids):
                 query = sa.select(table.c.request_id).where(
-                    table.c.feature_view == view_name,
-                    table.c.request_id.in_(list(request_ids[i : i + REQUEST_CHUNK])),
+                    table.c.feature_view == view_name, table.c.request_id.in_(chunk)
                 )
                 found.update(conn.execute(query).scalars())
         return found
@@ -409,7 +415,7 @@ class PredictionLog:
                 .where(table.c.created_at < end)
                 .order_by(table.c.created_at, table.c.id)
             )
-            query = self._filtered(query, table, view_name, model_version, role)
+            query = self.filtered(query, table, view_name, model_version, role)
             if fraction < 1:
                 query = query.where(_hashed(table.c.id) < sample_threshold(fraction))
             with self.db.read_connect() as conn:
@@ -422,7 +428,7 @@ class PredictionLog:
         both = typed if frames[0].empty else pd.concat([frames[0], typed], ignore_index=True)
         return both.sort_values("created_at", kind="stable", ignore_index=True)
 
-    def _filtered(
+    def filtered(
         self,
         query: sa.Select[Any],
         table: sa.Table,
@@ -462,15 +468,14 @@ class PredictionLog:
         expanded as `read` does: the shadow rows of a sample of the champion's requests."""
         layout = self.layout(view_name)
         frames: list[list[pd.DataFrame]] = [[], []]
-        for i in range(0, len(request_ids), REQUEST_CHUNK):
-            chunk = list(request_ids[i : i + REQUEST_CHUNK])
+        for chunk in _chunked(request_ids):
             for j, table in enumerate(self._tables(layout)):
                 query = (
                     sa.select(table)
                     .where(table.c.request_id.in_(chunk))
                     .order_by(table.c.created_at, table.c.id)
                 )
-                query = self._filtered(query, table, view_name, model_version)
+                query = self.filtered(query, table, view_name, model_version)
                 with self.db.read_connect() as conn:
                     frames[j].append(pd.read_sql(query, conn))
         if not frames[0]:  # no ids: no rows, with the columns a read has
@@ -498,20 +503,15 @@ class PredictionLog:
         before roles; logged in [since, before)): what tests and the demo compare with
         answers, what a prune would delete, and what a bounded read samples from. Counts
         the shared table and the views' typed tables."""
-        if view_name is None:
-            targets = [self.table, *(layout.table for layout in self.typed_layouts())]
-        else:
-            layout = self.layout(view_name)
-            targets = self._tables(layout)
         total = 0
         with self.db.connect() as conn:
-            for table in targets:
+            for table in self._all_tables(view_name):
                 query = sa.select(sa.func.count()).select_from(table)
                 if since is not None:
                     query = query.where(table.c.created_at >= since)
                 if before is not None:
                     query = query.where(table.c.created_at < before)
-                query = self._filtered(query, table, view_name, role=role)
+                query = self.filtered(query, table, view_name, role=role)
                 total += conn.execute(query).scalar_one()
         return total
 
@@ -524,14 +524,10 @@ class PredictionLog:
         """The request ids logged (for one view, or all; with since <= created_at <=
         through), from every table that holds rows: what a load test or a fault test
         compares with the answers it got."""
-        if view_name is None:
-            targets = [self.table, *(layout.table for layout in self.typed_layouts())]
-        else:
-            targets = self._tables(self.layout(view_name))
         ids: list[str] = []
         with self.db.connect() as conn:
-            for table in targets:
-                query = self._filtered(sa.select(table.c.request_id), table, view_name)
+            for table in self._all_tables(view_name):
+                query = self.filtered(sa.select(table.c.request_id), table, view_name)
                 if since is not None:
                     query = query.where(table.c.created_at >= since)
                 if through is not None:
@@ -571,6 +567,13 @@ class PredictionLog:
                 yield deleted
             if deleted < chunk_rows:
                 return
+
+
+def _chunked(request_ids: Sequence[str]) -> Iterator[list[str]]:
+    """Request ids `REQUEST_CHUNK` at a time: one IN list a query, under the server's
+    packet and placeholder limits."""
+    for i in range(0, len(request_ids), REQUEST_CHUNK):
+        yield list(request_ids[i : i + REQUEST_CHUNK])
 
 
 def bounded_fraction(rows: int, max_rows: int) -> float:

@@ -64,7 +64,7 @@ def summarize(
     if layout is None:
         return None
     shared = predictions.table
-    legacy = predictions._filtered(
+    legacy = predictions.filtered(
         sa.select(sa.func.count()).select_from(shared)
         .where(shared.c.created_at >= since, shared.c.created_at < until),
         shared, view.name, model_version, role,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from ctloop.features.spec import CATEGORY_LEN, ENTITY_LEN
-from ctloop.features.view import LOG_TABLE_SUFFIX, FeatureView
+from ctloop.features.view import FeatureView
 
 # DATETIME with microseconds on MariaDB (its default keeps whole seconds only).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -75,6 +75,26 @@ def labels_table(view: FeatureView, metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def _log_keys(partitioned: bool) -> tuple[sa.Column, sa.Column]:
+    """A log table's row id and request id. A partitioned table's unique keys must hold
+    its partitioning column (`created_at`), so there the request id is unique only with
+    it (each table adds that constraint under its own name)."""
+    return (
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("request_id", sa.String(64), nullable=False, unique=not partitioned),
+    )
+
+
+def _created_at(partitioned: bool) -> sa.Column:
+    """When the request was answered: part of the primary key where it partitions the log."""
+    return sa.Column("created_at", Timestamp, nullable=False, primary_key=partitioned)
+
+
 def prediction_log_table(metadata: sa.MetaData, partition_by: str | None = None) -> sa.Table:
     """`prediction_log`: one row per answered prediction, shared by all views.
 
@@ -97,13 +117,7 @@ def prediction_log_table(metadata: sa.MetaData, partition_by: str | None = None)
     return sa.Table(
         PREDICTION_LOG,
         metadata,
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-        sa.Column("request_id", sa.String(64), nullable=False, unique=not partitioned),
+        *_log_keys(partitioned),
         sa.Column("feature_view", sa.String(64), nullable=False),
         sa.Column("model_version", sa.String(32), nullable=False),
         sa.Column("entity_id", sa.String(ENTITY_LEN), nullable=True),
@@ -111,7 +125,7 @@ def prediction_log_table(metadata: sa.MetaData, partition_by: str | None = None)
         sa.Column("prediction", sa.String(CATEGORY_LEN), nullable=False),
         sa.Column("probabilities", sa.Text, nullable=False),
         sa.Column("latency_ms", Double, nullable=False),
-        sa.Column("created_at", Timestamp, nullable=False, primary_key=partitioned),
+        _created_at(partitioned),
         # champion | shadow (a challenger scoring the same request off the request path) |
         # canary; NULL in rows written before roles existed: the champion's
         sa.Column("role", sa.String(16), nullable=True),
@@ -122,15 +136,7 @@ def prediction_log_table(metadata: sa.MetaData, partition_by: str | None = None)
 
 
 EXTRA = "_extra"  # a view log's JSON of values no column holds (no identifier starts with _)
-
-
 EVENT_DATE_PREFIX = "_ed_"
-VIEW_LOG_SUFFIX = LOG_TABLE_SUFFIX
-
-
-def view_log_name(view_name: str) -> str:
-    """The name of a view's own prediction log table (`FeatureView.log_table`)."""
-    return f"{view_name}{VIEW_LOG_SUFFIX}"
 
 
 def event_date_column(event_date: str) -> str:
@@ -172,19 +178,13 @@ def view_log_table(
     return sa.Table(
         view.log_table,
         metadata,
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-        sa.Column("request_id", sa.String(64), nullable=False, unique=not partitioned),
+        *_log_keys(partitioned),
         sa.Column("model_version", sa.String(32), nullable=False),
         sa.Column("role", sa.String(16), nullable=True),
         sa.Column("entity_id", sa.String(ENTITY_LEN), nullable=True),
         sa.Column("prediction", sa.String(CATEGORY_LEN), nullable=False),
         sa.Column("latency_ms", Double, nullable=False),
-        sa.Column("created_at", Timestamp, nullable=False, primary_key=partitioned),
+        _created_at(partitioned),
         *features,
         sa.Column(event_date_column(view.event_date), sa.String(32), nullable=True),
         sa.Column("from_store", sa.Text, nullable=True),
