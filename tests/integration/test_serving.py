@@ -338,15 +338,15 @@ def test_a_batch_takes_the_columnar_path_or_the_request_model_with_one_answer(
     predictor = Predictor.load(view, info.uri, info.version)
     recs = records(view, 60, seed=17)
     expected = predictor.predict(pd.DataFrame.from_records(recs)).proba
-    plain = [{**r, view.event_date: "2026-02-01"} for r in recs]
+    dated = [{**r, view.event_date: "2026-02-01"} for r in recs]
     odd = [{**r, view.event_date: "2026-02-01T00:00:00"} for r in recs]
-    bodies = [{"records": plain}, {"records": odd}, split(plain), split(odd)]
+    bodies = [{"records": dated}, {"records": odd}, split(dated), split(odd)]
     with client() as http:
         before = batch_validations(http, url)
         answers = [http.post(f"{url}/predict_batch", json=body).json()["predictions"]
                    for body in bodies]  # fmt: skip
         after = batch_validations(http, url)
-    assert after["columnar"] - before["columnar"] == 2 * len(plain)  # both forms
+    assert after["columnar"] - before["columnar"] == 2 * len(dated)  # both forms
     assert after["request_model"] - before["request_model"] == 2 * len(odd)
     for got in answers:
         proba = np.array([[a["probabilities"][c] for c in view.label.class_list] for a in got])

@@ -55,11 +55,20 @@ def python_watcher(tmp: Path, name: str, code: str) -> Watcher:
     return Watcher(name, [sys.executable, "-c", code], env, tmp, tmp / "logs" / f"{name}.log")
 
 
-def test_circusd_stops_every_service_and_what_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", ["short", "deep"])
+def test_circusd_stops_every_service_and_what_it_started(tmp_path: Path, depth: str) -> None:
     """`down`'s guarantee: SIGTERM, SIGKILL after the stop timeout, for the service and
-    everything in its session (also a child in a process group of its own), then circusd."""
-    circus = Supervisor(tmp_path / "run", tmp_path / "logs" / "circusd.log", stop_timeout=3)
+    everything in its session (also a child in a process group of its own), then circusd.
+    A state folder too deep for a Unix socket's path gets its sockets in a private
+    temporary folder named from it (the same for every later command)."""
+    state = tmp_path / ("state-" + "d" * 100 if depth == "deep" else "state")
+    circus = Supervisor(state / "run", tmp_path / "logs" / "circusd.log", stop_timeout=3)
+    if depth == "deep":
+        again = Supervisor(state / "run", tmp_path / "logs" / "circusd.log", stop_timeout=3)
+        assert circus.socket_dir != state / "run" and again.endpoint == circus.endpoint
+        assert len(circus.endpoint) < 100
     daemon = circus.start_daemon()
+    assert circus.socket_dir.stat().st_mode & 0o777 == 0o700
     try:
         polite = circus.start(python_watcher(tmp_path, "polite", "import time; time.sleep(600)"))
         stubborn = circus.start(python_watcher(tmp_path, "stubborn", STUBBORN))

@@ -86,8 +86,11 @@ class TypedLayout:
         if not isinstance(features, dict):  # not a row the service writes: kept as it came
             extra[""] = features
             features = {}
+        numeric, isfinite = self.numeric, math.isfinite
         for key, value in features.items():
-            if self._fits(key, value):
+            if type(value) is float and key in numeric and isfinite(value):  # most values
+                out[key] = value
+            elif self._fits(key, value):
                 out[key] = float(value) if key in self.numeric and value is not None else value
             elif key == FROM_STORE and _names(value):
                 out["from_store"] = ",".join(value)

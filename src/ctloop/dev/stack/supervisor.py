@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def socket_dir(run_dir: Path) -> Path:
+    """Where circusd's control sockets go: the state folder's `run`, or, where that path is
+    too long for a Unix socket (108 bytes; a deep checkout or test folder), a private
+    folder in the temporary directory named from the state folder's path, so every later
+    `up`, `status` and `down` of that folder finds the same sockets."""
+    if len(str(run_dir / "circus-events.sock")) <= UNIX_SOCKET_PATH_MAX:
+        return run_dir
+    digest = hashlib.sha256(str(run_dir.absolute()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ctloop-circus-{os.getuid()}-{digest}"
+
+
 class Supervisor:
     """circusd for one state folder: start it, add and remove services, ask, quit."""
 
@@ -114,8 +127,9 @@ class Supervisor:
         self.run_dir = run_dir
         self.config_path = run_dir / "circus.ini"
         self.pidfile = run_dir / "circusd.pid"
-        self.endpoint = f"ipc://{run_dir / 'circus.sock'}"
-        self.pubsub_endpoint = f"ipc://{run_dir / 'circus-events.sock'}"
+        self.socket_dir = socket_dir(run_dir)
+        self.endpoint = f"ipc://{self.socket_dir / 'circus.sock'}"
+        self.pubsub_endpoint = f"ipc://{self.socket_dir / 'circus-events.sock'}"
         self.log_path = log_path
         self.stop_timeout = stop_timeout
 
@@ -151,13 +165,19 @@ class Supervisor:
         if running is not None:
             return running
         longest = max(len(self.endpoint), len(self.pubsub_endpoint)) - len("ipc://")
-        if longest > UNIX_SOCKET_PATH_MAX:
+        if longest > UNIX_SOCKET_PATH_MAX:  # a temporary folder deeper than the limit too
             raise CtloopError(
                 f"the stack's state folder {self.run_dir.parent} is too deep for circusd's "
                 "control socket; set CTLOOP_STACK_STATE_DIR to a shorter path"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.chmod(0o700)  # the control socket starts and stops processes
+        for folder in {self.run_dir, self.socket_dir}:
+            folder.mkdir(parents=True, exist_ok=True)
+            if folder.stat().st_uid != os.getuid():  # a name taken in the shared /tmp
+                raise CtloopError(
+                    f"{folder} (circusd's control sockets for {self.run_dir}) belongs to "
+                    "another user; set CTLOOP_STACK_STATE_DIR to a shorter path"
+                )
+            folder.chmod(0o700)  # the control socket starts and stops processes
         self.config_path.write_text(self._config())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         circusd = Path(sys.executable).with_name("circusd")  # this venv's, no PATH lookup
