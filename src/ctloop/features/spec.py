@@ -296,7 +296,7 @@ class DriftPolicy(StrictModel):
     # the view's typed log), it counts up to this many rows; a bigger window is summarized
     # on an even sample of this size (the same hash as the read), so a check's time stays
     # bounded too
-    max_rows_summarized: int = Field(default=2_000_000, ge=1_000)
+    max_rows_summarized: int = Field(default=500_000, ge=1_000)
     # training-serving skew: share of the feature values callers sent that may differ
     # from the store's row for the same entity and day before the report flags the feature
     max_skew_rate: float = Field(default=0.01, ge=0, le=1)

@@ -85,9 +85,16 @@ def summarize(
 
 
 class _Summarizer:
-    """The GROUP BY queries of one window: SQL text with every value bound, through the
-    driver directly (`%s`: both MySQL drivers' style; SQLAlchemy's bind handling cost
-    more than the query for thousands of edges)."""
+    """The window's summaries in one GROUP BY over one scan of the table: SQL text with
+    every value bound, through the driver directly (`%s`: both MySQL drivers' style;
+    SQLAlchemy's bind handling cost more than the query for thousands of edges).
+
+    Reading a row costs the server far more than bucketing it (1.3 us a row against about
+    0.15 us for an INTERVAL over 5,000 edges, measured on a 1M-row window), so each row is
+    read once and joined to one key per summarized column (`k.i`): the row's bucket
+    (numeric: `b`) or value (categorical: `v`) for that column is what the GROUP BY
+    counts. A query per column read the window once per column (31 scans for the shipped
+    view: 46 s at 1M rows, against 10 s for the single scan)."""
 
     def __init__(
         self,
@@ -102,83 +109,126 @@ class _Summarizer:
         self.predictions = predictions
         self.layout = layout
         self.quote = predictions.db.engine.dialect.identifier_preparer.quote_identifier
-        where = ["created_at >= %s", "created_at < %s"]
+        where = ["t.created_at >= %s", "t.created_at < %s"]
         self.params: list[Any] = [since, until]
         if model_version is not None:
-            where.append("model_version = %s")
+            where.append("t.model_version = %s")
             self.params.append(str(model_version))
         if role == CHAMPION_ROLE:  # rows from before roles existed are the champion's
-            where.append("(role IS NULL OR role = %s)")
+            where.append("(t.role IS NULL OR t.role = %s)")
         elif role is not None:
-            where.append("role = %s")
+            where.append("t.role = %s")
         if role is not None:
             self.params.append(role)
         if fraction < 1:  # `store._hashed` in SQL (MOD: no `%` in the driver's text)
-            where.append(f"MOD(MOD(id, {SAMPLE_MODULUS}) * {SAMPLE_MULTIPLIER}, "
+            where.append(f"MOD(MOD(t.id, {SAMPLE_MODULUS}) * {SAMPLE_MULTIPLIER}, "
                          f"{SAMPLE_MODULUS}) < %s")  # fmt: skip
             self.params.append(sample_threshold(fraction))
-        self.source = f"FROM {self.quote(layout.table.name)} WHERE {' AND '.join(where)}"
+        self.table = f"{self.quote(layout.table.name)} AS t"
+        self.where = " AND ".join(where)
 
     def run(self, view: FeatureView, reference: dict[str, Any]) -> WindowSummary:
+        numeric: dict[str, tuple[str, list[Any], np.ndarray]] = {}  # name -> SQL, binds, edges
+        categorical: dict[str, str] = {}  # name -> SQL
+        for feature in view.features:
+            ref = reference["features"].get(feature.name)
+            if ref is None:
+                continue
+            column = f"t.{self.quote(feature.name)}"
+            if ref["type"] == "numeric" and feature.name in self.layout.numeric:
+                numeric[feature.name] = (column, [], bucket_edges(ref))
+            elif ref["type"] != "numeric" and feature.name in self.layout.text:
+                categorical[feature.name] = column
+        if not view.label.is_regression:
+            categorical[PREDICTION] = "t.prediction"
+        distribution = reference.get("prediction", {}).get("distribution")
+        value = self._output(view)
+        if distribution is not None and value is not None:
+            numeric[OUTPUT] = (*value, bucket_edges(distribution))
         with self.predictions.db.read_connect() as conn:
-            count = conn.exec_driver_sql(f"SELECT COUNT(*) {self.source}", tuple(self.params))
-            rows = int(count.scalar_one())
-            features: dict[str, NumericSummary | CategoricalSummary] = {}
-            for feature in view.features:
-                ref = reference["features"].get(feature.name)
-                if ref is None:
-                    continue
-                column = self.quote(feature.name)
-                if ref["type"] == "numeric" and feature.name in self.layout.numeric:
-                    features[feature.name] = self._numeric(conn, column, [], bucket_edges(ref))
-                elif ref["type"] != "numeric" and feature.name in self.layout.text:
-                    features[feature.name] = self._categorical(conn, column)
-            predictions = output = None
-            if not view.label.is_regression:
-                predictions = self._categorical(conn, "prediction")
-            distribution = reference.get("prediction", {}).get("distribution")
-            value = self._output(view)
-            if distribution is not None and value is not None:
-                expression, bound = value
-                output = self._numeric(conn, expression, bound, bucket_edges(distribution))
+            if numeric or categorical:
+                rows, found = self._scan(conn, numeric, categorical)
+            else:
+                sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.where}"  # noqa: S608
+                rows, found = int(conn.exec_driver_sql(sql, tuple(self.params)).scalar_one()), {}
+        features = {name: found[name] for name in found if name not in (PREDICTION, OUTPUT)}
+        predictions = found.get(PREDICTION)
+        output = found.get(OUTPUT)
+        assert predictions is None or isinstance(predictions, CategoricalSummary)
+        assert output is None or isinstance(output, NumericSummary)
         return WindowSummary(rows, features, predictions, output)
+
+    def _scan(
+        self,
+        conn: sa.Connection,
+        numeric: dict[str, tuple[str, list[Any], np.ndarray]],
+        categorical: dict[str, str],
+    ) -> tuple[int, dict[str, NumericSummary | CategoricalSummary]]:
+        """Every summary of the window from one scan, and the window's row count.
+
+        Numeric: count and sum per bucket (INTERVAL: the number of edges at or below the
+        value, as numpy's searchsorted(side='right')); NULL is INTERVAL's -1: missing.
+        The edges are bound as floats, which both drivers write as their exact repr.
+        Categorical: rows per value, compared as bytes: the binary collation still pads,
+        so a plain GROUP BY would merge 'a' and 'a ' (pandas keeps them apart)."""
+        names = [*numeric, *categorical]
+        buckets, sums, values, params, sum_params = [], [], [], [], []
+        for i, (value, bound, edges) in enumerate(numeric.values()):
+            marks = ", %s" * len(edges)
+            bucket = f"INTERVAL({value}{marks})" if len(edges) else f"IF({value} IS NULL, -1, 0)"
+            buckets.append(f"WHEN {i} THEN {bucket}")
+            params += [*bound, *map(float, edges)]
+            sums.append(f"WHEN {i} THEN {value}")
+            sum_params += bound
+        for i, column in enumerate(categorical.values(), start=len(numeric)):
+            values.append(f"WHEN {i} THEN CAST({column} AS BINARY)")
+        keys = " UNION ALL ".join(f"SELECT {i} AS i" for i in range(len(names)))
+        sql = (
+            f"SELECT STRAIGHT_JOIN k.i, {_case(buckets)} AS b, {_case(values)} AS v, "  # noqa: S608
+            f"COUNT(*), SUM({_case(sums)}) FROM {self.table} JOIN ({keys}) AS k "
+            f"WHERE {self.where} GROUP BY k.i, b, v"
+        )
+        counts = {n: np.zeros(len(e) + 1, dtype=np.int64) for n, (_, _, e) in numeric.items()}
+        totals = {n: np.zeros(len(e) + 1, dtype=float) for n, (_, _, e) in numeric.items()}
+        missing = dict.fromkeys(numeric, 0)
+        per_value: dict[str, dict[str, int]] = {name: {} for name in categorical}
+        result = conn.exec_driver_sql(sql, (*params, *sum_params, *self.params))
+        for i, bucket, value, count, total in result:
+            name = names[i]
+            if name in per_value:
+                key = MISSING if value is None else bytes(value).decode("utf-8")
+                per_value[name][key] = per_value[name].get(key, 0) + int(count)
+            elif bucket < 0:
+                missing[name] = int(count)
+            else:
+                counts[name][bucket], totals[name][bucket] = int(count), float(total or 0.0)
+        found: dict[str, NumericSummary | CategoricalSummary] = {
+            name: NumericSummary(numeric[name][2], counts[name], totals[name], missing[name])
+            for name in numeric
+        }
+        found.update({name: CategoricalSummary(per_value[name]) for name in categorical})
+        first = found[names[0]]  # every row counts once under each column
+        rows = (
+            first.rows
+            if isinstance(first, CategoricalSummary)
+            else (int(first.counts.sum()) + first.missing)
+        )
+        return rows, found
 
     def _output(self, view: FeatureView) -> tuple[str, list[Any]] | None:
         """The regression value, or the binary score (the positive class's probability),
         as SQL and the values it binds."""
         if view.label.is_regression:
-            return "CAST(prediction AS DOUBLE)", []
+            return "CAST(t.prediction AS DOUBLE)", []
         if not view.label.is_binary:
             return None
         name = str(view.label.positive_class).replace("\\", "\\\\").replace('"', '\\"')
-        return "CAST(JSON_VALUE(probabilities, %s) AS DOUBLE)", [f'$."{name}"']
+        return "CAST(JSON_VALUE(t.probabilities, %s) AS DOUBLE)", [f'$."{name}"']
 
-    def _numeric(
-        self, conn: sa.Connection, value: str, bound: list[Any], edges: np.ndarray
-    ) -> NumericSummary:
-        """Count and sum per bucket (INTERVAL: the number of edges at or below the value,
-        as numpy's searchsorted(side='right')); NULL is INTERVAL's -1: missing. The edges
-        are bound as floats, which both drivers write as their exact repr."""
-        marks = ", %s" * len(edges)
-        bucket = f"INTERVAL({value}{marks})" if len(edges) else f"IF({value} IS NULL, -1, 0)"
-        sql = f"SELECT {bucket} AS b, COUNT(*), SUM({value}) {self.source} GROUP BY b"
-        params = (*bound, *map(float, edges), *bound, *self.params)
-        counts = np.zeros(len(edges) + 1, dtype=np.int64)
-        sums = np.zeros(len(edges) + 1, dtype=float)
-        missing = 0
-        for index, count, total in conn.exec_driver_sql(sql, params):
-            if index < 0:
-                missing = int(count)
-            else:
-                counts[index], sums[index] = int(count), float(total or 0.0)
-        return NumericSummary(edges, counts, sums, missing)
 
-    def _categorical(self, conn: sa.Connection, column: str) -> CategoricalSummary:
-        """Rows per value, compared as bytes: the binary collation still pads, so a plain
-        GROUP BY would merge 'a' and 'a ' (pandas keeps them apart)."""
-        sql = f"SELECT CAST({column} AS BINARY) AS v, COUNT(*) {self.source} GROUP BY v"
-        counts: dict[str, int] = {}
-        for value, count in conn.exec_driver_sql(sql, tuple(self.params)):
-            key = MISSING if value is None else bytes(value).decode("utf-8")
-            counts[key] = counts.get(key, 0) + int(count)
-        return CategoricalSummary(counts)
+PREDICTION, OUTPUT = "\0prediction", "\0output"  # keys no feature name can take
+
+
+def _case(branches: list[str]) -> str:
+    """`CASE k.i WHEN ... END`, or NULL where no column takes this part."""
+    return f"CASE k.i {' '.join(branches)} END" if branches else "NULL"
