@@ -133,7 +133,8 @@ def main() -> None:
         logs = {driver: PredictionLog(store, bulk_load=False) for driver, store in stores.items()}
         plain = PredictionLog(FeatureStore(SERVER + f"/{db}"), bulk_load=False)
         plain._hex_documents = False  # the PyMySQL path before hex documents
-        for log in (*bulk.values(), *logs.values(), plain):
+        warmed = (*bulk.values(), *logs.values(), plain)
+        for log in warmed:
             log.write(make_rows(10, rng))  # connect, ask for JSON_TABLE: the shared table
         stores["pymysql"].init([], log_views=[VIEW])  # from here on: the typed table too
         typed = PredictionLog(stores["pymysql"], bulk_load=True)
@@ -173,7 +174,7 @@ def main() -> None:
             count = f"SELECT COUNT(*) FROM {VIEW.log_table}"  # noqa: S608  (the view's name)
             in_typed = conn.execute(sa.text(count)).scalar()
             in_shared = conn.execute(sa.text("SELECT COUNT(*) FROM prediction_log")).scalar()
-        shared_rows = 10 * 4 + args.repeats * args.rows * (len(paths) - 1)
+        shared_rows = 10 * len(warmed) + args.repeats * args.rows * (len(paths) - 1)
         if (in_typed, in_shared) != (10 + args.repeats * args.rows, shared_rows):
             raise SystemExit(f"the typed table holds {in_typed} rows and the shared one "
                              f"{in_shared}: not where they were written")  # fmt: skip

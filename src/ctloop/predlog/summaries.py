@@ -147,24 +147,21 @@ class _Summarizer:
             numeric[OUTPUT] = (*value, bucket_edges(distribution))
         with self.predictions.db.read_connect() as conn:
             if numeric or categorical:
-                rows, found = self._scan(conn, numeric, categorical)
+                rows, numbers, categories = self._scan(conn, numeric, categorical)
             else:
                 sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.where}"  # noqa: S608
-                rows, found = int(conn.exec_driver_sql(sql, tuple(self.params)).scalar_one()), {}
-        features = {name: found[name] for name in found if name not in (PREDICTION, OUTPUT)}
-        predictions = found.get(PREDICTION)
-        output = found.get(OUTPUT)
-        assert predictions is None or isinstance(predictions, CategoricalSummary)
-        assert output is None or isinstance(output, NumericSummary)
-        return WindowSummary(rows, features, predictions, output)
+                rows = int(conn.exec_driver_sql(sql, tuple(self.params)).scalar_one())
+                numbers, categories = {}, {}
+        predictions, output = categories.pop(PREDICTION, None), numbers.pop(OUTPUT, None)
+        return WindowSummary(rows, {**numbers, **categories}, predictions, output)
 
     def _scan(
         self,
         conn: sa.Connection,
         numeric: dict[str, tuple[str, list[Any], np.ndarray]],
         categorical: dict[str, str],
-    ) -> tuple[int, dict[str, NumericSummary | CategoricalSummary]]:
-        """Every summary of the window from one scan, and the window's row count.
+    ) -> tuple[int, dict[str, NumericSummary], dict[str, CategoricalSummary]]:
+        """The window's row count and every summary of it from one scan.
 
         Numeric: count and sum per bucket (INTERVAL: the number of edges at or below the
         value, as numpy's searchsorted(side='right')); NULL is INTERVAL's -1: missing.
@@ -202,18 +199,17 @@ class _Summarizer:
                 missing[name] = int(count)
             else:
                 counts[name][bucket], totals[name][bucket] = int(count), float(total or 0.0)
-        found: dict[str, NumericSummary | CategoricalSummary] = {
+        numbers = {
             name: NumericSummary(numeric[name][2], counts[name], totals[name], missing[name])
             for name in numeric
         }
-        found.update({name: CategoricalSummary(per_value[name]) for name in categorical})
-        first = found[names[0]]  # every row counts once under each column
-        rows = (
-            first.rows
-            if isinstance(first, CategoricalSummary)
-            else (int(first.counts.sum()) + first.missing)
-        )
-        return rows, found
+        categories = {name: CategoricalSummary(per_value[name]) for name in categorical}
+        if numbers:  # every row counts once under each column
+            first = next(iter(numbers.values()))
+            rows = int(first.counts.sum()) + first.missing
+        else:
+            rows = next(iter(categories.values())).rows
+        return rows, numbers, categories
 
     def _output(self, view: FeatureView) -> tuple[str, list[Any]] | None:
         """The regression value, or the binary score (the positive class's probability),
