@@ -36,7 +36,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ctloop.core.predictor import Predictor
-from ctloop.features.view import load_view
+from ctloop.features.view import FeatureView, load_view
 from ctloop.ingest.synth import StreamConfig, generate_day, stream
 from ctloop.monitoring import check as monitor
 from ctloop.predlog.store import PredictionLog
@@ -47,6 +47,9 @@ from ctloop.store.features import FeatureStore
 from ctloop.training import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+AS_OF = dt.date(2026, 1, 31)
 
 
 def main() -> None:
@@ -60,66 +63,58 @@ def main() -> None:
                              "separated (default: the view file's)")  # fmt: skip
     parser.add_argument("--layout", choices=["typed", "json"], default="typed",
                         help="the view's typed log table, or the shared JSON table")  # fmt: skip
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the database and the registry (named in DIR/kept.json) "
+                             "and reuse them on a later run with the same DIR and layout: "
+                             "growing a 10M-row log takes about half an hour")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    sizes = sorted(int(n) for n in args.rows.split(","))
+    bounds = [int(n) for n in args.max_rows_read.split(",") if n] or [None]
+    if sizes[0] > 100_000:
+        parser.error("--rows: the first size is predicted for real: at most 100000")
     view = load_view("credit_score", ROOT / "features")
-    db = f"ctloop_bench_{uuid.uuid4().hex[:8]}"
     server = sa.create_engine(args.server, poolclass=sa.pool.NullPool)
-    with server.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
+    kept_file = args.keep / "kept.json" if args.keep else None
+    kept = json.loads(kept_file.read_text()) if kept_file and kept_file.exists() else None
+    if kept is not None:
+        if (kept["layout"], kept["base"]) != (args.layout, sizes[0]):
+            parser.error(f"{kept_file} holds a {kept['layout']} log of base {kept['base']}: "
+                         "delete it (and its database) to start again")  # fmt: skip
+        db = kept["database"]
+        print(f"reusing database {db} named in {kept_file}", flush=True)
+    else:
+        db = f"ctloop_bench_{uuid.uuid4().hex[:8]}"
+        with server.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{db}`"))
+    tmp = None if args.keep else tempfile.TemporaryDirectory()
+    workdir = args.keep if args.keep else Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
     url = f"{args.server}/{db}"
-    tmp = tempfile.TemporaryDirectory()
     try:
-        settings = Settings(data_dir=Path(tmp.name), features_dir=ROOT / "features",
+        settings = Settings(data_dir=workdir, features_dir=ROOT / "features",
                             feature_store_url=url,
-                            mlflow_tracking_uri=f"sqlite:///{tmp.name}/mlflow.db")  # fmt: skip
+                            mlflow_tracking_uri=f"sqlite:///{workdir}/mlflow.db")  # fmt: skip
         store = FeatureStore(url)
-        store.init([view])
         table = view.log_table if args.layout == "typed" else tables.PREDICTION_LOG
-        if args.layout == "json":  # the view logs to the shared table, as before typed logs
-            with store.begin() as conn:
-                conn.execute(sa.text(f"DROP TABLE {view.log_table}"))
-        start, as_of = dt.date(2026, 1, 1), dt.date(2026, 1, 31)
-        for _, features, labels in stream(view, start, 30, StreamConfig(rows_per_day=500)):
-            store.ingest(view, features, labels[labels["arrived_at"] < pd.Timestamp(as_of)])
-        assert pipeline.run_all(pipeline.Run(view, as_of, "manual", "", "", settings))["promoted"]
-        registry = Registry(settings.tracking_uri)
-        info = registry.champion(view.name)
-        predictor = Predictor.load(view, info.uri, info.version)
-        sizes = sorted(int(n) for n in args.rows.split(","))
-        bounds = [int(n) for n in args.max_rows_read.split(",") if n] or [None]
-        base = sizes[0]
-        if base > 100_000:
-            parser.error("--rows: the first size is predicted for real: at most 100000")
-        features, labels = generate_day(as_of, StreamConfig(rows_per_day=base, seed=3,
-                                                            label_delay_days=0))  # fmt: skip
-        store.ingest(view, features, labels)
-        output = predictor.predict(features)
-        classes, proba = output.predictions, output.proba
-        t0 = dt.datetime.combine(as_of, dt.time(0))
-        records = features.drop(columns=[view.entity]).astype(object)
-        records = records.where(records.notna(), None)
-        spacing = 86_000_000 // base  # microseconds: the base rows fill the day
-        rows = [
-            {"request_id": uuid.uuid4().hex, "feature_view": view.name,
-             "model_version": info.version, "entity_id": entity,
-             "features": json.dumps(rec, default=str), "prediction": cls,
-             "probabilities": json.dumps(dict(zip(view.label.class_list, map(float, p),
-                                                  strict=True))),
-             "latency_ms": 1.0, "created_at": t0 + dt.timedelta(microseconds=spacing * i)}
-            for i, (entity, rec, cls, p) in enumerate(zip(
-                features[view.entity], records.to_dict("records"), classes, proba, strict=True))
-        ]  # fmt: skip
-        for i in range(0, len(rows), 10_000):
-            PredictionLog(store).write(rows[i : i + 10_000])
+        if kept is None:
+            last = set_up(store, view, settings, args.layout, sizes[0])
+            if kept_file is not None:
+                kept_file.write_text(json.dumps({"database": db, "layout": args.layout,
+                                                 "base": sizes[0], "last": last}))  # fmt: skip
+        else:
+            last = kept["last"]
+        spacing = 86_000_000 // sizes[0]  # microseconds: the base rows fill the day
+        t0 = dt.datetime.combine(AS_OF, dt.time(0))
         since, until = t0, t0 + dt.timedelta(days=2)  # labels land by then
         results = []
         spawn = multiprocessing.get_context("spawn")
-        copy = 1
-        with store.connect() as conn:  # the base rows: every row logged before copy 1
-            last = conn.execute(sa.text(f"SELECT MAX(id) FROM {table}")).scalar_one()  # noqa: S608
         for size in sizes:
-            copy = grow(store, table, last, size, spacing, copy)
+            held = PredictionLog(store).count()
+            if held > size:  # a kept log only grows
+                print(f"skipping {size:,} rows: the kept log holds {held:,}", flush=True)
+                continue
+            grow(store, table, last, sizes[0], size, spacing)
             logged = PredictionLog(store).count(view.name, since=since, before=until)
             if logged != size:
                 raise SystemExit(f"the window holds {logged} rows, not {size}")
@@ -136,6 +131,8 @@ def main() -> None:
                           f"{took:.2f} s, peak RSS {peak:.0f} MiB  {summary}",
                           flush=True)  # fmt: skip
                 results.append((size, bound, times, peaks))
+        if not results:  # --repeats 0: the log grown (and kept), nothing timed
+            return
         print()
         print("| logged rows in the window | `max_rows_read` | check (median) | runs | "
               "client peak RSS (median) |")  # fmt: skip
@@ -145,16 +142,58 @@ def main() -> None:
             print(f"| {size:,} | {bound or 'view'} | {statistics.median(times):.2f} s | {runs} s | "
                   f"{statistics.median(peaks):.0f} MiB |")  # fmt: skip
     finally:
-        tmp.cleanup()
-        with server.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
+        if tmp is not None:
+            tmp.cleanup()
+            with server.begin() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
 
 
-def grow(store: FeatureStore, table: str, last: int, size: int, spacing: int, copy: int) -> int:
+def set_up(
+    store: FeatureStore, view: FeatureView, settings: Settings, layout: str, base: int
+) -> int:
+    """The history, a promoted champion and `base` log rows of its real predictions on
+    `AS_OF`; returns the last base row's id (copies are made of the rows up to it)."""
+    store.init([view])
+    if layout == "json":  # the view logs to the shared table, as before typed logs
+        with store.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {view.log_table}"))
+    table = view.log_table if layout == "typed" else tables.PREDICTION_LOG
+    start = dt.date(2026, 1, 1)
+    for _, features, labels in stream(view, start, 30, StreamConfig(rows_per_day=500)):
+        store.ingest(view, features, labels[labels["arrived_at"] < pd.Timestamp(AS_OF)])
+    assert pipeline.run_all(pipeline.Run(view, AS_OF, "manual", "", "", settings))["promoted"]
+    info = Registry(settings.tracking_uri).champion(view.name)
+    predictor = Predictor.load(view, info.uri, info.version)
+    features, labels = generate_day(AS_OF, StreamConfig(rows_per_day=base, seed=3,
+                                                        label_delay_days=0))  # fmt: skip
+    store.ingest(view, features, labels)
+    output = predictor.predict(features)
+    classes, proba = output.predictions, output.proba
+    t0 = dt.datetime.combine(AS_OF, dt.time(0))
+    records = features.drop(columns=[view.entity]).astype(object)
+    records = records.where(records.notna(), None)
+    spacing = 86_000_000 // base  # microseconds: the base rows fill the day
+    rows = [
+        {"request_id": uuid.uuid4().hex, "feature_view": view.name,
+         "model_version": info.version, "entity_id": entity,
+         "features": json.dumps(rec, default=str), "prediction": cls,
+         "probabilities": json.dumps(dict(zip(view.label.class_list, map(float, p),
+                                              strict=True))),
+         "latency_ms": 1.0, "created_at": t0 + dt.timedelta(microseconds=spacing * i)}
+        for i, (entity, rec, cls, p) in enumerate(zip(
+            features[view.entity], records.to_dict("records"), classes, proba, strict=True))
+    ]  # fmt: skip
+    for i in range(0, len(rows), 10_000):
+        PredictionLog(store).write(rows[i : i + 10_000])
+    with store.connect() as conn:  # the base rows: every row logged before copy 1
+        return int(conn.execute(sa.text(f"SELECT MAX(id) FROM {table}")).scalar_one())  # noqa: S608
+
+
+def grow(store: FeatureStore, table: str, last: int, base: int, size: int, spacing: int) -> None:
     """Copies of the base rows (ids up to `last`) until the log holds `size`: MariaDB copies
     them itself, copy k `k` microseconds after its original (within the row spacing, so the
-    copies stay inside the day), request ids suffixed `.k`, one statement per copy.
-    Returns the next copy's number."""
+    copies stay inside the day), request ids suffixed `.k`, one statement per copy. The
+    next copy's number is the number of copies there (a kept log grows on)."""
     with store.connect() as conn:
         names = [c["name"] for c in sa.inspect(conn).get_columns(table)]
     listed = ", ".join(f"`{c}`" for c in names if c not in ("id", "request_id", "created_at"))
@@ -164,6 +203,7 @@ def grow(store: FeatureStore, table: str, last: int, size: int, spacing: int, co
         f"{listed} FROM {table} WHERE id <= :last ORDER BY id LIMIT :n"
     )
     have = PredictionLog(store).count()
+    copy = -(-have // base)  # the base is copy 0; a partial last copy is not continued
     while have < size:
         if copy >= spacing:
             raise SystemExit(f"{size} rows need more copies than {spacing} us apart")
@@ -172,7 +212,6 @@ def grow(store: FeatureStore, table: str, last: int, size: int, spacing: int, co
         copy += 1
         if copy % 10 == 0:
             print(f"  log grown to {have:,} rows", flush=True)
-    return copy
 
 
 def timed_check(
