@@ -8,9 +8,11 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ctloop.features.view import FeatureView
 from ctloop.ingest.synth import StreamConfig, generate_day
+from ctloop.monitoring import skew
 from ctloop.monitoring.skew import skew_findings
 from ctloop.store.features import FeatureStore
 
@@ -70,3 +72,22 @@ def test_what_cannot_be_compared_gives_no_rate(store: FeatureStore, view: Featur
     # no event date sent: the day the features describe is unknown, so not compared
     assert skew_findings(view, store, logs.assign(**{view.event_date: None})) == []
     assert skew_findings(view, store, logs.drop(columns=[view.event_date])) == []
+
+
+def test_a_busy_window_is_compared_on_a_bounded_repeatable_sample(
+    store: FeatureStore, view: FeatureView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_COMPARED pairable requests a uniform sample of that many is compared: the
+    rate stays the window's (within sampling noise) and a second check gives the same."""
+    features, _ = generate_day(DAY, StreamConfig(seed=5, rows_per_day=2000))
+    store.ingest(view, features)
+    logs = logged(view, features)
+    numeric = next(f.name for f in view.features if f.is_numeric)
+    logs.loc[::4, numeric] = logs.loc[::4, numeric].fillna(0) * 1.1 + 1  # every 4th: 25 %
+    monkeypatch.setattr(skew, "MAX_COMPARED", 800)
+    findings = skew_findings(view, store, logs)
+    compared = {f.feature: f.value for f in findings if f.statistic == "compared_rows"}
+    assert set(compared.values()) == {800.0}
+    rate = rates(findings)[numeric]
+    assert abs(rate - 0.25) < 4 * (0.25 * 0.75 / 800) ** 0.5  # 4 standard errors
+    assert rates(skew_findings(view, store, logs)) == rates(findings)  # repeatable

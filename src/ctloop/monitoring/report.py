@@ -89,8 +89,10 @@ def feature_distances(result: MonitorResult) -> list[Finding]:
 
 
 def _png(fig: Figure) -> str:
+    """The figure as base64 PNG. The figures are made with a tight layout, which places the
+    axes once; `bbox_inches="tight"` would draw each figure twice to find its edges."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=80)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -98,18 +100,20 @@ def _numeric_plot(title: str, reference: list[float], current: pd.Series) -> str
     ref = np.asarray(reference, dtype=float)
     cur = pd.to_numeric(current, errors="coerce").dropna().to_numpy(dtype=float)
     both = np.concatenate([ref, cur]) if cur.size else ref
-    fig = Figure(figsize=(5.5, 2.6))
+    fig = Figure(figsize=(5.5, 2.6), layout="tight")
     ax = fig.add_subplot()
     if both.size:
         low, high = np.quantile(both, [0.005, 0.995])
         if high <= low:
             low, high = low - 0.5, high + 0.5
         bins = np.linspace(low, high, 31)
-        ax.hist(np.clip(ref, low, high), bins=bins, density=True, alpha=0.55,
-                color=REFERENCE_COLOR, label=f"reference ({ref.size})")  # fmt: skip
-        if cur.size:
-            ax.hist(np.clip(cur, low, high), bins=bins, density=True, alpha=0.55,
-                    color=CURRENT_COLOR, label=f"current ({cur.size})")  # fmt: skip
+        # binned here and drawn as steps: `ax.hist` makes an artist per bar
+        for values, color, label in ((ref, REFERENCE_COLOR, "reference"),
+                                     (cur, CURRENT_COLOR, "current")):  # fmt: skip
+            if values.size:
+                heights, _ = np.histogram(np.clip(values, low, high), bins=bins, density=True)
+                ax.stairs(heights, bins, fill=True, alpha=0.55, color=color,
+                          label=f"{label} ({values.size})")  # fmt: skip
     ax.set_title(title, fontsize=9)
     ax.set_yticks([])
     ax.legend(fontsize=7)
@@ -125,7 +129,7 @@ def _shares_plot(title: str, reference: dict[str, float], current: pd.Series) ->
     )
     order = order[:MAX_CATEGORIES]  # the largest categories of either side
     x = np.arange(len(order))
-    fig = Figure(figsize=(5.5, 2.6))
+    fig = Figure(figsize=(5.5, 2.6), layout="tight")
     ax = fig.add_subplot()
     ax.bar(x - 0.2, [ref.get(c, 0.0) for c in order], 0.4, color=REFERENCE_COLOR,
            label="reference")  # fmt: skip
@@ -219,7 +223,7 @@ def _live_panel(result: MonitorResult, evidence: Evidence | None) -> str:
     image = ""
     shared = [k for k in sorted(result.live_metrics) if validation.get(k) is not None]
     if shared:
-        fig = Figure(figsize=(6, 2.4))
+        fig = Figure(figsize=(6, 2.4), layout="tight")
         ax = fig.add_subplot()
         x = np.arange(len(shared))
         ax.bar(x - 0.2, [validation[k] for k in shared], 0.4, color=REFERENCE_COLOR,

@@ -11,6 +11,11 @@ its features describe is not known (the newest row of the log day may be newer t
 the caller had). Per feature, from `MIN_COMPARED` compared requests on: the share that
 differed, flagged above `drift.max_skew_rate`, and how many were compared. Skew is
 reported, not retrained on: a new model cannot fix a caller that sends other numbers.
+
+Each compared request costs a store lookup, so at most `MAX_COMPARED` requests (a uniform
+sample of those that can be paired) are compared: a rate near the 1 % default limit is
+then known to about +-0.07 points, and a check of a busy window spends about a second
+here instead of four.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ctloop.store.features import FeatureStore
 
 KIND = "skew"
 MIN_COMPARED = 30  # fewer compared requests: no rate (one odd request is not 100 % skew)
+MAX_COMPARED = 20_000
 
 
 def skew_findings(view: FeatureView, store: FeatureStore, logs: pd.DataFrame) -> list[Finding]:
@@ -34,6 +40,8 @@ def skew_findings(view: FeatureView, store: FeatureStore, logs: pd.DataFrame) ->
     sent = logs[logs["entity_id"].notna() & logs[view.event_date].notna()]
     if sent.empty:
         return []
+    if len(sent) > MAX_COMPARED:  # fixed seed: the same rows on every check of the window
+        sent = sent.sample(n=MAX_COMPARED, random_state=0).sort_index()
     days = event_dates(view, sent)
     entities = sent["entity_id"].astype(str).tolist()
     rows = store.features_of(view, entities, days.min().date(), days.max().date())
