@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from ctloop.core.metrics import Output
 from ctloop.core.stats import profile
@@ -25,6 +26,7 @@ from ctloop.core.summary import NumericSummary, WindowSummary
 from ctloop.features.view import FeatureView, load_view_file
 from ctloop.monitoring.drift import data_drift, prediction_drift, summarize_rows
 from ctloop.predlog import summaries
+from ctloop.predlog.sample import BLOCK_IDS, Window, in_sample
 from ctloop.predlog.store import CHAMPION_ROLE, SHADOW_ROLE, PredictionLog
 from ctloop.store.features import FeatureStore
 from ctloop.training.fit import prediction_profile
@@ -142,28 +144,68 @@ def test_sql_summaries_give_the_row_by_row_drift_values(mariadb_url: str, kind: 
             assert same, (a.feature, a.statistic, a.value, b.value)
             assert a.drifted == b.drifted, (a.feature, a.statistic)
     assert any(f.drifted for f in data_drift(view, reference, by_sql))  # the shift is seen
-    # a window past `max_rows_summarized`: the database's sample is the read's, row for row
+    # a window past `max_rows_summarized`: the database's sample is the read's, row for row,
+    # and both are the rows `in_sample` keeps
     sampled = summaries.summarize(log, view, reference, T0, until, "1", CHAMPION_ROLE, 0.3)
     read = log.read(view.name, T0, until, model_version="1", role=CHAMPION_ROLE, fraction=0.3)
+    every = log.read(view.name, T0, until, model_version="1", role=CHAMPION_ROLE)
     assert sampled is not None and 0.2 * n < sampled.rows < 0.4 * n
+    assert read["id"].tolist() == every["id"][in_sample(every["id"], 0.3)].tolist()
     assert_same_summary(sampled, summarize_rows(view, reference, read))
     store.dispose()
 
 
-def test_no_summary_where_the_database_cannot_make_one(mariadb_url: str, view: FeatureView) -> None:
-    """A view without a typed table, or with window rows still in the shared JSON table
-    (logged before its typed table existed): None, and the monitor reads rows."""
+@pytest.mark.serial  # reads the server's global handler counters
+def test_a_sampled_summary_reads_only_its_blocks(mariadb_url: str) -> None:
+    """Past `max_rows_summarized` the database reads the kept blocks of ids along the
+    primary key, not the window: for a 30 % sample of 24,000 rows, with rows of another
+    day between them, it reads along the key the blocks' rows only, and at least the
+    window's rows fewer than the same summary without the window's id span (a filtered
+    read of the window); both count exactly the rows `in_sample` keeps."""
+    view = load_view_file(VIEWS["binary"])
     store = FeatureStore(mariadb_url)
-    store.init([])
-    reference = {"features": {}, "prediction": {}}
-    log = PredictionLog(store)
-    log.write(log_rows(view, frame_of(view, 5, np.random.default_rng(1), 0.0),
-                       output_of(view, 5, np.random.default_rng(1)), T0))  # fmt: skip
-    until = T0 + dt.timedelta(days=1)
-    assert summaries.summarize(log, view, reference, T0, until) is None  # no typed table
     store.init([view])
-    fresh = PredictionLog(store)
-    assert fresh.layout(view.name) is not None
-    assert summaries.summarize(fresh, view, reference, T0, until) is None  # JSON rows in it
-    assert summaries.summarize(fresh, view, reference, until, until + dt.timedelta(days=1))
+    rng = np.random.default_rng(5)
+    reference = profile(view, frame_of(view, 1000, rng, shift=0.0))
+    log = PredictionLog(store)
+    day, other = T0, T0 - dt.timedelta(days=3)
+    for part in range(6):  # 4000 rows of the window, then 1000 of another day, six times
+        start = day + dt.timedelta(hours=part)
+        log.write(log_rows(view, frame_of(view, 4000, rng, 0.0), output_of(view, 4000, rng),
+                           start))  # fmt: skip
+        log.write(log_rows(view, frame_of(view, 1000, rng, 0.0), output_of(view, 1000, rng),
+                           other + dt.timedelta(hours=part)))  # fmt: skip
+    until = day + dt.timedelta(days=1)
+    seen = log.window(view.name, day, until)
+    assert seen.rows == 24_000 and set(seen.spans) == {view.log_table}
+    blind = Window(seen.rows)  # no span: the rows are found by filtering the window
+    counters = [handler_reads(store)]
+    by_blocks = summaries.summarize(log, view, reference, day, until, "1", CHAMPION_ROLE,
+                                    0.3, seen)  # fmt: skip
+    counters.append(handler_reads(store))
+    filtered = summaries.summarize(log, view, reference, day, until, "1", CHAMPION_ROLE,
+                                   0.3, blind)  # fmt: skip
+    counters.append(handler_reads(store))
+    every = log.read(view.name, day, until, model_version="1", role=CHAMPION_ROLE)
+    kept = every[in_sample(every["id"], 0.3)]
+    assert by_blocks is not None and filtered is not None
+    assert 0.2 * len(every) < by_blocks.rows < 0.4 * len(every)
+    assert_same_summary(by_blocks, summarize_rows(view, reference, kept))
+    assert_same_summary(filtered, by_blocks)
+    first, second, third = counters
+    blocks_next = second["Handler_read_next"] - first["Handler_read_next"]
+    blocks_rows, window_rows = (
+        sum(after[k] - before[k] for k in ("Handler_read_next", "Handler_read_rnd_next"))
+        for before, after in ((first, second), (second, third))
+    )
+    # along the key: the kept blocks' rows (and the other day's rows inside them)
+    assert by_blocks.rows <= blocks_next <= 1.4 * by_blocks.rows + 2 * BLOCK_IDS, counters
+    assert window_rows - blocks_rows >= 0.8 * len(every), counters
     store.dispose()
+
+
+def handler_reads(store: FeatureStore) -> dict[str, int]:
+    """The server's row-read counters (every session: run alone)."""
+    with store.connect() as conn:
+        found = conn.execute(sa.text("SHOW GLOBAL STATUS LIKE 'Handler_read%'"))
+        return {name: int(value) for name, value in found}

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
 from ctloop.core import metrics
 from ctloop.errors import FeatureViewError
@@ -145,3 +146,43 @@ def test_class_names_become_metric_names_mlflow_accepts() -> None:
     for name in scores:
         _validate_metric_name(f"val_{name}")
     assert metrics.class_key(make_view(MULTI), "b") == "b"  # plain names stay as they are
+
+
+def test_macro_f1_is_sklearns_on_any_labels() -> None:
+    """The bootstrap's confusion-count macro-F1 equals sklearn's with the view's labels and
+    zero_division=0: classes absent on one or both sides, values outside the classes."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        classes = ["a", "b", "c", "d"][: rng.integers(1, 5)]
+        pool = [*classes, "x", "y"]
+        n = int(rng.integers(1, 60))
+        y = rng.choice(pool[: len(classes) + rng.integers(0, 3)], n).astype(object)
+        pred = rng.choice(pool[: len(classes) + rng.integers(0, 3)], n).astype(object)
+        expected = skm.f1_score(y, pred, average="macro", labels=classes, zero_division=0)
+        assert metrics.macro_f1(y, pred, classes) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_cluster_bootstrap_counts_alike_rows_as_one() -> None:
+    """Resampling whole blocks: when a block's rows are all right or all wrong (64 alike
+    rows), the error is the blocks' (about 8x the row bootstrap's); when rows are
+    independent, about the row bootstrap's."""
+    view = make_view(BINARY)
+    rng = np.random.default_rng(3)
+    blocks = np.repeat(np.arange(300), 64)
+    truth = pd.Series(rng.choice(["no", "yes"], blocks.size))
+    right_block = rng.random(300) < 0.8
+    right = right_block[blocks]
+    flipped = truth.map({"no": "yes", "yes": "no"})
+    said = truth.where(right, flipped).to_numpy()
+    proba = np.where(said[:, None] == np.array(["no", "yes"]), 0.9, 0.1)
+    output = metrics.Output(list(said), proba=proba)
+    rows = metrics.bootstrap_se(view, truth, output, "accuracy")
+    whole = metrics.bootstrap_se(view, truth, output, "accuracy", groups=blocks)
+    assert 5 < whole / rows < 12
+    independent = truth.where(rng.random(blocks.size) < 0.8, flipped).to_numpy()
+    output = metrics.Output(list(independent),
+                            proba=np.where(independent[:, None] == np.array(["no", "yes"]),
+                                           0.9, 0.1))  # fmt: skip
+    rows = metrics.bootstrap_se(view, truth, output, "accuracy")
+    whole = metrics.bootstrap_se(view, truth, output, "accuracy", groups=blocks)
+    assert 0.6 < whole / rows < 1.6

@@ -47,7 +47,8 @@ from ctloop.monitoring.result import (
 )
 from ctloop.monitoring.skew import skew_findings
 from ctloop.predlog import retention, summaries
-from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog, bounded_fraction, in_sample
+from ctloop.predlog.sample import bounded_fraction, in_sample
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
 from ctloop.store.features import FeatureStore
@@ -89,11 +90,12 @@ def check_with_evidence(
     policy = view.drift
     # a busy service logs millions of rows a day: past `max_rows_read` the check reads a
     # uniform sample, so its time and memory do not grow with the traffic
-    window_rows = predictions.count(view.name, since=since, before=until)
+    seen = predictions.window(view.name, since, until)
+    window_rows = seen.rows
     fraction = bounded_fraction(window_rows, policy.max_rows_read)
     logs = predictions.read(
         view.name, since, until, model_version=champion.version, role=CHAMPION_ROLE,
-        fraction=fraction,
+        fraction=fraction, window=seen,
     )  # fmt: skip
     reference = registry.reference_profile(champion)
     if reference is None:
@@ -107,8 +109,9 @@ def check_with_evidence(
     # on the rows read (all of them, or the bounded sample).
     counted = bounded_fraction(window_rows, policy.max_rows_summarized)
     window = summaries.summarize(
-        predictions, view, reference, since, until, champion.version, CHAMPION_ROLE, counted
-    )
+        predictions, view, reference, since, until, champion.version, CHAMPION_ROLE, counted,
+        seen,
+    )  # fmt: skip
     if window is None:
         window = summarize_rows(view, reference, logs)
         result.rows = len(logs) if fraction == 1 else round(len(logs) / fraction)
@@ -147,10 +150,10 @@ def check_with_evidence(
     # own minimum (`min_labelled_rows`), independent of the drift window's size.
     lookback = until - dt.timedelta(days=policy.accuracy_window_days)
     if lookback < since:  # the days before the window, and the window's rows again
-        older_rows = predictions.count(view.name, since=lookback, before=since)
-        wide = bounded_fraction(window_rows + older_rows, policy.max_rows_read)
+        before = predictions.window(view.name, lookback, since)
+        wide = bounded_fraction(window_rows + before.rows, policy.max_rows_read)
         older = predictions.read(view.name, lookback, since, model_version=champion.version,
-                                 role=CHAMPION_ROLE, fraction=wide)  # fmt: skip
+                                 role=CHAMPION_ROLE, fraction=wide, window=before)  # fmt: skip
         # the window's sample cut down to the look-back's share (the hash nests), not read
         # twice
         recent = logs if logs.empty else logs[in_sample(logs["id"], wide)]
@@ -174,7 +177,7 @@ def check_with_evidence(
         # the noise of both figures (the live one at this many labels, the validation one
         # at its own) raises the limit (one-sided)
         se_val = float(reference.get("validation_se", {}).get(name, 0.0))
-        se_live = metric_noise(view, joined, name)
+        se_live = metric_noise(view, joined, name, sampled=wide < 1)
         spread = z_for(policy.false_alarm_rate, 1) * math.hypot(se_live, se_val)
         limit = max(limit, rule.in_tolerance_units(spread, baseline))
         drop = rule.worsening(live[name], baseline)

@@ -16,6 +16,7 @@ import pandas as pd
 from ctloop.core.metrics import Output, bootstrap_se, metric, output_from_values, score_one
 from ctloop.core.stats import z_for
 from ctloop.features.view import FeatureView
+from ctloop.predlog.sample import block_of
 from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.store.features import FeatureStore
 
@@ -62,7 +63,12 @@ def labelled_logs(
 
 
 def change_onset(
-    view: FeatureView, joined: pd.DataFrame, baseline: float, limit: float, z: float
+    view: FeatureView,
+    joined: pd.DataFrame,
+    baseline: float,
+    limit: float,
+    z: float,
+    sampled: bool = False,
 ) -> tuple[str, str] | None:
     """(onset, found): the first day of the trailing run of days whose live metric is
     worse than the model's validation figure by more than `limit` (or than that day's own
@@ -77,7 +83,8 @@ def change_onset(
         value = score_one(view, rows[view.label.name], logged_output(view, rows), rule.name)
         if value is None or not math.isfinite(value):
             continue
-        noise = rule.in_tolerance_units(z * metric_noise(view, rows, rule.name), baseline)
+        se = metric_noise(view, rows, rule.name, sampled=sampled)
+        noise = rule.in_tolerance_units(z * se, baseline)
         if rule.worsening(value, baseline) <= max(limit, noise):
             break
         onset = pd.Timestamp(day).date().isoformat()
@@ -85,11 +92,16 @@ def change_onset(
     return (onset, newest) if onset and newest else None
 
 
-def metric_noise(view: FeatureView, joined: pd.DataFrame, name: str, seed: int = 0) -> float:
+def metric_noise(
+    view: FeatureView, joined: pd.DataFrame, name: str, seed: int = 0, sampled: bool = False
+) -> float:
     """Bootstrap standard error of the live metric on these labelled rows: a few hundred
     labels move macro-F1 or AUC by points on their own, which a fixed decay limit would
-    read as decay."""
-    return bootstrap_se(view, joined[view.label.name], logged_output(view, joined), name, seed)
+    read as decay. Rows of a `sampled` read come in blocks of consecutive requests
+    (`predlog.sample`): whole blocks are resampled."""
+    groups = block_of(joined["id"]) if sampled and "id" in joined.columns else None
+    output = logged_output(view, joined)
+    return bootstrap_se(view, joined[view.label.name], output, name, seed, groups)
 
 
 def dated_change(
@@ -110,5 +122,5 @@ def dated_change(
     policy = view.drift
     return change_onset(
         view, labelled_logs(view, store, everyone, until), baseline,
-        float(policy.max_accuracy_drop or 0), z_for(policy.false_alarm_rate, 1),
+        float(policy.max_accuracy_drop or 0), z_for(policy.false_alarm_rate, 1), fraction < 1,
     )  # fmt: skip

@@ -26,7 +26,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import orjson
 import pandas as pd
 import sqlalchemy as sa
@@ -34,6 +33,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ctloop.features.view import LOG_TABLE_SUFFIX, log_table_name
 from ctloop.predlog.row import FROM_STORE, JSON_FIELDS, decode_json, encode_row
+from ctloop.predlog.sample import Window, bounded_fraction, sampled
 from ctloop.predlog.typed import TypedLayout, rows_by_view
 from ctloop.settings import get_settings
 from ctloop.store import tables
@@ -45,13 +45,6 @@ log = logging.getLogger(__name__)
 CHAMPION_ROLE, SHADOW_ROLE, CANARY_ROLE = "champion", "shadow", "canary"
 # a shadow row's request id: the caller's request id + this (request ids are unique)
 SHADOW_SUFFIX = ".shadow"
-# A sampled read keeps the rows whose id hashes below the fraction: Fibonacci hashing
-# (id times 2^31 over the golden ratio, modulo 2^31) spreads consecutive ids evenly over
-# [0, 2^31), so the kept rows spread evenly over the window's time and over any pattern in
-# which roles or views interleave their ids; plain integer arithmetic (every dialect, no
-# overflow of a signed 64-bit integer), and the same rows on every read of the window.
-SAMPLE_MODULUS = 1 << 31
-SAMPLE_MULTIPLIER = 1_327_217_885
 REQUEST_CHUNK = 5_000  # request ids per `read_requests` query
 RECHECK_SECONDS = 60.0  # a view's table not found, or no shared rows: asked again after
 JSON_DOCUMENT_BYTES = 4 << 20  # per log insert statement: escaped, at most half the default
@@ -390,13 +383,16 @@ class PredictionLog:
         expand_features: bool = True,
         role: str | None = None,
         fraction: float = 1.0,
+        window: Window | None = None,
     ) -> pd.DataFrame:
         """Prediction logs of a view with start <= created_at < end, oldest first.
 
         `role` keeps one role's rows (`champion` includes rows logged before roles
-        existed). A `fraction` under 1 keeps that share of the rows, chosen by a hash of
-        their id (`sample_fraction` gives the fraction for a bounded read); the database
-        filters them, so only the sample crosses the wire. With `expand_features`, the
+        existed). A `fraction` under 1 keeps that share of the rows, in whole blocks of ids
+        (`predlog.sample`; `sample_fraction` gives the fraction for a bounded read): the
+        database reads the kept blocks only where it knows the window's ids (`window`,
+        what `self.window` counted over [start, end); else they are counted here first),
+        and only the sample crosses the wire. With `expand_features`, the
         features become one column each and the class probabilities one `proba_<class>`
         column each, ready for drift statistics; for an online view `from_store` lists
         (comma-separated) the features the store supplied. Rows of the view's typed table
@@ -408,6 +404,8 @@ class PredictionLog:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         frames = []
         layout = self.layout(view_name)
+        if fraction < 1:
+            window = window or self.window(view_name, start, end)
         for table in self._tables(layout):
             query = (
                 sa.select(table)
@@ -416,10 +414,15 @@ class PredictionLog:
                 .order_by(table.c.created_at, table.c.id)
             )
             query = self.filtered(query, table, view_name, model_version, role)
-            if fraction < 1:
-                query = query.where(_hashed(table.c.id) < sample_threshold(fraction))
+            filters = [[]]
+            if window is not None and fraction < 1:
+                filters = sampled(table.c.id, fraction, window.spans.get(table.name))
             with self.db.read_connect() as conn:
-                frames.append(pd.read_sql(query, conn))
+                parts = [pd.read_sql(query.where(*keep), conn) for keep in filters]
+            frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+            if len(parts) > 1:
+                frame = frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
+            frames.append(frame)
         if expand_features:
             return self._expanded_union(frames, layout)
         if len(frames) == 1 or frames[1].empty:
@@ -515,6 +518,21 @@ class PredictionLog:
                 total += conn.execute(query).scalar_one()
         return total
 
+    def window(self, view_name: str, since: dt.datetime, before: dt.datetime) -> Window:
+        """`count` of a view's rows in [since, before), with each table's lowest and
+        highest row id among them (one pass along the time index, no row read): the
+        span a sampled read names its blocks in."""
+        rows, spans = 0, {}
+        with self.db.read_connect() as conn:
+            for table in self._all_tables(view_name):
+                query = sa.select(sa.func.count(), sa.func.min(table.c.id), sa.func.max(table.c.id))
+                query = query.where(table.c.created_at >= since, table.c.created_at < before)
+                counted, first, last = conn.execute(self.filtered(query, table, view_name)).one()
+                rows += counted
+                if counted:
+                    spans[table.name] = (int(first), int(last))
+        return Window(rows, spans)
+
     def request_ids(
         self,
         view_name: str | None = None,
@@ -576,21 +594,6 @@ def _chunked(request_ids: Sequence[str]) -> Iterator[list[str]]:
         yield list(request_ids[i : i + REQUEST_CHUNK])
 
 
-def bounded_fraction(rows: int, max_rows: int) -> float:
-    """The sampled share that brings `rows` down to about `max_rows` (1: no sampling)."""
-    return 1.0 if rows <= max_rows else max_rows / rows
-
-
-def in_sample(ids: pd.Series, fraction: float) -> np.ndarray:
-    """Which of these log row ids a read at `fraction` keeps: the database's filter, in
-    numpy. The hash is fixed, so a smaller fraction keeps a subset of a larger one's rows,
-    and rows already read at one fraction can be cut down to a smaller one without a
-    second read."""
-    if fraction >= 1:
-        return np.ones(len(ids), dtype=bool)
-    return _hashed(ids.to_numpy(dtype=np.int64)) < sample_threshold(fraction)
-
-
 def _tsv_line(row: dict[str, Any], names: Sequence[str]) -> str:
     r"""One row as LOAD DATA reads it: tab-separated, `\N` for NULL, the escape character,
     tab, newline, carriage return and NUL escaped (the caller encodes it as UTF-8).
@@ -618,17 +621,6 @@ def _tsv_line(row: dict[str, Any], names: Sequence[str]) -> str:
             text = _TSV_SPECIAL.sub(lambda m: _TSV_ESCAPES[m.group()], text)
         fields.append(text)
     return "\t".join(fields) + "\n"
-
-
-def _hashed(ids: Any) -> Any:
-    """The sample's hash of row ids: one expression for the SQL column and the numpy array,
-    so the database's filter and `in_sample` cannot drift apart."""
-    return ((ids % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER) % SAMPLE_MODULUS
-
-
-def sample_threshold(fraction: float) -> int:
-    """The hash below which a row is in a sample of `fraction` (see `_hashed`)."""
-    return max(1, round(fraction * SAMPLE_MODULUS))
 
 
 def _expanded(frame: pd.DataFrame) -> pd.DataFrame:

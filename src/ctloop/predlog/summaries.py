@@ -18,6 +18,7 @@ JSON_VALUE). A logged value its column could not hold (kept in `_extra`: a numbe
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any
 
@@ -32,13 +33,15 @@ from ctloop.core.summary import (
     bucket_edges,
 )
 from ctloop.features.view import FeatureView
-from ctloop.predlog.store import (
-    CHAMPION_ROLE,
+from ctloop.predlog.sample import (
+    BLOCK_IDS,
     SAMPLE_MODULUS,
     SAMPLE_MULTIPLIER,
-    PredictionLog,
+    Window,
+    block_ranges,
     sample_threshold,
 )
+from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.predlog.typed import TypedLayout
 from ctloop.store.engine import MYSQL_DIALECTS
 
@@ -54,10 +57,12 @@ def summarize(
     model_version: str | None = None,
     role: str | None = CHAMPION_ROLE,
     fraction: float = 1.0,
+    window: Window | None = None,
 ) -> WindowSummary | None:
     """The summary of the view's rows in [since, until) of one version and role, computed
     by the database (with `fraction` < 1, of the rows a read at that fraction returns:
-    the same hash of the row id); None where it cannot (see the module docstring)."""
+    the same blocks of ids, read along the key within the span `window` saw, or counted
+    here first); None where it cannot (see the module docstring)."""
     if predictions.db.dialect not in MYSQL_DIALECTS:
         return None
     layout = predictions.layout(view.name)
@@ -73,9 +78,11 @@ def summarize(
         if conn.execute(legacy).scalar_one():  # rows from before the typed table: read them
             return None
     try:
-        return _Summarizer(predictions, layout, since, until, model_version, role, fraction).run(
-            view, reference
-        )
+        if fraction < 1:
+            window = window or predictions.window(view.name, since, until)
+        span = None if window is None else window.spans.get(layout.table.name)
+        summarizer = _Summarizer(predictions, layout, since, until, model_version, role)
+        return summarizer.sampled(fraction, span).run(view, reference)
     except sa.exc.DBAPIError as exc:  # e.g. MySQL before 8.0.21 (no JSON_VALUE, CAST AS DOUBLE)
         if exc.connection_invalidated:
             raise
@@ -104,12 +111,13 @@ class _Summarizer:
         until: dt.datetime,
         model_version: str | None,
         role: str | None,
-        fraction: float,
     ) -> None:
         self.predictions = predictions
         self.layout = layout
         self.quote = predictions.db.engine.dialect.identifier_preparer.quote_identifier
-        where = ["t.created_at >= %s", "t.created_at < %s"]
+        # the window's time: what the database finds the rows by, unless sampled below
+        self.time = "t.created_at"
+        where = ["{time} >= %s", "{time} < %s"]
         self.params: list[Any] = [since, until]
         if model_version is not None:
             where.append("t.model_version = %s")
@@ -120,12 +128,40 @@ class _Summarizer:
             where.append("t.role = %s")
         if role is not None:
             self.params.append(role)
-        if fraction < 1:  # `store._hashed` in SQL (MOD: no `%` in the driver's text)
-            where.append(f"MOD(MOD(t.id, {SAMPLE_MODULUS}) * {SAMPLE_MULTIPLIER}, "
-                         f"{SAMPLE_MODULUS}) < %s")  # fmt: skip
-            self.params.append(sample_threshold(fraction))
         self.table = f"{self.quote(layout.table.name)} AS t"
-        self.where = " AND ".join(where)
+        self.table_params: list[Any] = []  # bound in the FROM clause
+        self.conditions = where
+
+    @property
+    def where(self) -> str:
+        return " AND ".join(self.conditions).replace("{time}", self.time)
+
+    def sampled(self, fraction: float, span: tuple[int, int] | None) -> _Summarizer:
+        """Narrowed to the rows a read at `fraction` keeps (`predlog.sample` in SQL: MOD,
+        as the driver's text has no `%`).
+
+        Where the window's id span is known, the kept blocks' id ranges come first, as a
+        JSON_TABLE the table is joined to on its primary key, so the database reads one
+        range of the key per kept block ("range checked for each record"). Two things
+        would undo that: a WHERE of the ranges OR'd (tested against every row read: 41 s
+        for 500,000 rows, against 24 s for reading the whole 10M-row window) and a WHERE
+        on `created_at` the optimizer can use (it then reads the window along the time
+        index instead), so here the time is compared through IF(), which no index
+        serves."""
+        if fraction >= 1:
+            return self
+        self.conditions.append(f"MOD(MOD(t.id DIV {BLOCK_IDS}, {SAMPLE_MODULUS}) * "
+                               f"{SAMPLE_MULTIPLIER}, {SAMPLE_MODULUS}) < %s")  # fmt: skip
+        self.params.append(sample_threshold(fraction))
+        ranges = None if span is None else block_ranges(*span, fraction)
+        if ranges is not None:
+            self.table = (
+                "JSON_TABLE(%s, '$[*]' COLUMNS (lo BIGINT PATH '$[0]', hi BIGINT PATH '$[1]')) "
+                f"AS r STRAIGHT_JOIN {self.table} ON t.id BETWEEN r.lo AND r.hi"
+            )
+            self.table_params.append(json.dumps(ranges))
+            self.time = "IF(TRUE, t.created_at, NULL)"
+        return self
 
     def run(self, view: FeatureView, reference: dict[str, Any]) -> WindowSummary:
         numeric: dict[str, tuple[str, list[Any], np.ndarray]] = {}  # name -> SQL, binds, edges
@@ -150,7 +186,8 @@ class _Summarizer:
                 rows, numbers, categories = self._scan(conn, numeric, categorical)
             else:
                 sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.where}"  # noqa: S608
-                rows = int(conn.exec_driver_sql(sql, tuple(self.params)).scalar_one())
+                binds = (*self.table_params, *self.params)
+                rows = int(conn.exec_driver_sql(sql, binds).scalar_one())
                 numbers, categories = {}, {}
         predictions, output = categories.pop(PREDICTION, None), numbers.pop(OUTPUT, None)
         return WindowSummary(rows, {**numbers, **categories}, predictions, output)
@@ -189,7 +226,8 @@ class _Summarizer:
         totals = {n: np.zeros(len(e) + 1, dtype=float) for n, (_, _, e) in numeric.items()}
         missing = dict.fromkeys(numeric, 0)
         per_value: dict[str, dict[str, int]] = {name: {} for name in categorical}
-        result = conn.exec_driver_sql(sql, (*params, *sum_params, *self.params))
+        result = conn.exec_driver_sql(sql, (*params, *sum_params, *self.table_params,
+                                            *self.params))  # fmt: skip
         for i, bucket, value, count, total in result:
             name = names[i]
             if name in per_value:
