@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 AS_OF = dt.date(2026, 1, 31)
+DAY_US = 86_400_000_000  # a day in microseconds
 
 
 def main() -> None:
@@ -104,7 +105,7 @@ def main() -> None:
                                                  "base": sizes[0], "last": last}))  # fmt: skip
         else:
             last = kept["last"]
-        spacing = 86_000_000 // sizes[0]  # microseconds: the base rows fill the day
+        spacing = DAY_US // sizes[0]  # microseconds: the base rows fill the day
         t0 = dt.datetime.combine(AS_OF, dt.time(0))
         since, until = t0, t0 + dt.timedelta(days=2)  # labels land by then
         results = []
@@ -172,7 +173,7 @@ def set_up(
     t0 = dt.datetime.combine(AS_OF, dt.time(0))
     records = features.drop(columns=[view.entity]).astype(object)
     records = records.where(records.notna(), None)
-    spacing = 86_000_000 // base  # microseconds: the base rows fill the day
+    spacing = DAY_US // base  # microseconds: the base rows fill the day
     rows = [
         {"request_id": uuid.uuid4().hex, "feature_view": view.name,
          "model_version": info.version, "entity_id": entity,

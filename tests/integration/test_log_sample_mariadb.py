@@ -1,5 +1,6 @@
 """The bounded-read tests (`tests/unit/test_log_sample.py`) again, on MariaDB, where the
-sample's hash of the id is filtered by the server along the (view, time) index."""
+sample's blocks are read by the server along the primary key, and a look-back's size may be
+the optimizer's estimate."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.unit.test_log_sample import (  # noqa: F401  collected here, on Maria
     test_a_sampled_shadow_trial_reads_whole_pairs,
     test_a_window_past_the_bound_is_an_even_sample_of_its_size,
     test_a_window_within_the_bound_is_read_whole,
+    test_an_estimated_look_back_reads_the_same_sample,
     test_rows_read_at_one_fraction_cut_down_to_a_smaller_one_are_that_read,
 )
 

@@ -209,3 +209,22 @@ def handler_reads(store: FeatureStore) -> dict[str, int]:
     with store.connect() as conn:
         found = conn.execute(sa.text("SHOW GLOBAL STATUS LIKE 'Handler_read%'"))
         return {name: int(value) for name, value in found}
+
+
+def test_no_summary_where_the_database_cannot_make_one(mariadb_url: str, view: FeatureView) -> None:
+    """A view without a typed table, or with window rows still in the shared JSON table
+    (logged before its typed table existed): None, and the monitor reads rows."""
+    store = FeatureStore(mariadb_url)
+    store.init([])
+    reference = {"features": {}, "prediction": {}}
+    log = PredictionLog(store)
+    log.write(log_rows(view, frame_of(view, 5, np.random.default_rng(1), 0.0),
+                       output_of(view, 5, np.random.default_rng(1)), T0))  # fmt: skip
+    until = T0 + dt.timedelta(days=1)
+    assert summaries.summarize(log, view, reference, T0, until) is None  # no typed table
+    store.init([view])
+    fresh = PredictionLog(store)
+    assert fresh.layout(view.name) is not None
+    assert summaries.summarize(fresh, view, reference, T0, until) is None  # JSON rows in it
+    assert summaries.summarize(fresh, view, reference, until, until + dt.timedelta(days=1))
+    store.dispose()

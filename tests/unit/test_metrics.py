@@ -186,3 +186,24 @@ def test_the_cluster_bootstrap_counts_alike_rows_as_one() -> None:
     rows = metrics.bootstrap_se(view, truth, output, "accuracy")
     whole = metrics.bootstrap_se(view, truth, output, "accuracy", groups=blocks)
     assert 0.6 < whole / rows < 1.6
+
+
+def test_the_cluster_bootstrap_on_many_rows_and_on_few_groups() -> None:
+    """Past BOOTSTRAP_MAX_ROWS whole groups are subsampled and the error scaled back (the
+    alike blocks' error stays about the blocks'); under MIN_GROUPS groups the rows are
+    resampled, exactly as without groups."""
+    view = make_view(BINARY)
+    rng = np.random.default_rng(4)
+    blocks = np.repeat(np.arange(1000), 64)  # 64,000 rows
+    truth = pd.Series(rng.choice(["no", "yes"], blocks.size))
+    right = (rng.random(1000) < 0.8)[blocks]
+    said = truth.where(right, truth.map({"no": "yes", "yes": "no"})).to_numpy()
+    proba = np.where(said[:, None] == np.array(["no", "yes"]), 0.9, 0.1)
+    output = metrics.Output(list(said), proba=proba)
+    exact = (0.8 * 0.2 / 1000) ** 0.5  # the share of right blocks, 1,000 blocks
+    whole = metrics.bootstrap_se(view, truth, output, "accuracy", groups=blocks)
+    assert 0.6 * exact < whole < 1.5 * exact
+    few = np.arange(blocks.size) % (metrics.MIN_GROUPS - 1)  # one group too few
+    assert metrics.bootstrap_se(view, truth, output, "accuracy", groups=few) == (
+        metrics.bootstrap_se(view, truth, output, "accuracy")
+    )

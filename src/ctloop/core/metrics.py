@@ -186,6 +186,7 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> float:
 
 BOOTSTRAP_DRAWS = 50
 BOOTSTRAP_MAX_ROWS = 20_000
+MIN_GROUPS = 20  # fewer groups: their bootstrap is biased low, so rows are resampled
 
 
 def bootstrap_se(
@@ -201,12 +202,13 @@ def bootstrap_se(
     over millions of rows stays cheap. With `groups` (one label per row: the log's sample
     blocks when the rows are a sampled read) whole groups are resampled, a cluster
     bootstrap: rows of one block may be alike, and resampling them one by one would
-    understate the error."""
+    understate the error. Under `MIN_GROUPS` groups the rows are resampled instead: a
+    bootstrap over a handful of groups underrates the error more than the rows' does."""
     rng = np.random.default_rng(seed)
     n = len(y_true)
     if n < 2:
         return 0.0
-    if groups is not None:
+    if groups is not None and len(np.unique(groups)) >= MIN_GROUPS:
         return _cluster_se(view, y_true, output, name, rng, np.asarray(groups))
     take = rng.choice(n, BOOTSTRAP_MAX_ROWS, replace=False) if n > BOOTSTRAP_MAX_ROWS else None
     y = y_true.reset_index(drop=True)
@@ -237,11 +239,9 @@ def _cluster_se(
     _, codes = np.unique(groups, return_inverse=True)
     order = np.argsort(codes, kind="stable")
     members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
-    if len(members) < 2:
-        return 0.0
     picked = rng.permutation(len(members))
     sizes = np.cumsum([len(members[g]) for g in picked])
-    keep = picked[: max(2, int(np.searchsorted(sizes, BOOTSTRAP_MAX_ROWS, side="right")))]
+    keep = picked[: max(MIN_GROUPS, int(np.searchsorted(sizes, BOOTSTRAP_MAX_ROWS, side="right")))]
     members = [members[g] for g in keep]
     m = sum(len(rows) for rows in members)
     y = y_true.reset_index(drop=True)

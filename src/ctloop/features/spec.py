@@ -288,8 +288,9 @@ class DriftPolicy(StrictModel):
     drift_share: float = Field(default=0.5, gt=0, le=1)
     prediction_threshold: float = Field(default=0.1, gt=0)
     min_rows: int = Field(default=500, gt=0)
-    # a check reads at most this many of a window's logged predictions: beyond, a uniform
-    # sample of about this many (by row id), so a check's time and memory stay bounded
+    # a check reads at most this many of a window's logged predictions: beyond, a sample
+    # of about this many (whole blocks of row ids, `predlog.sample`), so a check's time
+    # and memory stay bounded
     # however busy the service; the noise floors are those of the sample's size
     max_rows_read: int = Field(default=100_000, ge=1_000)
     # where the database summarizes the window for the drift statistics (MariaDB/MySQL,

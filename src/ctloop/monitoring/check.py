@@ -47,7 +47,7 @@ from ctloop.monitoring.result import (
 )
 from ctloop.monitoring.skew import skew_findings
 from ctloop.predlog import retention, summaries
-from ctloop.predlog.sample import bounded_fraction, in_sample
+from ctloop.predlog.sample import Window, bounded_fraction, in_sample
 from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
@@ -89,7 +89,7 @@ def check_with_evidence(
     predictions = PredictionLog(store)
     policy = view.drift
     # a busy service logs millions of rows a day: past `max_rows_read` the check reads a
-    # uniform sample, so its time and memory do not grow with the traffic
+    # sample (whole blocks of row ids), so its time and memory do not grow with the traffic
     seen = predictions.window(view.name, since, until)
     window_rows = seen.rows
     fraction = bounded_fraction(window_rows, policy.max_rows_read)
@@ -150,7 +150,8 @@ def check_with_evidence(
     # own minimum (`min_labelled_rows`), independent of the drift window's size.
     lookback = until - dt.timedelta(days=policy.accuracy_window_days)
     if lookback < since:  # the days before the window, and the window's rows again
-        before = predictions.window(view.name, lookback, since)
+        # the look-back may hold many busy days: past ten reads' worth, estimated
+        before = predictions.window(view.name, lookback, since, 10 * policy.max_rows_read)
         wide = bounded_fraction(window_rows + before.rows, policy.max_rows_read)
         older = predictions.read(view.name, lookback, since, model_version=champion.version,
                                  role=CHAMPION_ROLE, fraction=wide, window=before)  # fmt: skip
@@ -162,6 +163,7 @@ def check_with_evidence(
         else:
             scored = pd.concat([older, recent], ignore_index=True)
     else:  # an accumulated window longer than the look-back: only its recent part
+        before = Window(0)
         wide = fraction  # the look-back is inside the window: its share bounds it too
         scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
     joined = labelled_logs(view, store, scored, until)
@@ -185,7 +187,7 @@ def check_with_evidence(
         findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
         findings.append(Finding("accuracy", name, "live", live[name], None, False))
         if decay:
-            change = dated_change(view, store, lookback, until, baseline, wide)
+            change = dated_change(view, store, lookback, until, baseline, wide, seen + before)
             if change is not None:
                 result.onset, result.onset_found = change
     skew = skew_findings(view, store, logs)

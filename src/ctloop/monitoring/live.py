@@ -16,7 +16,7 @@ import pandas as pd
 from ctloop.core.metrics import Output, bootstrap_se, metric, output_from_values, score_one
 from ctloop.core.stats import z_for
 from ctloop.features.view import FeatureView
-from ctloop.predlog.sample import block_of
+from ctloop.predlog.sample import Window, block_of
 from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.store.features import FeatureStore
 
@@ -111,12 +111,18 @@ def dated_change(
     until: dt.datetime,
     baseline: float,
     fraction: float,
+    window: Window | None = None,
 ) -> tuple[str, str] | None:
     """Date a change on every version's labelled answers of the look-back, not only the
     champion's: after a promotion the champion has answered for a day or two only. Read
-    at the look-back's bounded `fraction`, which the check has counted already."""
+    at the look-back's bounded `fraction`, in the `window` the check has counted already
+    (counted here when not given)."""
     log = PredictionLog(store)
-    everyone = log.read(view.name, lookback, until, role=CHAMPION_ROLE, fraction=fraction)
+    seen = window
+    if seen is None and fraction < 1:
+        seen = log.window(view.name, lookback, until, 10 * view.drift.max_rows_read)
+    everyone = log.read(view.name, lookback, until, role=CHAMPION_ROLE, fraction=fraction,
+                        window=seen)  # fmt: skip
     if everyone.empty:
         return None
     policy = view.drift

@@ -27,14 +27,16 @@ drift report and the task log; the registry records the outcome on the challenge
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ctloop.core.metrics import metric, score_one
+from ctloop.core.metrics import MIN_GROUPS, metric, score_one
 from ctloop.features.view import FeatureView
 from ctloop.monitoring.live import labelled_logs, logged_output
+from ctloop.predlog.sample import block_of, bounded_fraction
 from ctloop.predlog.store import (
     CANARY_ROLE,
     CHAMPION_ROLE,
@@ -73,25 +75,26 @@ def _trial_logs(
     trial: VersionInfo,
     role: str,
     until: dt.datetime,
-) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dt.datetime, bool]:
     """The champion's and the challenger's log rows (in its `role`: shadow or canary)
-    since the trial began, and when it began.
+    since the trial began, when it began, and whether the rows are a sample.
 
     Bounded as the monitor's reads are (`drift.max_rows_read`): past it, a shadow trial
     reads a sample of the champion's rows and the shadow rows of exactly those requests
     (pairs stay pairs); a canary trial samples each group by the same share."""
     started = _started(trial.tags.get("rollout.started"), until)
     log = PredictionLog(store)
-    fraction = log.sample_fraction(view.name, started, until, view.drift.max_rows_read)
+    seen = log.window(view.name, started, until)  # one count for both reads
+    fraction = bounded_fraction(seen.rows, view.drift.max_rows_read)
     mine = log.read(view.name, started, until, model_version=champion.version,
-                    role=CHAMPION_ROLE, fraction=fraction)  # fmt: skip
+                    role=CHAMPION_ROLE, fraction=fraction, window=seen)  # fmt: skip
     if role == SHADOW_ROLE and fraction < 1:
         twins = [f"{rid}{SHADOW_SUFFIX}" for rid in mine["request_id"]]
         theirs = log.read_requests(view.name, twins, model_version=trial.version)
     else:
         theirs = log.read(view.name, started, until, model_version=trial.version, role=role,
-                          fraction=fraction)  # fmt: skip
-    return mine, theirs, started
+                          fraction=fraction, window=seen)  # fmt: skip
+    return mine, theirs, started, fraction < 1
 
 
 def paired(
@@ -120,7 +123,7 @@ def decide(
         return None
     canary = trial.tags.get("rollout") == CANARY_ROLE
     role = CANARY_ROLE if canary else SHADOW_ROLE
-    mine, theirs, started = _trial_logs(view, store, champion, trial, role, until)
+    mine, theirs, started, sampled = _trial_logs(view, store, champion, trial, role, until)
     if canary:  # two groups of different entities, each with its labels
         labelled = labelled_logs(view, store, mine, until).reset_index(drop=True)
         twin = labelled_logs(view, store, theirs, until).reset_index(drop=True)
@@ -148,9 +151,13 @@ def decide(
     gate.champion_value, gate.challenger_value = a, b
     rng = np.random.default_rng(seed)
     n, m, diffs = len(y), len(y_b), []
+    # a sample's rows come in blocks of requests answered together: whole blocks are
+    # resampled (`predlog.sample`), as the monitor's bootstrap does
+    draw_a = _resampler(labelled["id"] if sampled and "id" in labelled.columns else None, n)
+    draw_b = _resampler(twin["id"] if sampled and "id" in twin.columns else None, m)
     for _ in range(DRAWS):
-        idx = rng.integers(0, n, n)
-        jdx = rng.integers(0, m, m) if canary else idx  # paired: the same requests
+        idx = draw_a(rng)
+        jdx = draw_b(rng) if canary else idx  # paired: the same requests
         va = score_one(view, y.iloc[idx], out_a.take(idx), rule.name)
         vb = score_one(view, y_b.iloc[jdx], out_b.take(jdx), rule.name)
         if va is not None and vb is not None and np.isfinite(va) and np.isfinite(vb):
@@ -174,6 +181,21 @@ def decide(
     else:
         gate.reason = f"undecided: {shown}"
     return gate
+
+
+def _resampler(ids: pd.Series | None, n: int) -> Callable[[np.random.Generator], np.ndarray]:
+    """One bootstrap draw of row positions: `n` rows, or as many whole sample blocks as the
+    rows span when their ids are given (under `MIN_GROUPS` blocks: rows)."""
+    if ids is not None:
+        blocks = block_of(ids)
+        _, codes = np.unique(blocks, return_inverse=True)
+        order = np.argsort(codes, kind="stable")
+        members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+        if len(members) >= MIN_GROUPS:
+            return lambda rng: np.concatenate(
+                [members[g] for g in rng.integers(0, len(members), len(members))]
+            )
+    return lambda rng: rng.integers(0, n, n)
 
 
 def apply(registry: Registry, gate: LiveGate) -> bool:

@@ -48,7 +48,7 @@ class MonitorResult:
     onset: str | None = None  # estimated first day of a concept change (ISO), on decay
     onset_found: str | None = None  # the newest labelled day that showed it
     # a window over `drift.max_rows_read`: the rows its statistics were computed on (a
-    # uniform sample); `rows` is then the window's estimated size
+    # sample in blocks of row ids); `rows` is then the window's estimated size
     sampled_rows: int | None = None
     # the rows drift was measured on when the database summarized them (every row of the
     # window, or its own sample of `max_rows_summarized`); None: on the rows read

@@ -23,6 +23,7 @@ error bar counts that likeness instead of assuming it away.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +34,13 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
+log = logging.getLogger(__name__)
+
 SAMPLE_MODULUS = 1 << 31
 SAMPLE_MULTIPLIER = 1_327_217_885
 BLOCK_IDS = 64  # consecutive row ids per block: one or two pages of typed rows
-MAX_RANGES = 20_000  # more kept blocks than this in a window's id span: a filtered scan
+MAX_RANGES = 200_000  # more runs of kept blocks than this in a span: a filtered scan
+SPAN_CHUNK = 1 << 20  # blocks enumerated at a time
 RANGES_PER_QUERY = 250  # id ranges a read names in one query
 
 
@@ -47,6 +51,15 @@ class Window:
 
     rows: int
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __add__(self, other: Window) -> Window:
+        """Two adjacent windows as one (rows summed, each table's span the union)."""
+        spans = dict(self.spans)
+        for table, (first, last) in other.spans.items():
+            mine = spans.get(table)
+            spans[table] = (first, last) if mine is None else (min(mine[0], first),
+                                                                max(mine[1], last))  # fmt: skip
+        return Window(self.rows + other.rows, spans)
 
 
 def bounded_fraction(rows: int, max_rows: int) -> float:
@@ -80,19 +93,27 @@ def block_of(ids: np.ndarray | pd.Series) -> np.ndarray:
 
 def block_ranges(first_id: int, last_id: int, fraction: float) -> list[tuple[int, int]] | None:
     """The id ranges (inclusive) of the kept blocks between two row ids, adjacent blocks
-    merged; None when there would be more than `MAX_RANGES`."""
-    blocks = np.arange(first_id // BLOCK_IDS, last_id // BLOCK_IDS + 1, dtype=np.int64)
-    kept = blocks[hashed(blocks) < sample_threshold(fraction)]
-    if not kept.size:
-        return []
-    breaks = np.flatnonzero(np.diff(kept) != 1)
-    starts, ends = kept[np.r_[0, breaks + 1]], kept[np.r_[breaks, kept.size - 1]]
-    if starts.size > MAX_RANGES:
-        return None
-    return [
-        (int(a) * BLOCK_IDS, int(b) * BLOCK_IDS + BLOCK_IDS - 1)
-        for a, b in zip(starts, ends, strict=True)
-    ]
+    merged; None when there would be more than `MAX_RANGES`. The span is walked
+    `SPAN_CHUNK` blocks at a time, so a whole table's span costs no more memory than a
+    window's."""
+    threshold = sample_threshold(fraction)
+    runs: list[list[int]] = []  # [first block, last block] of each run of kept blocks
+    last_block = last_id // BLOCK_IDS
+    for start in range(first_id // BLOCK_IDS, last_block + 1, SPAN_CHUNK):
+        blocks = np.arange(start, min(start + SPAN_CHUNK, last_block + 1), dtype=np.int64)
+        kept = blocks[hashed(blocks) < threshold]
+        if not kept.size:
+            continue
+        breaks = np.flatnonzero(np.diff(kept) != 1)
+        starts, ends = kept[np.r_[0, breaks + 1]], kept[np.r_[breaks, kept.size - 1]]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            if runs and runs[-1][1] == a - 1:  # a run across the chunks' boundary
+                runs[-1][1] = b
+            else:
+                runs.append([a, b])
+        if len(runs) > MAX_RANGES:
+            return None
+    return [(a * BLOCK_IDS, b * BLOCK_IDS + BLOCK_IDS - 1) for a, b in runs]
 
 
 class _Block(FunctionElement[int]):
@@ -125,6 +146,9 @@ def sampled(
     keep = hashed(_Block(id_column)) < sample_threshold(fraction)
     ranges = None if span is None else block_ranges(*span, fraction)
     if ranges is None:
+        if span is not None:
+            log.warning("ids %d..%d hold more than %d runs of kept blocks: the sample is "
+                        "filtered from the whole window", *span, MAX_RANGES)  # fmt: skip
         return [[keep]]
     if not ranges:
         return [[keep, sa.false()]]
