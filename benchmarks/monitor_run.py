@@ -111,11 +111,11 @@ def main() -> None:
         results = []
         spawn = multiprocessing.get_context("spawn")
         for size in sizes:
-            held = PredictionLog(store).count()
+            held = PredictionLog(store).count(view.name, since=since, before=until)
             if held > size:  # a kept log only grows
-                print(f"skipping {size:,} rows: the kept log holds {held:,}", flush=True)
+                print(f"skipping {size:,} rows: the kept window holds {held:,}", flush=True)
                 continue
-            grow(store, table, last, sizes[0], size, spacing)
+            grow(store, table, last, sizes[0], size, (since, until), spacing)
             logged = PredictionLog(store).count(view.name, since=since, before=until)
             if logged != size:
                 raise SystemExit(f"the window holds {logged} rows, not {size}")
@@ -190,11 +190,20 @@ def set_up(
         return int(conn.execute(sa.text(f"SELECT MAX(id) FROM {table}")).scalar_one())  # noqa: S608
 
 
-def grow(store: FeatureStore, table: str, last: int, base: int, size: int, spacing: int) -> None:
+def grow(
+    store: FeatureStore,
+    table: str,
+    last: int,
+    base: int,
+    size: int,
+    window: tuple[dt.datetime, dt.datetime],
+    spacing: int,
+) -> None:
     """Copies of the base rows (ids up to `last`) until the log holds `size`: MariaDB copies
     them itself, copy k `k` microseconds after its original (within the row spacing, so the
     copies stay inside the day), request ids suffixed `.k`, one statement per copy. The
-    next copy's number is the number of copies there (a kept log grows on)."""
+    next copy's number is the number of copies in the window (a kept log grows on; rows a
+    user added outside it, say a look-back day, are left alone)."""
     with store.connect() as conn:
         names = [c["name"] for c in sa.inspect(conn).get_columns(table)]
     listed = ", ".join(f"`{c}`" for c in names if c not in ("id", "request_id", "created_at"))
@@ -203,7 +212,7 @@ def grow(store: FeatureStore, table: str, last: int, base: int, size: int, spaci
         f"SELECT CONCAT(request_id, '.', :k), created_at + INTERVAL :k MICROSECOND, "
         f"{listed} FROM {table} WHERE id <= :last ORDER BY id LIMIT :n"
     )
-    have = PredictionLog(store).count()
+    have = PredictionLog(store).count(since=window[0], before=window[1])
     copy = -(-have // base)  # the base is copy 0; a partial last copy is not continued
     while have < size:
         if copy >= spacing:
