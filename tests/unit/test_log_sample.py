@@ -203,3 +203,19 @@ def test_a_read_in_several_queries_is_the_one_query_read(
     assert parts["created_at"].is_monotonic_increasing
     late = log.read("v", end - dt.timedelta(minutes=30), end, role="champion", fraction=0.3)
     assert late.dtypes.to_dict() == one.dtypes.to_dict() or late.empty
+
+
+def test_a_window_counted_for_a_narrower_range_is_counted_again(log: PredictionLog) -> None:
+    """A read handed the count of a narrower range (whose id span misses rows of its own)
+    counts its range itself: its sample is the rows `in_sample` keeps of the whole range;
+    two adjacent counts add up to the count of both."""
+    end = DAY + dt.timedelta(days=1)
+    noon = DAY + dt.timedelta(hours=12)
+    morning, afternoon = log.window("v", DAY, noon), log.window("v", noon, end)
+    whole = log.read("v", DAY, end)
+    read = log.read("v", DAY, end, fraction=0.3, window=morning)
+    assert read["id"].tolist() == whole["id"][in_sample(whole["id"], 0.3)].tolist()
+    assert read["created_at"].max() >= noon  # the afternoon's rows are in it
+    both = morning + afternoon
+    assert both == log.window("v", DAY, end) and both.covers(DAY, end)
+    assert not morning.covers(DAY, end)

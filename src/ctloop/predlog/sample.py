@@ -23,6 +23,7 @@ error bar counts that likeness instead of assuming it away.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,11 +47,21 @@ RANGES_PER_QUERY = 250  # id ranges a read names in one query
 
 @dataclass(frozen=True)
 class Window:
-    """What a count of a window saw: its rows (every role and version) and, per table
-    that holds some, the lowest and highest row id among them."""
+    """What a count of a window saw: its rows (every role and version), per table that
+    holds some the lowest and highest row id among them, and the time range counted
+    (None: given by hand, taken as it is)."""
 
     rows: int
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    since: dt.datetime | None = None
+    before: dt.datetime | None = None
+
+    def covers(self, since: dt.datetime, before: dt.datetime) -> bool:
+        """Whether this count saw [since, before): a read of a wider range must count it
+        again, or the rows outside the spans would silently drop out of its sample."""
+        if self.since is None or self.before is None:
+            return True
+        return self.since <= since and before <= self.before
 
     def __add__(self, other: Window) -> Window:
         """Two adjacent windows as one (rows summed, each table's span the union)."""
@@ -59,7 +70,17 @@ class Window:
             mine = spans.get(table)
             spans[table] = (first, last) if mine is None else (min(mine[0], first),
                                                                 max(mine[1], last))  # fmt: skip
-        return Window(self.rows + other.rows, spans)
+        rows = self.rows + other.rows
+        if other.rows == 0 and other.since is None:  # nothing added
+            return Window(rows, spans, self.since, self.before)
+        if (
+            self.since is None
+            or self.before is None
+            or other.since is None
+            or (other.before is None)
+        ):
+            return Window(rows, spans)
+        return Window(rows, spans, min(self.since, other.since), max(self.before, other.before))
 
 
 def bounded_fraction(rows: int, max_rows: int) -> float:

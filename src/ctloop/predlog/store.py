@@ -404,8 +404,8 @@ class PredictionLog:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         frames = []
         layout = self.layout(view_name)
-        if fraction < 1:
-            window = window or self.window(view_name, start, end)
+        if fraction < 1 and (window is None or not window.covers(start, end)):
+            window = self.window(view_name, start, end)
         for table in self._tables(layout):
             query = (
                 sa.select(table)
@@ -557,7 +557,7 @@ class PredictionLog:
                 rows += counted
                 if counted:
                     spans[table.name] = (int(first), int(last))
-        return Window(rows, spans)
+        return Window(rows, spans, since, before)
 
     def _estimate(
         self, conn: sa.Connection, table: sa.Table, view_name: str, where: tuple[Any, ...]

@@ -78,8 +78,8 @@ def summarize(
         if conn.execute(legacy).scalar_one():  # rows from before the typed table: read them
             return None
     try:
-        if fraction < 1:
-            window = window or predictions.window(view.name, since, until)
+        if fraction < 1 and (window is None or not window.covers(since, until)):
+            window = predictions.window(view.name, since, until)
         span = None if window is None else window.spans.get(layout.table.name)
         summarizer = _Summarizer(predictions, layout, since, until, model_version, role)
         return summarizer.sampled(fraction, span).run(view, reference)
