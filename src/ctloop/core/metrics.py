@@ -208,8 +208,9 @@ def bootstrap_se(
     n = len(y_true)
     if n < 2:
         return 0.0
-    if groups is not None and len(np.unique(groups)) >= MIN_GROUPS:
-        return _cluster_se(view, y_true, output, name, rng, np.asarray(groups))
+    members = None if groups is None else group_members(groups)
+    if members is not None:
+        return _cluster_se(view, y_true, output, name, rng, members)
     take = rng.choice(n, BOOTSTRAP_MAX_ROWS, replace=False) if n > BOOTSTRAP_MAX_ROWS else None
     y = y_true.reset_index(drop=True)
     if take is not None:
@@ -225,20 +226,32 @@ def bootstrap_se(
     return spread * float(np.sqrt(m / n))
 
 
+def group_members(groups: np.ndarray | pd.Series) -> list[np.ndarray] | None:
+    """The row positions of each group (one label per row), what a cluster bootstrap
+    draws whole; None under `MIN_GROUPS` groups, where rows are resampled instead."""
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    return members if len(members) >= MIN_GROUPS else None
+
+
+def draw_groups(rng: np.random.Generator, members: list[np.ndarray]) -> np.ndarray:
+    """One cluster-bootstrap draw: as many groups as there are, with replacement, as the
+    row positions they hold."""
+    return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def _cluster_se(
     view: FeatureView,
     y_true: pd.Series,
     output: Output,
     name: str,
     rng: np.random.Generator,
-    groups: np.ndarray,
+    members: list[np.ndarray],
 ) -> float:
     """`bootstrap_se` resampling whole groups (past `BOOTSTRAP_MAX_ROWS` rows, on random
     whole groups holding about that many)."""
     n = len(y_true)
-    _, codes = np.unique(groups, return_inverse=True)
-    order = np.argsort(codes, kind="stable")
-    members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
     picked = rng.permutation(len(members))
     sizes = np.cumsum([len(members[g]) for g in picked])
     keep = picked[: max(MIN_GROUPS, int(np.searchsorted(sizes, BOOTSTRAP_MAX_ROWS, side="right")))]
@@ -247,7 +260,7 @@ def _cluster_se(
     y = y_true.reset_index(drop=True)
     values = []
     for _ in range(BOOTSTRAP_DRAWS):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        idx = draw_groups(rng, members)
         value = score_one(view, y.iloc[idx], output.take(idx), name)
         if value is not None and np.isfinite(value):
             values.append(value)

@@ -47,7 +47,7 @@ from ctloop.monitoring.result import (
 )
 from ctloop.monitoring.skew import skew_findings
 from ctloop.predlog import retention, summaries
-from ctloop.predlog.sample import Window, bounded_fraction, in_sample
+from ctloop.predlog.sample import bounded_fraction, in_sample
 from ctloop.predlog.store import CHAMPION_ROLE, PredictionLog
 from ctloop.registry import Registry
 from ctloop.store.dates import utc_now
@@ -163,7 +163,6 @@ def check_with_evidence(
         else:
             scored = pd.concat([older, recent], ignore_index=True)
     else:  # an accumulated window longer than the look-back: only its recent part
-        before = Window(0)
         wide = fraction  # the look-back is inside the window: its share bounds it too
         scored = logs if logs.empty else logs.loc[pd.to_datetime(logs["created_at"]) >= lookback]
     joined = labelled_logs(view, store, scored, until)
@@ -187,7 +186,8 @@ def check_with_evidence(
         findings.append(Finding("accuracy", name, "drop_vs_validation", drop, limit, decay))
         findings.append(Finding("accuracy", name, "live", live[name], None, False))
         if decay:
-            change = dated_change(view, store, lookback, until, baseline, wide, seen + before)
+            counted_back = seen + before if lookback < since else seen  # [lookback, until)
+            change = dated_change(view, store, lookback, until, baseline, wide, counted_back)
             if change is not None:
                 result.onset, result.onset_found = change
     skew = skew_findings(view, store, logs)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ctloop.core.metrics import MIN_GROUPS, metric, score_one
+from ctloop.core.metrics import draw_groups, group_members, metric, score_one
 from ctloop.features.view import FeatureView
 from ctloop.monitoring.live import labelled_logs, logged_output
 from ctloop.predlog.sample import block_of, bounded_fraction
@@ -186,15 +186,9 @@ def decide(
 def _resampler(ids: pd.Series | None, n: int) -> Callable[[np.random.Generator], np.ndarray]:
     """One bootstrap draw of row positions: `n` rows, or as many whole sample blocks as the
     rows span when their ids are given (under `MIN_GROUPS` blocks: rows)."""
-    if ids is not None:
-        blocks = block_of(ids)
-        _, codes = np.unique(blocks, return_inverse=True)
-        order = np.argsort(codes, kind="stable")
-        members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
-        if len(members) >= MIN_GROUPS:
-            return lambda rng: np.concatenate(
-                [members[g] for g in rng.integers(0, len(members), len(members))]
-            )
+    members = None if ids is None else group_members(block_of(ids))
+    if members is not None:
+        return lambda rng: draw_groups(rng, members)
     return lambda rng: rng.integers(0, n, n)
 
 

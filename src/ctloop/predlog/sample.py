@@ -71,8 +71,6 @@ class Window:
             spans[table] = (first, last) if mine is None else (min(mine[0], first),
                                                                 max(mine[1], last))  # fmt: skip
         rows = self.rows + other.rows
-        if other.rows == 0 and other.since is None:  # nothing added
-            return Window(rows, spans, self.since, self.before)
         if (
             self.since is None
             or self.before is None
@@ -104,7 +102,7 @@ def in_sample(ids: pd.Series, fraction: float) -> np.ndarray:
     numpy."""
     if fraction >= 1:
         return np.ones(len(ids), dtype=bool)
-    return hashed(ids.to_numpy(dtype=np.int64) // BLOCK_IDS) < sample_threshold(fraction)
+    return hashed(block_of(ids)) < sample_threshold(fraction)
 
 
 def block_of(ids: np.ndarray | pd.Series) -> np.ndarray:

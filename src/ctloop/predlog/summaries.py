@@ -117,7 +117,7 @@ class _Summarizer:
         self.quote = predictions.db.engine.dialect.identifier_preparer.quote_identifier
         # the window's time: what the database finds the rows by, unless sampled below
         self.time = "t.created_at"
-        where = ["{time} >= %s", "{time} < %s"]
+        where: list[str] = []  # after the time's two conditions (`where`)
         self.params: list[Any] = [since, until]
         if model_version is not None:
             where.append("t.model_version = %s")
@@ -134,7 +134,7 @@ class _Summarizer:
 
     @property
     def where(self) -> str:
-        return " AND ".join(self.conditions).replace("{time}", self.time)
+        return " AND ".join([f"{self.time} >= %s", f"{self.time} < %s", *self.conditions])
 
     def sampled(self, fraction: float, span: tuple[int, int] | None) -> _Summarizer:
         """Narrowed to the rows a read at `fraction` keeps (`predlog.sample` in SQL: MOD,
