@@ -75,6 +75,9 @@ class ServingConfig(BaseSettings):
     journal_fsync_seconds: float = Field(
         default=1.0, ge=0, description="fsync the journal this often (0: every answer)"
     )
+    shadow_linger_seconds: float = Field(
+        default=0.25, ge=0, le=10, description="shadow work gathered this long per model call"
+    )
     state_dir: Path | None = Field(default=None, description="spill files and reload signal")
 
     def view_name(self, settings: Settings) -> str:

@@ -271,7 +271,7 @@ class ModelService:
             self.store.init([], log_views=[VIEW] if self.predictions is not None else [])
         # a challenger on shadow trial is scored and logged by a child process at a lower
         # priority (serving/shadow.py), started when the first shadow work arrives
-        self.shadow = ShadowScorer()
+        self.shadow = ShadowScorer(linger=CONFIG.shadow_linger_seconds)
         self.online: OnlineFill | None = None
         if VIEW.online is not None and self.store is not None:
             self.online = OnlineFill(VIEW, OnlineFeatures(self.store, VIEW))

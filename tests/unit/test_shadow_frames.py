@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 
-from serving.shadow import _HEADER, ShadowScorer, _frames
+from serving.shadow import _HEADER, ShadowScorer, ShadowWork, _frames
 
 
 def framed(obj: object) -> bytes:
@@ -34,3 +35,42 @@ def test_work_past_the_bound_is_shed_and_counted_not_queued() -> None:
         assert scorer.stats()["child_pid"] is None  # nothing was handed over: no child
     finally:
         scorer.close(timeout=5)
+
+
+class Recording(ShadowScorer):
+    """The sender's frames as they would go over the pipe (the child is the integration
+    tests' business): how many records each carries."""
+
+    def __init__(self, linger: float) -> None:
+        self.frames: list[list[str]] = []
+        super().__init__(linger=linger)
+
+    def _send(self, work: list[ShadowWork]) -> None:
+        self.frames.append([i for w in work for i in w.ids])
+        with self._lock:
+            self.pending -= sum(len(w.values) for w in work)
+
+
+def test_requests_within_the_linger_go_over_in_one_frame_per_version() -> None:
+    scorer = Recording(linger=0.5)
+    try:
+        for i in range(6):  # six requests, as a worker answers them, well inside 0.5 s
+            scorer.submit("3" if i < 4 else "4", "models:/v", [{"x": i}], [f"r{i}"], None)
+            time.sleep(0.01)
+    finally:  # closing hands over what waits at once
+        scorer.close(timeout=5)
+    assert scorer.frames == [["r0", "r1", "r2", "r3"], ["r4", "r5"]]
+    assert scorer.pending == 0
+
+
+def test_without_a_linger_each_request_can_go_alone() -> None:
+    scorer = Recording(linger=0.0)
+    try:
+        for i in range(3):
+            scorer.submit("3", "models:/v", [{"x": i}], [f"r{i}"], None)
+            deadline = time.monotonic() + 5
+            while scorer.pending and time.monotonic() < deadline:  # sent before the next
+                time.sleep(0.005)
+    finally:
+        scorer.close(timeout=5)
+    assert scorer.frames == [["r0"], ["r1"], ["r2"]]
