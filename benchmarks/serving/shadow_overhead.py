@@ -6,8 +6,8 @@ One `bentoml serve` (two workers, MariaDB log) with a champion. Each round sends
 single-record `/predict` load (the raw HTTP/1.1 load generator of
 `serving_throughput.py`, keep-alive connections) twice per load: once with no
 challenger, once with a second version on shadow trial (alias `challenger`, every request
-scored again on the worker's shadow thread and logged with role `shadow`). The target of
-issue 21 is the caller's p99 with a shadow within 1.2x of the p99 without one.
+scored again by the worker's shadow scorer process and logged with role `shadow`). The
+target of issue 21 is the caller's p99 with a shadow within 1.2x of the p99 without one.
 
 Two kinds of load: closed loops (`--concurrency`: each connection sends its next request
 once answered, which saturates the machine) and open loops at fixed rates over 16
@@ -46,9 +46,16 @@ from benchmarks.serving.serving_throughput import (  # noqa: E402
     MARIADB,
     make_records,
     run_load,
+    tree_cpu_seconds,
 )
 
-from ctloop.dev.launcher import Server, bentoml_command, every_worker_loaded, free_port  # noqa: E402
+from ctloop.dev.launcher import (  # noqa: E402
+    Server,
+    bentoml_command,
+    cpu_seconds,
+    every_worker_loaded,
+    free_port,
+)
 
 OPEN_LOOP_CONNECTIONS = 16
 
@@ -99,6 +106,12 @@ def main() -> None:
         default="0.3,0.6",
         help="open loops: shares of the measured capacity, a list ('' for none)",
     )
+    parser.add_argument(
+        "--shadow-linger",
+        type=float,
+        default=None,
+        help="CTLOOP_SERVING_SHADOW_LINGER_SECONDS of the service (default: the service's)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "SHADOW.md")
     args = parser.parse_args()
     levels = [(int(c), 0.0) for c in args.concurrency.split(",") if c.strip()]
@@ -141,6 +154,8 @@ def main() -> None:
                        CTLOOP_SERVING_POLL_SECONDS="600", CTLOOP_ADMIN_TOKEN=token,
                        CTLOOP_DATA_DIR=str(tmp / "serving"), BENTOML_DO_NOT_TRACK="True",
                        BENTOML_HOME=str(tmp / "bentoml"))  # fmt: skip
+            if args.shadow_linger is not None:
+                env["CTLOOP_SERVING_SHADOW_LINGER_SECONDS"] = str(args.shadow_linger)
             port = free_port()
             server = Server(bentoml_command(port), env, port, tmp / "serve.log", ROOT,
                             ready=every_worker_loaded(2)).start()  # fmt: skip
@@ -156,6 +171,7 @@ def main() -> None:
                         registry.start_trial(view.name, v2, "shadow")
                         _switch(server.url, token, view.name, v2)
                     for level in levels:
+                        cpu_before = _cpu(server)
                         got = run_load(server.url, "/predict", bodies, level[0], args.duration,
                                        rate=level[1])  # fmt: skip
                         if got["errors"]:
@@ -165,6 +181,10 @@ def main() -> None:
                         answered[mode] += got["records"]
                         results.setdefault((mode, level), []).append(got)
                         _wait_counts(store, answered, CHAMPION_ROLE, SHADOW_ROLE)
+                        # until every row of the test is logged (the shadow's included)
+                        cpu = [b - a for a, b in zip(cpu_before, _cpu(server), strict=True)]
+                        got["service_cpu_ms"] = cpu[0] * 1000 / got["requests"]
+                        got["mariadb_cpu_ms"] = cpu[1] * 1000 / got["requests"]
                         print(f"run {run + 1} shadow {mode:3} {_name(level):28}: {got['rps']:6.0f} "
                               f"req/s  p50 {got['p50_ms']:6.2f} ms  p99 {got['p99_ms']:6.2f} ms",
                               flush=True)  # fmt: skip
@@ -185,6 +205,24 @@ def main() -> None:
     args.out.write_text(text)
     if check != "OK":
         sys.exit(1)
+
+
+def _mariadb_pids() -> list[int]:
+    """The local MariaDB server's pid (its CPU is part of what a shadow row costs)."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("mariadbd", "mysqld"):
+                pids.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _cpu(server: Server) -> tuple[float, float]:
+    """CPU seconds so far of the service's process tree (workers and their shadow scorers)
+    and of MariaDB."""
+    return tree_cpu_seconds(server.proc.pid), cpu_seconds(_mariadb_pids())
 
 
 def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: str) -> dict:
@@ -228,17 +266,33 @@ def render(results: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]],
         f"connections, measured first): {capacity:.0f} req/s; open-loop rates are "
         f"{args.shares} of it.",
         "",
-        "| load | shadow | req/s | p50 ms | p99 ms | p99 vs no shadow | sent late |",
-        "|---|---|---|---|---|---|---|",
+        "The p99 ratio is the medians' ratio; the paired one is the median over rounds of "
+        "each round's shadow p99 over the same round's no-shadow p99 (the two ran one after "
+        "the other, so a slow spell of the host touches both). CPU is per answered request, "
+        "measured until the test's last log row (the shadow's included) is in.",
+        "",
+        "| load | shadow | req/s | p50 ms | p99 ms | p99 vs no shadow | paired p99 ratio | "
+        "service CPU ms/req | MariaDB CPU ms/req | sent late |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level in levels:
         base = med("off", level, "p99_ms")
+        pairs = zip(results[("off", level)], results[("on", level)], strict=True)
+        paired = statistics.median(on["p99_ms"] / off["p99_ms"] for off, on in pairs)
         for mode in ("off", "on"):
             late = med(mode, level, "sent_late") if level[1] else float("nan")
             lines.append(f"| {_name(level)} | {mode} | {med(mode, level, 'rps'):.0f} | "
                          f"{med(mode, level, 'p50_ms'):.2f} | {med(mode, level, 'p99_ms'):.2f} | "
                          f"{med(mode, level, 'p99_ms') / base:.2f}x | "
+                         f"{'' if mode == 'off' else f'{paired:.2f}x'} | "
+                         f"{med(mode, level, 'service_cpu_ms'):.2f} | "
+                         f"{med(mode, level, 'mariadb_cpu_ms'):.2f} | "
                          f"{'' if late != late else f'{late:.0f}'} |")  # fmt: skip
+    lines += ["", "p99 per run (ms), no shadow / shadow:"]
+    for level in levels:
+        off, on = (", ".join(f"{r['p99_ms']:.1f}" for r in results[(m, level)])
+                   for m in ("off", "on"))  # fmt: skip
+        lines.append(f"- {_name(level)}: {off} / {on}")
     shed = answered["on"] - counts.get("shadow", 0)
     lines += [
         "",
