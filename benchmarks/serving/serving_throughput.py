@@ -552,13 +552,35 @@ def main() -> None:
             for db in dbs.values():
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{db}`"))
         admin.dispose()
-    report = render(results, checks, args)
+    report = render(results, checks, args, serving_goals(results, catboost_us, args.batch_size))
     print(report)
     args.out.write_text(report)
     print(f"written to {args.out}")
 
 
-def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace) -> str:
+def serving_goals(results: dict[str, Any], catboost_us: float, batch_size: int) -> list[str]:
+    """Issue 19's P1 to P3 as this run's medians decide them (modes not run: not measured)."""
+    from benchmarks.goals import P1_TAIL, P1_THROUGHPUT, P2, P3_CPU, P3_THROUGHPUT, verdict
+
+    def ratio(mode: str, base: str, test: str, key: str) -> float:
+        if mode not in results or base not in results:
+            return float("nan")
+        return median(results[mode][test], key) / median(results[base][test], key)
+
+    off_us = (median(results["off"]["batch"], "cpu_ms_per_record") * 1000
+              if "off" in results else float("nan"))  # fmt: skip
+    batches = f"{batch_size}-record batches"
+    return [
+        verdict(P1_THROUGHPUT, ratio("async", "mlflow", "single", "rps")),
+        verdict(P1_TAIL, ratio("async", "off", "single", "p99_ms")),
+        verdict(P2, ratio("async", "off", "batch", "sustained_per_s"), batches),
+        verdict(P3_THROUGHPUT, ratio("off", "mlflow", "batch", "records_per_s"), batches),
+        verdict(P3_CPU, off_us / catboost_us, f"{off_us:.1f} against {catboost_us:.2f} µs"),
+    ]
+
+
+def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace,
+           goals: list[str]) -> str:  # fmt: skip
     names = {
         "async": "BentoML service, log written off the request path (shipped)",
         "nojournal": "the same without the journal (CTLOOP_SERVING_JOURNAL=false)",
@@ -617,6 +639,7 @@ def render(results: dict[str, Any], checks: list[str], args: argparse.Namespace)
             f"| {rel(mode, 'batch', 'sustained_per_s')} "
             f"| {median(res['batch'], 'cpu_ms_per_record'):.3f} | {errors} |"
         )
+    lines += ["", "Goals of issue 19, from this run's medians:", *goals]
     lines += ["", "Checks:", *[f"- {c}" for c in checks], ""]
     return "\n".join(lines)
 
