@@ -85,7 +85,7 @@ bench-ct: install ## A CT run vs a bare CatBoost fit on the same rows (MariaDB)
 
 bench-monitor: install ## One monitor check over 100k, 1M and 10M logged predictions: time and client memory (MariaDB)
 	@bash scripts/ensure-mariadb.sh
-	$(RUN) python benchmarks/monitor_run.py
+	$(RUN) python benchmarks/monitor_run.py $(if $(GROW_POOL),--grow-pool $(GROW_POOL))
 
 bench-log: install ## Prediction-log inserts on MariaDB: rows/s, client and server CPU per row
 	@bash scripts/ensure-mariadb.sh
