@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from serving.config import SHADOW_LINGER_SECONDS
+
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000
@@ -47,13 +49,6 @@ MAX_PENDING = 10_000
 FRAME_RECORDS = 1_000
 """At most this many records per frame: what had queued goes over in one pickle and is
 scored in one model call."""
-
-LINGER_SECONDS = 0.25
-"""How long the sender gathers work after its first record before it sends a frame. Sent
-per request, a shadow costs a pickle, a pipe write, a wake-up of the child and a model
-call for every request the worker answers; gathered, one of each per frame (at 200 req/s
-per worker about 50 records per call: CatBoost's cost per call dwarfs its cost per row).
-Shadow rows are evidence for a trial read minutes later, so a quarter second is free."""
 
 RESTART_BACKOFF_SECONDS = 5.0
 _HEADER = struct.Struct(">I")
@@ -73,7 +68,9 @@ class ShadowWork:
 class ShadowScorer:
     """The worker's side: a bounded hand-over queue, a sender thread, the child process."""
 
-    def __init__(self, max_pending: int = MAX_PENDING, linger: float = LINGER_SECONDS) -> None:
+    def __init__(
+        self, max_pending: int = MAX_PENDING, linger: float = SHADOW_LINGER_SECONDS
+    ) -> None:
         self.max_pending = max_pending
         self.linger = linger
         self.pending = 0

@@ -267,9 +267,11 @@ def render(results: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]],
         f"{args.shares} of it.",
         "",
         "The p99 ratio is the medians' ratio; the paired one is the median over rounds of "
-        "each round's shadow p99 over the same round's no-shadow p99 (the two ran one after "
-        "the other, so a slow spell of the host touches both). CPU is per answered request, "
-        "measured until the test's last log row (the shadow's included) is in.",
+        "each round's shadow p99 over the same round's no-shadow p99 (both in the same "
+        "round, a minute or two apart, so a slow spell of the host is more likely to touch "
+        "both). CPU is per answered request, measured until the test's last log row (the "
+        "shadow's included) is in; the MariaDB figure includes this script's own polling "
+        "of the log's row counts while it waits.",
         "",
         "| load | shadow | req/s | p50 ms | p99 ms | p99 vs no shadow | paired p99 ratio | "
         "service CPU ms/req | MariaDB CPU ms/req | sent late |",

@@ -201,7 +201,7 @@ def test_ending_the_trial_stops_the_shadow_rows(world: TrialWorld) -> None:
     since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
     answered = send(world, n_single=20, n_batches=0)
     rows_of(world, since, len(answered))
-    time.sleep(1.5)  # a shadow row would land within one more flush (0.5 s)
+    time.sleep(1.5)  # a shadow row would land within the linger (0.25 s) and one flush
     rows = rows_of(world, since, len(answered))
     assert sorted(rows["request_id"]) == sorted(answered)
     assert set(rows["role"]) == {CHAMPION_ROLE}

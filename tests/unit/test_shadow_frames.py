@@ -52,15 +52,36 @@ class Recording(ShadowScorer):
 
 
 def test_requests_within_the_linger_go_over_in_one_frame_per_version() -> None:
-    scorer = Recording(linger=0.5)
+    scorer = Recording(linger=5.0)  # far longer than the test: only closing sends
     try:
-        for i in range(6):  # six requests, as a worker answers them, well inside 0.5 s
-            scorer.submit("3" if i < 4 else "4", "models:/v", [{"x": i}], [f"r{i}"], None)
+        for i, version in enumerate("33443"):  # as a worker answers them
+            scorer.submit(version, "models:/v", [{"x": i}], [f"r{i}"], None)
             time.sleep(0.01)
     finally:  # closing hands over what waits at once
         scorer.close(timeout=5)
-    assert scorer.frames == [["r0", "r1", "r2", "r3"], ["r4", "r5"]]
+    assert scorer.frames == [["r0", "r1", "r4"], ["r2", "r3"]]
     assert scorer.pending == 0
+
+
+def test_the_linger_ends_counted_from_the_first_record_not_the_last() -> None:
+    scorer = Recording(linger=0.1)
+    try:
+        deadline = time.monotonic() + 0.6
+        i = 0
+        while time.monotonic() < deadline:  # steady traffic, a record every 10 ms
+            scorer.submit("3", "models:/v", [{"x": i}], [f"r{i}"], None)
+            i += 1
+            time.sleep(0.01)
+        sent_while_busy = len(scorer.frames)
+        alone = time.monotonic() + 5  # a last record with nothing after it still goes
+        scorer.submit("3", "models:/v", [{"x": i}], ["last"], None)
+        while scorer.pending and time.monotonic() < alone:
+            time.sleep(0.01)
+        assert scorer.pending == 0 and scorer.frames[-1][-1] == "last"
+    finally:
+        scorer.close(timeout=5)
+    assert sent_while_busy >= 3  # 0.6 s of traffic in frames of at most 0.1 s
+    assert [r for frame in scorer.frames for r in frame] == [*(f"r{n}" for n in range(i)), "last"]
 
 
 def test_without_a_linger_each_request_can_go_alone() -> None:
