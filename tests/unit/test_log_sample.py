@@ -1,8 +1,8 @@
-"""Bounded reads of the prediction log (`PredictionLog.sample_fraction`, `read(fraction=)`):
-a window past the bound comes back as a sample of about the bound's size, the same rows on
-every read, spread over the window's time and over interleaved roles; a shadow trial's
-sample keeps whole pairs. On SQLite here; the monitor's sampled check runs on MariaDB in
-`integration/test_monitor.py`."""
+"""Bounded reads of the prediction log (`bounded_fraction` of a `PredictionLog.window`,
+`read(fraction=)`): a window past the bound comes back as a sample of about the bound's
+size, the same rows on every read, spread over the window's time and over interleaved
+roles; a shadow trial's sample keeps whole pairs. On SQLite here; the monitor's sampled
+check runs on MariaDB in `integration/test_monitor.py`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ctloop.features.view import FeatureView
 from ctloop.monitoring import livegate
 from ctloop.predlog import sample
 from ctloop.predlog import store as predlog_store
-from ctloop.predlog.sample import BLOCK_IDS, in_sample
+from ctloop.predlog.sample import BLOCK_IDS, bounded_fraction, in_sample
 from ctloop.predlog.store import SHADOW_ROLE, PredictionLog
 from ctloop.registry import VersionInfo
 from ctloop.store.features import FeatureStore
@@ -51,14 +51,14 @@ def log(store: FeatureStore) -> PredictionLog:
 
 
 def test_a_window_within_the_bound_is_read_whole(log: PredictionLog) -> None:
-    assert log.sample_fraction("v", DAY, DAY + dt.timedelta(days=1), ROWS) == 1.0
+    assert bounded_fraction(log.window("v", DAY, DAY + dt.timedelta(days=1)).rows, ROWS) == 1.0
     whole = log.read("v", DAY, DAY + dt.timedelta(days=1), expand_features=False)
     assert len(whole) == ROWS
 
 
 def test_a_window_past_the_bound_is_an_even_sample_of_its_size(log: PredictionLog) -> None:
     end = DAY + dt.timedelta(days=1)
-    fraction = log.sample_fraction("v", DAY, end, 1_200)
+    fraction = bounded_fraction(log.window("v", DAY, end).rows, 1_200)
     assert fraction == pytest.approx(1_200 / ROWS)  # counted over this view only
     sample = log.read("v", DAY, end, fraction=fraction)
     assert 1_100 <= len(sample) <= 1_300, len(sample)

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ctloop.features.view import LOG_TABLE_SUFFIX, log_table_name
 from ctloop.predlog.row import FROM_STORE, JSON_FIELDS, decode_json, encode_row
-from ctloop.predlog.sample import Window, bounded_fraction, sampled
+from ctloop.predlog.sample import Window, sampled
 from ctloop.predlog.typed import TypedLayout, rows_by_view
 from ctloop.settings import get_settings
 from ctloop.store import tables
@@ -389,7 +389,7 @@ class PredictionLog:
 
         `role` keeps one role's rows (`champion` includes rows logged before roles
         existed). A `fraction` under 1 keeps that share of the rows, in whole blocks of ids
-        (`predlog.sample`; `sample_fraction` gives the fraction for a bounded read): the
+        (`predlog.sample`; a bounded read's is `bounded_fraction` of a `window`'s rows): the
         database reads the kept blocks only where it knows the window's ids (`window`,
         what `self.window` counted over [start, end); else they are counted here first),
         and only the sample crosses the wire. With `expand_features`, the
@@ -487,15 +487,6 @@ class PredictionLog:
             return self.read(view_name, dt.datetime.min, dt.datetime.min, model_version)
         joined = [pd.concat(f, ignore_index=True) for f in frames if f]
         return self._expanded_union(joined, layout)
-
-    def sample_fraction(
-        self, view_name: str, start: dt.datetime, end: dt.datetime, max_rows: int
-    ) -> float:
-        """The `fraction` for `read` that brings about `max_rows` of the window's rows at
-        most (1 when the window holds no more). Counted over every role and version, along
-        the (view, time) index without reading a row, so a read of one role's or one
-        version's rows stays under the bound too."""
-        return bounded_fraction(self.count(view_name, since=start, before=end), max_rows)
 
     def count(
         self,
