@@ -35,7 +35,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.goals import P4, verdict  # noqa: E402
 
+from ctloop.dev.launcher import cpu_seconds, processes_named  # noqa: E402
 from ctloop.features.view import load_view  # noqa: E402
 from ctloop.predlog.row import encode_row  # noqa: E402
 from ctloop.predlog.store import PredictionLog  # noqa: E402
@@ -63,9 +63,10 @@ SERVER = os.environ.get("CTLOOP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3
 
 def mariadbd_cpu() -> float:
     """CPU seconds (user + system) the MariaDB server has used so far."""
-    pid = subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=True)
-    fields = Path(f"/proc/{pid.stdout.split()[0]}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    pids = processes_named("mariadbd")
+    if not pids:
+        raise SystemExit("no mariadbd process on this machine: its CPU cannot be read")
+    return cpu_seconds(pids)
 
 
 VIEW = load_view("credit_score", ROOT / "features")

@@ -55,6 +55,7 @@ from ctloop.dev.launcher import (  # noqa: E402
     cpu_seconds,
     every_worker_loaded,
     free_port,
+    processes_named,
 )
 
 OPEN_LOOP_CONNECTIONS = 16
@@ -207,22 +208,10 @@ def main() -> None:
         sys.exit(1)
 
 
-def _mariadb_pids() -> list[int]:
-    """The local MariaDB server's pid (its CPU is part of what a shadow row costs)."""
-    pids = []
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() in ("mariadbd", "mysqld"):
-                pids.append(int(comm.parent.name))
-        except OSError:
-            continue
-    return pids
-
-
 def _cpu(server: Server) -> tuple[float, float]:
     """CPU seconds so far of the service's process tree (workers and their shadow scorers)
     and of MariaDB."""
-    return tree_cpu_seconds(server.proc.pid), cpu_seconds(_mariadb_pids())
+    return tree_cpu_seconds(server.proc.pid), cpu_seconds(processes_named("mariadbd", "mysqld"))
 
 
 def _wait_counts(store: Any, answered: dict[str, int], champion: str, shadow: str) -> dict:

@@ -17,7 +17,14 @@ import httpx
 import psutil
 import pytest
 
-from ctloop.dev.launcher import Server, ServerNotReadyError, free_port, path_answers, port_in_use
+from ctloop.dev.launcher import (
+    Server,
+    ServerNotReadyError,
+    free_port,
+    path_answers,
+    port_in_use,
+    processes_named,
+)
 
 # An HTTP server that ignores SIGTERM and leaves a child in its group: the worst case.
 STUBBORN_SERVER = """
@@ -104,3 +111,9 @@ def test_a_server_that_fails_to_start_says_why_and_is_stopped(
         pass
     assert logged in str(err.value)  # the log's tail says why
     assert server.proc.poll() is not None  # stopped, also when it never got ready
+
+
+def test_processes_are_found_by_their_command_name() -> None:
+    own = psutil.Process().name()
+    assert os.getpid() in processes_named("no-such-server", own)
+    assert processes_named("no-such-server") == []

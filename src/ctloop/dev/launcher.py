@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from ctloop.errors import CtloopError
 
@@ -75,6 +76,12 @@ def descendants(root: int) -> dict[int, int]:
                 out[pid] = started
                 frontier.append(pid)
     return out
+
+
+def processes_named(*names: str) -> list[int]:
+    """The live processes whose command name is one of `names`: a server this process did
+    not start, e.g. MariaDB, whose CPU a benchmark reads."""
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in names]
 
 
 def cpu_seconds(pids: list[int]) -> float:
