@@ -111,18 +111,14 @@ def dated_change(
     until: dt.datetime,
     baseline: float,
     fraction: float,
-    window: Window | None = None,
+    window: Window,
 ) -> tuple[str, str] | None:
     """Date a change on every version's labelled answers of the look-back, not only the
     champion's: after a promotion the champion has answered for a day or two only. Read
-    at the look-back's bounded `fraction`, in the `window` the check has counted already
-    (counted here when not given)."""
+    at the look-back's bounded `fraction`, in the `window` the check has counted already."""
     log = PredictionLog(store)
-    seen = window
-    if seen is None and fraction < 1:
-        seen = log.window(view.name, lookback, until, 10 * view.drift.max_rows_read)
     everyone = log.read(view.name, lookback, until, role=CHAMPION_ROLE, fraction=fraction,
-                        window=seen)  # fmt: skip
+                        window=window)  # fmt: skip
     if everyone.empty:
         return None
     policy = view.drift

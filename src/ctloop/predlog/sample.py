@@ -71,13 +71,8 @@ class Window:
             spans[table] = (first, last) if mine is None else (min(mine[0], first),
                                                                 max(mine[1], last))  # fmt: skip
         rows = self.rows + other.rows
-        if (
-            self.since is None
-            or self.before is None
-            or other.since is None
-            or (other.before is None)
-        ):
-            return Window(rows, spans)
+        if self.since is None or self.before is None or other.since is None or other.before is None:
+            return Window(rows, spans)  # a count given by hand: the sum is one too
         return Window(rows, spans, min(self.since, other.since), max(self.before, other.before))
 
 
